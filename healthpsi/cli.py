@@ -1,0 +1,26 @@
+"""The `healthpsi` entry point: registers each command module."""
+
+from __future__ import annotations
+
+import typer
+
+from healthpsi import audit, bench, coordinator, keys, node, reference, run, simulate, verify
+
+app = typer.Typer(
+    help="healthpsi: privacy-preserving federated matching for epidemic health codes.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+app.command("simulate")(simulate.simulate)
+app.add_typer(keys.app, name="keys")
+app.add_typer(node.app, name="node")
+app.add_typer(coordinator.app, name="coordinator")
+app.command("run")(run.run)
+app.command("reference")(reference.reference)
+app.command("verify")(verify.verify)
+app.add_typer(audit.app, name="audit")
+app.add_typer(bench.app, name="bench")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,147 @@
+"""Canonical risk tokens: build and parse them, and name the partition a token belongs to.
+
+A token is a UTF-8 string of `|`-separated fields whose first field is its kind. Its partition is
+the agency's dataset and the day named in the token (`static` where none): "<dataset>@<day>".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+SEP = "|"
+STATIC = "static"
+
+# kind -> (agency, dataset, index of the field holding the day, or None)
+KINDS: dict[str, tuple[str, str, int | None]] = {
+    "cell-hour": ("carrier", "stays", 2),
+    "region-day": ("carrier", "stays", 2),
+    "trip": ("transport", "tickets", 2),
+    "carriage": ("transport", "tickets", 2),
+    "household": ("police", "population", None),
+    "identity": ("police", "population", None),
+    "hotel-night": ("police", "hotel_stays", 2),
+    "room-night": ("police", "hotel_stays", 3),
+}
+FIELD_COUNTS = {
+    "cell-hour": 3,
+    "region-day": 3,
+    "trip": 3,
+    "carriage": 4,
+    "household": 2,
+    "identity": 4,
+    "hotel-night": 3,
+    "room-night": 4,
+}
+AGENCIES = ("carrier", "transport", "police")
+
+
+class TokenError(ValueError):
+    """A string that is not a canonical token."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """A parsed token: its kind, its fields after the kind, and its day (None if static)."""
+
+    kind: str
+    fields: tuple[str, ...]
+    day: dt.date | None
+
+    @property
+    def agency(self) -> str:
+        """The agency whose node records this kind of token."""
+        return KINDS[self.kind][0]
+
+    @property
+    def dataset(self) -> str:
+        """The agency dataset this kind of token is built from."""
+        return KINDS[self.kind][1]
+
+    @property
+    def partition_id(self) -> str:
+        """The partition that holds this token."""
+        return partition_id(self.dataset, self.day)
+
+
+def partition_id(dataset: str, day: dt.date | str | None) -> str:
+    """The partition id "<dataset>@<YYYY-MM-DD>" (or "@static" for day None)."""
+    if day is None or day == STATIC:
+        return f"{dataset}@{STATIC}"
+    return f"{dataset}@{day if isinstance(day, str) else day.isoformat()}"
+
+
+def parse_partition_id(pid: str) -> tuple[str, dt.date | None]:
+    """Split a partition id into its dataset and day (None for static)."""
+    dataset, sep, day = pid.partition("@")
+    if not sep or not dataset:
+        raise TokenError(f"not a partition id: {pid!r}")
+    if day == STATIC:
+        return dataset, None
+    try:
+        return dataset, dt.date.fromisoformat(day)
+    except ValueError as exc:
+        raise TokenError(f"bad day in partition id {pid!r}") from exc
+
+
+def parse(token: str) -> Token:
+    """Parse a canonical token, checking its kind, field count and day."""
+    parts = token.split(SEP)
+    kind = parts[0]
+    if kind not in KINDS:
+        raise TokenError(f"unknown token kind {kind!r} in {token!r}")
+    if len(parts) != FIELD_COUNTS[kind]:
+        raise TokenError(f"{kind} token needs {FIELD_COUNTS[kind]} fields, got {len(parts)}: {token!r}")
+    day_field = KINDS[kind][2]
+    day: dt.date | None = None
+    if day_field is not None:
+        text = parts[day_field]
+        if kind == "cell-hour":
+            if len(text) != 13 or text[10] != "T":
+                raise TokenError(f"cell-hour needs YYYY-MM-DDTHH, got {text!r}")
+            text = text[:10]
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError as exc:
+            raise TokenError(f"bad date {text!r} in {token!r}") from exc
+    return Token(kind=kind, fields=tuple(parts[1:]), day=day)
+
+
+def cell_hour(cell_id: int, hour: dt.datetime) -> str:
+    """`cell-hour|{cell_id}|{YYYY-MM-DDTHH}`."""
+    return f"cell-hour|{cell_id}|{hour:%Y-%m-%dT%H}"
+
+
+def region_day(region_code: str, day: dt.date) -> str:
+    """`region-day|{region_code}|{YYYY-MM-DD}`."""
+    return f"region-day|{region_code}|{day.isoformat()}"
+
+
+def trip(trip_id: str, service_date: dt.date) -> str:
+    """`trip|{trip_id}|{YYYY-MM-DD}`."""
+    return f"trip|{trip_id}|{service_date.isoformat()}"
+
+
+def carriage(trip_id: str, service_date: dt.date, carriage_no: int) -> str:
+    """`carriage|{trip_id}|{YYYY-MM-DD}|{carriage}`."""
+    return f"carriage|{trip_id}|{service_date.isoformat()}|{carriage_no}"
+
+
+def household(household_id: str) -> str:
+    """`household|{household_id}`."""
+    return f"household|{household_id}"
+
+
+def hotel_night(hotel_id: str, night: dt.date) -> str:
+    """`hotel-night|{hotel_id}|{YYYY-MM-DD}`."""
+    return f"hotel-night|{hotel_id}|{night.isoformat()}"
+
+
+def room_night(hotel_id: str, room: str, night: dt.date) -> str:
+    """`room-night|{hotel_id}|{room}|{YYYY-MM-DD}`."""
+    return f"room-night|{hotel_id}|{room}|{night.isoformat()}"
+
+
+def identity(subject_id: str, name: str, birth_date: dt.date) -> str:
+    """`identity|{subject_id}|{name}|{birth_date}`."""
+    return f"identity|{subject_id}|{name}|{birth_date.isoformat()}"
