@@ -1,0 +1,313 @@
+"""The ristretto255 prime-order group through libsodium: encoding checks, hashing to the group, scalars.
+
+Elements and scalars travel as 32-byte strings (elements: canonical ristretto255 encodings; scalars:
+little-endian integers below the group order). The per-element loops call libsodium through pysodium's
+ctypes handle with preallocated buffers, so they add little over the raw C calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+from collections.abc import Sequence
+
+import pysodium
+
+from crypto.errors import InvalidElement, InvalidScalar
+
+ELEMENT_BYTES = 32
+SCALAR_BYTES = 32
+UNIFORM_BYTES = 64
+ORDER = 2**252 + 27742317777372353535851937790883648493
+"""The prime order of the ristretto255 group."""
+IDENTITY = bytes(ELEMENT_BYTES)
+"""The identity element's (only) encoding; never accepted as an input."""
+
+_FIELD_PRIME = 2**255 - 19
+_SHA512_BLOCK = 128
+
+_lib = pysodium.sodium
+if _lib.sodium_init() < 0:  # pragma: no cover - libsodium cannot initialise only on a broken system
+    raise RuntimeError("libsodium failed to initialise")
+_from_hash = _lib.crypto_core_ristretto255_from_hash
+_is_valid_point = _lib.crypto_core_ristretto255_is_valid_point
+_point_add = _lib.crypto_core_ristretto255_add
+_point_sub = _lib.crypto_core_ristretto255_sub
+_scalarmult = _lib.crypto_scalarmult_ristretto255
+_scalarmult_base = _lib.crypto_scalarmult_ristretto255_base
+_scalar_invert = _lib.crypto_core_ristretto255_scalar_invert
+_sha512 = hashlib.sha512
+_Z_PAD = _sha512(bytes(_SHA512_BLOCK))  # hash state after the all-zero first block; copied per message
+
+
+def _describe(value: object) -> str:
+    """Name what a non-bytes argument is, for an error message."""
+    return type(value).__name__
+
+
+def _as_bytes(value: object, what: str, error: type[InvalidElement] | type[InvalidScalar]) -> bytes:
+    """Return `value` as bytes of the right length, or raise `error` naming the problem."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise error(f"{what}: expected bytes, got {_describe(value)}")
+    data = bytes(value)
+    if len(data) != 32:
+        raise error(f"{what}: expected 32 bytes, got {len(data)}")
+    return data
+
+
+def element_problem(data: bytes) -> str | None:
+    """Say why a 32-byte string is not an acceptable element (non-canonical, invalid, identity), or None."""
+    if data == IDENTITY:
+        return "the identity element"
+    encoded = int.from_bytes(data, "little")
+    if encoded >= _FIELD_PRIME:
+        return "non-canonical encoding (field element not reduced modulo 2^255-19)"
+    if encoded & 1:
+        return "non-canonical encoding (negative field element)"
+    if _is_valid_point(data) != 1:
+        return "not a valid ristretto255 encoding (decoding fails)"
+    return None
+
+
+def validate_element(data: object, what: str = "element") -> bytes:
+    """Return `data` as a canonical, non-identity ristretto255 encoding, or raise InvalidElement."""
+    element = _as_bytes(data, what, InvalidElement)
+    if _is_valid_point(element) == 1 and element != IDENTITY:
+        return element
+    raise InvalidElement(f"{what}: {element_problem(element)}")
+
+
+def validate_scalar(data: object, what: str = "scalar", *, nonzero: bool = True) -> bytes:
+    """`data` as a canonical scalar (below the order; nonzero unless allowed), or raise InvalidScalar."""
+    scalar = _as_bytes(data, what, InvalidScalar)
+    value = int.from_bytes(scalar, "little")
+    if value >= ORDER:
+        raise InvalidScalar(f"{what}: non-canonical scalar (not below the group order)")
+    if nonzero and value == 0:
+        raise InvalidScalar(f"{what}: zero scalar")
+    return scalar
+
+
+def split_packed(data: object, size: int = ELEMENT_BYTES) -> list[bytes]:
+    """Split n·size packed bytes into n strings of `size` bytes; raise InvalidElement on a ragged length."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidElement(f"packed elements: expected bytes, got {_describe(data)}")
+    data = bytes(data)
+    if len(data) % size:
+        raise InvalidElement(f"packed elements: length {len(data)} is not a multiple of {size}")
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def _dst_prime(dst: bytes) -> bytes:
+    """DST_prime of RFC 9380 section 5.3.3 (oversize DSTs hashed first)."""
+    if len(dst) > 255:
+        dst = _sha512(b"H2C-OVERSIZE-DST-" + dst).digest()
+    return dst + bytes([len(dst)])
+
+
+def expand_message_xmd(msg: bytes, dst: bytes, length: int) -> bytes:
+    """RFC 9380 expand_message_xmd with SHA-512: `length` uniform bytes from `msg` under `dst`."""
+    ell = -(-length // 64)
+    if ell > 255 or length > 65535 or length <= 0:
+        raise ValueError(f"expand_message_xmd: output length {length} out of range")
+    dst_prime = _dst_prime(dst)
+    state = _Z_PAD.copy()
+    state.update(msg + length.to_bytes(2, "big") + b"\x00" + dst_prime)
+    b0 = state.digest()
+    block = _sha512(b0 + b"\x01" + dst_prime).digest()
+    out = [block]
+    for i in range(2, ell + 1):
+        mixed = bytes(x ^ y for x, y in zip(b0, block, strict=True))
+        block = _sha512(mixed + bytes([i]) + dst_prime).digest()
+        out.append(block)
+    return b"".join(out)[:length]
+
+
+class Expander:
+    """expand_message_xmd(SHA-512) to 64 bytes under one fixed DST, suffixes precomputed for hot loops."""
+
+    __slots__ = ("_head_suffix", "_tail_suffix")
+
+    def __init__(self, dst: bytes) -> None:
+        dst_prime = _dst_prime(dst)
+        self._head_suffix = UNIFORM_BYTES.to_bytes(2, "big") + b"\x00" + dst_prime
+        self._tail_suffix = b"\x01" + dst_prime
+
+    def __call__(self, msg: bytes) -> bytes:
+        """Return the 64 uniform bytes for `msg`."""
+        state = _Z_PAD.copy()
+        state.update(msg + self._head_suffix)
+        return _sha512(state.digest() + self._tail_suffix).digest()
+
+
+def _uniform_to_scalar(uniform: bytes) -> bytes:
+    """Reduce 64 little-endian bytes modulo the group order."""
+    return (int.from_bytes(uniform, "little") % ORDER).to_bytes(SCALAR_BYTES, "little")
+
+
+def scalar_from_uniform(uniform: bytes) -> bytes:
+    """Reduce 64 uniform bytes (little-endian) to a scalar, as RFC 9497's ristretto255 HashToScalar does."""
+    if len(uniform) != UNIFORM_BYTES:
+        raise InvalidScalar(f"uniform bytes: expected {UNIFORM_BYTES}, got {len(uniform)}")
+    return _uniform_to_scalar(uniform)
+
+
+def hash_to_scalar(msg: bytes, dst: bytes) -> bytes:
+    """RFC 9497 HashToScalar: expand_message_xmd(SHA-512) to 64 bytes, read little-endian, mod the order."""
+    return _uniform_to_scalar(Expander(dst)(msg))
+
+
+def element_from_uniform(uniform: bytes) -> bytes:
+    """The ristretto255 one-way map (libsodium `from_hash`) of 64 uniform bytes."""
+    if len(uniform) != UNIFORM_BYTES:
+        raise InvalidElement(f"uniform bytes: expected {UNIFORM_BYTES}, got {len(uniform)}")
+    out = ctypes.create_string_buffer(ELEMENT_BYTES)
+    _from_hash(out, bytes(uniform))
+    return out.raw
+
+
+def hash_to_group(msg: bytes, dst: bytes) -> bytes:
+    """RFC 9380 hash_to_ristretto255: expand_message_xmd(SHA-512) to 64 bytes, then the one-way map."""
+    return element_from_uniform(Expander(dst)(msg))
+
+
+def scalar_mult(k: bytes, element: bytes) -> bytes:
+    """k·E for a nonzero canonical scalar and a valid non-identity element."""
+    k = validate_scalar(k)
+    element = validate_element(element)
+    out = ctypes.create_string_buffer(ELEMENT_BYTES)
+    if _scalarmult(out, k, element) != 0:  # pragma: no cover - cannot happen for a valid k and E
+        raise InvalidElement("scalar multiplication gave the identity")
+    return out.raw
+
+
+def base_mult(k: bytes) -> bytes:
+    """k·G for the group generator G and a nonzero canonical scalar k."""
+    k = validate_scalar(k)
+    out = ctypes.create_string_buffer(ELEMENT_BYTES)
+    if _scalarmult_base(out, k) != 0:  # pragma: no cover - cannot happen for a nonzero canonical k
+        raise InvalidScalar("base multiplication gave the identity")
+    return out.raw
+
+
+GENERATOR = base_mult((1).to_bytes(SCALAR_BYTES, "little"))
+"""The ristretto255 generator's encoding."""
+
+
+def scalar_mult_packed(k: bytes, packed: bytes, first_index: int = 0) -> bytes:
+    """k·E for every element of packed n·32 bytes; raise InvalidElement naming the first bad one.
+
+    `k` must already be a validated scalar (callers validate once per batch); `first_index` numbers the
+    elements in error messages when `packed` is one chunk of a larger batch.
+    """
+    packed = bytes(packed)
+    n, ragged = divmod(len(packed), ELEMENT_BYTES)
+    if ragged:
+        raise InvalidElement(f"packed elements: length {len(packed)} is not a multiple of {ELEMENT_BYTES}")
+    out = ctypes.create_string_buffer(n * ELEMENT_BYTES)
+    mult, at_offset = _scalarmult, ctypes.byref
+    # libsodium fails the call for an invalid or non-canonical encoding and for an identity result,
+    # which (k being nonzero, the group prime) happens exactly for the identity input.
+    for i in range(n):
+        at = i * ELEMENT_BYTES
+        if mult(at_offset(out, at), k, packed[at : at + ELEMENT_BYTES]):
+            element = packed[at : at + ELEMENT_BYTES]
+            raise InvalidElement(f"element {first_index + i}: {element_problem(element)}")
+    return out.raw
+
+
+def scalar_mult_each(scalars: Sequence[bytes], packed: bytes) -> bytes:
+    """s_i·E_i for per-element scalars and packed n·32 elements; InvalidElement names the first bad one.
+
+    The scalars must already be validated (nonzero, canonical).
+    """
+    packed = bytes(packed)
+    n, ragged = divmod(len(packed), ELEMENT_BYTES)
+    if ragged or n != len(scalars):
+        raise InvalidElement(f"packed elements: {len(packed)} bytes for {len(scalars)} scalars")
+    out = ctypes.create_string_buffer(n * ELEMENT_BYTES)
+    mult, at_offset = _scalarmult, ctypes.byref
+    for i, k in enumerate(scalars):
+        at = i * ELEMENT_BYTES
+        if mult(at_offset(out, at), k, packed[at : at + ELEMENT_BYTES]):
+            raise InvalidElement(f"element {i}: {element_problem(packed[at : at + ELEMENT_BYTES])}")
+    return out.raw
+
+
+def hash_to_group_mult(scalars: Sequence[bytes], msgs: Sequence[bytes], dst: bytes) -> bytes:
+    """s_i·HashToGroup(m_i) for every message, packed n·32 bytes; the scalars must already be validated."""
+    if len(scalars) != len(msgs):
+        raise ValueError(f"hash_to_group_mult: {len(scalars)} scalars for {len(msgs)} messages")
+    expand = Expander(dst)
+    point = ctypes.create_string_buffer(ELEMENT_BYTES)
+    out = ctypes.create_string_buffer(len(msgs) * ELEMENT_BYTES)
+    from_hash, mult, at_offset = _from_hash, _scalarmult, ctypes.byref
+    for i, (k, msg) in enumerate(zip(scalars, msgs, strict=True)):
+        from_hash(point, expand(msg))
+        # libsodium fails only for an identity result: a preimage of the identity under the hash.
+        if mult(at_offset(out, i * ELEMENT_BYTES), k, point):  # pragma: no cover
+            raise InvalidElement(f"input {i} hashes to the identity element")
+    return out.raw
+
+
+def element_add(a: bytes, b: bytes) -> bytes:
+    """A + B for valid elements (the identity allowed, as an accumulator)."""
+    out = ctypes.create_string_buffer(ELEMENT_BYTES)
+    if _point_add(out, _as_bytes(a, "element", InvalidElement), _as_bytes(b, "element", InvalidElement)):
+        raise InvalidElement("element addition: an operand is not a valid ristretto255 encoding")
+    return out.raw
+
+
+def element_sub(a: bytes, b: bytes) -> bytes:
+    """A - B for valid elements (the identity allowed)."""
+    out = ctypes.create_string_buffer(ELEMENT_BYTES)
+    if _point_sub(out, _as_bytes(a, "element", InvalidElement), _as_bytes(b, "element", InvalidElement)):
+        raise InvalidElement("element subtraction: an operand is not a valid ristretto255 encoding")
+    return out.raw
+
+
+def linear_combination(scalars: Sequence[bytes], elements: Sequence[bytes]) -> bytes:
+    """Σ s_i·E_i for canonical scalars (zero ones add nothing) and valid non-identity elements.
+
+    The sum itself may be the identity (returned as its all-zero encoding).
+    """
+    if len(scalars) != len(elements):
+        raise ValueError(f"linear combination: {len(scalars)} scalars for {len(elements)} elements")
+    acc = ctypes.create_string_buffer(ELEMENT_BYTES)  # all zeros: the identity
+    term = ctypes.create_string_buffer(ELEMENT_BYTES)
+    mult, add = _scalarmult, _point_add
+    for i, (s, e) in enumerate(zip(scalars, elements, strict=True)):
+        if mult(term, s, e) or add(acc, acc, term):
+            if validate_scalar(s, f"scalar {i}", nonzero=False) == bytes(SCALAR_BYTES):
+                validate_element(e, f"element {i}")
+                continue
+            raise InvalidElement(f"element {i}: {element_problem(_as_bytes(e, 'element', InvalidElement))}")
+    return acc.raw
+
+
+def scalar_invert(k: bytes) -> bytes:
+    """1/k modulo the group order, for a nonzero canonical scalar."""
+    k = validate_scalar(k)
+    out = ctypes.create_string_buffer(SCALAR_BYTES)
+    _scalar_invert(out, k)
+    return out.raw
+
+
+def _int(k: bytes, what: str) -> int:
+    """A canonical scalar (zero allowed) as an integer."""
+    return int.from_bytes(validate_scalar(k, what, nonzero=False), "little")
+
+
+def scalar_mul(a: bytes, b: bytes) -> bytes:
+    """a·b modulo the group order."""
+    return (_int(a, "scalar a") * _int(b, "scalar b") % ORDER).to_bytes(SCALAR_BYTES, "little")
+
+
+def scalar_add(a: bytes, b: bytes) -> bytes:
+    """a + b modulo the group order."""
+    return ((_int(a, "scalar a") + _int(b, "scalar b")) % ORDER).to_bytes(SCALAR_BYTES, "little")
+
+
+def scalar_sub(a: bytes, b: bytes) -> bytes:
+    """a - b modulo the group order."""
+    return ((_int(a, "scalar a") - _int(b, "scalar b")) % ORDER).to_bytes(SCALAR_BYTES, "little")
