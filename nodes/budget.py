@@ -1,0 +1,206 @@
+"""Per-partition query budgets in evaluated elements, persisted in SQLite (WAL), with idempotent retries.
+
+Every Evaluate is charged its element count against its partition's cap. A request that carries an
+idempotency key is stored with its response, so a retry with the same key and the same blinded inputs
+gets the same response and is not charged again.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proto import tokens
+from proto.errors import FailedPrecondition, ResourceExhausted
+
+DAY_MINIMUM = 1024
+"""Smallest default cap of a day partition."""
+
+_SPEC = re.compile(r"^(?:(?P<scope>[A-Za-z0-9_.@-]+)=)?(?P<cap>[0-9]+)$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS budget (
+    partition_id TEXT PRIMARY KEY,
+    total INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS requests (
+    partition_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    inputs_digest BLOB NOT NULL,
+    count INTEGER NOT NULL,
+    response BLOB NOT NULL,
+    PRIMARY KEY (partition_id, idempotency_key)
+);
+"""
+
+
+class BudgetSpecError(ValueError):
+    """A budget specification that cannot be parsed."""
+
+
+def default_cap(partition_id: str, entry_count: int) -> int:
+    """The default cap: max(1024, entries // 2) for a day partition, the entry count for a static one."""
+    _, day = tokens.parse_partition_id(partition_id)
+    return entry_count if day is None else max(DAY_MINIMUM, entry_count // 2)
+
+
+@dataclass(frozen=True)
+class BudgetPolicy:
+    """Caps per partition: explicit overrides by scope, else `default_cap`.
+
+    A scope is a partition id (`stays@2020-02-01`), a dataset (`stays`), `day` or `static` (every day
+    or static partition), or `*` (every partition); the most specific scope that matches wins.
+    """
+
+    overrides: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, specs: Sequence[str]) -> BudgetPolicy:
+        """Parse `N` (every partition) or `SCOPE=N` items, e.g. `["stays=2000", "population@static=500"]`."""
+        overrides: dict[str, int] = {}
+        for spec in specs:
+            for item in filter(None, (part.strip() for part in spec.split(","))):
+                match = _SPEC.match(item)
+                if not match:
+                    raise BudgetSpecError(f"budget {item!r}: expected N or SCOPE=N (SCOPE: partition id, "
+                                          "dataset, 'day', 'static' or '*')")
+                overrides[match["scope"] or "*"] = int(match["cap"])
+        return cls(overrides)
+
+    def cap(self, partition_id: str, entry_count: int) -> int:
+        """The cap of a partition with `entry_count` index entries."""
+        dataset, day = tokens.parse_partition_id(partition_id)
+        for scope in (partition_id, dataset, "static" if day is None else "day", "*"):
+            if scope in self.overrides:
+                return self.overrides[scope]
+        return default_cap(partition_id, entry_count)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A partition's cap and use, in evaluated elements."""
+
+    total: int
+    used: int
+
+    @property
+    def left(self) -> int:
+        """Elements that may still be evaluated."""
+        return max(0, self.total - self.used)
+
+
+def _exhausted(partition_id: str, budget: Budget, count: int) -> ResourceExhausted:
+    """The refusal of a request for `count` elements that do not fit, stating cap and use."""
+    return ResourceExhausted(
+        f"budget exhausted on partition {partition_id}: cap {budget.total} elements, "
+        f"used {budget.used}, {budget.left} left, this request asks for {count}"
+    )
+
+
+class BudgetLedger:
+    """Budgets and stored Evaluate responses in one SQLite database (WAL mode), safe across threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def set_total(self, partition_id: str, total: int) -> Budget:
+        """Set a partition's cap (keeping what it has used) and return its budget."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO budget (partition_id, total) VALUES (?, ?) "
+                "ON CONFLICT(partition_id) DO UPDATE SET total = excluded.total",
+                (partition_id, total),
+            )
+            return self._budget(partition_id)
+
+    def _budget(self, partition_id: str) -> Budget:
+        """Read a partition's budget (caller holds the lock)."""
+        row = self._db.execute(
+            "SELECT total, used FROM budget WHERE partition_id = ?", (partition_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(partition_id)
+        return Budget(total=row[0], used=row[1])
+
+    def budget(self, partition_id: str) -> Budget:
+        """A partition's current budget."""
+        with self._lock:
+            return self._budget(partition_id)
+
+    def replay(self, partition_id: str, idempotency_key: str, inputs_digest: bytes) -> bytes | None:
+        """The stored response of an earlier request with this key, or None.
+
+        Raises FailedPrecondition when the key was used for different blinded inputs.
+        """
+        if not idempotency_key:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT inputs_digest, response FROM requests WHERE partition_id = ? AND idempotency_key = ?",
+                (partition_id, idempotency_key),
+            ).fetchone()
+        if row is None:
+            return None
+        if bytes(row[0]) != inputs_digest:
+            raise FailedPrecondition(
+                f"idempotency key {idempotency_key!r} was already used on partition {partition_id} "
+                "for different blinded elements"
+            )
+        return bytes(row[1])
+
+    def check(self, partition_id: str, count: int) -> Budget:
+        """The budget if `count` more elements fit; else raise ResourceExhausted stating cap and use."""
+        with self._lock:
+            budget = self._budget(partition_id)
+        if count > budget.left:
+            raise _exhausted(partition_id, budget, count)
+        return budget
+
+    def commit(
+        self,
+        partition_id: str,
+        idempotency_key: str,
+        inputs_digest: bytes,
+        count: int,
+        respond: Callable[[int], bytes],
+    ) -> bytes:
+        """Charge `count` elements and store the response `respond(budget_left)`, atomically; return it.
+
+        Raises ResourceExhausted (nothing charged) when the elements no longer fit the cap.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                budget = self._budget(partition_id)
+                if count > budget.left:
+                    raise _exhausted(partition_id, budget, count)
+                self._db.execute(
+                    "UPDATE budget SET used = used + ? WHERE partition_id = ?", (count, partition_id)
+                )
+                response = respond(budget.left - count)
+                if idempotency_key:
+                    self._db.execute(
+                        "INSERT INTO requests (partition_id, idempotency_key, inputs_digest, count, "
+                        "response) VALUES (?, ?, ?, ?, ?)",
+                        (partition_id, idempotency_key, inputs_digest, count, response),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return response
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,258 @@
+"""A partition's index: one (tag, sealed label) entry per distinct token, sorted by tag.
+
+For each distinct token `t` of the partition, `y = OPRF-Evaluate(k_p, t)` (VOPRF mode, one evaluation
+per distinct token, batched over the executor), `(tag, label_key) = derive_tag_key(y)`, and the label
+seals the sorted 8-byte bodies of the subjects recorded at `t`. The canonical entry bytes are
+
+    tag (16 bytes) || label length (u32 big-endian) || sealed label
+
+and the index digest is SHA-256 over all entries in tag order. On disk, per partition:
+`<dir>/<partition_id>.idx` (the canonical bytes) and `<dir>/<partition_id>.json` (its metadata, written
+last, so its presence marks a complete index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import struct
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crypto import labels, oprf
+from proto import ids, tokens
+
+ENTRY_HEADER = struct.Struct(">16sI")
+"""Tag and label length at the head of every canonical entry."""
+FORMAT_VERSION = 1
+DEFAULT_CHUNK_BYTES = 1 << 20
+"""Target size of one streamed chunk; a chunk always carries at least one whole entry."""
+_ROWS_DIGEST_TAG = b"healthpsi index rows v1"
+
+
+class IndexFileError(Exception):
+    """An index file that is missing, incomplete or does not match its metadata."""
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """What the manifest states about a partition's index, plus a fingerprint of the rows behind it."""
+
+    partition_id: str
+    dataset: str
+    day: str
+    token_kinds: tuple[str, ...]
+    entry_count: int
+    index_bytes: int
+    index_digest: bytes
+    public_key: bytes
+    rows_digest: bytes
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        """The metadata as JSON (bytes as hex)."""
+        data = asdict(self)
+        data["token_kinds"] = list(self.token_kinds)
+        for name in ("index_digest", "public_key", "rows_digest"):
+            data[name] = data[name].hex()
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> IndexMeta:
+        """Parse metadata written by `to_json`; raise IndexFileError when malformed."""
+        try:
+            data = json.loads(text)
+            for name in ("index_digest", "public_key", "rows_digest"):
+                data[name] = bytes.fromhex(data[name])
+            data["token_kinds"] = tuple(data["token_kinds"])
+            return cls(**data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise IndexFileError(f"malformed index metadata: {exc}") from exc
+
+
+def rows_digest(rows: pd.DataFrame) -> bytes:
+    """A fingerprint of a partition's distinct (subject_id, token) rows, independent of their order."""
+    hashed = pd.util.hash_pandas_object(rows[["subject_id", "token"]].astype(str), index=False).to_numpy()
+    return hashlib.sha256(_ROWS_DIGEST_TAG + np.sort(hashed).astype(">u8").tobytes()).digest()
+
+
+def group_subjects(rows: pd.DataFrame) -> tuple[list[str], list[list[int]]]:
+    """Distinct tokens (sorted) and, for each, the sorted distinct subject bodies recorded at it."""
+    subject_codes, subjects = pd.factorize(rows["subject_id"].to_numpy(dtype=object))
+    bodies = np.array([ids.to_int(s) for s in subjects], dtype=np.int64)[subject_codes]
+    token_codes, token_values = pd.factorize(rows["token"].to_numpy(dtype=object), sort=True)
+    order = np.lexsort((bodies, token_codes))
+    token_codes, bodies = token_codes[order], bodies[order]
+    bounds = np.flatnonzero(np.diff(token_codes)) + 1
+    groups = [np.unique(group).tolist() for group in np.split(bodies, bounds)] if len(bodies) else []
+    return [str(t) for t in token_values], groups
+
+
+def build_entries(sk: bytes, rows: pd.DataFrame, executor: Executor | None = None) -> list[bytes]:
+    """The canonical entries of a partition, sorted by tag: one VOPRF evaluation per distinct token."""
+    token_list, groups = group_subjects(rows)
+    outputs = oprf.evaluate_many(sk, [t.encode() for t in token_list], oprf.Mode.VOPRF, executor)
+    entries = []
+    for y, bodies in zip(outputs, groups, strict=True):
+        tag, key = labels.derive_tag_key(y)
+        sealed = labels.seal(key, bodies)
+        entries.append(ENTRY_HEADER.pack(tag, len(sealed)) + sealed)
+    entries.sort()
+    for previous, entry in itertools.pairwise(entries):
+        if previous[: labels.TAG_BYTES] == entry[: labels.TAG_BYTES]:
+            raise IndexFileError("two tokens derived the same tag")
+    return entries
+
+
+def token_kinds(rows: pd.DataFrame) -> tuple[str, ...]:
+    """The sorted distinct kinds of the partition's tokens."""
+    kinds = rows["token"].astype(str).str.split(tokens.SEP, n=1, regex=False).str[0]
+    return tuple(sorted(set(kinds)))
+
+
+def paths(directory: Path, partition_id: str) -> tuple[Path, Path]:
+    """The index file and the metadata file of a partition."""
+    return directory / f"{partition_id}.idx", directory / f"{partition_id}.json"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a file through a temporary name and an fsync, then rename it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def build_index(
+    directory: Path,
+    partition_id: str,
+    sk: bytes,
+    pk: bytes,
+    rows: pd.DataFrame,
+    executor: Executor | None = None,
+    digest_of_rows: bytes | None = None,
+) -> IndexMeta:
+    """Build a partition's index from its distinct (subject_id, token) rows and write it to `directory`."""
+    entries = build_entries(sk, rows, executor)
+    data = b"".join(entries)
+    dataset, day = tokens.parse_partition_id(partition_id)
+    meta = IndexMeta(
+        partition_id=partition_id,
+        dataset=dataset,
+        day=tokens.STATIC if day is None else day.isoformat(),
+        token_kinds=token_kinds(rows),
+        entry_count=len(entries),
+        index_bytes=len(data),
+        index_digest=hashlib.sha256(data).digest(),
+        public_key=pk,
+        rows_digest=digest_of_rows if digest_of_rows is not None else rows_digest(rows),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    index_path, meta_path = paths(directory, partition_id)
+    meta_path.unlink(missing_ok=True)
+    _write_atomic(index_path, data)
+    _write_atomic(meta_path, meta.to_json().encode())
+    return meta
+
+
+def entry_offsets(data: bytes) -> np.ndarray:
+    """Byte offsets of every entry in canonical index bytes, plus the end; raise IndexFileError if ragged."""
+    offsets = [0]
+    at, end = 0, len(data)
+    while at < end:
+        if at + ENTRY_HEADER.size > end:
+            raise IndexFileError(f"truncated entry header at byte {at}")
+        _, length = ENTRY_HEADER.unpack_from(data, at)
+        at += ENTRY_HEADER.size + length
+        if at > end:
+            raise IndexFileError(f"entry at byte {offsets[-1]} runs past the end of the index")
+        offsets.append(at)
+    return np.array(offsets, dtype=np.int64)
+
+
+class PartitionIndex:
+    """A built index on disk, opened for chunked reading by entry offset."""
+
+    def __init__(self, meta: IndexMeta, path: Path, offsets: np.ndarray) -> None:
+        self.meta = meta
+        self.path = path
+        self.offsets = offsets
+        self._fd = os.open(path, os.O_RDONLY)
+
+    @property
+    def entry_count(self) -> int:
+        """Number of entries (distinct tokens)."""
+        return len(self.offsets) - 1
+
+    def read(self, first: int, count: int) -> bytes:
+        """The canonical bytes of entries [first, first + count)."""
+        start, stop = int(self.offsets[first]), int(self.offsets[first + count])
+        return os.pread(self._fd, stop - start, start)
+
+    def chunks(self, offset: int, max_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, int, bytes]]:
+        """Yield (first entry, entry count, entry bytes) from `offset` to the end, each about max_bytes."""
+        first = offset
+        while first < self.entry_count:
+            stop = int(np.searchsorted(self.offsets, self.offsets[first] + max_bytes, side="right")) - 1
+            stop = min(max(stop, first + 1), self.entry_count)
+            yield first, stop - first, self.read(first, stop - first)
+            first = stop
+
+    def close(self) -> None:
+        """Close the index file."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def load_meta(directory: Path, partition_id: str) -> IndexMeta | None:
+    """A partition's index metadata, or None when it has no complete index."""
+    _, meta_path = paths(directory, partition_id)
+    if not meta_path.exists():
+        return None
+    try:
+        return IndexMeta.from_json(meta_path.read_text())
+    except IndexFileError:
+        return None
+
+
+def open_index(directory: Path, meta: IndexMeta) -> PartitionIndex:
+    """Open a built index after checking its size, entry structure and digest against its metadata."""
+    index_path, _ = paths(directory, meta.partition_id)
+    try:
+        data = index_path.read_bytes()
+    except OSError as exc:
+        raise IndexFileError(f"{index_path}: {exc}") from exc
+    if len(data) != meta.index_bytes or hashlib.sha256(data).digest() != meta.index_digest:
+        raise IndexFileError(f"{index_path}: contents do not match the recorded digest")
+    offsets = entry_offsets(data)
+    if len(offsets) - 1 != meta.entry_count:
+        raise IndexFileError(f"{index_path}: {len(offsets) - 1} entries, metadata says {meta.entry_count}")
+    return PartitionIndex(meta, index_path, offsets)
+
+
+def remove_index(directory: Path, partition_id: str) -> bool:
+    """Delete a partition's index and metadata; True if there was anything to delete."""
+    found = False
+    for path in paths(directory, partition_id):
+        if path.exists():
+            path.unlink()
+            found = True
+    return found
+
+
+def indexed_partitions(directory: Path) -> list[str]:
+    """Partition ids with an index or metadata file in `directory`, sorted."""
+    if not directory.is_dir():
+        return []
+    names = {p.stem for p in directory.glob("*.idx")} | {p.stem for p in directory.glob("*.json")}
+    return sorted(names)
