@@ -1,0 +1,98 @@
+"""Index tags and sealed labels derived from an OPRF output.
+
+From a PRF output y: tag = HKDF-SHA256(y, info="healthpsi tag")[:16] and label key =
+HKDF-SHA256(y, info="healthpsi label") (32 bytes), both without salt. A label is AES-256-GCM under the
+label key (12 zero bytes of nonce: each key seals exactly one label, once; no associated data) over the
+sorted subject bodies as 8-byte big-endian integers, padded with all-ones entries to a power of two.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import operator
+from collections.abc import Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crypto.errors import LabelError
+
+TAG_BYTES = 16
+KEY_BYTES = 32
+ENTRY_BYTES = 8
+GCM_TAG_BYTES = 16
+PADDING = b"\xff" * ENTRY_BYTES
+"""A padding entry; no subject body can take this value."""
+MAX_BODY = 2**64 - 2
+"""The largest body a label can hold (all-ones is padding)."""
+
+_NONCE = bytes(12)
+_SALT = bytes(32)  # RFC 5869: no salt means HashLen zero bytes
+_TAG_INFO = b"healthpsi tag\x01"
+_LABEL_INFO = b"healthpsi label\x01"
+_digest = hmac.digest
+
+
+def derive_tag_key(y: bytes) -> tuple[bytes, bytes]:
+    """(16-byte index tag, 32-byte label key) from a PRF output, by HKDF-SHA256 with the design's infos."""
+    if not isinstance(y, bytes | bytearray | memoryview):
+        raise LabelError(f"PRF output: expected bytes, got {type(y).__name__}")
+    prk = _digest(_SALT, y, "sha256")  # HKDF-Extract
+    # HKDF-Expand: both outputs fit in the first block T(1) = HMAC(PRK, info || 0x01).
+    return _digest(prk, _TAG_INFO, "sha256")[:TAG_BYTES], _digest(prk, _LABEL_INFO, "sha256")
+
+
+def padded_entries(count: int) -> int:
+    """The number of entries a label of `count` subjects holds: the next power of two (at least 1)."""
+    return 1 << max(count - 1, 0).bit_length()
+
+
+def _check_key(key: object) -> bytes:
+    """Return a 32-byte label key, or raise LabelError."""
+    if not isinstance(key, bytes | bytearray | memoryview) or len(key) != KEY_BYTES:
+        raise LabelError(f"label key: expected {KEY_BYTES} bytes")
+    return bytes(key)
+
+
+def seal(key: bytes, bodies: Sequence[int]) -> bytes:
+    """Seal the distinct subject bodies (sorted, padded to a power of two entries) under a label key."""
+    key = _check_key(key)
+    try:
+        distinct = sorted({operator.index(body) for body in bodies})
+    except TypeError as exc:
+        raise LabelError(f"label: subject bodies must be integers ({exc})") from None
+    if distinct and (distinct[0] < 0 or distinct[-1] > MAX_BODY):
+        raise LabelError(f"label: subject bodies must lie in [0, {MAX_BODY}]")
+    plain = b"".join(body.to_bytes(ENTRY_BYTES, "big") for body in distinct)
+    plain += PADDING * (padded_entries(len(distinct)) - len(distinct))
+    return AESGCM(key).encrypt(_NONCE, plain, None)
+
+
+def open_label(key: bytes, sealed: bytes) -> list[int]:
+    """Open a sealed label: the sorted subject bodies, padding stripped; LabelError if it does not open or is
+    malformed."""
+    key = _check_key(key)
+    if not isinstance(sealed, bytes | bytearray | memoryview):
+        raise LabelError(f"sealed label: expected bytes, got {type(sealed).__name__}")
+    if len(sealed) < GCM_TAG_BYTES + ENTRY_BYTES:
+        raise LabelError(f"sealed label: {len(sealed)} bytes, too short for one entry and the GCM tag")
+    try:
+        plain = AESGCM(key).decrypt(_NONCE, bytes(sealed), None)
+    except InvalidTag:
+        raise LabelError("sealed label does not open under this key (wrong key or tampered label)") from None
+    entries = len(plain) // ENTRY_BYTES
+    if len(plain) % ENTRY_BYTES or entries != padded_entries(entries):
+        raise LabelError(
+            f"label: {len(plain)} bytes is not a power-of-two number of {ENTRY_BYTES}-byte entries"
+        )
+    raw = [plain[i : i + ENTRY_BYTES] for i in range(0, len(plain), ENTRY_BYTES)]
+    count = next((i for i, entry in enumerate(raw) if entry == PADDING), entries)
+    if any(entry != PADDING for entry in raw[count:]):
+        raise LabelError("label: a subject entry follows padding")
+    bodies = [int.from_bytes(entry, "big") for entry in raw[:count]]
+    if any(a >= b for a, b in itertools.pairwise(bodies)):
+        raise LabelError("label: subject entries are not strictly ascending")
+    if padded_entries(count) != entries:
+        raise LabelError(f"label: {entries} entries for {count} subjects (expected {padded_entries(count)})")
+    return bodies
