@@ -1,0 +1,325 @@
+"""An agency's own files, read as token partitions, with malformed rows counted by category and skipped.
+
+`AgencyStore(run_dir, agency)` reads only `RUN/data/<agency>/`. Dated datasets are streamed row group by
+row group (the simulation writes one row group per day): a record enters memory when its row group is
+needed for a day of the window and leaves once its last day has been tokenised, so a stay that crosses
+midnight (or a multi-night hotel stay) is carried into the next day's partition and nothing else is kept.
+
+A row is malformed when a token-relevant value is missing (`missing_value`), its subject id is not
+17 digits and the right MOD 11-2 check character (`bad_subject_id`), a stay's end is not after its start
+(`end_not_after_start`), a stay's cell is not in cells.parquet (`unknown_cell`), or a hotel stay has fewer
+than one night (`bad_nights`). Each malformed row is counted once, under the first of these that applies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from nodes import tokenize
+from proto import ids
+from proto import tokens as tk
+
+CATEGORIES = ("missing_value", "bad_subject_id", "end_not_after_start", "unknown_cell", "bad_nights")
+_DAY = 86400
+
+
+class StoreError(ValueError):
+    """An agency's data directory cannot be read (unknown agency, missing file or column)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """How one agency file is read: its token columns and the column that dates a row."""
+
+    name: str
+    columns: tuple[str, ...]
+    date_column: str | None  # None: a static dataset, one partition
+
+
+DATASETS: dict[str, tuple[Dataset, ...]] = {
+    "carrier": (Dataset("stays", ("subject_id", "cell_id", "start", "end"), "start"),),
+    "transport": (Dataset("tickets", ("subject_id", "trip_id", "service_date", "carriage"), "service_date"),),
+    "police": (
+        Dataset("population", ("subject_id", "name", "birth_date", "household_id"), None),
+        Dataset("hotel_stays", ("subject_id", "hotel_id", "room", "check_in", "nights"), "check_in"),
+    ),
+}
+
+
+def _day_number(value: object) -> int:
+    """A date or timestamp statistic as days since 1970-01-01."""
+    return int(np.datetime64(value, "D").astype(np.int64))
+
+
+def _as_day_numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A non-null date32 or timestamp column as int64 days since 1970-01-01."""
+    if pa.types.is_timestamp(column.type):
+        return column.cast(pa.timestamp("s")).cast(pa.int64()).to_numpy() // _DAY
+    return column.cast(pa.int32()).to_numpy().astype(np.int64)
+
+
+class AgencyStore:
+    """An agency's data files (RUN/data/<agency>/) as token partitions, skipping malformed rows."""
+
+    def __init__(self, run_dir: str | Path, agency: str) -> None:
+        """Open the agency's files; raises StoreError for an unknown agency or a missing file or column."""
+        if agency not in DATASETS:
+            raise StoreError(f"unknown agency {agency!r}; expected one of {sorted(DATASETS)}")
+        self.agency = agency
+        self.root = Path(run_dir) / "data" / agency
+        self.datasets = DATASETS[agency]
+        self._files: dict[str, pq.ParquetFile] = {}
+        for ds in self.datasets:
+            path = self.root / f"{ds.name}.parquet"
+            if not path.is_file():
+                raise StoreError(f"{agency}: missing data file {path}")
+            pf = pq.ParquetFile(path, read_dictionary=["subject_id"])
+            missing = [c for c in ds.columns if c not in pf.schema_arrow.names]
+            if missing:
+                raise StoreError(f"{path}: missing column(s) {', '.join(missing)}")
+            self._files[ds.name] = pf
+        self._cells: pd.DataFrame | None = None
+        self._counts: dict[tuple[str, int], dict[str, int]] = {}
+        self._good: dict[tuple[str, int], int] = {}
+
+    # -- reference data -------------------------------------------------------------------------------
+
+    def cells(self) -> pd.DataFrame:
+        """The carrier's cells (cell_id, region_code, x_km, y_km); StoreError for other agencies."""
+        if self.agency != "carrier":
+            raise StoreError(f"{self.agency} has no cells file")
+        if self._cells is None:
+            path = self.root / "cells.parquet"
+            if not path.is_file():
+                raise StoreError(f"carrier: missing data file {path}")
+            table = pq.read_table(path)
+            for col in ("cell_id", "region_code"):
+                if col not in table.column_names:
+                    raise StoreError(f"{path}: missing column {col}")
+            self._cells = table.to_pandas()
+        return self._cells
+
+    # -- validation -------------------------------------------------------------------------------------
+
+    def _validate(self, ds: Dataset, table: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
+        """The good-row mask of one row group, recording its malformed counts by category."""
+        n = table.num_rows
+        bad = np.zeros(n, dtype=bool)
+        counts = dict.fromkeys(CATEGORIES, 0)
+
+        def mark(category: str, mask: np.ndarray) -> None:
+            new = mask & ~bad
+            counts[category] += int(new.sum())
+            bad[:] |= new
+
+        missing = np.zeros(n, dtype=bool)
+        for col in ds.columns:
+            missing |= table[col].is_null().to_numpy(zero_copy_only=False)
+        mark("missing_value", missing)
+        mark("bad_subject_id", ~self._valid_subjects(table["subject_id"]))
+        if ds.name == "stays":
+            not_after = pc.fill_null(pc.less_equal(table["end"], table["start"]), False)
+            mark("end_not_after_start", not_after.to_numpy(zero_copy_only=False))
+            cell_ids = pa.array(self.cells()["cell_id"].to_numpy(np.int32))
+            known = pc.fill_null(pc.is_in(table["cell_id"].cast(pa.int32()), value_set=cell_ids), False)
+            mark("unknown_cell", ~known.to_numpy(zero_copy_only=False))
+        if ds.name == "hotel_stays":
+            few = pc.fill_null(pc.less(table["nights"], 1), False)
+            mark("bad_nights", few.to_numpy(zero_copy_only=False))
+        return ~bad, counts
+
+    @staticmethod
+    def _valid_subjects(column: pa.ChunkedArray) -> np.ndarray:
+        """Valid-id mask for a (possibly dictionary-encoded) subject_id column; nulls count as valid here."""
+        parts = []
+        for chunk in column.chunks:
+            if pa.types.is_dictionary(chunk.type):
+                ok = np.append(ids.valid_mask(pd.Series(chunk.dictionary.to_pandas(), dtype="str")), True)
+                idx = pc.fill_null(chunk.indices, len(ok) - 1).to_numpy(zero_copy_only=False)
+                parts.append(ok[idx])
+            else:
+                values = pd.Series(chunk.to_pandas(), dtype="str")
+                parts.append(ids.valid_mask(values) | values.isna().to_numpy())
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+    def _read(self, ds: Dataset, group: int) -> pa.Table:
+        """One row group's token columns, validated (counts recorded once), good rows only."""
+        table = self._files[ds.name].read_row_group(group, columns=list(ds.columns))
+        good, counts = self._validate(ds, table)
+        self._counts[(ds.name, group)] = counts
+        self._good[(ds.name, group)] = int(good.sum())
+        return table.filter(pa.array(good))
+
+    def _scan_all(self) -> None:
+        """Validate every row group not yet read, so the counts cover the whole files."""
+        for ds in self.datasets:
+            for group in range(self._files[ds.name].num_row_groups):
+                if (ds.name, group) not in self._counts:
+                    self._read(ds, group)
+
+    @property
+    def malformed(self) -> dict[str, int]:
+        """Malformed rows in the agency's files, by category (every category listed, zeros included)."""
+        self._scan_all()
+        total = dict.fromkeys(CATEGORIES, 0)
+        for counts in self._counts.values():
+            for category, n in counts.items():
+                total[category] += n
+        return total
+
+    @property
+    def malformed_by_dataset(self) -> dict[str, dict[str, int]]:
+        """Malformed rows per dataset and category (every category listed, zeros included)."""
+        self._scan_all()
+        out = {ds.name: dict.fromkeys(CATEGORIES, 0) for ds in self.datasets}
+        for (name, _), counts in self._counts.items():
+            for category, n in counts.items():
+                out[name][category] += n
+        return out
+
+    @property
+    def good_rows(self) -> dict[str, int]:
+        """Rows that passed validation, per dataset."""
+        self._scan_all()
+        out = {ds.name: 0 for ds in self.datasets}
+        for (name, _), n in self._good.items():
+            out[name] += n
+        return out
+
+    # -- partitions -------------------------------------------------------------------------------------
+
+    def partition_ids(self, window: tuple[dt.date, dt.date]) -> list[str]:
+        """The partition ids iter_partitions yields for this window, in order."""
+        first, last = window
+        out = []
+        for ds in self.datasets:
+            if ds.date_column is None:
+                out.append(tk.partition_id(ds.name, None))
+            else:
+                n_days = (last - first).days + 1
+                out.extend(tk.partition_id(ds.name, first + dt.timedelta(days=i)) for i in range(n_days))
+        return out
+
+    def iter_partitions(self, window: tuple[dt.date, dt.date]) -> Iterator[tuple[str, pd.DataFrame]]:
+        """Yield (partition_id, frame of distinct (subject_id, token)) per dataset and day of the window.
+
+        `window` is (first_day, last_day), inclusive; static partitions are always included. Days with no
+        records yield an empty frame. Frames are sorted by (token, subject_id); columns are Categoricals.
+        """
+        first, last = window
+        if last < first:
+            raise StoreError(f"empty window {first} .. {last}")
+        for ds in self.datasets:
+            if ds.date_column is None:
+                yield tk.partition_id(ds.name, None), self._static(ds)
+            else:
+                yield from self._daily(ds, _day_number(first), _day_number(last))
+
+    def _static(self, ds: Dataset) -> pd.DataFrame:
+        """The one partition of a static dataset (the population register)."""
+        pf = self._files[ds.name]
+        tables = [self._read(ds, g) for g in range(pf.num_row_groups)]
+        if not tables:
+            return _columns(tokenize.empty())
+        frame = pa.concat_tables(tables).to_pandas(date_as_object=False)
+        return _columns(tokenize.population_tokens(frame))
+
+    def _spans(self, ds: Dataset, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """First and last day (days since 1970, inclusive) each good row contributes tokens to."""
+        if ds.name == "stays":
+            start = table["start"].cast(pa.timestamp("s")).cast(pa.int64()).to_numpy()
+            end = table["end"].cast(pa.timestamp("s")).cast(pa.int64()).to_numpy()
+            return start // _DAY, (end - 1) // _DAY
+        first = _as_day_numbers(table[ds.date_column])
+        if ds.name == "hotel_stays":
+            return first, first + table["nights"].cast(pa.int64()).to_numpy() - 1
+        return first, first
+
+    def _group_first_days(self, ds: Dataset) -> list[tuple[float, int]]:
+        """(earliest day by the file's statistics, row group) for every row group, earliest first."""
+        pf = self._files[ds.name]
+        col = pf.schema_arrow.names.index(ds.date_column)
+        out: list[tuple[float, int]] = []
+        for g in range(pf.num_row_groups):
+            stats = pf.metadata.row_group(g).column(col).statistics
+            ok = stats is not None and stats.has_min_max
+            out.append((_day_number(stats.min) if ok else -np.inf, g))
+        return sorted(out)
+
+    def _daily(self, ds: Dataset, first: int, last: int) -> Iterator[tuple[str, pd.DataFrame]]:
+        """Stream a dated dataset's partitions for days first..last, carrying rows that span days."""
+        pending = self._group_first_days(ds)
+        buffer: pa.Table | None = None
+        span_first = span_last = np.zeros(0, dtype=np.int64)
+        tokenizer = _TOKENIZERS[ds.name]
+        for day in range(first, last + 1):
+            while pending and pending[0][0] <= day:
+                table = self._read(ds, pending.pop(0)[1])
+                f, la = self._spans(ds, table)
+                keep = la >= day
+                table, f, la = table.filter(pa.array(keep)), f[keep], la[keep]
+                buffer = table if buffer is None else pa.concat_tables([buffer, table])
+                span_first, span_last = np.concatenate([span_first, f]), np.concatenate([span_last, la])
+            pid = tk.partition_id(ds.name, _date(day))
+            if buffer is None or buffer.num_rows == 0:
+                yield pid, _columns(tokenize.empty())
+                continue
+            today = (span_first <= day) & (span_last >= day)
+            rows = buffer.filter(pa.array(today)).to_pandas(date_as_object=False)
+            tokens = tokenizer(self, rows, day)
+            yield pid, _columns(tokens[tokens["partition_id"] == pid] if len(tokens) else tokens)
+            done = span_last <= day
+            if done.any():
+                buffer = buffer.filter(pa.array(~done))
+                span_first, span_last = span_first[~done], span_last[~done]
+
+
+def _date(day: int) -> dt.date:
+    """Days since 1970-01-01 as a date."""
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(day))
+
+
+def _columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The (subject_id, token) columns of a token frame, unused categories dropped."""
+    out = frame[["subject_id", "token"]].reset_index(drop=True)
+    return out.assign(
+        subject_id=out["subject_id"].cat.remove_unused_categories(),
+        token=out["token"].cat.remove_unused_categories(),
+    )
+
+
+def _stays_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame:
+    """Tokens of the stays overlapping one day, clipped to that day."""
+    lo = np.datetime64(day * _DAY, "s")
+    hi = np.datetime64((day + 1) * _DAY, "s")
+    start = rows["start"].to_numpy().astype("datetime64[s]")
+    end = rows["end"].to_numpy().astype("datetime64[s]")
+    clipped = rows.assign(start=np.maximum(start, lo), end=np.minimum(end, hi))
+    return tokenize.stay_tokens(clipped, store.cells())
+
+
+def _tickets_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame:
+    """Tokens of the tickets of one service date."""
+    return tokenize.ticket_tokens(rows)
+
+
+def _hotel_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame:
+    """Tokens of the one night `day` of each hotel stay covering it."""
+    night = rows.assign(check_in=np.datetime64(day, "D"), nights=np.int16(1))
+    return tokenize.hotel_tokens(night)
+
+
+_TOKENIZERS: dict[str, Callable[[AgencyStore, pd.DataFrame, int], pd.DataFrame]] = {
+    "stays": _stays_day,
+    "tickets": _tickets_day,
+    "hotel_stays": _hotel_day,
+}

@@ -1,0 +1,277 @@
+"""The canonical tokeniser: agency records → (subject_id, token, partition_id) rows, by the design's rules.
+
+One implementation, used by the nodes, by the simulation (to write investigations) and by the plaintext
+oracle, so that all three agree token for token. Everything is vectorised with NumPy/pandas.
+
+Every function returns distinct rows sorted by (partition_id, token, subject_id). The three columns are
+pandas Categoricals whose categories are the (sorted) strings actually used: a day of carrier data holds
+tens of millions of (subject, token) pairs but few distinct strings, so this keeps memory small while
+behaving like string columns (`==`, `isin`, `merge`, `.str`, iteration all see `str` values).
+
+Rules (DESIGN.md, "Canonical tokens"):
+
+- cell-hour: each clock hour that overlaps a stay by at least 10 minutes;
+- region-day: a subject's total time in a region's cells that day is at least 120 minutes;
+- trip and carriage: one of each per ticket;
+- hotel-night and room-night: each night from check_in for `nights` nights;
+- household and identity: one of each per person.
+
+Times are naive local timestamps; a day runs from local midnight to midnight. Rows must already be
+valid (see `nodes.store` for validation); rows that cannot yield a token (an end not after its start,
+a cell with no region, a null) simply yield none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from proto import tokens as tk
+
+COLUMNS = ("subject_id", "token", "partition_id")
+CELL_HOUR_MIN_SECONDS = 10 * 60
+REGION_DAY_MIN_SECONDS = 120 * 60
+_HOUR = 3600
+_DAY = 86400
+
+
+def empty() -> pd.DataFrame:
+    """An empty token frame with the standard columns and dtypes."""
+    cat = pd.Categorical([], categories=pd.Index([], dtype="str"))
+    return pd.DataFrame({c: cat for c in COLUMNS})
+
+
+def seconds(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Naive timestamps (any datetime64 unit, or datetime objects) as int64 seconds since 1970-01-01."""
+    arr = np.asarray(values)
+    if arr.dtype.kind != "M":
+        arr = pd.to_datetime(pd.Series(arr)).to_numpy()
+    return arr.astype("datetime64[s]").astype(np.int64)
+
+
+def days(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Dates (date32 / datetime.date / datetime64) as int64 days since 1970-01-01."""
+    arr = np.asarray(values)
+    if arr.dtype.kind != "M":
+        arr = pd.to_datetime(pd.Series(arr)).to_numpy()
+    return arr.astype("datetime64[D]").astype(np.int64)
+
+
+def day_strings(day_numbers: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 as ISO date strings (object array)."""
+    return np.datetime_as_string(np.asarray(day_numbers, dtype="datetime64[D]"), unit="D").astype(object)
+
+
+def factorize(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and the distinct values (object array) of a column; Categoricals are used as they are."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(np.int64), values.cat.categories.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(values)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
+def group_rows(*columns: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Group rows by several integer columns: each row's group number and each group's column values."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    sizes, uniques_list = [], []
+    for col in columns:
+        codes, uniques = pd.factorize(col)
+        sizes.append(max(len(uniques), 1))
+        uniques_list.append(np.asarray(uniques))
+        key = key * sizes[-1] + codes
+    inverse, group_keys = pd.factorize(key)
+    values: list[np.ndarray] = []
+    rest = np.asarray(group_keys, dtype=np.int64)
+    for size, uniques in zip(reversed(sizes), reversed(uniques_list), strict=True):
+        rest, codes = np.divmod(rest, size)
+        values.append(uniques[codes])
+    return inverse.astype(np.int64), values[::-1]
+
+
+def explode(first: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expand row i into counts[i] consecutive integers from first[i]: (source row, value) per output row."""
+    counts = np.maximum(np.asarray(counts, dtype=np.int64), 0)
+    row = np.repeat(np.arange(len(counts)), counts)
+    offset = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return row, np.asarray(first, dtype=np.int64)[row] + offset
+
+
+def _str(values: np.ndarray | pd.Series) -> pd.Series:
+    """A Series of pandas `str` dtype, for vectorised concatenation."""
+    return pd.Series(np.asarray(values, dtype=object), dtype="str")
+
+
+def _partition_strings(dataset: str, day_numbers: np.ndarray) -> np.ndarray:
+    """Partition ids "<dataset>@<YYYY-MM-DD>" for an array of day numbers."""
+    return (f"{dataset}@" + _str(day_strings(day_numbers))).to_numpy(dtype=object)
+
+
+def assemble(
+    subject_codes: np.ndarray,
+    subjects: np.ndarray,
+    token_codes: np.ndarray,
+    tokens: np.ndarray,
+    partitions: np.ndarray,
+) -> pd.DataFrame:
+    """Build the standard frame from row codes into `subjects` and `tokens` (with each token's partition).
+
+    Duplicate (subject, token) pairs are dropped, unused categories removed, and rows sorted by
+    (partition_id, token, subject_id).
+    """
+    subject_codes = np.asarray(subject_codes, dtype=np.int64)
+    token_codes = np.asarray(token_codes, dtype=np.int64)
+    if len(subject_codes) == 0:
+        return empty()
+    n_subjects = max(len(subjects), 1)
+    pairs = np.unique(token_codes * n_subjects + subject_codes)
+    token_codes, subject_codes = np.divmod(pairs, n_subjects)
+
+    used_tokens, token_codes = np.unique(token_codes, return_inverse=True)
+    tok = np.asarray(tokens, dtype=object)[used_tokens]
+    part = np.asarray(partitions, dtype=object)[used_tokens]
+    tok_order = np.argsort(tok, kind="stable")
+    tok_rank = np.empty_like(tok_order)
+    tok_rank[tok_order] = np.arange(len(tok_order))
+    part_cats, part_of_token = np.unique(part, return_inverse=True)
+
+    used_subjects, subject_codes = np.unique(subject_codes, return_inverse=True)
+    subj = np.asarray(subjects, dtype=object)[used_subjects]
+    subj_order = np.argsort(subj, kind="stable")
+    subj_rank = np.empty_like(subj_order)
+    subj_rank[subj_order] = np.arange(len(subj_order))
+
+    row_tok = tok_rank[token_codes]
+    row_subj = subj_rank[subject_codes]
+    row_part = part_of_token[token_codes]
+    order = np.lexsort((row_subj, row_tok, row_part))
+    return pd.DataFrame(
+        {
+            "subject_id": pd.Categorical.from_codes(row_subj[order], pd.Index(subj[subj_order], dtype="str")),
+            "token": pd.Categorical.from_codes(row_tok[order], pd.Index(tok[tok_order], dtype="str")),
+            "partition_id": pd.Categorical.from_codes(row_part[order], pd.Index(part_cats, dtype="str")),
+        }
+    )
+
+
+def _from_row_strings(subject_ids: pd.Series, tokens: np.ndarray, partitions: np.ndarray) -> pd.DataFrame:
+    """The standard frame from one token string and partition per row."""
+    if len(subject_ids) == 0:
+        return empty()
+    subj_codes, subjects = factorize(subject_ids)
+    tok_codes, tok_uniques = factorize(pd.Series(tokens, dtype=object))
+    part = np.empty(len(tok_uniques), dtype=object)
+    part[tok_codes] = np.asarray(partitions, dtype=object)
+    return assemble(subj_codes, subjects, tok_codes, tok_uniques, part)
+
+
+def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """cell-hour and region-day tokens of carrier stays (subject_id, cell_id, start, end).
+
+    `cells` (cell_id, region_code) maps cells to regions; a stay in a cell it does not list still yields
+    its cell-hours but counts toward no region.
+    """
+    if len(stays) == 0:
+        return empty()
+    subj_codes, subjects = factorize(stays["subject_id"])
+    cell = np.asarray(stays["cell_id"], dtype=np.int64)
+    s = seconds(stays["start"])
+    e = seconds(stays["end"])
+    frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    # cell-hour: every clock hour [h, h+1) with overlap >= 10 minutes
+    h0 = s // _HOUR
+    row, hour = explode(h0, np.where(e > s, (e - 1) // _HOUR - h0 + 1, 0))
+    overlap = np.minimum(e[row], (hour + 1) * _HOUR) - np.maximum(s[row], hour * _HOUR)
+    keep = overlap >= CELL_HOUR_MIN_SECONDS
+    row, hour = row[keep], hour[keep]
+    if len(row):
+        inverse, (d_cell, d_hour) = group_rows(cell[row], hour)
+        hour_text = np.datetime_as_string(d_hour.astype("datetime64[h]"), unit="h").astype(object)
+        tokens = ("cell-hour|" + _str(d_cell.astype(str)) + "|" + _str(hour_text)).to_numpy(object)
+        frames.append((subj_codes[row], inverse, tokens, _partition_strings("stays", d_hour // 24)))
+
+    # region-day: total seconds per (subject, region, day) >= 120 minutes
+    cells_ids = pd.Index(np.asarray(cells["cell_id"], dtype=np.int64))
+    region_codes, regions = pd.factorize(np.asarray(cells["region_code"], dtype=object))
+    pos = cells_ids.get_indexer(cell)
+    known = (pos >= 0) & (e > s)
+    region = np.where(pos >= 0, region_codes[np.maximum(pos, 0)], -1)
+    idx = np.nonzero(known)[0]
+    d0 = s[idx] // _DAY
+    r, day = explode(d0, (e[idx] - 1) // _DAY - d0 + 1)
+    src = idx[r]
+    inside = np.minimum(e[src], (day + 1) * _DAY) - np.maximum(s[src], day * _DAY)
+    if len(src):
+        inverse, (g_subj, g_region, g_day) = group_rows(subj_codes[src], region[src], day)
+        total = np.bincount(inverse, weights=inside, minlength=len(g_subj))
+        ok = total >= REGION_DAY_MIN_SECONDS
+        if ok.any():
+            rd_inverse, (rd_region, rd_day) = group_rows(g_region[ok], g_day[ok])
+            region_text = np.asarray(regions, dtype=object)[rd_region]
+            tokens = ("region-day|" + _str(region_text) + "|" + _str(day_strings(rd_day))).to_numpy(object)
+            frames.append((g_subj[ok], rd_inverse, tokens, _partition_strings("stays", rd_day)))
+
+    if not frames:
+        return empty()
+    offset = 0
+    subj_parts, tok_parts = [], []
+    for subj_rows, tok_rows, tokens, _ in frames:
+        subj_parts.append(subj_rows)
+        tok_parts.append(tok_rows + offset)
+        offset += len(tokens)
+    return assemble(
+        np.concatenate(subj_parts),
+        subjects,
+        np.concatenate(tok_parts),
+        np.concatenate([f[2] for f in frames]),
+        np.concatenate([f[3] for f in frames]),
+    )
+
+
+def ticket_tokens(tickets: pd.DataFrame) -> pd.DataFrame:
+    """trip and carriage tokens of transport tickets (subject_id, trip_id, service_date, carriage)."""
+    if len(tickets) == 0:
+        return empty()
+    day = days(tickets["service_date"])
+    date_text = _str(day_strings(day))
+    trip_id = _str(tickets["trip_id"])
+    trip = ("trip|" + trip_id + "|" + date_text).to_numpy(object)
+    carriage_no = _str(np.asarray(tickets["carriage"], dtype=np.int64).astype(str))
+    carriage = ("carriage|" + trip_id + "|" + date_text + "|" + carriage_no).to_numpy(object)
+    part = _partition_strings("tickets", day)
+    subjects = pd.concat([tickets["subject_id"], tickets["subject_id"]], ignore_index=True)
+    return _from_row_strings(subjects, np.concatenate([trip, carriage]), np.concatenate([part, part]))
+
+
+def hotel_tokens(hotel_stays: pd.DataFrame) -> pd.DataFrame:
+    """hotel-night and room-night tokens of hotel stays (subject_id, hotel_id, room, check_in, nights)."""
+    if len(hotel_stays) == 0:
+        return empty()
+    row, night = explode(days(hotel_stays["check_in"]), np.asarray(hotel_stays["nights"], dtype=np.int64))
+    if len(row) == 0:
+        return empty()
+    date_text = _str(day_strings(night))
+    hotel = _str(np.asarray(hotel_stays["hotel_id"], dtype=object)[row])
+    room = _str(np.asarray(hotel_stays["room"], dtype=object)[row])
+    hotel_night = ("hotel-night|" + hotel + "|" + date_text).to_numpy(object)
+    room_night = ("room-night|" + hotel + "|" + room + "|" + date_text).to_numpy(object)
+    part = _partition_strings("hotel_stays", night)
+    subject = np.asarray(hotel_stays["subject_id"], dtype=object)[row]
+    return _from_row_strings(
+        pd.Series(np.concatenate([subject, subject])),
+        np.concatenate([hotel_night, room_night]),
+        np.concatenate([part, part]),
+    )
+
+
+def population_tokens(population: pd.DataFrame) -> pd.DataFrame:
+    """household and identity tokens of the population (subject_id, name, birth_date, household_id)."""
+    if len(population) == 0:
+        return empty()
+    sid = _str(population["subject_id"])
+    birth = _str(day_strings(days(population["birth_date"])))
+    household = ("household|" + _str(population["household_id"])).to_numpy(object)
+    identity = ("identity|" + sid + "|" + _str(population["name"]) + "|" + birth).to_numpy(object)
+    part = np.full(2 * len(population), tk.partition_id("population", None), dtype=object)
+    subjects = pd.concat([population["subject_id"], population["subject_id"]], ignore_index=True)
+    return _from_row_strings(subjects, np.concatenate([household, identity]), part)
