@@ -1,0 +1,100 @@
+"""Per-partition budgets: default caps, configuration, persistence, refusals and idempotent retries."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from nodes.budget import BudgetLedger, BudgetPolicy, BudgetSpecError, default_cap
+from proto.errors import FailedPrecondition, ResourceExhausted
+
+DAY = "stays@2020-01-20"
+STATIC = "population@static"
+
+
+def test_default_caps() -> None:
+    assert default_cap(DAY, 10) == 1024
+    assert default_cap(DAY, 5000) == 2500
+    assert default_cap(STATIC, 3000) == 3000
+    assert BudgetPolicy().cap(DAY, 5000) == 2500
+
+
+def test_configured_caps_most_specific_wins() -> None:
+    policy = BudgetPolicy.parse(["500", "stays=700", "static=9", f"{DAY}=3"])
+    assert policy.cap(DAY, 10_000) == 3
+    assert policy.cap("stays@2020-01-21", 10_000) == 700
+    assert policy.cap(STATIC, 10_000) == 9
+    assert policy.cap("tickets@2020-01-20", 10_000) == 500
+    assert BudgetPolicy.parse(["day=10,static=20"]).cap("tickets@2020-01-20", 1) == 10
+
+
+@pytest.mark.parametrize("spec", ["lots", "stays=", "=5", "stays=-1", "a b=3"])
+def test_bad_budget_spec(spec: str) -> None:
+    with pytest.raises(BudgetSpecError, match="expected N or SCOPE=N"):
+        BudgetPolicy.parse([spec])
+
+
+def respond(left: int) -> bytes:
+    """A stand-in serialized response that records the budget left."""
+    return f"left={left}".encode()
+
+
+def test_charge_refuse_and_message(tmp_path: Path) -> None:
+    ledger = BudgetLedger(tmp_path / "state.sqlite")
+    ledger.set_total(DAY, 10)
+    assert ledger.commit(DAY, "", b"d1", 6, respond) == b"left=4"
+    assert ledger.check(DAY, 4).left == 4
+    with pytest.raises(ResourceExhausted) as refused:
+        ledger.check(DAY, 5)
+    message = str(refused.value)
+    assert "cap 10" in message and "used 6" in message and "asks for 5" in message and DAY in message
+    with pytest.raises(ResourceExhausted):
+        ledger.commit(DAY, "k", b"d2", 5, respond)
+    # a refused request is not charged and not stored
+    assert ledger.budget(DAY).used == 6
+    assert ledger.replay(DAY, "k", b"d2") is None
+
+
+def test_retry_with_same_key_is_not_charged_twice(tmp_path: Path) -> None:
+    ledger = BudgetLedger(tmp_path / "state.sqlite")
+    ledger.set_total(DAY, 100)
+    first = ledger.commit(DAY, "epoch-1/batch-0", b"digest", 40, respond)
+    assert ledger.replay(DAY, "epoch-1/batch-0", b"digest") == first
+    assert ledger.budget(DAY).used == 40
+    with pytest.raises(FailedPrecondition, match="different blinded elements"):
+        ledger.replay(DAY, "epoch-1/batch-0", b"other digest")
+    # keys are per partition; no key means no replay
+    assert ledger.replay("stays@2020-01-21", "epoch-1/batch-0", b"digest") is None
+    assert ledger.replay(DAY, "", b"digest") is None
+
+
+def test_budget_persists_and_cap_can_change(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    ledger = BudgetLedger(path)
+    ledger.set_total(DAY, 50)
+    ledger.commit(DAY, "k1", b"d", 20, respond)
+    ledger.close()
+    reopened = BudgetLedger(path)
+    assert reopened.budget(DAY).used == 20
+    assert reopened.set_total(DAY, 30).left == 10
+    assert reopened.replay(DAY, "k1", b"d") == b"left=30"
+    with pytest.raises(KeyError):
+        reopened.budget("unknown@static")
+    reopened.close()
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_failure_while_responding_rolls_back(tmp_path: Path) -> None:
+    ledger = BudgetLedger(tmp_path / "state.sqlite")
+    ledger.set_total(DAY, 10)
+
+    def broken(left: int) -> bytes:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        ledger.commit(DAY, "k", b"d", 3, broken)
+    assert ledger.budget(DAY).used == 0
+    assert ledger.replay(DAY, "k", b"d") is None
