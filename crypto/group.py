@@ -25,6 +25,7 @@ IDENTITY = bytes(ELEMENT_BYTES)
 
 _FIELD_PRIME = 2**255 - 19
 _SHA512_BLOCK = 128
+_TOP_BIT = 0x80
 
 _lib = pysodium.sodium
 if _lib.sodium_init() < 0:  # pragma: no cover - libsodium cannot initialise only on a broken system
@@ -59,6 +60,8 @@ def element_problem(data: bytes) -> str | None:
     """Say why a 32-byte string is not an acceptable element (non-canonical, invalid, identity), or None."""
     if data == IDENTITY:
         return "the identity element"
+    if data[31] & _TOP_BIT:
+        return "non-canonical encoding (top bit set)"
     encoded = int.from_bytes(data, "little")
     if encoded >= _FIELD_PRIME:
         return "non-canonical encoding (field element not reduced modulo 2^255-19)"
@@ -69,10 +72,22 @@ def element_problem(data: bytes) -> str | None:
     return None
 
 
+def _first_top_bit(packed: bytes) -> int:
+    """Index of the first element of `packed` with the top bit set, or -1.
+
+    libsodium 1.0.18 decodes such encodings (aliases of reduced ones) instead of rejecting them, so every
+    path that hands encodings to libsodium checks the bit first.
+    """
+    tops = packed[ELEMENT_BYTES - 1 :: ELEMENT_BYTES]
+    if not tops or max(tops) < _TOP_BIT:
+        return -1
+    return next(i for i, top in enumerate(tops) if top >= _TOP_BIT)
+
+
 def validate_element(data: object, what: str = "element") -> bytes:
     """Return `data` as a canonical, non-identity ristretto255 encoding, or raise InvalidElement."""
     element = _as_bytes(data, what, InvalidElement)
-    if _is_valid_point(element) == 1 and element != IDENTITY:
+    if _is_valid_point(element) == 1 and element != IDENTITY and element[31] < _TOP_BIT:
         return element
     raise InvalidElement(f"{what}: {element_problem(element)}")
 
@@ -88,13 +103,26 @@ def validate_scalar(data: object, what: str = "scalar", *, nonzero: bool = True)
     return scalar
 
 
-def split_packed(data: object, size: int = ELEMENT_BYTES) -> list[bytes]:
-    """Split n·size packed bytes into n strings of `size` bytes; raise InvalidElement on a ragged length."""
+def _check_scalar_list(scalars: Sequence[bytes]) -> None:
+    """Make sure every scalar is 32 bytes before libsodium reads it (full validation is the caller's)."""
+    if not all(type(k) is bytes and len(k) == SCALAR_BYTES for k in scalars):
+        for i, k in enumerate(scalars):
+            validate_scalar(k, f"scalar {i}", nonzero=False)
+
+
+def as_packed(data: object, size: int = ELEMENT_BYTES, what: str = "packed elements") -> bytes:
+    """Return n·size packed bytes as bytes; raise InvalidElement for another type or a ragged length."""
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise InvalidElement(f"packed elements: expected bytes, got {_describe(data)}")
+        raise InvalidElement(f"{what}: expected bytes, got {_describe(data)}")
     data = bytes(data)
     if len(data) % size:
-        raise InvalidElement(f"packed elements: length {len(data)} is not a multiple of {size}")
+        raise InvalidElement(f"{what}: length {len(data)} is not a multiple of {size}")
+    return data
+
+
+def split_packed(data: object, size: int = ELEMENT_BYTES) -> list[bytes]:
+    """Split n·size packed bytes into n strings of `size` bytes; raise InvalidElement on a ragged length."""
+    data = as_packed(data, size)
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
@@ -103,24 +131,6 @@ def _dst_prime(dst: bytes) -> bytes:
     if len(dst) > 255:
         dst = _sha512(b"H2C-OVERSIZE-DST-" + dst).digest()
     return dst + bytes([len(dst)])
-
-
-def expand_message_xmd(msg: bytes, dst: bytes, length: int) -> bytes:
-    """RFC 9380 expand_message_xmd with SHA-512: `length` uniform bytes from `msg` under `dst`."""
-    ell = -(-length // 64)
-    if ell > 255 or length > 65535 or length <= 0:
-        raise ValueError(f"expand_message_xmd: output length {length} out of range")
-    dst_prime = _dst_prime(dst)
-    state = _Z_PAD.copy()
-    state.update(msg + length.to_bytes(2, "big") + b"\x00" + dst_prime)
-    b0 = state.digest()
-    block = _sha512(b0 + b"\x01" + dst_prime).digest()
-    out = [block]
-    for i in range(2, ell + 1):
-        mixed = bytes(x ^ y for x, y in zip(b0, block, strict=True))
-        block = _sha512(mixed + bytes([i]) + dst_prime).digest()
-        out.append(block)
-    return b"".join(out)[:length]
 
 
 class Expander:
@@ -197,13 +207,14 @@ GENERATOR = base_mult((1).to_bytes(SCALAR_BYTES, "little"))
 def scalar_mult_packed(k: bytes, packed: bytes, first_index: int = 0) -> bytes:
     """k·E for every element of packed n·32 bytes; raise InvalidElement naming the first bad one.
 
-    `k` must already be a validated scalar (callers validate once per batch); `first_index` numbers the
-    elements in error messages when `packed` is one chunk of a larger batch.
+    `first_index` numbers the elements in error messages when `packed` is one chunk of a larger batch.
     """
-    packed = bytes(packed)
-    n, ragged = divmod(len(packed), ELEMENT_BYTES)
-    if ragged:
-        raise InvalidElement(f"packed elements: length {len(packed)} is not a multiple of {ELEMENT_BYTES}")
+    k = validate_scalar(k)
+    packed = as_packed(packed)
+    n = len(packed) // ELEMENT_BYTES
+    bad = _first_top_bit(packed)
+    if bad >= 0:
+        raise InvalidElement(f"element {first_index + bad}: non-canonical encoding (top bit set)")
     out = ctypes.create_string_buffer(n * ELEMENT_BYTES)
     mult, at_offset = _scalarmult, ctypes.byref
     # libsodium fails the call for an invalid or non-canonical encoding and for an identity result,
@@ -219,12 +230,16 @@ def scalar_mult_packed(k: bytes, packed: bytes, first_index: int = 0) -> bytes:
 def scalar_mult_each(scalars: Sequence[bytes], packed: bytes) -> bytes:
     """s_i·E_i for per-element scalars and packed n·32 elements; InvalidElement names the first bad one.
 
-    The scalars must already be validated (nonzero, canonical).
+    The scalars must be nonzero and canonical (checked here only for type and length).
     """
-    packed = bytes(packed)
-    n, ragged = divmod(len(packed), ELEMENT_BYTES)
-    if ragged or n != len(scalars):
-        raise InvalidElement(f"packed elements: {len(packed)} bytes for {len(scalars)} scalars")
+    packed = as_packed(packed)
+    n = len(packed) // ELEMENT_BYTES
+    if n != len(scalars):
+        raise InvalidElement(f"packed elements: {n} elements for {len(scalars)} scalars")
+    _check_scalar_list(scalars)
+    bad = _first_top_bit(packed)
+    if bad >= 0:
+        raise InvalidElement(f"element {bad}: non-canonical encoding (top bit set)")
     out = ctypes.create_string_buffer(n * ELEMENT_BYTES)
     mult, at_offset = _scalarmult, ctypes.byref
     for i, k in enumerate(scalars):
@@ -235,9 +250,10 @@ def scalar_mult_each(scalars: Sequence[bytes], packed: bytes) -> bytes:
 
 
 def hash_to_group_mult(scalars: Sequence[bytes], msgs: Sequence[bytes], dst: bytes) -> bytes:
-    """s_i·HashToGroup(m_i) for every message, packed n·32 bytes; the scalars must already be validated."""
+    """s_i·HashToGroup(m_i) for every message, packed n·32 bytes, for nonzero canonical scalars s_i."""
     if len(scalars) != len(msgs):
         raise ValueError(f"hash_to_group_mult: {len(scalars)} scalars for {len(msgs)} messages")
+    _check_scalar_list(scalars)
     expand = Expander(dst)
     point = ctypes.create_string_buffer(ELEMENT_BYTES)
     out = ctypes.create_string_buffer(len(msgs) * ELEMENT_BYTES)
@@ -250,20 +266,31 @@ def hash_to_group_mult(scalars: Sequence[bytes], msgs: Sequence[bytes], dst: byt
     return out.raw
 
 
+def _operand(data: object, what: str) -> bytes:
+    """A canonical encoding, the identity allowed (for sums), else InvalidElement."""
+    element = _as_bytes(data, what, InvalidElement)
+    if element == IDENTITY:
+        return element
+    return validate_element(element, what)
+
+
 def element_add(a: bytes, b: bytes) -> bytes:
     """A + B for valid elements (the identity allowed, as an accumulator)."""
     out = ctypes.create_string_buffer(ELEMENT_BYTES)
-    if _point_add(out, _as_bytes(a, "element", InvalidElement), _as_bytes(b, "element", InvalidElement)):
-        raise InvalidElement("element addition: an operand is not a valid ristretto255 encoding")
+    _point_add(out, _operand(a, "element A"), _operand(b, "element B"))
     return out.raw
 
 
 def element_sub(a: bytes, b: bytes) -> bytes:
     """A - B for valid elements (the identity allowed)."""
     out = ctypes.create_string_buffer(ELEMENT_BYTES)
-    if _point_sub(out, _as_bytes(a, "element", InvalidElement), _as_bytes(b, "element", InvalidElement)):
-        raise InvalidElement("element subtraction: an operand is not a valid ristretto255 encoding")
+    _point_sub(out, _operand(a, "element A"), _operand(b, "element B"))
     return out.raw
+
+
+def _usable(element: object) -> bool:
+    """Whether libsodium may be handed `element`: 32 bytes with the top bit clear (it checks the rest)."""
+    return type(element) is bytes and len(element) == ELEMENT_BYTES and element[31] < _TOP_BIT
 
 
 def linear_combination(scalars: Sequence[bytes], elements: Sequence[bytes]) -> bytes:
@@ -273,15 +300,16 @@ def linear_combination(scalars: Sequence[bytes], elements: Sequence[bytes]) -> b
     """
     if len(scalars) != len(elements):
         raise ValueError(f"linear combination: {len(scalars)} scalars for {len(elements)} elements")
+    _check_scalar_list(scalars)
     acc = ctypes.create_string_buffer(ELEMENT_BYTES)  # all zeros: the identity
     term = ctypes.create_string_buffer(ELEMENT_BYTES)
     mult, add = _scalarmult, _point_add
     for i, (s, e) in enumerate(zip(scalars, elements, strict=True)):
-        if mult(term, s, e) or add(acc, acc, term):
-            if validate_scalar(s, f"scalar {i}", nonzero=False) == bytes(SCALAR_BYTES):
-                validate_element(e, f"element {i}")
+        if not _usable(e) or mult(term, s, e) or add(acc, acc, term):
+            element = validate_element(e, f"element {i}")
+            if s == bytes(SCALAR_BYTES):
                 continue
-            raise InvalidElement(f"element {i}: {element_problem(_as_bytes(e, 'element', InvalidElement))}")
+            raise InvalidElement(f"element {i}: {element_problem(element)}")  # pragma: no cover
     return acc.raw
 
 

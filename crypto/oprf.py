@@ -173,11 +173,7 @@ def blind_evaluate_packed(sk: bytes, packed: bytes, executor: Executor | None = 
     """BlindEvaluate every element of packed n·32 bytes, returning packed n·32 bytes; bad elements raise
     InvalidElement naming the first one found."""
     sk = group.validate_scalar(sk, "private key")
-    if not isinstance(packed, bytes | bytearray | memoryview):
-        raise InvalidElement(f"packed blinded elements: expected bytes, got {type(packed).__name__}")
-    packed = bytes(packed)
-    if len(packed) % _E:
-        raise InvalidElement(f"packed blinded elements: length {len(packed)} is not a multiple of {_E}")
+    packed = group.as_packed(packed, what="packed blinded elements")
     calls = [(sk, packed[a * _E : b * _E], a) for a, b in _chunk_ranges(len(packed) // _E)]
     return b"".join(_run(executor, _blind_evaluate_chunk, calls))
 
