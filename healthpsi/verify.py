@@ -1,10 +1,182 @@
-"""`healthpsi verify`."""
+"""`healthpsi verify`: check a health code offline against a trust list or a certificate."""
 
 from __future__ import annotations
 
+import errno
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
 import typer
+from cryptography import x509
+from rich.console import Console
+from rich.table import Table
+
+from crypto.codes import check_payload, read_qr_png, unprefix
+from crypto.errors import CryptoError
+from crypto.pki import (
+    RevocationList,
+    TrustList,
+    load_certificate,
+    load_revocations,
+    load_trust_list,
+    parse_certificate,
+)
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 
 
-def verify() -> None:
-    """Not available yet."""
-    raise typer.Exit(3)
+_HCP_LABELS = {"c": "colour", "n": "name", "sid": "id", "id": "code id", "pv": "policy", "vd": "colour until"}
+
+
+class _Unusable(Exception):
+    """Input the verifier cannot work with (exit 2); the message says why."""
+
+
+def verify(
+    code: str | None = typer.Argument(None, help="The payload, 'HCP1:...' or 'HC1:...'.", show_default=False),
+    file: Path | None = typer.Option(None, "--file", help="A QR image (PNG) or a text file: the payload."),
+    trust: Path | None = typer.Option(None, "--trust", help="Signed trust list (RUN/pki/trustlist.json)."),
+    cert: str | None = typer.Option(
+        None, "--cert", help="Trust this signer certificate: a PEM/DER file, or base64 DER given inline."
+    ),
+    root: Path | None = typer.Option(None, "--root", help="Pin the root certificate that signs the lists."),
+    revocations: Path | None = typer.Option(None, "--revocations", help="Signed revocation list to check."),
+    at: str | None = typer.Option(None, "--at", help="Verification time, ISO 8601 (default now, naive=UTC)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Verify a health code offline: signature, validity period and revocation.
+
+    Exit status 0 valid, 1 invalid (bad signature, unknown key, expired, revoked), 2 unusable input.
+
+    [bold]Examples:[/bold]
+
+    [cyan]healthpsi verify --file code.png --trust runs/demo/pki/trustlist.json \\
+    --revocations runs/demo/pki/revocations.json[/cyan]
+
+    [cyan]healthpsi verify 'HC1:NCF...' --cert signer.pem --at 2021-05-06T18:00:00Z --json[/cyan]
+    """
+    fmt: str | None = None
+    try:
+        payload = _payload(code, file)
+        try:
+            fmt = unprefix(payload)[0]
+        except CryptoError:
+            fmt = None
+        trust_list, revocation_list = _trust(trust, cert, root, revocations)
+        moment = _time(at)
+        report = check_payload(payload, trust_list, moment, revocation_list)
+    except (_Unusable, CryptoError) as exc:
+        _print_unusable(str(exc), fmt, as_json)
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False) + "\n")
+    else:
+        _print_report(report.to_json())
+    raise typer.Exit(EXIT_VALID if report.valid else EXIT_INVALID)
+
+
+def _payload(code: str | None, file: Path | None) -> str:
+    """The payload from the argument or the file (a QR image, or text)."""
+    if (code is None) == (file is None):
+        raise _Unusable("give exactly one of CODE or --file")
+    if code is not None:
+        return code.strip("\r\n")
+    assert file is not None
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise _Unusable(f"--file {file}: cannot read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8").lstrip("\ufeff").strip("\r\n")
+    except UnicodeDecodeError:
+        return read_qr_png(data)  # not text: an image
+
+
+def _trust(
+    trust: Path | None, cert: str | None, root: Path | None, revocations: Path | None
+) -> tuple[TrustList, RevocationList | None]:
+    """Load the trust list (or the single trusted certificate) and the revocation list."""
+    if (trust is None) == (cert is None):
+        raise _Unusable("give exactly one of --trust or --cert")
+    pinned = load_certificate(root) if root is not None else None
+    if trust is not None:
+        trust_list = load_trust_list(trust, pinned)
+    else:
+        assert cert is not None
+        trust_list = TrustList.from_certificates([_certificate(cert)])
+    if revocations is None:
+        return trust_list, None
+    signer = pinned or trust_list.root
+    if signer is None:
+        raise _Unusable("--revocations needs a root to check its signature: use --trust or --root")
+    return trust_list, load_revocations(revocations, signer)
+
+
+def _certificate(cert: str) -> x509.Certificate:
+    """--cert: a PEM/DER file if one exists at that path, else inline base64 DER."""
+    source = Path(cert)
+    try:
+        data = source.read_bytes() if source.is_file() else None
+    except OSError as exc:  # e.g. a base64 value too long to be a file name
+        if exc.errno != errno.ENAMETOOLONG:
+            raise _Unusable(f"--cert {cert}: cannot read ({exc.strerror or exc})") from None
+        data = None
+    try:
+        return parse_certificate(cert if data is None else data)
+    except CryptoError as exc:
+        what = f"file {cert}" if data is not None else "value (not a file; not base64 DER either)"
+        raise _Unusable(f"--cert {what}: {exc}") from None
+
+
+def _time(at: str | None) -> datetime:
+    """The verification time: --at (naive = UTC) or now."""
+    if at is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise _Unusable(f"--at {at!r}: not an ISO 8601 time (e.g. 2020-02-01T08:00:00Z)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _print_unusable(reason: str, fmt: str | None, as_json: bool) -> None:
+    """Report input the verifier cannot use."""
+    if as_json:
+        report: dict[str, Any] = {
+            "valid": False, "signature_ok": False, "time_ok": False, "revoked": False,
+            "format": fmt, "reason": reason, "claims": None,
+        }
+        sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+    else:
+        Console(stderr=True).print(f"[bold red]unusable input:[/bold red] {reason}", highlight=False)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    """A human-readable verdict with the code's visible claims."""
+    console = Console()
+    verdict = "[bold green]VALID[/bold green]" if report["valid"] else "[bold red]INVALID[/bold red]"
+    table = Table(show_header=False, box=None)
+    table.add_row("verdict", verdict)
+    table.add_row("format", report["format"])
+    table.add_row("reason", report["reason"])
+    table.add_row("signature", _mark(report["signature_ok"]))
+    table.add_row("validity period", _mark(report["time_ok"]))
+    table.add_row("revoked", "yes" if report["revoked"] else "no")
+    claims = report["claims"] or {}
+    for key in ("iat", "exp"):
+        if isinstance(claims.get(key), int | float):
+            table.add_row(key, datetime.fromtimestamp(claims[key], UTC).isoformat())
+    hcp = claims.get("hcp")
+    if isinstance(hcp, dict):
+        for key, label in _HCP_LABELS.items():
+            if key in hcp:
+                table.add_row(label, str(hcp[key]))
+    console.print(table)
+
+
+def _mark(ok: bool) -> str:
+    """A check mark or a cross."""
+    return "[green]ok[/green]" if ok else "[red]failed[/red]"
