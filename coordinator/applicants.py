@@ -1,0 +1,113 @@
+"""Applicants for a health code and the check of their declarations.
+
+Each applicant declares a subject id, a name and a birth date (`RUN/health/applicants.parquet`). The
+coordinator checks a declaration by PSI membership of its `identity` token in the police node's population
+register — blinded, evaluated and looked up like any risk token — and refuses, with a reason, a declaration
+that is malformed or not in the register.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from coordinator.matching import Query
+from proto import ids
+from proto import tokens as tk
+
+APPLICANTS_FILE = Path("health") / "applicants.parquet"
+PURPOSE = "identity"
+REASON_BAD_ID = "BAD_ID"
+"""The declared id is not 17 digits and the right check character."""
+REASON_INCOMPLETE = "INCOMPLETE"
+"""The declaration lacks a name or a birth date."""
+REASON_NOT_IN_REGISTER = "NOT_IN_REGISTER"
+"""No person with this id, name and birth date is in the population register."""
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """Applicants' declarations with their identity tokens, and those refused before any query."""
+
+    checked: pd.DataFrame
+    """subject_id, name, birth_date, token: well-formed declarations, one per subject id."""
+    refused: list[tuple[str, str]]
+    """(subject_id, reason) of malformed declarations."""
+    duplicates: int
+    """Later declarations of a subject id already declared (ignored)."""
+
+
+def applicants_path(run_dir: Path) -> Path:
+    """`RUN/health/applicants.parquet`."""
+    return Path(run_dir) / APPLICANTS_FILE
+
+
+def load_applicants(run_dir: Path) -> pd.DataFrame | None:
+    """The applicants (subject_id, name, birth_date), or None when the run has no applicants file."""
+    path = applicants_path(run_dir)
+    if not path.exists():
+        return None
+    frame = pd.read_parquet(path)
+    missing = {"subject_id", "name", "birth_date"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    return frame[["subject_id", "name", "birth_date"]]
+
+
+def _birth(value: object) -> dt.date | None:
+    """A birth date as a date, or None when missing or unparseable."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    try:
+        stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if pd.isna(stamp) else stamp.date()
+
+
+def prepare(applicants: pd.DataFrame) -> Declarations:
+    """Identity tokens of the well-formed declarations (first per subject id); refusals for the others."""
+    first = applicants.drop_duplicates("subject_id", keep="first")
+    duplicates = len(applicants) - len(first)
+    refused: list[tuple[str, str]] = []
+    rows = []
+    for subject, name, birth in zip(first["subject_id"], first["name"], first["birth_date"], strict=True):
+        subject = "" if subject is None else str(subject)
+        if not ids.is_valid(subject):
+            refused.append((subject, REASON_BAD_ID))
+            continue
+        day = _birth(birth)
+        if not isinstance(name, str) or not name.strip() or day is None:
+            refused.append((subject, REASON_INCOMPLETE))
+            continue
+        rows.append((subject, name, day, tk.identity(subject, name, day)))
+    checked = pd.DataFrame(rows, columns=["subject_id", "name", "birth_date", "token"])
+    return Declarations(checked=checked, refused=refused, duplicates=duplicates)
+
+
+def identity_query(declarations: Declarations) -> list[Query]:
+    """The query for the declarations' identity tokens (all in the police population partition)."""
+    if declarations.checked.empty:
+        return []
+    pid = tk.parse(declarations.checked["token"].iloc[0]).partition_id
+    return [Query("police", pid, PURPOSE, tuple(sorted(set(declarations.checked["token"]))))]
+
+
+def decide(
+    declarations: Declarations, found: Mapping[str, list[str]]
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Split declarations by the register's answer (identity token → subject ids recorded at it):
+    (accepted subject_id/name/birth_date, refusals including the malformed ones)."""
+    checked = declarations.checked
+    ok = [
+        subject in found.get(token, ())
+        for subject, token in zip(checked["subject_id"], checked["token"], strict=True)
+    ]
+    mask = pd.Series(ok, index=checked.index, dtype=bool)
+    accepted = checked[mask][["subject_id", "name", "birth_date"]].reset_index(drop=True)
+    refused = declarations.refused + [(s, REASON_NOT_IN_REGISTER) for s in checked[~mask]["subject_id"]]
+    return accepted, refused

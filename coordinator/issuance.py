@@ -1,0 +1,227 @@
+"""Issuing health codes: one signed code per accepted applicant per epoch, stored before anything else
+happens to it; revocation of still-valid codes whose colour got worse; QR images for a sample.
+
+Code ids are an HMAC of (epoch, subject) under a coordinator secret, so they are deterministic — a resumed
+epoch re-derives the same ids and `INSERT OR IGNORE` keeps each code once — yet reveal nothing about the
+subject. Signing runs in batches over the executor; each batch is committed in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from cryptography.hazmat.primitives import serialization
+
+from coordinator.policy import worse
+from coordinator.sealing import write_atomic
+from coordinator.store import CodeRow, CodeStore, Revocation
+from crypto import codes
+from crypto.pki import DEFAULT_ISSUER, PkiPaths, load_signing_key, write_revocations
+
+BATCH_SIZE = 2000
+CODE_ID_BYTES = 12
+REASON_WORSE = "COLOUR_WORSE"
+"""Revocation reason: the holder's colour got worse in a later epoch."""
+
+
+def iso(moment: dt.datetime) -> str:
+    """An aware (or UTC-naive) datetime as ISO 8601 UTC with a Z suffix, to the second."""
+    moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def code_id(secret: bytes, epoch: str, subject_id: str) -> str:
+    """The code id of a subject's code in an epoch: HMAC-SHA256 under the coordinator's secret, hex."""
+    return hmac.digest(secret, f"code|{epoch}|{subject_id}".encode(), hashlib.sha256)[:CODE_ID_BYTES].hex()
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The code-signing key (PKCS8 PEM, so it can travel to worker processes) and its kid."""
+
+    key_pem: bytes
+    kid: bytes
+    issuer: str = DEFAULT_ISSUER
+
+    @classmethod
+    def load(cls, paths: PkiPaths, issuer: str = DEFAULT_ISSUER) -> Signer:
+        """The run's code-signing key (`RUN/pki/signing.key`)."""
+        key, kid = load_signing_key(paths)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return cls(pem, kid, issuer)
+
+
+def sign_job(key_pem: bytes, kid: bytes, claim_sets: list[dict[int, Any]]) -> list[str]:
+    """Sign claim sets as HCP1 payloads (a worker's share of a batch)."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return [codes.issue_code(claims, key, kid) for claims in claim_sets]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """An accepted applicant and the colour assessed for them."""
+
+    subject_id: str
+    name: str
+    color: str
+    reasons: tuple[str, ...]
+    until: dt.date | None
+
+
+def holders(accepted: pd.DataFrame, colours: pd.DataFrame) -> list[Holder]:
+    """Join accepted applicants (subject_id, name, ...) with assessed colours (green when not assessed),
+    sorted by subject id."""
+    by_subject = colours.set_index("subject_id")
+    out = []
+    for subject, name in sorted(zip(accepted["subject_id"], accepted["name"], strict=True)):
+        if subject in by_subject.index:
+            row = by_subject.loc[subject]
+            until = row["until"] if isinstance(row["until"], dt.date) else None
+            out.append(Holder(subject, name, str(row["color"]), tuple(row["reasons"]), until))
+        else:
+            out.append(Holder(subject, name, "green", (), None))
+    return out
+
+
+@dataclass(frozen=True)
+class IssueStats:
+    """Codes of an epoch: newly stored in this run, and in total."""
+
+    new: int
+    total: int
+
+
+def _chunks(items: Sequence[Holder], size: int) -> Iterator[Sequence[Holder]]:
+    for first in range(0, len(items), size):
+        yield items[first : first + size]
+
+
+def issue_codes(
+    store: CodeStore,
+    epoch: str,
+    people: Sequence[Holder],
+    *,
+    signer: Signer,
+    secret: bytes,
+    policy_version: str,
+    issued_at: dt.datetime,
+    executor: Executor | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[int, int], None] | None = None,
+) -> IssueStats:
+    """Issue and store one code per holder for the epoch, skipping holders who already have one (a resumed
+    epoch). Batches are signed over the executor and each is stored in one transaction."""
+    done = store.issued_subjects(epoch)
+    todo = [h for h in people if h.subject_id not in done]
+    expires_at = issued_at + codes.CODE_VALIDITY
+    batches = list(_chunks(todo, batch_size))
+
+    def claims(h: Holder) -> dict[int, Any]:
+        return codes.health_claims(
+            code_id=code_id(secret, epoch, h.subject_id),
+            issuer=signer.issuer,
+            colour=h.color,
+            policy_version=policy_version,
+            name=h.name,
+            subject_id=h.subject_id,
+            issued_at=issued_at,
+            colour_until=h.until if h.color != "green" else None,
+        )
+
+    def store_batch(batch: Sequence[Holder], payloads: list[str]) -> int:
+        rows = [
+            CodeRow(
+                code_id(secret, epoch, h.subject_id),
+                h.subject_id,
+                h.color,
+                h.reasons,
+                iso(issued_at),
+                iso(expires_at),
+                payload,
+                epoch,
+            )
+            for h, payload in zip(batch, payloads, strict=True)
+        ]
+        return store.insert_codes(rows)
+
+    new = handled = 0
+    if executor is None:
+        for batch in batches:
+            new += store_batch(batch, sign_job(signer.key_pem, signer.kid, [claims(h) for h in batch]))
+            handled += len(batch)
+            if progress is not None:
+                progress(handled, len(todo))
+    else:
+        futures = [
+            executor.submit(sign_job, signer.key_pem, signer.kid, [claims(h) for h in b]) for b in batches
+        ]
+        for batch, future in zip(batches, futures, strict=True):
+            new += store_batch(batch, future.result())
+            handled += len(batch)
+            if progress is not None:
+                progress(handled, len(todo))
+    return IssueStats(new=new, total=store.count_codes(epoch))
+
+
+def revoke_worsened(
+    store: CodeStore, epoch: str, colour_of: Mapping[str, str], issued_at: dt.datetime
+) -> list[Revocation]:
+    """Revoke every still-valid code of an earlier epoch whose holder's colour is now worse (subjects
+    without an assessment are green); return the new revocations."""
+    revoked = [
+        Revocation(code, subject, epoch, REASON_WORSE, iso(issued_at))
+        for subject, code, old in store.previous_codes(epoch, iso(issued_at))
+        if worse(colour_of.get(subject, "green"), old)
+    ]
+    store.revoke(revoked)
+    return revoked
+
+
+def publish_revocations(paths: PkiPaths, store: CodeStore, issued_at: dt.datetime) -> int:
+    """Re-sign `RUN/pki/revocations.json` with every revoked code id; return how many it lists."""
+    ids = [r.code_id for r in store.revocations()]
+    write_revocations(paths, ids, issued_at=issued_at)
+    return len(ids)
+
+
+def write_qr_sample(store: CodeStore, epoch: str, directory: Path, per_colour: int) -> list[Path]:
+    """QR PNGs (and payload texts) for the first `per_colour` codes of each colour of the epoch, by code id,
+    with an index.json listing code id, colour, reasons and validity."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in [*directory.glob("*.png"), *directory.glob("*.txt")]:
+        old.unlink()
+    taken: dict[str, int] = {}
+    index = []
+    written = []
+    for row in store.codes(epoch):
+        if taken.get(row.color, 0) >= per_colour:
+            continue
+        taken[row.color] = taken.get(row.color, 0) + 1
+        png = directory / f"{row.code_id}.png"
+        write_atomic(png, codes.qr_png(row.payload))
+        write_atomic(directory / f"{row.code_id}.txt", (row.payload + "\n").encode())
+        written.append(png)
+        index.append(
+            {
+                "code_id": row.code_id,
+                "color": row.color,
+                "reasons": list(row.reasons),
+                "issued_at": row.issued_at,
+                "expires_at": row.expires_at,
+                "png": png.name,
+                "payload": f"{row.code_id}.txt",
+            }
+        )
+    write_atomic(directory / "index.json", (json.dumps(index, indent=2, ensure_ascii=False) + "\n").encode())
+    return written

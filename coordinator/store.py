@@ -1,0 +1,253 @@
+"""The coordinator's durable state: issued codes, epochs, refusals and revocations in SQLite (WAL mode).
+
+Every write is idempotent — codes are keyed by a code id derived from (epoch, subject) and inserted with
+INSERT OR IGNORE inside a transaction — so an epoch killed at any point and started again finishes with no
+code issued twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
+    as_of TEXT NOT NULL,
+    inputs_digest TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS codes (
+    code_id TEXT PRIMARY KEY,
+    subject_id TEXT NOT NULL,
+    color TEXT NOT NULL CHECK (color IN ('green', 'yellow', 'red')),
+    reasons TEXT NOT NULL,
+    issued_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    epoch TEXT NOT NULL REFERENCES epochs (epoch),
+    UNIQUE (epoch, subject_id)
+);
+CREATE INDEX IF NOT EXISTS codes_subject ON codes (subject_id);
+CREATE TABLE IF NOT EXISTS refusals (
+    epoch TEXT NOT NULL REFERENCES epochs (epoch),
+    subject_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (epoch, subject_id)
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    code_id TEXT PRIMARY KEY REFERENCES codes (code_id),
+    subject_id TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    revoked_at TEXT NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The code store is unusable or inconsistent (e.g. an epoch id reused for different inputs)."""
+
+
+@dataclass(frozen=True)
+class CodeRow:
+    """One issued code as stored: `reasons` is a tuple of reason codes, times are ISO 8601 UTC strings."""
+
+    code_id: str
+    subject_id: str
+    color: str
+    reasons: tuple[str, ...]
+    issued_at: str
+    expires_at: str
+    payload: str
+    epoch: str
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A revoked code, the epoch that revoked it and why."""
+
+    code_id: str
+    subject_id: str
+    epoch: str
+    reason: str
+    revoked_at: str
+
+
+class CodeStore:
+    """`RUN/coordinator/codes.sqlite`: open (creating the schema), then read and write in transactions."""
+
+    def __init__(self, path: Path | str) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"code store {path}: {exc}") from exc
+        self.path = path
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> CodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
+        """Run one statement over many rows in a single transaction; return the number of rows changed."""
+        before = self._db.total_changes
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(sql, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return self._db.total_changes - before
+
+    # -- epochs
+
+    def begin_epoch(self, epoch: str, as_of: str, inputs_digest: str, started_at: str) -> tuple[int, str]:
+        """Record an epoch, or find it again after a crash; return its sequence number (1, 2, ...) and the
+        time it was first started."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute(
+                "SELECT seq, inputs_digest, started_at FROM epochs WHERE epoch = ?", (epoch,)
+            ).fetchone()
+            if row is None:
+                (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM epochs").fetchone()
+                self._db.execute(
+                    "INSERT INTO epochs (epoch, seq, as_of, inputs_digest, started_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (epoch, seq, as_of, inputs_digest, started_at),
+                )
+                row = (seq, inputs_digest, started_at)
+            elif row[1] != inputs_digest:
+                raise StoreError(
+                    f"epoch {epoch} was started with different inputs ({row[1]} ≠ {inputs_digest})"
+                )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return int(row[0]), str(row[2])
+
+    def finish_epoch(self, epoch: str, finished_at: str, result: dict[str, Any]) -> None:
+        """Mark an epoch finished, with its result summary (JSON)."""
+        self._write(
+            "UPDATE epochs SET finished_at = ?, result = ? WHERE epoch = ?",
+            [(finished_at, json.dumps(result, sort_keys=True), epoch)],
+        )
+
+    def epoch_finished(self, epoch: str) -> bool:
+        """Whether an epoch ran to its end."""
+        row = self._db.execute("SELECT finished_at FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
+        return row is not None and row[0] is not None
+
+    def epoch_seq(self, epoch: str) -> int | None:
+        """An epoch's sequence number, or None if it was never started."""
+        row = self._db.execute("SELECT seq FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # -- codes
+
+    def insert_codes(self, rows: Iterable[CodeRow]) -> int:
+        """Store codes in one transaction, ignoring any already stored; return how many were new."""
+        return self._write(
+            "INSERT OR IGNORE INTO codes (code_id, subject_id, color, reasons, issued_at, expires_at, "
+            "payload, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    r.code_id,
+                    r.subject_id,
+                    r.color,
+                    json.dumps(list(r.reasons)),
+                    r.issued_at,
+                    r.expires_at,
+                    r.payload,
+                    r.epoch,
+                )
+                for r in rows
+            ),
+        )
+
+    def issued_subjects(self, epoch: str) -> set[str]:
+        """Subjects that already hold a code of this epoch."""
+        return {r[0] for r in self._db.execute("SELECT subject_id FROM codes WHERE epoch = ?", (epoch,))}
+
+    def codes(self, epoch: str | None = None) -> Iterator[CodeRow]:
+        """Stored codes (of one epoch, or all), ordered by code id."""
+        sql = "SELECT code_id, subject_id, color, reasons, issued_at, expires_at, payload, epoch FROM codes"
+        args: tuple[Any, ...] = ()
+        if epoch is not None:
+            sql, args = sql + " WHERE epoch = ?", (epoch,)
+        for row in self._db.execute(sql + " ORDER BY code_id", args):
+            yield CodeRow(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
+
+    def count_codes(self, epoch: str | None = None) -> int:
+        """Number of stored codes (of one epoch, or all)."""
+        if epoch is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM codes").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM codes WHERE epoch = ?", (epoch,)).fetchone()[0])
+
+    def previous_codes(self, epoch: str, valid_at: str) -> Iterator[tuple[str, str, str]]:
+        """(subject_id, code_id, color) of each subject's latest code from an earlier epoch, if that code is
+        still unexpired at `valid_at` (ISO 8601 UTC) and not revoked."""
+        yield from self._db.execute(
+            """
+            SELECT subject_id, code_id, color FROM (
+                SELECT c.subject_id, c.code_id, c.color, c.expires_at,
+                       ROW_NUMBER() OVER (PARTITION BY c.subject_id ORDER BY e.seq DESC) AS rn
+                FROM codes c JOIN epochs e ON e.epoch = c.epoch
+                WHERE e.seq < (SELECT seq FROM epochs WHERE epoch = ?)
+            )
+            WHERE rn = 1 AND expires_at > ? AND code_id NOT IN (SELECT code_id FROM revocations)
+            ORDER BY subject_id
+            """,
+            (epoch, valid_at),
+        )
+
+    # -- refusals
+
+    def insert_refusals(self, epoch: str, refusals: Iterable[tuple[str, str]]) -> int:
+        """Record refused applicants (subject_id, reason) for an epoch; return how many were new."""
+        return self._write(
+            "INSERT OR IGNORE INTO refusals (epoch, subject_id, reason) VALUES (?, ?, ?)",
+            ((epoch, s, r) for s, r in refusals),
+        )
+
+    def refusals(self, epoch: str) -> dict[str, str]:
+        """Refused applicants of an epoch and the reason each was refused."""
+        return dict(self._db.execute("SELECT subject_id, reason FROM refusals WHERE epoch = ?", (epoch,)))
+
+    # -- revocations
+
+    def revoke(self, revocations: Iterable[Revocation]) -> int:
+        """Record revocations, ignoring codes already revoked; return how many were new."""
+        return self._write(
+            "INSERT OR IGNORE INTO revocations (code_id, subject_id, epoch, reason, revoked_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ((r.code_id, r.subject_id, r.epoch, r.reason, r.revoked_at) for r in revocations),
+        )
+
+    def revocations(self) -> list[Revocation]:
+        """Every revocation, ordered by code id."""
+        rows = self._db.execute(
+            "SELECT code_id, subject_id, epoch, reason, revoked_at FROM revocations ORDER BY code_id"
+        )
+        return [Revocation(*row) for row in rows]
