@@ -1,7 +1,177 @@
-"""`healthpsi node` commands."""
+"""`healthpsi node` commands: serve an agency node over gRPC, or only build its indexes."""
 
 from __future__ import annotations
 
-import typer
+import enum
+import logging
+import sys
+from pathlib import Path
 
-app = typer.Typer(help="node commands.", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from healthpsi.executors import make_executor
+from nodes.budget import BudgetPolicy, BudgetSpecError
+from nodes.handlers import DEFAULT_MAX_BATCH, open_node
+from nodes.handlers import Progress as ProgressCallback
+from nodes.server import ServerLimits
+from nodes.server import serve as serve_node
+
+app = typer.Typer(
+    help="Agency node: answers the coordinator's OPRF queries over the agency's own data.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True)
+out = Console()
+
+
+class Agency(enum.StrEnum):
+    """The agencies that run a node."""
+
+    carrier = "carrier"
+    transport = "transport"
+    police = "police"
+
+
+RUN_OPTION = typer.Option(..., "--run", help="Run directory (RUN/data/<agency>, RUN/pki, RUN/nodes/...).")
+AGENCY_OPTION = typer.Option(..., "--agency", help="Whose node this is.")
+WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Worker processes for OPRF batches.")
+BUDGET_OPTION = typer.Option(
+    None,
+    "--budget",
+    help="Query cap in evaluated elements: N for every partition, or SCOPE=N with SCOPE a partition id, "
+    "a dataset, 'day' or 'static' (repeatable). Default: max(1024, entries/2) per day partition, "
+    "entries for static partitions.",
+)
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Log lines to stderr (the node's operator log)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _budget(specs: list[str] | None) -> BudgetPolicy:
+    """Parse --budget options, exiting with a clear message on a bad one."""
+    try:
+        return BudgetPolicy.parse(specs or [])
+    except BudgetSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--budget") from None
+
+
+def _progress_bar(agency: str) -> tuple[Progress, ProgressCallback]:
+    """A rich progress bar over partitions and the callback that advances it."""
+    bar = Progress(
+        TextColumn(f"[bold]{agency}[/] indexes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[partition]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    task = bar.add_task("indexes", total=None, partition="")
+
+    def advance(partition_id: str, done: int, total: int, reused: bool) -> None:
+        """Show one more partition done (built or reused)."""
+        label = f"{partition_id} ({'reused' if reused else 'built'})"
+        bar.update(task, completed=done, total=total, partition=label)
+
+    return bar, advance
+
+
+@app.command()
+def serve(
+    run: Path = RUN_OPTION,
+    agency: Agency = AGENCY_OPTION,
+    listen: str = typer.Option("127.0.0.1:50051", "--listen", help="HOST:PORT; port 0 = any free port."),
+    workers: int | None = WORKERS_OPTION,
+    budget: list[str] | None = BUDGET_OPTION,
+    max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", min=1, help="Elements per Evaluate."),
+    grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to drain calls after SIGTERM."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Serve an agency node: build or load its indexes, then answer GetManifest, StreamIndex and Evaluate
+    over mutual TLS (only the coordinator's certificate is served) until SIGTERM/SIGINT.
+
+    The bound port is printed and written to RUN/nodes/<agency>/port once the node is serving.
+
+    \b
+    Example:
+      healthpsi node serve --run runs/demo --agency carrier --listen 127.0.0.1:50051
+      healthpsi node serve --run runs/demo --agency police --listen 127.0.0.1:0 --budget population=5000
+    """
+    _setup_logging(verbose)
+    policy = _budget(budget)
+    limits = ServerLimits(
+        max_batch=max_batch, max_receive_bytes=max(4 << 20, 64 * max_batch), grace_seconds=grace
+    )
+    bar, advance = _progress_bar(agency.value)
+
+    def listening(address: str) -> None:
+        """Say where the node listens while it builds its indexes."""
+        print(f"{agency.value} node listening on {address} (loading indexes)", flush=True)
+        bar.start()
+
+    def ready(address: str) -> None:
+        """Say the node is serving."""
+        bar.stop()
+        print(f"{agency.value} node serving on {address}", flush=True)
+
+    try:
+        with make_executor(workers) as executor:
+            code = serve_node(
+                run, agency.value, listen, executor=executor, budget=policy, limits=limits,
+                progress=advance, on_listening=listening, on_ready=ready,
+            )
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        bar.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def build(
+    run: Path = RUN_OPTION,
+    agency: Agency = AGENCY_OPTION,
+    workers: int | None = WORKERS_OPTION,
+    budget: list[str] | None = BUDGET_OPTION,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Build (or check and reuse) an agency node's partition indexes without serving, and list them.
+
+    \b
+    Example:
+      healthpsi node build --run runs/demo --agency transport --workers 2
+    """
+    _setup_logging(verbose)
+    policy = _budget(budget)
+    bar, advance = _progress_bar(agency.value)
+    try:
+        with make_executor(workers) as executor, bar:
+            handlers = open_node(run, agency.value, executor, budget=policy, progress=advance)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        manifest = handlers.manifest()
+    finally:
+        handlers.close()
+    table = Table(title=f"{agency.value} node, window ending {manifest.as_of}")
+    for column in ("partition", "kinds", "entries", "index bytes", "digest", "budget left/total"):
+        table.add_column(column, justify="right" if column in ("entries", "index bytes") else "left")
+    for p in manifest.partitions:
+        table.add_row(p.partition_id, ", ".join(p.token_kinds), str(p.entry_count), str(p.index_bytes),
+                      p.index_digest.hex()[:16], f"{p.budget_left}/{p.budget_total}")
+    out.print(table)
+    if manifest.malformed:
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(manifest.malformed.items()))
+        out.print(f"malformed rows skipped: {counts}")

@@ -1,0 +1,446 @@
+"""The node's pure logic: manifest, index stream and Evaluate over proto messages, plus `open_node`.
+
+`NodeHandlers` knows nothing of gRPC: it takes and returns `node_pb2` messages and raises
+`proto.errors.*`. `open_node` loads an agency's data one partition at a time, builds the indexes that
+are missing or stale (one OPRF evaluation per distinct token), reuses the others, destroys the keys of
+partitions that left the window, and returns the handlers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from crypto import oprf
+from crypto.auditlog import AuditLog
+from crypto.drbg import Drbg, Rng
+from crypto.errors import CryptoError
+from crypto.group import ELEMENT_BYTES, split_packed, validate_element
+from crypto.pki import PkiPaths, load_identity_key, load_storage_key
+from nodes import index as idx
+from nodes.budget import BudgetLedger, BudgetPolicy
+from nodes.keys import KeyStore, KeyStoreError
+from nodes.manifest import build_manifest, partition_info, sign_manifest
+from nodes.store import AgencyStore
+from proto import risk, tokens
+from proto.errors import FailedPrecondition, InvalidArgument, NotFound, ProtocolError
+from proto.healthpsi.v1 import node_pb2
+
+log = logging.getLogger("healthpsi.node")
+
+DEFAULT_MAX_BATCH = 8192
+"""Largest number of blinded elements accepted in one Evaluate call."""
+DEFAULT_WINDOW_DAYS = 14
+
+Clock = Callable[[], dt.datetime]
+ProofRng = Callable[[str, bytes], Rng | None]
+Progress = Callable[[str, int, int, bool], None]
+"""progress(partition_id, partitions done, partitions expected, reused)."""
+
+
+@dataclass
+class Partition:
+    """A served partition: its opened index and its OPRF private key."""
+
+    index: idx.PartitionIndex
+    sk: bytes
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def meta(self) -> idx.IndexMeta:
+        """The partition's index metadata."""
+        return self.index.meta
+
+
+def _wall_clock() -> dt.datetime:
+    """The current local time, to the second."""
+    return dt.datetime.now().replace(microsecond=0)
+
+
+def _no_proof_rng(partition_id: str, inputs_digest: bytes) -> Rng | None:
+    """System randomness for DLEQ proof nonces."""
+    return None
+
+
+class NodeHandlers:
+    """The three MatchingNode calls as pure functions of proto messages, with budgets and an audit log."""
+
+    def __init__(
+        self,
+        agency: str,
+        partitions: Mapping[str, Partition],
+        ledger: BudgetLedger,
+        audit: AuditLog,
+        identity_key: Ed25519PrivateKey,
+        *,
+        as_of: dt.date,
+        window_days: int = DEFAULT_WINDOW_DAYS,
+        malformed: Mapping[str, int] | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        chunk_bytes: int = idx.DEFAULT_CHUNK_BYTES,
+        executor: Executor | None = None,
+        clock: Clock = _wall_clock,
+        proof_rng: ProofRng = _no_proof_rng,
+    ) -> None:
+        self.agency = agency
+        self.partitions = dict(partitions)
+        self.ledger = ledger
+        self.audit = audit
+        self.identity_key = identity_key
+        self.as_of = as_of
+        self.window_days = window_days
+        self.malformed = dict(malformed or {})
+        self.max_batch = max_batch
+        self.chunk_bytes = chunk_bytes
+        self.executor = executor
+        self.clock = clock
+        self.proof_rng = proof_rng
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _log(self, kind: str, **fields: Any) -> None:
+        """Append one entry to the node's audit log."""
+        self.audit.append(kind, fields)
+
+    def sign_head(self, event: str) -> None:
+        """Append a signed head to the audit log, covering every entry so far (`event`: why now)."""
+        self.audit.sign_head(self.identity_key, self.as_of.isoformat(), {"event": event})
+
+    def _partition(self, partition_id: str) -> Partition:
+        """The served partition with this id, or NotFound."""
+        try:
+            return self.partitions[partition_id]
+        except KeyError:
+            raise NotFound(f"no partition {partition_id!r} on the {self.agency} node") from None
+
+    def manifest(self) -> node_pb2.Manifest:
+        """The current (unsigned) manifest, budgets as of now."""
+        infos = [partition_info(p.meta, self.ledger.budget(pid)) for pid, p in self.partitions.items()]
+        return build_manifest(
+            self.agency, self.as_of, self.window_days, self.clock(), self.malformed, infos, self.max_batch
+        )
+
+    # -------------------------------------------------------------------------------------------- calls
+
+    def get_manifest(self, request: node_pb2.GetManifestRequest) -> node_pb2.SignedManifest:
+        """The node's manifest, signed with its Ed25519 identity key (and logged)."""
+        signed = sign_manifest(self.manifest(), self.identity_key)
+        self._log(
+            "manifest_published",
+            manifest_sha256=hashlib.sha256(signed.manifest).hexdigest(),
+            partitions=len(self.partitions),
+        )
+        return signed
+
+    def stream_index(self, request: node_pb2.StreamIndexRequest) -> Iterator[node_pb2.IndexChunk]:
+        """A partition's index from an entry offset, in chunks each carrying its SHA-256.
+
+        Raises (before the first chunk) NotFound, FailedPrecondition for a stale digest, InvalidArgument
+        for an offset past the end.
+        """
+        part = self._partition(request.partition_id)
+        meta = part.meta
+        if request.index_digest and request.index_digest != meta.index_digest:
+            raise FailedPrecondition(
+                f"index digest {request.index_digest.hex()} is not the current digest of partition "
+                f"{meta.partition_id} ({meta.index_digest.hex()}); fetch the manifest again"
+            )
+        if request.offset > meta.entry_count:
+            raise InvalidArgument(
+                f"offset {request.offset} is past the end of partition {meta.partition_id} "
+                f"({meta.entry_count} entries)"
+            )
+        return self._chunks(part, request.offset)
+
+    def _chunks(self, part: Partition, offset: int) -> Iterator[node_pb2.IndexChunk]:
+        """Yield the chunks of an index from `offset`, logging how much was sent when the stream ends."""
+        meta = part.meta
+        sent = 0
+        try:
+            for first, count, data in part.index.chunks(offset, self.chunk_bytes):
+                yield node_pb2.IndexChunk(
+                    partition_id=meta.partition_id,
+                    offset=first,
+                    count=count,
+                    entries=data,
+                    digest=hashlib.sha256(data).digest(),
+                    total=meta.entry_count,
+                )
+                sent += count
+        finally:
+            self._log(
+                "index_streamed",
+                partition_id=meta.partition_id,
+                index_sha256=meta.index_digest.hex(),
+                offset=offset,
+                entries=sent,
+                complete=offset + sent == meta.entry_count,
+            )
+
+    def evaluate(self, request: node_pb2.EvaluateRequest) -> node_pb2.EvaluateResponse:
+        """BlindEvaluate a batch under the partition's key, charged to its budget; every call is logged.
+
+        A retry with the same idempotency key and inputs gets the stored response, uncharged.
+        """
+        data = request.blinded_elements
+        digest = hashlib.sha256(data).digest()
+        record: dict[str, Any] = {
+            "partition_id": request.partition_id,
+            "count": len(data) // ELEMENT_BYTES,
+            "inputs_sha256": digest.hex(),
+            "idempotency_key": request.idempotency_key,
+            "verifiable": request.verifiable,
+        }
+        try:
+            response, outcome = self._evaluate(request, digest)
+        except ProtocolError as exc:
+            left = None
+            if request.partition_id in self.partitions:
+                left = self.ledger.budget(request.partition_id).left
+            self._log("evaluate", **record, outcome="refused", status=exc.status, reason=str(exc),
+                      budget_left=left)
+            raise
+        self._log("evaluate", **record, outcome=outcome, budget_left=response.budget_left)
+        return response
+
+    def _evaluate(
+        self, request: node_pb2.EvaluateRequest, digest: bytes
+    ) -> tuple[node_pb2.EvaluateResponse, str]:
+        """Validate, replay or charge, and evaluate; return the response and its outcome for the log."""
+        part = self._partition(request.partition_id)
+        data = request.blinded_elements
+        if not data or len(data) % ELEMENT_BYTES:
+            raise InvalidArgument(
+                f"blinded_elements must be a non-empty multiple of {ELEMENT_BYTES} bytes, got {len(data)}"
+            )
+        count = len(data) // ELEMENT_BYTES
+        if count > self.max_batch:
+            raise InvalidArgument(f"batch of {count} elements exceeds the node's max_batch {self.max_batch}")
+        blinded = split_packed(data)
+        for i, element in enumerate(blinded):
+            try:
+                validate_element(element, f"blinded element {i}")
+            except CryptoError as exc:
+                raise InvalidArgument(str(exc)) from None
+        pid = request.partition_id
+        with part.lock:
+            stored = self.ledger.replay(pid, request.idempotency_key, digest)
+            if stored is not None:
+                response = node_pb2.EvaluateResponse()
+                response.ParseFromString(stored)
+                return response, "replayed"
+            self.ledger.check(pid, count)
+            evaluated = oprf.blind_evaluate_packed(part.sk, data, self.executor)
+            proof = b""
+            if request.verifiable:
+                proof = oprf.generate_proof(
+                    part.sk, part.meta.public_key, blinded, split_packed(evaluated),
+                    rng=self.proof_rng(pid, digest), executor=self.executor,
+                )
+
+            def respond(left: int) -> bytes:
+                """The serialized response once `left` elements remain."""
+                return node_pb2.EvaluateResponse(
+                    partition_id=pid, evaluated_elements=evaluated, proof=proof, budget_left=left,
+                    inputs_digest=digest,
+                ).SerializeToString(deterministic=True)
+
+            stored = self.ledger.commit(pid, request.idempotency_key, digest, count, respond)
+        response = node_pb2.EvaluateResponse()
+        response.ParseFromString(stored)
+        return response, "charged"
+
+    def close(self) -> None:
+        """Sign a closing head on the audit log, then close index files, the budget database and the log."""
+        self.sign_head("closed")
+        for part in self.partitions.values():
+            part.index.close()
+        self.ledger.close()
+        self.audit.close()
+
+
+# ------------------------------------------------------------------------------------------ open_node
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a node takes from RUN/scenario.json (or the command line): window and optional seed."""
+
+    as_of: dt.date
+    window_days: int
+    seed: int | None
+
+    @property
+    def window(self) -> tuple[dt.date, dt.date]:
+        """First and last day of the window, inclusive."""
+        return risk.window(self.as_of, self.window_days)
+
+    def clock(self) -> dt.datetime:
+        """Now: the wall clock, or in a seeded simulation run the simulated time (end of the as_of day)."""
+        if self.seed is None:
+            return _wall_clock()
+        return dt.datetime.combine(self.as_of + dt.timedelta(days=1), dt.time())
+
+    def in_window(self, partition_id: str) -> bool:
+        """Whether a partition is static or its day lies in the window."""
+        _, day = tokens.parse_partition_id(partition_id)
+        first, last = self.window
+        return day is None or first <= day <= last
+
+
+def run_settings(run_dir: Path, as_of: dt.date | None = None, window_days: int | None = None) -> RunSettings:
+    """Window and seed from RUN/scenario.json, overridden by explicit arguments; ValueError if no as_of."""
+    scenario: dict[str, Any] = {}
+    path = Path(run_dir) / "scenario.json"
+    if path.exists():
+        try:
+            scenario = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if as_of is None:
+        if "as_of" not in scenario:
+            raise ValueError(f"no as_of date: {path} has none and none was given")
+        as_of = dt.date.fromisoformat(str(scenario["as_of"]))
+    seed = scenario.get("seed")
+    return RunSettings(
+        as_of=as_of,
+        window_days=int(window_days or scenario.get("window_days") or DEFAULT_WINDOW_DAYS),
+        seed=int(seed) if seed is not None else None,
+    )
+
+
+def node_dir(run_dir: Path, agency: str) -> Path:
+    """RUN/nodes/<agency>: the node's state directory."""
+    return Path(run_dir) / "nodes" / agency
+
+
+def open_node(
+    run_dir: Path,
+    agency: str,
+    executor: Executor | None = None,
+    *,
+    budget: BudgetPolicy | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    as_of: dt.date | None = None,
+    window_days: int | None = None,
+    progress: Progress | None = None,
+    clock: Clock | None = None,
+) -> NodeHandlers:
+    """Load an agency node's state from RUN/nodes/<agency>/, building missing or stale indexes, and return
+    its handlers.
+
+    Partition data comes from `nodes.store.AgencyStore` one partition at a time. An index is reused when
+    its metadata, key and digest match the partition's current rows; otherwise it is (re)built with one
+    VOPRF evaluation per distinct token over `executor`. Keys and indexes of partitions that left the
+    window are destroyed and the destruction is logged. In a simulation run (RUN/scenario.json with a
+    seed) keys and proof nonces come from the run's DRBG, so the node's outputs are reproducible.
+    """
+    run_dir = Path(run_dir)
+    settings = run_settings(run_dir, as_of, window_days)
+    policy = budget or BudgetPolicy()
+    state = node_dir(run_dir, agency)
+    index_dir = state / "index"
+    state.mkdir(parents=True, exist_ok=True)
+    pki = PkiPaths(run_dir)
+    identity_key = load_identity_key(pki.node_identity_key(agency))
+    keystore = KeyStore(state / "keys", agency, load_storage_key(pki.node_storage_key(agency)))
+    ledger = BudgetLedger(state / "state.sqlite")
+    audit = AuditLog(state / "audit.jsonl")
+    root_rng = Drbg(b"healthpsi" + settings.seed.to_bytes(8, "big")) if settings.seed is not None else None
+
+    def partition_rng(partition_id: str) -> Rng | None:
+        """The DRBG stream of a partition in a simulation run (None: system randomness)."""
+        return None if root_rng is None else root_rng.child(f"node/{agency}/{partition_id}")
+
+    for pid in sorted(set(keystore.partitions()) | set(idx.indexed_partitions(index_dir))):
+        if not settings.in_window(pid):
+            destroyed = keystore.destroy(pid)
+            idx.remove_index(index_dir, pid)
+            audit.append("partition_key_destroyed", {"partition_id": pid, "key_found": destroyed,
+                                                     "window": [d.isoformat() for d in settings.window]})
+            log.info("partition %s left the window: key destroyed", pid)
+
+    store = AgencyStore(run_dir, agency)
+    partitions: dict[str, Partition] = {}
+    expected = len(store.partition_ids(settings.window))
+    for done, (pid, rows) in enumerate(store.iter_partitions(settings.window), start=1):
+        reused = True
+        if not rows.empty:
+            part, reused = _load_or_build(pid, rows, index_dir, keystore, audit, executor, partition_rng(pid))
+            ledger.set_total(pid, policy.cap(pid, part.meta.entry_count))
+            partitions[pid] = part
+        if progress is not None:
+            progress(pid, done, expected, reused)
+
+    def proof_rng(partition_id: str, inputs_digest: bytes) -> Rng | None:
+        """Per-request proof nonce stream in a simulation run, keyed by the partition and the inputs."""
+        stream = partition_rng(partition_id)
+        return None if stream is None else stream.child(f"proof/{inputs_digest.hex()}")
+
+    handlers = NodeHandlers(
+        agency,
+        partitions,
+        ledger,
+        audit,
+        identity_key,
+        as_of=settings.as_of,
+        window_days=settings.window_days,
+        malformed=store.malformed,
+        max_batch=max_batch,
+        executor=executor,
+        clock=clock or settings.clock,
+        proof_rng=proof_rng,
+    )
+    handlers.sign_head("opened")
+    return handlers
+
+
+def _load_or_build(
+    partition_id: str,
+    rows: Any,
+    index_dir: Path,
+    keystore: KeyStore,
+    audit: AuditLog,
+    executor: Executor | None,
+    rng: Rng | None,
+) -> tuple[Partition, bool]:
+    """Reuse a partition's index if it matches its rows and key, else build it; say whether it was reused."""
+    fingerprint = idx.rows_digest(rows)
+    meta = idx.load_meta(index_dir, partition_id)
+    try:
+        pair = keystore.load(partition_id)
+    except KeyStoreError as exc:
+        log.warning("sealed key of %s is unusable (%s); replacing it", partition_id, exc)
+        pair = None
+    current = meta is not None and pair is not None and meta.rows_digest == fingerprint
+    if meta is not None and pair is not None and current and meta.public_key == pair[1]:
+        try:
+            index = idx.open_index(index_dir, meta)
+        except idx.IndexFileError as exc:
+            log.warning("index of %s is unusable (%s); rebuilding", partition_id, exc)
+        else:
+            log.info("index reused for %s: %d entries, digest %s", partition_id, meta.entry_count,
+                     meta.index_digest.hex()[:16])
+            return Partition(index, pair[0]), True
+    (sk, pk), created = keystore.load_or_create(partition_id, rng)
+    if created:
+        audit.append("partition_key_created", {"partition_id": partition_id, "public_key": pk.hex()})
+    started = time.perf_counter()
+    meta = idx.build_index(index_dir, partition_id, sk, pk, rows, executor, fingerprint)
+    seconds = time.perf_counter() - started
+    audit.append("index_built", {"partition_id": partition_id, "entry_count": meta.entry_count,
+                                 "index_sha256": meta.index_digest.hex()})
+    log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", partition_id,
+             meta.entry_count, len(rows), seconds, meta.index_digest.hex()[:16])
+    return Partition(idx.open_index(index_dir, meta), sk), False

@@ -1,0 +1,101 @@
+"""The gRPC servicer of `healthpsi.v1.MatchingNode`: checks the peer, translates, maps errors to status codes.
+
+All logic lives in `nodes.handlers.NodeHandlers`; this layer only refuses calls while the indexes are
+still being built (UNAVAILABLE) or from any peer but the coordinator (PERMISSION_DENIED, in addition
+to the mutual-TLS handshake), and turns `ProtocolError.status` into a `grpc.StatusCode`. Unexpected
+failures become INTERNAL with a generic message, so no internal detail travels to the peer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from typing import NoReturn
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from nodes.handlers import NodeHandlers
+from proto.errors import ProtocolError
+from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
+
+log = logging.getLogger("healthpsi.node")
+
+
+def certificate_fingerprint(pem: bytes) -> bytes:
+    """SHA-256 of a PEM certificate's DER encoding."""
+    return hashlib.sha256(x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)).digest()
+
+
+def status_code(error: ProtocolError) -> grpc.StatusCode:
+    """The gRPC status code a protocol error travels as."""
+    return getattr(grpc.StatusCode, error.status, grpc.StatusCode.INTERNAL)
+
+
+class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
+    """Thin servicer over `NodeHandlers`, serving only the peer whose certificate has this fingerprint."""
+
+    def __init__(self, handlers: NodeHandlers | None, allowed_peer: bytes | None) -> None:
+        self.handlers = handlers
+        self.allowed_peer = allowed_peer
+
+    def _handlers(self, context: grpc.ServicerContext) -> NodeHandlers:
+        """The handlers, after checking the peer is the coordinator and the node is ready."""
+        if self.allowed_peer is not None:
+            certs = context.auth_context().get("x509_pem_cert") or []
+            try:
+                ok = bool(certs) and certificate_fingerprint(certs[0]) == self.allowed_peer
+            except ValueError:
+                ok = False
+            if not ok:
+                log.warning("refused a call from peer %s: not the coordinator's certificate", context.peer())
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "this node serves only the coordinator")
+        if self.handlers is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the node is still building its indexes")
+        return self.handlers
+
+    @staticmethod
+    def _fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+        """Abort the call with the status of a protocol error, or INTERNAL for anything else."""
+        if isinstance(exc, ProtocolError):
+            context.abort(status_code(exc), str(exc))
+        log.exception("internal error while serving a call")
+        context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    def GetManifest(
+        self, request: node_pb2.GetManifestRequest, context: grpc.ServicerContext
+    ) -> node_pb2.SignedManifest:
+        """The node's signed manifest."""
+        handlers = self._handlers(context)
+        try:
+            return handlers.get_manifest(request)
+        except Exception as exc:
+            self._fail(context, exc)
+
+    def StreamIndex(
+        self, request: node_pb2.StreamIndexRequest, context: grpc.ServicerContext
+    ) -> Iterator[node_pb2.IndexChunk]:
+        """A partition's index in chunks, from the requested entry offset."""
+        handlers = self._handlers(context)
+        try:
+            chunks = handlers.stream_index(request)
+        except Exception as exc:
+            self._fail(context, exc)
+        try:
+            yield from chunks
+        except Exception as exc:
+            self._fail(context, exc)
+        finally:
+            chunks.close()
+
+    def Evaluate(
+        self, request: node_pb2.EvaluateRequest, context: grpc.ServicerContext
+    ) -> node_pb2.EvaluateResponse:
+        """BlindEvaluate a batch of blinded elements under the partition's key."""
+        handlers = self._handlers(context)
+        try:
+            return handlers.evaluate(request)
+        except Exception as exc:
+            self._fail(context, exc)
