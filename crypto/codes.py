@@ -260,8 +260,11 @@ def verify_cose(cose: CoseSign1, trust: TrustList, fmt: str) -> None:
     header (an unprotected alg still has to match the trusted key's type). Raises UnknownKeyError,
     SignatureError or CodeFormatError.
     """
+    alg = cose.alg  # CodeFormatError when there is none: malformed before any key is looked up
+    if alg not in ALGS:
+        raise SignatureError(f"unsupported COSE alg {alg} (supported: ES256 -7, PS256 -37)")
     if fmt == FORMAT_HEALTHPSI and cose.protected.get(HEADER_ALG) != ALG_ES256:
-        raise SignatureError(f"healthpsi codes carry ES256 (-7) in the protected header; this one has "
+        raise SignatureError("healthpsi codes carry ES256 (-7) in the protected header; this one has "
                              f"{cose.protected.get(HEADER_ALG)!r}")
     verify_signature(cose, trust.find(cose.kid, fmt).public_key)
 
