@@ -43,6 +43,13 @@ def derive_tag_key(y: bytes) -> tuple[bytes, bytes]:
     return _digest(prk, _TAG_INFO, "sha256")[:TAG_BYTES], _digest(prk, _LABEL_INFO, "sha256")
 
 
+def derive_tag(y: bytes) -> bytes:
+    """The 16-byte index tag alone (what a lookup needs before any label is opened)."""
+    if not isinstance(y, bytes | bytearray | memoryview):
+        raise LabelError(f"PRF output: expected bytes, got {type(y).__name__}")
+    return _digest(_digest(_SALT, y, "sha256"), _TAG_INFO, "sha256")[:TAG_BYTES]
+
+
 def padded_entries(count: int) -> int:
     """The number of entries a label of `count` subjects holds: the next power of two (at least 1)."""
     return 1 << max(count - 1, 0).bit_length()

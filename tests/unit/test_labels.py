@@ -27,7 +27,7 @@ def _hkdf(y: bytes, info: bytes, length: int) -> bytes:
 @given(y=st.binary(min_size=64, max_size=64))
 def test_tag_and_key_are_hkdf_sha256_with_the_design_infos(y: bytes) -> None:
     tag, key = labels.derive_tag_key(y)
-    assert tag == _hkdf(y, b"healthpsi tag", 16)
+    assert tag == _hkdf(y, b"healthpsi tag", 16) == labels.derive_tag(y)
     assert key == _hkdf(y, b"healthpsi label", 32)
 
 
@@ -114,3 +114,5 @@ def test_seal_rejects_bad_bodies_and_keys() -> None:
         labels.seal(KEY[:16], [1])
     with pytest.raises(LabelError, match="PRF output"):
         labels.derive_tag_key("y")  # type: ignore[arg-type]
+    with pytest.raises(LabelError, match="PRF output"):
+        labels.derive_tag(None)  # type: ignore[arg-type]
