@@ -128,7 +128,9 @@ def finalize(input: bytes, blind: bytes, evaluated: bytes) -> bytes:
     """RFC 9497 Finalize: the 64-byte PRF output from the input, its blind and the evaluated element."""
     data = _check_input(input)
     inverse = group.scalar_invert(group.validate_scalar(blind, "blind"))
-    return _finalize_hash(data, group.scalar_mult(inverse, group.validate_element(evaluated, "evaluated")))
+    return _finalize_hash(
+        data, group.scalar_mult(inverse, group.validate_element(evaluated, "evaluated element"))
+    )
 
 
 def evaluate(sk: bytes, input: bytes, mode: Mode) -> bytes:
@@ -201,17 +203,18 @@ def blind_many(inputs: Sequence[bytes], mode: Mode, rng: Rng | None = None) -> t
 def finalize_many(inputs: Sequence[bytes], blinds: Sequence[bytes], packed_evaluated: bytes) -> list[bytes]:
     """Finalize every input from its blind and the server's packed evaluated elements (64-byte outputs)."""
     items = _check_inputs(inputs)
-    evaluated = group.split_packed(packed_evaluated)
-    if not len(items) == len(blinds) == len(evaluated):
+    packed = group.as_packed(packed_evaluated, what="packed evaluated elements")
+    count = len(packed) // _E
+    if not len(items) == len(blinds) == count:
         raise CryptoError(
-            f"finalize_many: {len(items)} inputs, {len(blinds)} blinds, {len(evaluated)} evaluated elements"
+            f"finalize_many: {len(items)} inputs, {len(blinds)} blinds, {count} evaluated elements"
         )
     order = group.ORDER
     inverses = []
     for i, b in enumerate(blinds):
         value = int.from_bytes(group.validate_scalar(b, f"blind {i}"), "little")
         inverses.append(pow(value, -1, order).to_bytes(group.SCALAR_BYTES, "little"))
-    unblinded = group.scalar_mult_each(inverses, b"".join(evaluated))
+    unblinded = group.scalar_mult_each(inverses, packed)
     return [_finalize_hash(x, unblinded[i * _E : i * _E + _E]) for i, x in enumerate(items)]
 
 

@@ -299,6 +299,16 @@ def test_bad_element_in_a_packed_batch_is_named(count: int, bad: int, data: byte
         oprf.blind_evaluate_packed(sk, b"".join(blinded))
 
 
+def test_bad_element_in_a_later_chunk_is_numbered_across_the_batch() -> None:
+    sk, _, inputs = _batch(700)
+    blinded = group.split_packed(oprf.blind_many(inputs, Mode.VOPRF, Drbg(b"x"))[1])
+    blinded[650] = group.IDENTITY
+    with ThreadPoolExecutor(2) as pool, pytest.raises(InvalidElement, match="element 650: the identity"):
+        oprf.blind_evaluate_packed(sk, b"".join(blinded), executor=pool)
+    with pytest.raises(InvalidElement, match="element 650: the identity"):
+        oprf.finalize_many(inputs, [KEY] * 700, b"".join(blinded))
+
+
 def test_error_messages_name_the_problem() -> None:
     non_canonical = (2**255 - 19 + 2).to_bytes(32, "little")  # the field element 2, unreduced
     with pytest.raises(InvalidElement, match="expected 32 bytes, got 31"):
