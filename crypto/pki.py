@@ -46,6 +46,8 @@ VALID_BEFORE = timedelta(days=30)
 """Certificates become valid this long before the PKI's reference time..."""
 VALID_AFTER = timedelta(days=365)
 """...and stay valid this long after it."""
+NO_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+"""RFC 5280's "no well-defined expiration": CA and TLS certificates of a simulated run (fixed clock)."""
 
 TRUSTLIST_TYPE = "healthpsi-trustlist"
 REVOCATIONS_TYPE = "healthpsi-revocations"
@@ -723,12 +725,17 @@ def create_pki(
     """Write a run's whole PKI (see `PkiPaths`): CAs, TLS certificates, identity and storage keys, the
     code-signing certificate, and the root-signed identities, trust list and (empty) revocation list.
 
-    With a `Drbg` and a fixed `now` the output is byte-for-byte reproducible; certificates are valid from
-    `now` - 30 days to `now` + 365 days.
+    With a `Drbg` and a fixed `now` the output is byte-for-byte reproducible. Certificates are valid from
+    `now` - 30 days to `now` + 365 days; but when `now` is given (a simulated clock, e.g. a scenario's
+    as_of in 2020), the CA and TLS certificates never expire, so the run's mutual TLS, which checks the
+    wall clock, keeps working however long after `now` it runs. The code-signing certificate always
+    keeps the one-year window.
     """
     rng = default_rng(rng)
+    simulated = now is not None
     now = _utc(now or datetime.now(UTC)).replace(microsecond=0)
-    validity = {"not_before": now - VALID_BEFORE, "not_after": now + VALID_AFTER}
+    signing_validity = {"not_before": now - VALID_BEFORE, "not_after": now + VALID_AFTER}
+    validity = {**signing_validity, "not_after": NO_EXPIRY} if simulated else signing_validity
     agencies = [_agency(a) for a in agencies]
     if len(set(agencies)) != len(agencies):
         raise ValueError(f"duplicate agency names in {agencies}")
@@ -738,16 +745,14 @@ def create_pki(
         child = rng.child(name)
         key = ec_private_key(child)
         signer_key, signer_cert = (key, None) if issuer_ca is None else (issuer_ca.key, issuer_ca.certificate)
-        cert = issue_certificate(
-            cn, key.public_key(), signer_key, signer_cert, rng=child, **validity, **kwargs
-        )
+        cert = issue_certificate(cn, key.public_key(), signer_key, signer_cert, rng=child, **kwargs)
         return _Issued(key, cert)
 
-    root = make("root", f"{issuer} root CA", None, ca=True)
-    nodes_ca = make("nodes-ca", "healthpsi nodes CA", None, ca=True)
+    root = make("root", f"{issuer} root CA", None, ca=True, **validity)
+    nodes_ca = make("nodes-ca", "healthpsi nodes CA", None, ca=True, **validity)
     coordinator = make("coordinator", COORDINATOR_DNS, root, usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-                       dns_names=[COORDINATOR_DNS])
-    signing = make("signing", f"{issuer} code signing", root)
+                       dns_names=[COORDINATOR_DNS], **validity)
+    signing = make("signing", f"{issuer} code signing", root, **signing_validity)
     coordinator_identity = ed25519_private_key(rng.child("coordinator/identity"))
 
     files: dict[Path, tuple[bytes, bool]] = {
@@ -764,7 +769,7 @@ def create_pki(
     node_identities = {}
     for agency in agencies:
         node = make(f"node/{agency}", agency + DNS_SUFFIX, nodes_ca, usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-                    dns_names=[agency + DNS_SUFFIX, "localhost"], ip_addresses=["127.0.0.1"])
+                    dns_names=[agency + DNS_SUFFIX, "localhost"], ip_addresses=["127.0.0.1"], **validity)
         identity = ed25519_private_key(rng.child(f"node/{agency}/identity"))
         node_identities[agency] = identity.public_key()
         files[paths.node_cert(agency)] = (_pem_cert(node.certificate), False)
