@@ -95,6 +95,7 @@ def serve(
     budget: list[str] | None = BUDGET_OPTION,
     max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", min=1, help="Elements per Evaluate."),
     grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to drain calls after SIGTERM."),
+    chunk_bytes: int = typer.Option(1 << 20, "--chunk-bytes", min=1, help="Target size of an index chunk."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Serve an agency node: build or load its indexes, then answer GetManifest, StreamIndex and Evaluate
@@ -110,7 +111,8 @@ def serve(
     _setup_logging(verbose)
     policy = _budget(budget)
     limits = ServerLimits(
-        max_batch=max_batch, max_receive_bytes=max(4 << 20, 64 * max_batch), grace_seconds=grace
+        max_batch=max_batch, max_receive_bytes=max(4 << 20, 64 * max_batch), grace_seconds=grace,
+        chunk_bytes=chunk_bytes,
     )
     bar, advance = _progress_bar(agency.value)
 

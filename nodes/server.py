@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from crypto.pki import PkiPaths
 from nodes.budget import BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Progress, node_dir, open_node
+from nodes.index import DEFAULT_CHUNK_BYTES
 from nodes.service import MatchingNodeServicer, certificate_fingerprint
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
 
@@ -45,6 +46,8 @@ class ServerLimits:
     """Largest request message (an Evaluate of max_batch elements is 32·max_batch bytes)."""
     max_send_bytes: int = 64 * MiB
     """Largest response message (an index chunk holds at least one whole entry)."""
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    """Target size of one index chunk."""
     max_concurrent_rpcs: int = 32
     """Calls in progress at once over all connections; more get RESOURCE_EXHAUSTED."""
     max_concurrent_streams: int = 16
@@ -194,7 +197,7 @@ def serve(
             on_listening(node.address)
         try:
             handlers = open_node(run_dir, agency, executor, budget=budget, max_batch=limits.max_batch,
-                                 progress=progress)
+                                 chunk_bytes=limits.chunk_bytes, progress=progress)
             building = False
             node.ready(handlers)
             if on_ready:
