@@ -168,11 +168,15 @@ def build(
     finally:
         handlers.close()
     table = Table(title=f"{agency.value} node, window ending {manifest.as_of}")
-    for column in ("partition", "kinds", "entries", "index bytes", "digest", "budget left/total"):
-        table.add_column(column, justify="right" if column in ("entries", "index bytes") else "left")
+    table.add_column("partition", no_wrap=True)
+    table.add_column("kinds")
+    table.add_column("entries", justify="right")
+    table.add_column("bytes", justify="right")
+    table.add_column("digest", no_wrap=True)
+    table.add_column("budget left/total", justify="right")
     for p in manifest.partitions:
-        table.add_row(p.partition_id, ", ".join(p.token_kinds), str(p.entry_count), str(p.index_bytes),
-                      p.index_digest.hex()[:16], f"{p.budget_left}/{p.budget_total}")
+        table.add_row(p.partition_id, " ".join(p.token_kinds), str(p.entry_count), str(p.index_bytes),
+                      p.index_digest.hex()[:12], f"{p.budget_left}/{p.budget_total}")
     out.print(table)
     if manifest.malformed:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(manifest.malformed.items()))
