@@ -1,11 +1,12 @@
 """`healthpsi bench`: benchmarks that print a short table and write JSON (`--json`, `--out DIR`).
 
 Each subcommand produces one section of the JSON document (`{"crypto": {...}}`); `--out DIR` writes it
-to `DIR/bench-<section>.json`.
+to `DIR/bench-<section>.json`. A benchmark joins `bench all` by an entry in `SECTIONS`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from healthpsi.benchmarks import Step
 from healthpsi.benchmarks.crypto import CryptoBenchSettings, run_crypto_bench
 
 app = typer.Typer(
@@ -31,18 +33,20 @@ OutOption = typer.Option(None, "--out", help="Also write DIR/bench-<section>.jso
 QuickOption = typer.Option(False, "--quick", help="Tiny sizes, for a smoke test (figures are noisy).")
 
 
-def emit(section: str, result: dict[str, Any], table: Table, as_json: bool, out: Path | None) -> None:
-    """Print `result` as the table (stdout, or stderr with --json) and JSON, and write it under `out`."""
-    document = {section: result}
+def show(table: Table, as_json: bool) -> None:
+    """Print a summary table: on stdout, or on stderr when stdout carries the JSON document."""
     Console(stderr=as_json).print(table)
+
+
+def write_section(out: Path | None, section: str, result: dict[str, Any]) -> None:
+    """Write `{section: result}` to `out/bench-<section>.json` (nothing when `out` is None)."""
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"bench-{section}.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    if as_json:
-        typer.echo(json.dumps(document, indent=2))
+        text = json.dumps({section: result}, indent=2) + "\n"
+        (out / f"bench-{section}.json").write_text(text, encoding="utf-8")
 
 
-def with_progress(total: int, work: Callable[[Callable[[str], None]], dict[str, Any]]) -> dict[str, Any]:
+def with_progress(total: int, work: Callable[[Step], dict[str, Any]]) -> dict[str, Any]:
     """Run `work(step)` under a progress bar on stderr that advances at each `step(description)`."""
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
     with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
@@ -73,6 +77,29 @@ def _crypto_table(result: dict[str, Any]) -> Table:
     return table
 
 
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One benchmark as `bench all` runs it: its progress steps, its run, and its summary table."""
+
+    steps: Callable[[bool], int]
+    run: Callable[[bool, Step], dict[str, Any]]
+    table: Callable[[dict[str, Any]], Table]
+
+
+def _crypto_settings(quick: bool) -> CryptoBenchSettings:
+    """The crypto benchmark's default or quick sizes."""
+    return CryptoBenchSettings.quick() if quick else CryptoBenchSettings()
+
+
+SECTIONS: dict[str, Section] = {
+    "crypto": Section(
+        steps=lambda quick: _crypto_settings(quick).steps(),
+        run=lambda quick, step: run_crypto_bench(_crypto_settings(quick), step),
+        table=_crypto_table,
+    ),
+}
+
+
 @app.command("crypto")
 def crypto(
     as_json: bool = JsonOption,
@@ -87,8 +114,28 @@ def crypto(
     \b
     Example: healthpsi bench crypto --json --out runs/bench
     """
-    settings = CryptoBenchSettings.quick() if quick else CryptoBenchSettings()
+    settings = _crypto_settings(quick)
     if repeat is not None:
-        settings = CryptoBenchSettings(**{**settings.__dict__, "repeat": repeat})
+        settings = dataclasses.replace(settings, repeat=repeat)
     result = with_progress(settings.steps(), lambda step: run_crypto_bench(settings, step))
-    emit("crypto", result, _crypto_table(result), as_json, out)
+    show(_crypto_table(result), as_json)
+    write_section(out, "crypto", result)
+    if as_json:
+        typer.echo(json.dumps({"crypto": result}, indent=2))
+
+
+@app.command("all")
+def run_all(as_json: bool = JsonOption, out: Path | None = OutOption, quick: bool = QuickOption) -> None:
+    """Every benchmark with its default sizes, one JSON section each.
+
+    \b
+    Example: healthpsi bench all --out runs/bench
+    """
+    document = {}
+    for name, section in SECTIONS.items():
+        result = with_progress(section.steps(quick), lambda step, section=section: section.run(quick, step))
+        show(section.table(result), as_json)
+        write_section(out, name, result)
+        document[name] = result
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))

@@ -23,8 +23,7 @@ import pysodium
 from crypto import group, labels, oprf
 from crypto.drbg import Drbg
 from crypto.oprf import Mode
-
-Step = Callable[[str], None]
+from healthpsi.benchmarks import Step
 
 
 @dataclass(frozen=True)

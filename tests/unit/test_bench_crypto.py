@@ -41,3 +41,11 @@ def test_bench_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["bench", "crypto", "--help"])
     assert result.exit_code == 0
     assert "Example: healthpsi bench crypto" in result.output
+
+
+def test_bench_all_quick_has_the_crypto_section(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "all", "--quick", "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["crypto"]["ours_vs_openmined"] > 0
+    assert json.loads((tmp_path / "bench-crypto.json").read_text()) == {"crypto": document["crypto"]}
