@@ -109,7 +109,7 @@ def crypto(
 ) -> None:
     """OPRF rates vs raw libsodium, one core vs two, and ours vs OpenMined PSI (server 100 000, client 1 000).
 
-    Takes about a minute and a half on two cores.
+    Takes about a minute on two cores.
 
     \b
     Example: healthpsi bench crypto --json --out runs/bench
