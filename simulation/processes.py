@@ -1,0 +1,82 @@
+"""Agency nodes as real `healthpsi node serve` processes on loopback, started and stopped by a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class NodeProcessError(RuntimeError):
+    """A node process failed to start, died, or did not stop cleanly."""
+
+
+@dataclass
+class NodeProcess:
+    """One running node: its agency, its process and the loopback address it listens on."""
+
+    agency: str
+    process: subprocess.Popen[bytes]
+    address: str
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+
+    def stop(self, grace_seconds: float = 20.0) -> int:
+        """Send SIGTERM, wait for a clean exit, and return the exit code (SIGKILL after the grace period)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired as exc:
+                self.process.kill()
+                self.process.wait()
+                raise NodeProcessError(f"{self.agency} node did not stop in {grace_seconds:.0f}s") from exc
+        return self.process.returncode
+
+
+def node_command(run_dir: Path, agency: str, listen: str, workers: int | None) -> list[str]:
+    """The command line that serves one agency's node."""
+    cmd = [sys.executable, "-m", "healthpsi.cli", "node", "serve", "--run", str(run_dir), "--agency", agency]
+    cmd += ["--listen", listen]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    return cmd
+
+
+def start_node(
+    run_dir: Path, agency: str, workers: int | None = None, timeout: float = 1800.0
+) -> NodeProcess:
+    """Start a node on 127.0.0.1 with an OS-chosen port and wait until it has published its port.
+
+    The node writes RUN/nodes/<agency>/port once its indexes are built and it is serving.
+    """
+    state = run_dir / "nodes" / agency
+    state.mkdir(parents=True, exist_ok=True)
+    port_file = state / "port"
+    port_file.unlink(missing_ok=True)
+    log_path = state / "serve.log"
+    log = log_path.open("ab")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        node_command(run_dir, agency, "127.0.0.1:0", workers),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise NodeProcessError(f"{agency} node exited with code {proc.returncode} on start:\n{tail}")
+        text = port_file.read_text().strip() if port_file.exists() else ""
+        if text.isdigit():
+            return NodeProcess(agency=agency, process=proc, address=f"127.0.0.1:{text}", log_path=log_path)
+        time.sleep(0.1)
+    proc.kill()
+    raise NodeProcessError(f"{agency} node did not start serving within {timeout:.0f}s (log: {log_path})")
