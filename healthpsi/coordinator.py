@@ -1,7 +1,181 @@
-"""`healthpsi coordinator` commands."""
+"""`healthpsi coordinator` commands: run the daily epoch against the agency nodes."""
 
 from __future__ import annotations
 
-import typer
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-app = typer.Typer(help="coordinator commands.", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from coordinator.epoch import EpochResult, run_epoch
+from coordinator.matching import MatchingError
+from coordinator.policy import PolicyError
+from coordinator.risk import InputError
+from coordinator.sealing import SealedFileError
+from coordinator.store import StoreError
+from coordinator.transport import GrpcTransport, InProcessTransport, NodeTransport
+from crypto.errors import CryptoError
+from crypto.pki import PkiPaths
+from healthpsi.executors import make_executor
+from proto.errors import ProtocolError
+from proto.tokens import AGENCIES
+
+app = typer.Typer(
+    help="Coordinator: matches cases against the nodes and issues health codes.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True)
+out = Console()
+
+STAGES = {"evaluate": "Evaluate batches", "index": "indexes", "issuance": "codes signed"}
+FAILURES = (
+    MatchingError,
+    ProtocolError,
+    InputError,
+    PolicyError,
+    StoreError,
+    SealedFileError,
+    CryptoError,
+    ValueError,
+    OSError,
+)
+
+
+def parse_nodes(specs: list[str]) -> dict[str, str]:
+    """`agency=HOST:PORT` options as {agency: address}; BadParameter on a malformed or repeated one."""
+    nodes: dict[str, str] = {}
+    for spec in specs:
+        agency, sep, address = spec.partition("=")
+        if not sep or not address or agency not in AGENCIES:
+            raise typer.BadParameter(
+                f"{spec!r}: expected AGENCY=HOST:PORT with AGENCY one of {', '.join(AGENCIES)}",
+                param_hint="--node",
+            )
+        if agency in nodes:
+            raise typer.BadParameter(f"node {agency} given twice", param_hint="--node")
+        nodes[agency] = address
+    return nodes
+
+
+@contextlib.contextmanager
+def _transports(run: Path, nodes: dict[str, str], in_process: bool) -> Iterator[dict[str, NodeTransport]]:
+    """gRPC transports to the given nodes, or (in-process) node handlers opened over RUN/data."""
+    if in_process:
+        from nodes.handlers import open_node  # the operator asked to run the nodes inside this process
+
+        handlers = {agency: open_node(run, agency) for agency in AGENCIES}
+        try:
+            yield {agency: InProcessTransport(h, agency) for agency, h in handlers.items()}
+        finally:
+            for h in handlers.values():
+                h.close()
+        return
+    grpc_transports = {
+        agency: GrpcTransport(address, agency, PkiPaths(run)) for agency, address in nodes.items()
+    }
+    try:
+        yield dict(grpc_transports)
+    finally:
+        for t in grpc_transports.values():
+            t.close()
+
+
+def _progress() -> tuple[Progress, Any]:
+    """A rich progress display with one bar per stage, and the callback that advances it."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def advance(stage: str, done: int, total: int) -> None:
+        """Show progress of a stage."""
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return bar, advance
+
+
+def _summary(result: EpochResult) -> Table:
+    """A table of what the epoch did."""
+    table = Table(title=f"epoch {result.epoch} (as of {result.as_of}, codes issued at {result.issued_at})")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("risk tokens / partitions", f"{result.risk_tokens} / {result.risk_partitions}"),
+        ("evaluated now / reused", f"{result.queried} / {result.reused_answers}"),
+        ("indexes downloaded / cached", f"{result.indexes_downloaded} / {result.indexes_cached}"),
+        ("matches / subjects", f"{result.matches} / {result.matched_subjects}"),
+        ("applicants / accepted", f"{result.applicants} / {result.accepted}"),
+        ("refused", ", ".join(f"{k} {v}" for k, v in sorted(result.refused.items())) or "0"),
+        ("codes (new this run / epoch)", f"{result.codes_issued} / {result.codes_total}"),
+        ("colours", ", ".join(f"{k} {v}" for k, v in result.colours.items())),
+        ("revoked now / listed", f"{result.revoked} / {result.revocations_total}"),
+        ("malformed rows", ", ".join(f"{a}: {sum(m.values())}" for a, m in sorted(result.malformed.items()))),
+        ("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items())),
+        ("bytes", ", ".join(f"{k} {v:,}" for k, v in result.bytes.items())),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+@app.command()
+def epoch(
+    run: Path = typer.Option(..., "--run", help="Run directory (RUN/health, RUN/pki, RUN/coordinator)."),
+    node: list[str] = typer.Option(
+        [], "--node", help="A node to query: AGENCY=HOST:PORT (repeat for carrier, transport, police)."
+    ),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="Open the nodes inside this process over RUN/data (simulations, tests)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Worker processes for blinding/signing."
+    ),
+    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address ('local' starts one)."),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="Policy TOML (default: the built-in 2020 rules)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the epoch result as JSON."),
+) -> None:
+    """Run (or resume) the coordinator's epoch: risk set → PSI matching at the nodes → matches, features,
+    colours → checked applicants → signed health codes, revocations and the audit log.
+
+    Writes RUN/coordinator/{matches,features}.parquet, codes.sqlite, qr/, audit.jsonl, epoch.json and
+    RUN/pki/revocations.json. Running it again after a crash finishes the same epoch without issuing a
+    code twice.
+
+    \b
+    Example:
+      healthpsi coordinator epoch --run runs/demo --node carrier=127.0.0.1:50051 \\
+          --node transport=127.0.0.1:50052 --node police=127.0.0.1:50053
+      healthpsi coordinator epoch --run runs/demo --in-process --workers 2
+    """
+    nodes = parse_nodes(node)
+    if not nodes and not in_process:
+        raise typer.BadParameter(
+            "give --node AGENCY=HOST:PORT for each node, or --in-process", param_hint="--node"
+        )
+    bar, advance = _progress()
+    try:
+        with make_executor(workers, dask) as executor, _transports(run, nodes, in_process) as transports, bar:
+            result = run_epoch(run, transports, executor, advance, policy_path=policy)
+    except FAILURES as exc:
+        err.print(f"[bold red]epoch failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        out.print(_summary(result))

@@ -36,6 +36,7 @@ from nodes import tokenize
 from nodes.budget import BudgetPolicy
 from nodes.handlers import open_node
 from proto import ids
+from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
 
 AS_OF = dt.date(2020, 2, 14)
@@ -583,8 +584,7 @@ def test_crash_mid_evaluate_resumes_to_the_same_results(run: Path, done: Path) -
 
 
 def _manifest(transport: InProcessTransport) -> Any:
-    from proto.healthpsi.v1 import node_pb2
-
+    """A node's manifest, parsed."""
     manifest = node_pb2.Manifest()
     manifest.ParseFromString(transport.get_manifest().manifest)
     return manifest
@@ -613,3 +613,21 @@ def test_bad_proof_is_rejected(run: Path) -> None:
         flaky = {a: Flaky(t, tamper=True) if a == "transport" else t for a, t in transports.items()}
         with pytest.raises(MatchingError, match="DLEQ proof"):
             run_epoch(run, flaky)
+
+
+def test_cli_epoch_in_process_with_workers(run: Path, base: tuple[Path, dict[str, pd.DataFrame]]) -> None:
+    result = CliRunner().invoke(
+        cli.app, ["coordinator", "epoch", "--run", str(run), "--in-process", "--workers", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["matches"] == len(plaintext_matches(run, base[1]))
+    assert summary["codes_total"] == summary["accepted"] > 0
+    pd.testing.assert_frame_equal(read_matches(run), plaintext_matches(run, base[1]), check_dtype=False)
+
+
+def test_cli_rejects_bad_node_options(run: Path) -> None:
+    bad = CliRunner().invoke(cli.app, ["coordinator", "epoch", "--run", str(run), "--node", "hospital=x:1"])
+    assert bad.exit_code == 2 and "AGENCY=HOST:PORT" in bad.output
+    none = CliRunner().invoke(cli.app, ["coordinator", "epoch", "--run", str(run)])
+    assert none.exit_code == 2
