@@ -365,13 +365,13 @@ def _read_json(path: str | os.PathLike[str], what: str) -> Any:
 def parse_certificate(data: bytes | str) -> x509.Certificate:
     """A certificate from PEM, DER, or base64 DER (as in the EU DCC test data). Raises TrustListError."""
     raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
-    stripped = raw.strip()
     try:
-        if stripped.startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(stripped)
-        if stripped[:1] == b"\x30":
-            return x509.load_der_x509_certificate(stripped)
-        return x509.load_der_x509_certificate(base64.b64decode(b"".join(stripped.split()), validate=True))
+        if raw[:1] == b"\x30":  # DER: a SEQUENCE; taken as is (its last bytes may look like whitespace)
+            return x509.load_der_x509_certificate(raw)
+        text = raw.strip()
+        if text.startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(text)
+        return x509.load_der_x509_certificate(base64.b64decode(b"".join(text.split()), validate=True))
     except (ValueError, binascii.Error) as exc:
         raise TrustListError(f"not a PEM, DER or base64 DER certificate ({exc})") from None
 
@@ -459,8 +459,9 @@ def parse_trust_list(doc: Any, root: x509.Certificate | None = None) -> TrustLis
     Each healthpsi key must be a certificate issued by the root, and each kid must be the one its format
     derives from the certificate. Raises TrustListError.
     """
-    if not isinstance(doc, dict):
-        raise TrustListError(f"trust list: expected a JSON object, got {type(doc).__name__}")
+    if not isinstance(doc, dict) or doc.get("type") != TRUSTLIST_TYPE:
+        got = doc.get("type") if isinstance(doc, dict) else type(doc).__name__
+        raise TrustListError(f"expected a {TRUSTLIST_TYPE} document, got {got!r}")
     listed_root = parse_certificate(_b64(doc.get("root"), "trust list root"))
     if root is not None and listed_root != root:
         raise TrustListError("trust list: its root certificate is not the pinned root")

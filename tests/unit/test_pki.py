@@ -268,3 +268,18 @@ def test_certificates_work_for_mutual_tls(paths: PkiPaths) -> None:
     assert "server" in refused  # a node's certificate is not a client certificate the root issued
     wrong_name = _handshake(paths, paths.coordinator_cert, paths.coordinator_key, "police.healthpsi.local")
     assert "client" in wrong_name and "hostname" in wrong_name.lower()
+
+
+
+def test_der_ending_in_a_whitespace_byte() -> None:
+    """DER is taken byte for byte: a certificate whose last byte looks like whitespace is not truncated."""
+    key = pki.ec_private_key(Drbg(b"der"))
+    for seed in range(2000):  # deterministic: the first certificate whose DER ends in b" \t\n\r\x0b\x0c"
+        cert = pki.issue_certificate("t", key.public_key(), key, None, rng=Drbg(seed.to_bytes(4, "big")),
+                                     not_before=NOW, not_after=NOW + timedelta(days=1))
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if der[-1:].isspace():
+            break
+    assert der[-1:].isspace()
+    assert pki.parse_certificate(der) == cert
+    assert pki.parse_certificate(base64.b64encode(der).decode() + "\n") == cert
