@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,28 +48,30 @@ def node_command(run_dir: Path, agency: str, listen: str, workers: int | None) -
     return cmd
 
 
-def start_node(
-    run_dir: Path, agency: str, workers: int | None = None, timeout: float = 1800.0
-) -> NodeProcess:
-    """Start a node on 127.0.0.1 with an OS-chosen port and wait until it has published its port.
-
-    The node writes RUN/nodes/<agency>/port once its indexes are built and it is serving.
-    """
+def spawn_node(
+    run_dir: Path, agency: str, workers: int | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start `healthpsi node serve` for one agency on 127.0.0.1 with an OS-chosen port; do not wait."""
     state = run_dir / "nodes" / agency
     state.mkdir(parents=True, exist_ok=True)
-    port_file = state / "port"
-    port_file.unlink(missing_ok=True)
+    (state / "port").unlink(missing_ok=True)
     log_path = state / "serve.log"
-    log = log_path.open("ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        node_command(run_dir, agency, "127.0.0.1:0", workers),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-    log.close()
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            node_command(run_dir, agency, "127.0.0.1:0", workers),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    return proc, log_path
+
+
+def wait_serving(
+    run_dir: Path, agency: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 1800.0
+) -> NodeProcess:
+    """Wait until the node has built its indexes and published its port in RUN/nodes/<agency>/port."""
+    port_file = run_dir / "nodes" / agency / "port"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -80,3 +83,18 @@ def start_node(
         time.sleep(0.1)
     proc.kill()
     raise NodeProcessError(f"{agency} node did not start serving within {timeout:.0f}s (log: {log_path})")
+
+
+def start_nodes(run_dir: Path, agencies: Sequence[str], workers: int | None = None) -> dict[str, NodeProcess]:
+    """Start every agency's node at once (they build their indexes side by side) and wait for all."""
+    spawned = {agency: spawn_node(run_dir, agency, workers) for agency in agencies}
+    started: dict[str, NodeProcess] = {}
+    try:
+        for agency, (proc, log_path) in spawned.items():
+            started[agency] = wait_serving(run_dir, agency, proc, log_path)
+    except BaseException:
+        for proc, _ in spawned.values():
+            if proc.poll() is None:
+                proc.kill()
+        raise
+    return started
