@@ -113,6 +113,11 @@ class PkiPaths:
         return self.pki_dir / "coordinator.identity.key"
 
     @property
+    def coordinator_storage_key(self) -> Path:
+        """Coordinator key-encryption key for query openings at rest (32 raw bytes)."""
+        return self.pki_dir / "coordinator.storage.key"
+
+    @property
     def signing_cert(self) -> Path:
         """Code-signing certificate (ECDSA P-256), issued by the root."""
         return self.pki_dir / "signing.pem"
@@ -755,6 +760,7 @@ def create_pki(
                        dns_names=[COORDINATOR_DNS], **validity)
     signing = make("signing", f"{issuer} code signing", root, **signing_validity)
     coordinator_identity = ed25519_private_key(rng.child("coordinator/identity"))
+    coordinator_storage = rng.child("coordinator/storage").random_bytes(STORAGE_KEY_BYTES)
 
     files: dict[Path, tuple[bytes, bool]] = {
         paths.root_cert: (_pem_cert(root.certificate), False),
@@ -764,6 +770,7 @@ def create_pki(
         paths.coordinator_cert: (_pem_cert(coordinator.certificate), False),
         paths.coordinator_key: (_pem_key(coordinator.key), True),
         paths.coordinator_identity_key: (_pem_key(coordinator_identity), True),
+        paths.coordinator_storage_key: (coordinator_storage, True),
         paths.signing_cert: (_pem_cert(signing.certificate), False),
         paths.signing_key: (_pem_key(signing.key), True),
     }
@@ -776,7 +783,8 @@ def create_pki(
         files[paths.node_cert(agency)] = (_pem_cert(node.certificate), False)
         files[paths.node_key(agency)] = (_pem_key(node.key), True)
         files[paths.node_identity_key(agency)] = (_pem_key(identity), True)
-        files[paths.node_storage_key(agency)] = (rng.child(f"node/{agency}/storage").random_bytes(32), True)
+        storage = rng.child(f"node/{agency}/storage").random_bytes(STORAGE_KEY_BYTES)
+        files[paths.node_storage_key(agency)] = (storage, True)
 
     for path, (data, private) in files.items():
         _write(path, data, private=private)

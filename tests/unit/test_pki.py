@@ -41,8 +41,8 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_layout(paths: PkiPaths) -> None:
     expected = {
         "root.pem", "root.key", "nodes-ca.pem", "nodes-ca.key", "coordinator.pem", "coordinator.key",
-        "coordinator.identity.key", "signing.pem", "signing.key", "identities.json", "trustlist.json",
-        "revocations.json",
+        "coordinator.identity.key", "coordinator.storage.key", "signing.pem", "signing.key",
+        "identities.json", "trustlist.json", "revocations.json",
     } | {f"nodes/{a}.{ext}" for a in AGENCIES for ext in ("pem", "key", "identity.key", "storage.key")}
     assert set(_files(paths.pki_dir)) == expected
     assert paths.node_cert("carrier") == paths.run_dir / "pki" / "nodes" / "carrier.pem"
@@ -111,6 +111,8 @@ def test_keys_match_their_certificates(paths: PkiPaths) -> None:
     assert pki.load_ec_private_key(paths.node_key("police")).public_key() == \
         pki.load_certificate(paths.node_cert("police")).public_key()
     assert len(pki.load_storage_key(paths.node_storage_key("carrier"))) == 32
+    assert pki.load_storage_key(paths.coordinator_storage_key) != pki.load_storage_key(
+        paths.node_storage_key("carrier"))
     with pytest.raises(ValueError, match="Ed25519"):
         pki.load_identity_key(paths.root_key)
     with pytest.raises(ValueError, match="EC key"):
