@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+COLORS = ("green", "yellow", "red")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS epochs (
     epoch TEXT PRIMARY KEY,
@@ -168,6 +169,10 @@ class CodeStore:
 
     def insert_codes(self, rows: Iterable[CodeRow]) -> int:
         """Store codes in one transaction, ignoring any already stored; return how many were new."""
+        rows = list(rows)
+        bad = [r.code_id for r in rows if r.color not in COLORS]
+        if bad:
+            raise StoreError(f"codes {bad[:3]} have a colour outside {COLORS}")
         return self._write(
             "INSERT OR IGNORE INTO codes (code_id, subject_id, color, reasons, issued_at, expires_at, "
             "payload, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

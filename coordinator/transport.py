@@ -141,7 +141,7 @@ class GrpcTransport:
         self.counter.sent += request.ByteSize()
         for attempt in range(self.retries + 1):
             try:
-                response = call(request, timeout=self.deadline, wait_for_ready=attempt > 0)
+                response = call(request, timeout=self.deadline)
             except grpc.RpcError as exc:
                 error = error_from_rpc(exc, self.agency)
                 if not isinstance(error, NodeUnavailable) or attempt == self.retries:
