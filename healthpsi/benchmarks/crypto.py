@@ -91,8 +91,9 @@ def _warm(pool: Executor, workers: int) -> None:
     list(pool.map(oprf.blind_evaluate_packed, [sk] * 2 * workers, [group.GENERATOR] * 2 * workers))
 
 
-def _rates(settings: CryptoBenchSettings, pool: Executor, step: Step) -> dict[str, float]:
-    """Per-core rates of BlindEvaluate and Evaluate against their raw baselines, and the two-core rates."""
+def _rates(settings: CryptoBenchSettings, pool: Executor, step: Step) -> dict[str, list[float]]:
+    """Samples of the per-core rates of BlindEvaluate and Evaluate, their raw baselines, and the two-core
+    rates: one per repetition, each repetition measuring all of them back to back."""
     rng = Drbg(b"healthpsi bench crypto")
     sk, _ = oprf.generate_key_pair(rng.child("key"))
     inputs = _tokens("", 0, settings.items)
@@ -117,7 +118,12 @@ def _rates(settings: CryptoBenchSettings, pool: Executor, step: Step) -> dict[st
         for name, measure in measurements.items():
             samples[name].append(measure())
             step(f"rates: {name}")
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def _median_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median over repetitions of each repetition's ratio (robust to drift between repetitions)."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
 def _workload(settings: CryptoBenchSettings) -> tuple[list[bytes], list[bytes], set[int]]:
@@ -184,10 +190,11 @@ def _comparison(settings: CryptoBenchSettings, pool: Executor, step: Step) -> di
         theirs_runs.append(timing)
         step("comparison: OpenMined PSI")
     ours, theirs = _medians(ours_runs), _medians(theirs_runs)
+    ratio = _median_ratio([run["seconds"] for run in ours_runs], [run["seconds"] for run in theirs_runs])
     return {
         "ours_seconds": ours["seconds"],
         "openmined_seconds": theirs["seconds"],
-        "ours_vs_openmined": ours["seconds"] / theirs["seconds"],
+        "ours_vs_openmined": ratio,
         "ours": ours,
         "openmined": theirs,
         "intersection_size": len(expected),
@@ -196,7 +203,7 @@ def _comparison(settings: CryptoBenchSettings, pool: Executor, step: Step) -> di
 
 def _machine() -> dict[str, Any]:
     """What the figures were measured on."""
-    version = pysodium.sodium.sodium_version_string
+    version = ctypes.CDLL(pysodium.sodium._name).sodium_version_string
     version.restype = ctypes.c_char_p
     return {
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -215,17 +222,21 @@ def run_crypto_bench(settings: CryptoBenchSettings, step: Step | None = None) ->
         report("worker processes started")
         rates = _rates(settings, pool, report)
         comparison = _comparison(settings, pool, report)
+    machine["load_average_end"] = list(os.getloadavg())
     two_core = {
-        "blind_evaluate": rates["blind_evaluate_two_cores_per_s"] / rates["blind_evaluate_per_s"],
-        "evaluate": rates["evaluate_two_cores_per_s"] / rates["evaluate_per_s"],
+        "blind_evaluate": _median_ratio(
+            rates["blind_evaluate_two_cores_per_s"], rates["blind_evaluate_per_s"]
+        ),
+        "evaluate": _median_ratio(rates["evaluate_two_cores_per_s"], rates["evaluate_per_s"]),
     }
     return {
-        "blind_evaluate_vs_raw": rates["blind_evaluate_per_s"] / rates["raw_scalar_mult_per_s"],
-        "evaluate_vs_raw": rates["evaluate_per_s"] / rates["raw_hash_to_group_mult_per_s"],
+        "blind_evaluate_vs_raw": _median_ratio(rates["blind_evaluate_per_s"], rates["raw_scalar_mult_per_s"]),
+        "evaluate_vs_raw": _median_ratio(rates["evaluate_per_s"], rates["raw_hash_to_group_mult_per_s"]),
         "two_core_speedup": min(two_core.values()),
         "two_core_speedup_by_operation": two_core,
         "ours_vs_openmined": comparison.pop("ours_vs_openmined"),
-        **rates,
+        **{name: statistics.median(values) for name, values in rates.items()},
+        "rate_ranges": {name: [min(values), max(values)] for name, values in rates.items()},
         **comparison,
         "settings": asdict(settings),
         "machine": machine,
@@ -233,6 +244,7 @@ def run_crypto_bench(settings: CryptoBenchSettings, step: Step | None = None) ->
             "raw baselines": "libsodium through ctypes, preallocated buffers, precomputed inputs; the "
             "hash-to-group baseline maps precomputed 64-byte strings (no SHA-512 expansion)",
             "one core": "in-process, no executor; two cores: a warm pool of two worker processes",
+            "ratios": "median over repetitions of each repetition's ratio; rates: medians, with [min, max]",
             "two_core_speedup": "the smaller of the BlindEvaluate and Evaluate speedups",
             "ours": "VOPRF: index of tags over the server set, blinded query with a DLEQ proof generated "
             "and verified, on the two-process pool",
