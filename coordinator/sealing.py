@@ -1,8 +1,8 @@
 """The coordinator's storage key and AES-256-GCM sealed files at rest (query openings, cached PRF answers).
 
-The key lives in `RUN/pki/coordinator.storage.key` (32 bytes). It is created on first use — from the run's
-DRBG in a simulation run, so the run stays reproducible, else from the system generator. A sealed file is
-`nonce (12) || AES-256-GCM(key, nonce, plaintext, aad = file name)`; the nonce is synthetic
+The key lives in `RUN/pki/coordinator.storage.key` (32 bytes), written by `keys init`; a PKI made without
+one gets it on first use — from the run's DRBG in a simulation run, else from the system generator.
+A sealed file is `nonce (12) || AES-256-GCM(key, nonce, plaintext, aad = file name)`; the nonce is synthetic
 (HMAC-SHA256(key, name || plaintext)[:12]), so equal files seal to equal bytes and different plaintexts
 never share a nonce.
 """
@@ -29,14 +29,9 @@ class SealedFileError(RuntimeError):
     """A sealed file that does not open (wrong key, tampered or truncated)."""
 
 
-def storage_key_path(run_dir: Path) -> Path:
-    """`RUN/pki/coordinator.storage.key`."""
-    return PkiPaths(run_dir).pki_dir / "coordinator.storage.key"
-
-
 def storage_key(run_dir: Path, rng: Rng | None = None) -> bytes:
     """The coordinator's storage key, created (mode 0600) from `rng` (None: system randomness) if missing."""
-    path = storage_key_path(run_dir)
+    path = PkiPaths(run_dir).coordinator_storage_key
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         key = default_rng(rng).random_bytes(STORAGE_KEY_BYTES)
