@@ -126,6 +126,8 @@ class Batch:
     evaluated: bytes | None = None
     proof: bytes | None = None
     budget_left: int | None = None
+    verified: bool = False
+    """Whether the proof was checked in this process (answers read back from disk are checked again)."""
 
     @property
     def inputs_digest(self) -> bytes:
@@ -269,11 +271,18 @@ def blind_job(tokens: list[str], rng: Rng | None) -> tuple[list[bytes], bytes]:
 
 
 def finish_job(
-    public_key: bytes, tokens: list[str], blinds: list[bytes], blinded: bytes, evaluated: bytes, proof: bytes
+    public_key: bytes,
+    tokens: list[str],
+    blinds: list[bytes],
+    blinded: bytes,
+    evaluated: bytes,
+    proof: bytes,
+    check_proof: bool,
 ) -> list[tuple[bytes, bytes]]:
-    """Check a batch's DLEQ proof, finalize, and derive (tag, label key) per token; ProofError if the proof
-    does not verify."""
-    oprf.verify_proof(public_key, split_packed(blinded), split_packed(evaluated), proof)
+    """Check a batch's DLEQ proof (unless already checked), finalize, and derive (tag, label key) per token;
+    ProofError if the proof does not verify."""
+    if check_proof:
+        oprf.verify_proof(public_key, split_packed(blinded), split_packed(evaluated), proof)
     outputs = oprf.finalize_many([t.encode() for t in tokens], blinds, evaluated)
     return [labels.derive_tag_key(y) for y in outputs]
 
@@ -714,10 +723,14 @@ class Matcher:
             raise MatchingError(
                 f"node {batch.agency} partition {batch.partition_id}: DLEQ proof rejected ({exc})"
             ) from exc
+        batch.verified = True
 
     def _finish(self, batches: Sequence[Batch]) -> dict[tuple[str, str], dict[str, tuple[bytes, bytes]]]:
-        """(tag, label key) per token of every answered batch, proofs re-checked."""
-        calls = [(b.public_key, b.tokens, b.blinds, b.blinded, b.evaluated, b.proof) for b in batches]
+        """(tag, label key) per token of every answered batch (proofs read back from disk checked again)."""
+        calls = [
+            (b.public_key, b.tokens, b.blinds, b.blinded, b.evaluated, b.proof, not b.verified)
+            for b in batches
+        ]
         try:
             derived = _map(self.executor, finish_job, calls)
         except CryptoError as exc:
