@@ -353,12 +353,12 @@ def done(base: tuple[Path, dict[str, pd.DataFrame]], tmp_path_factory: pytest.Te
     """A copy of the base run after one complete epoch."""
     target = tmp_path_factory.mktemp("done") / "run"
     shutil.copytree(base[0], target)
-    with nodes(target) as transports:
+    with in_process_nodes(target) as transports:
         run_epoch(target, transports)
     return target
 
 
-class nodes:
+class in_process_nodes:
     """In-process transports over freshly opened node handlers; closes them on exit."""
 
     def __init__(self, run: Path, **kwargs: Any) -> None:
@@ -494,7 +494,7 @@ def test_second_epoch_reuses_downloads_and_revokes_worse_codes(done: Path, tmp_p
     shutil.copytree(done, run)
     before = json.loads((run / "coordinator" / "epoch.json").read_text())
     _declare_case(run, "c4", 40)
-    with nodes(run) as transports:
+    with in_process_nodes(run) as transports:
         result = run_epoch(run, transports)
     assert result.epoch != before["epoch"] and result.seq == 2
     assert result.indexes_downloaded <= 1 and result.indexes_cached >= before["indexes_downloaded"] - 1
@@ -560,11 +560,11 @@ class Flaky:
 
 
 def test_crash_mid_evaluate_resumes_to_the_same_results(run: Path, done: Path) -> None:
-    with nodes(run) as transports:
+    with in_process_nodes(run) as transports:
         flaky = {a: Flaky(t, evaluate_calls=1) if a == "carrier" else t for a, t in transports.items()}
         with pytest.raises(CrashAfter):
             run_epoch(run, flaky)
-    with nodes(run) as transports:
+    with in_process_nodes(run) as transports:
         result = run_epoch(run, transports)
     pd.testing.assert_frame_equal(read_matches(run), read_matches(done))
     with (
@@ -574,7 +574,7 @@ def test_crash_mid_evaluate_resumes_to_the_same_results(run: Path, done: Path) -
         assert [(r.code_id, r.payload) for r in a.codes()] == [(r.code_id, r.payload) for r in b.codes()]
     assert result.codes_total == result.accepted
     # the node charged each batch once: its budgets equal those after the uninterrupted epoch
-    with nodes(run) as t1, nodes(done) as t2:
+    with in_process_nodes(run) as t1, in_process_nodes(done) as t2:
         left = {
             a: sorted((p.partition_id, p.budget_left) for p in _manifest(t).partitions) for a, t in t1.items()
         }
@@ -591,7 +591,7 @@ def _manifest(transport: InProcessTransport) -> Any:
 
 
 def test_cut_index_stream_resumes(run: Path, done: Path) -> None:
-    with nodes(run) as transports:
+    with in_process_nodes(run) as transports:
         transports["carrier"].handlers.chunk_bytes = 64
         flaky = {a: Flaky(t, cut_after_chunks=2) if a == "carrier" else t for a, t in transports.items()}
         run_epoch(run, flaky)
@@ -600,7 +600,7 @@ def test_cut_index_stream_resumes(run: Path, done: Path) -> None:
 
 
 def test_budget_is_checked_before_sending(run: Path) -> None:
-    with nodes(run, budget=BudgetPolicy({"population": 5})) as transports:
+    with in_process_nodes(run, budget=BudgetPolicy({"population": 5})) as transports:
         with pytest.raises(BudgetError, match="population@static"):
             run_epoch(run, transports)
         assert transports["police"].counter.sent < 1000  # only manifest requests went out
@@ -609,7 +609,7 @@ def test_budget_is_checked_before_sending(run: Path) -> None:
 
 
 def test_bad_proof_is_rejected(run: Path) -> None:
-    with nodes(run) as transports:
+    with in_process_nodes(run) as transports:
         flaky = {a: Flaky(t, tamper=True) if a == "transport" else t for a, t in transports.items()}
         with pytest.raises(MatchingError, match="DLEQ proof"):
             run_epoch(run, flaky)
