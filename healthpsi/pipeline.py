@@ -1,0 +1,191 @@
+"""The main job, `healthpsi run`: simulate, make keys, serve the nodes, run the epoch, verify, report.
+
+Shared by `healthpsi run`, `healthpsi audit replay` (its re-run) and `healthpsi bench epoch`: the same steps
+an operator runs by hand, with the nodes as real `healthpsi node serve` processes on loopback (or, for
+re-runs and large simulations, in-process over the same node handlers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow.parquet as pq
+
+from coordinator.epoch import EpochResult, run_epoch
+from coordinator.transport import GrpcTransport, InProcessTransport, NodeTransport
+from crypto.codes import check_payload
+from crypto.pki import PkiPaths, load_certificate, load_revocations, load_trust_list
+from healthpsi.executors import make_executor
+from healthpsi.keys import init_keys
+from proto.healthpsi.v1 import node_pb2
+from proto.tokens import AGENCIES
+from simulation.processes import NodeProcess, start_nodes
+from simulation.run_report import build_report
+
+Transport = Literal["grpc", "inprocess"]
+StepCallback = Callable[[str], None]
+EpochProgress = Callable[[str, int, int], None]
+
+
+class PipelineError(RuntimeError):
+    """A step of the run failed; the message names the step."""
+
+
+@dataclass
+class RunResult:
+    """What a run did: its directory, per-step seconds, the epoch's result and the checks made after it."""
+
+    run_dir: Path
+    steps: dict[str, float] = field(default_factory=dict)
+    epoch: EpochResult | None = None
+    budgets: dict[str, dict[str, int]] = field(default_factory=dict)
+    node_exit_codes: dict[str, int] = field(default_factory=dict)
+    verified: dict[str, int] = field(default_factory=dict)
+    reference_equal: bool | None = None
+    report_path: Path | None = None
+
+
+def _budgets(manifests: dict[str, node_pb2.SignedManifest]) -> dict[str, dict[str, int]]:
+    """Per agency: partitions, budget total and budget used, from the nodes' signed manifests."""
+    out: dict[str, dict[str, int]] = {}
+    for agency, signed in manifests.items():
+        manifest = node_pb2.Manifest.FromString(signed.manifest)
+        total = sum(p.budget_total for p in manifest.partitions)
+        left = sum(p.budget_left for p in manifest.partitions)
+        out[agency] = {
+            "partitions": len(manifest.partitions),
+            "budget_total": total,
+            "budget_used": total - left,
+        }
+    return out
+
+
+@contextlib.contextmanager
+def serving_nodes(
+    run_dir: Path, transport: Transport, workers: int | None, result: RunResult
+) -> Iterator[dict[str, NodeTransport]]:
+    """Yield a transport per agency: real node processes over mTLS gRPC, or in-process node handlers.
+
+    Node processes are stopped with SIGTERM on the way out; their exit codes go into `result`.
+    """
+    if transport == "inprocess":
+        from nodes.handlers import open_node
+
+        handlers = {agency: open_node(run_dir, agency) for agency in AGENCIES}
+        try:
+            yield {agency: InProcessTransport(h, agency) for agency, h in handlers.items()}
+        finally:
+            for h in handlers.values():
+                h.close()
+        return
+    processes: dict[str, NodeProcess] = start_nodes(run_dir, AGENCIES, workers)
+    paths = PkiPaths(run_dir)
+    channels = {a: GrpcTransport(p.address, a, paths) for a, p in processes.items()}
+    try:
+        yield dict(channels)
+    finally:
+        for channel in channels.values():
+            channel.close()
+        for agency, proc in processes.items():
+            result.node_exit_codes[agency] = proc.stop()
+
+
+def verify_sample(run_dir: Path, sample: int = 50) -> dict[str, int]:
+    """Verify a sample of the issued codes offline, as a checkpoint would: trust list, revocations, clock."""
+    paths = PkiPaths(run_dir)
+    trust = load_trust_list(paths.trustlist, load_certificate(paths.root_cert))
+    revocations = load_revocations(paths.revocations, load_certificate(paths.root_cert))
+    with contextlib.closing(sqlite3.connect(run_dir / "coordinator" / "codes.sqlite")) as db:
+        rows = db.execute(
+            "SELECT payload, issued_at FROM codes WHERE code_id NOT IN (SELECT code_id FROM revocations) "
+            "ORDER BY code_id LIMIT ?",
+            (sample,),
+        ).fetchall()
+    counts = {"checked": 0, "valid": 0}
+    for payload, issued_at in rows:
+        at = dt.datetime.fromisoformat(issued_at) + dt.timedelta(hours=1)
+        report = check_payload(payload, trust, at, revocations)
+        counts["checked"] += 1
+        counts["valid"] += int(report.valid)
+    return counts
+
+
+def matches_equal_reference(run_dir: Path) -> bool:
+    """Compute the plaintext oracle and compare it with the coordinator's matches, row for row."""
+    from simulation.reference import write_reference
+
+    reference = write_reference(run_dir)
+    private = pq.read_table(run_dir / "coordinator" / "matches.parquet").to_pandas()
+    return bool(private.reset_index(drop=True).equals(reference.reset_index(drop=True)))
+
+
+def run_pipeline(
+    preset: str,
+    seed: int,
+    out: Path,
+    persons: int | None = None,
+    *,
+    workers: int | None = None,
+    dask: str | None = None,
+    transport: Transport = "grpc",
+    step: StepCallback | None = None,
+    epoch_progress: EpochProgress | None = None,
+    report: bool = True,
+) -> RunResult:
+    """Run the whole job into `out`; each step's wall time goes into the result."""
+    from simulation.generate import simulate
+
+    announce = step or (lambda name: None)
+    out = Path(out)
+    result = RunResult(run_dir=out)
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        announce(name)
+        t0 = time.perf_counter()
+        try:
+            value = fn()
+        except Exception as exc:
+            raise PipelineError(f"{name} failed: {exc}") from exc
+        result.steps[name] = time.perf_counter() - t0
+        return value
+
+    timed("simulate", lambda: simulate(preset, seed, out, persons=persons))
+    timed("keys", lambda: init_keys(out, force=True))
+    with make_executor(workers, dask) as executor:
+        announce("nodes")
+        t0 = time.perf_counter()
+        with serving_nodes(out, transport, workers, result) as transports:
+            result.steps["nodes"] = time.perf_counter() - t0
+            result.epoch = timed("epoch", lambda: run_epoch(out, transports, executor, epoch_progress))
+            result.budgets = _budgets({a: t.get_manifest() for a, t in transports.items()})
+    bad_exits = {a: c for a, c in result.node_exit_codes.items() if c != 0}
+    if bad_exits:
+        raise PipelineError(f"nodes did not stop cleanly: {bad_exits}")
+    result.verified = timed("verify", lambda: verify_sample(out))
+    result.reference_equal = timed("reference", lambda: matches_equal_reference(out))
+    if report:
+        result.report_path = timed("report", lambda: build_report(out, run_summary(result)))
+    (out / "run.json").write_text(json.dumps(run_summary(result), indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def run_summary(result: RunResult) -> dict[str, Any]:
+    """The run's result as a JSON-ready dict."""
+    return {
+        "run_dir": str(result.run_dir),
+        "steps": result.steps,
+        "epoch": result.epoch.to_json() if result.epoch else None,
+        "budgets": result.budgets,
+        "node_exit_codes": result.node_exit_codes,
+        "verified": result.verified,
+        "reference_equal": result.reference_equal,
+        "report": str(result.report_path) if result.report_path else None,
+    }

@@ -1,0 +1,157 @@
+"""The report of a simulated run: what the epoch did, what it found, and how that compares with the truth."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from coordinator.policy import Policy
+from coordinator.report import COLOURS, figure_png, plot_codes_by_colour, plot_exposures_per_day, write_report
+from simulation.evaluation import truth_metrics
+
+DAY_PATTERN = r"(\d{4}-\d{2}-\d{2})"
+
+
+def matches_by_kind(matches: pd.DataFrame) -> pd.DataFrame:
+    """Matches per agency and token kind (columns agency, kind, matches, subjects)."""
+    kinds = matches.assign(kind=matches["token"].str.split("|", n=1).str[0])
+    grouped = kinds.groupby(["agency", "kind"]).agg(
+        matches=("token", "size"), subjects=("subject_id", "nunique")
+    )
+    return grouped.reset_index()
+
+
+def exposures_per_day(matches: pd.DataFrame) -> pd.DataFrame:
+    """Matched exposures per token day and agency (columns day, agency, n); static tokens left out."""
+    days = matches.assign(day=matches["token"].str.extract(DAY_PATTERN, expand=False)).dropna(subset=["day"])
+    return days.groupby(["day", "agency"]).size().rename("n").reset_index()
+
+
+def latest_codes(run_dir: Path) -> pd.DataFrame:
+    """The last epoch's codes (subject_id, color, issued_at) from RUN/coordinator/codes.sqlite."""
+    with contextlib.closing(sqlite3.connect(run_dir / "coordinator" / "codes.sqlite")) as db:
+        return pd.read_sql_query(
+            "SELECT subject_id, color, issued_at FROM codes WHERE epoch = "
+            "(SELECT epoch FROM epochs ORDER BY seq DESC LIMIT 1)",
+            db,
+        )
+
+
+def plot_risk_map(run_dir: Path, matches: pd.DataFrame) -> bytes:
+    """The city's cells, coloured by how many matched cell-hour exposures each had."""
+    cells = pq.read_table(run_dir / "data" / "carrier" / "cells.parquet").to_pandas()
+    hours = matches.loc[matches["token"].str.startswith("cell-hour|"), "token"]
+    per_cell = hours.str.split("|").str[1].astype("int64").value_counts()
+    exposure = cells["cell_id"].map(per_cell).fillna(0).to_numpy()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    quiet = exposure == 0
+    ax.scatter(cells["x_km"][quiet], cells["y_km"][quiet], s=6, c="#d9d9d9", marker="s", linewidths=0)
+    points = ax.scatter(
+        cells["x_km"][~quiet],
+        cells["y_km"][~quiet],
+        s=10,
+        c=np.log10(exposure[~quiet]),
+        cmap="inferno_r",
+        marker="s",
+        linewidths=0,
+    )
+    fig.colorbar(points, ax=ax, label="log10 matched cell-hour exposures")
+    ax.set_aspect("equal")
+    ax.set_xlabel("km")
+    ax.set_ylabel("km")
+    ax.set_title("Cells by risk (grey: no exposure)")
+    return figure_png(fig)
+
+
+def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """Write RUN/report.json and RUN/report.html for a finished run; return the HTML path."""
+    scenario = json.loads((run_dir / "scenario.json").read_text())
+    as_of = dt.date.fromisoformat(scenario["as_of"])
+    epoch = summary["epoch"] or {}
+    matches = pq.read_table(run_dir / "coordinator" / "matches.parquet").to_pandas()
+    features = pq.read_table(run_dir / "coordinator" / "features.parquet").to_pandas()
+    codes = latest_codes(run_dir)
+    colours = features.pipe(Policy.load().assess_frame, as_of)[["subject_id", "until"]]
+    codes = codes.merge(colours, on="subject_id", how="left").rename(columns={"until": "quarantine_until"})
+    metrics = truth_metrics(run_dir, codes, as_of)
+    colour_counts = {c: int((codes["color"] == c).sum()) for c in COLOURS}
+    by_kind = matches_by_kind(matches)
+    stage_rows = [
+        {"stage": name, "seconds": round(float(sec), 3), "bytes": int(epoch.get("bytes", {}).get(name, 0))}
+        for name, sec in epoch.get("seconds", {}).items()
+    ]
+    figures = {
+        "codes": plot_codes_by_colour(colour_counts),
+        "exposures": plot_exposures_per_day(exposures_per_day(matches)),
+        "map": plot_risk_map(run_dir, matches),
+    }
+    fmt = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+    report = {
+        "title": f"healthpsi run — {scenario['preset']}, seed {scenario['seed']}",
+        "subtitle": f"{scenario['persons']:,} persons · window ending {as_of} · {run_dir}",
+        "cards": [
+            {"label": "persons", "value": int(scenario["persons"])},
+            {"label": "codes issued", "value": len(codes)},
+            *({"label": c, "value": n, "class": c} for c, n in colour_counts.items()),
+            {"label": "matches", "value": len(matches)},
+            {"label": "sensitivity", "value": fmt(metrics["sensitivity"])},
+            {"label": "specificity", "value": fmt(metrics["specificity"])},
+        ],
+        "sections": [
+            {
+                "title": "Health codes",
+                "figures": ["codes"],
+                "rows": [
+                    {"colour": c, "codes": n, "share": n / max(1, len(codes))}
+                    for c, n in colour_counts.items()
+                ],
+            },
+            {
+                "title": "Against the ground truth",
+                "text": (
+                    "Truly infected = infected by the end of the window (simulation truth). "
+                    "Sensitivity: infected people with a red or yellow code. "
+                    "Specificity: uninfected people with a green code."
+                ),
+                "rows": [{"measure": k, "value": v} for k, v in metrics.items()],
+            },
+            {"title": "Matches per agency and token kind", "rows": by_kind.to_dict("records")},
+            {"title": "Exposures per day", "figures": ["exposures"]},
+            {"title": "Where the exposures were", "figures": ["map"]},
+            {"title": "Epoch stages (time and bytes on the wire)", "rows": stage_rows},
+            {
+                "title": "Run steps",
+                "rows": [{"step": k, "seconds": round(float(v), 3)} for k, v in summary["steps"].items()],
+            },
+            {
+                "title": "Query budget per node",
+                "rows": [{"node": agency, **b} for agency, b in summary["budgets"].items()],
+            },
+            {
+                "title": "Checks",
+                "rows": [
+                    {
+                        "check": "private matches equal the plaintext join",
+                        "result": str(summary["reference_equal"]),
+                    },
+                    {"check": "sample of codes verified offline", "result": json.dumps(summary["verified"])},
+                    {"check": "nodes stopped cleanly", "result": json.dumps(summary["node_exit_codes"])},
+                    {"check": "memory", "result": "one partition's records at a time in each step"},
+                ],
+            },
+        ],
+        "metrics": metrics,
+        "colours": colour_counts,
+        "matches_by_kind": by_kind.to_dict("records"),
+        "summary": summary,
+    }
+    return write_report(run_dir, report, figures)
