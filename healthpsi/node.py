@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -39,6 +40,10 @@ class Agency(enum.StrEnum):
 RUN_OPTION = typer.Option(..., "--run", help="Run directory (RUN/data/<agency>, RUN/pki, RUN/nodes/...).")
 AGENCY_OPTION = typer.Option(..., "--agency", help="Whose node this is.")
 WORKERS_OPTION = typer.Option(None, "--workers", min=1, help="Worker processes for OPRF batches.")
+AS_OF_OPTION = typer.Option(
+    None, "--as-of", formats=["%Y-%m-%d"],
+    help="Last day of the 14-day window [default: RUN/scenario.json's as_of, else today].",
+)
 BUDGET_OPTION = typer.Option(
     None,
     "--budget",
@@ -96,6 +101,7 @@ def serve(
     max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", min=1, help="Elements per Evaluate."),
     grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to drain calls after SIGTERM."),
     chunk_bytes: int = typer.Option(1 << 20, "--chunk-bytes", min=1, help="Target size of an index chunk."),
+    as_of: datetime | None = AS_OF_OPTION,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Serve an agency node: build or load its indexes, then answer GetManifest, StreamIndex and Evaluate
@@ -131,6 +137,7 @@ def serve(
             code = serve_node(
                 run, agency.value, listen, executor=executor, budget=policy, limits=limits,
                 progress=advance, on_listening=listening, on_ready=ready,
+                as_of=as_of.date() if as_of else None,
             )
     except (OSError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
@@ -146,6 +153,7 @@ def build(
     agency: Agency = AGENCY_OPTION,
     workers: int | None = WORKERS_OPTION,
     budget: list[str] | None = BUDGET_OPTION,
+    as_of: datetime | None = AS_OF_OPTION,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Build (or check and reuse) an agency node's partition indexes without serving, and list them.
@@ -159,7 +167,8 @@ def build(
     bar, advance = _progress_bar(agency.value)
     try:
         with make_executor(workers) as executor, bar:
-            handlers = open_node(run, agency.value, executor, budget=policy, progress=advance)
+            handlers = open_node(run, agency.value, executor, budget=policy, progress=advance,
+                                 as_of=as_of.date() if as_of else None)
     except (OSError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

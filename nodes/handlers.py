@@ -300,7 +300,11 @@ class RunSettings:
 
 
 def run_settings(run_dir: Path, as_of: dt.date | None = None, window_days: int | None = None) -> RunSettings:
-    """Window and seed from RUN/scenario.json, overridden by explicit arguments; ValueError if no as_of."""
+    """Window and seed from RUN/scenario.json, overridden by explicit arguments.
+
+    Without a scenario file (an agency's own deployment) the window ends today; a scenario file without
+    an as_of date, or with a malformed one, is a ValueError.
+    """
     scenario: dict[str, Any] = {}
     path = Path(run_dir) / "scenario.json"
     if path.exists():
@@ -308,16 +312,23 @@ def run_settings(run_dir: Path, as_of: dt.date | None = None, window_days: int |
             scenario = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(scenario, dict):
+            raise ValueError(f"{path}: expected a JSON object")
     if as_of is None:
-        if "as_of" not in scenario:
-            raise ValueError(f"no as_of date: {path} has none and none was given")
-        as_of = dt.date.fromisoformat(str(scenario["as_of"]))
+        if not path.exists():
+            as_of = dt.date.today()
+        else:
+            try:
+                as_of = dt.date.fromisoformat(str(scenario["as_of"]))
+            except (KeyError, ValueError):
+                raise ValueError(f"{path}: needs an as_of date (YYYY-MM-DD)") from None
     seed = scenario.get("seed")
-    return RunSettings(
-        as_of=as_of,
-        window_days=int(window_days or scenario.get("window_days") or DEFAULT_WINDOW_DAYS),
-        seed=int(seed) if seed is not None else None,
-    )
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
+        raise ValueError(f"{path}: seed must be an integer in [0, 2^64), got {seed!r}")
+    days = int(window_days or scenario.get("window_days") or DEFAULT_WINDOW_DAYS)
+    if days < 1:
+        raise ValueError(f"window_days must be at least 1, got {days}")
+    return RunSettings(as_of=as_of, window_days=days, seed=seed)
 
 
 def node_dir(run_dir: Path, agency: str) -> Path:

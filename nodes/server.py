@@ -9,6 +9,7 @@ once. The port file is removed on a clean stop.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -169,6 +170,7 @@ def serve(
     progress: Progress | None = None,
     on_listening: Callable[[str], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
+    as_of: dt.date | None = None,
 ) -> int:
     """Run a node until SIGTERM or SIGINT, then drain and stop; return the exit code (0 on a clean stop).
 
@@ -197,7 +199,7 @@ def serve(
             on_listening(node.address)
         try:
             handlers = open_node(run_dir, agency, executor, budget=budget, max_batch=limits.max_batch,
-                                 chunk_bytes=limits.chunk_bytes, progress=progress)
+                                 chunk_bytes=limits.chunk_bytes, progress=progress, as_of=as_of)
             building = False
             node.ready(handlers)
             if on_ready:
