@@ -390,7 +390,7 @@ def open_node(
         reused = True
         if not rows.empty:
             part, reused = _load_or_build(pid, rows, index_dir, keystore, audit, executor, partition_rng(pid))
-            ledger.set_total(pid, policy.cap(pid, part.meta.entry_count))
+            _set_budget(ledger, audit, pid, policy.cap(pid, part.meta.entry_count))
             partitions[pid] = part
         if progress is not None:
             progress(pid, done, expected, reused)
@@ -417,6 +417,18 @@ def open_node(
     )
     handlers.sign_head("opened")
     return handlers
+
+
+def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int) -> None:
+    """Set a partition's budget cap and, when it is new or changed, log it (`budget_set`: total and used)
+    so that an auditor can check every charge in the log against the cap in force."""
+    try:
+        previous: int | None = ledger.budget(partition_id).total
+    except KeyError:
+        previous = None
+    budget = ledger.set_total(partition_id, cap)
+    if previous != cap:
+        audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
 
 
 def _load_or_build(
