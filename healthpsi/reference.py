@@ -1,10 +1,75 @@
-"""`healthpsi reference`."""
+"""`healthpsi reference`: the plaintext oracle, RUN/reference/matches.parquet."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nodes.store import StoreError
+from proto.risk import RiskSetError
+from simulation.reference import ReferenceError, compute_reference, matches_table
+from simulation.writer import write_table
 
 
-def reference() -> None:
-    """Not available yet."""
-    raise typer.Exit(3)
+def reference(
+    run: Path = typer.Option(
+        ..., "--run", help="RUN directory written by `healthpsi simulate`.", show_default=False
+    ),
+) -> None:
+    """Compute the exact matches by a plaintext join: what a private run must reproduce.
+
+    Reads the agencies' files (skipping malformed rows) and the health files, and writes
+    RUN/reference/matches.parquet (subject_id, agency, token, case_id).
+
+    [bold]Example:[/bold]
+
+    [cyan]healthpsi reference --run runs/demo[/cyan]
+    """
+    console = Console()
+    started = time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} partitions"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def report(agency: str, done: int, total: int) -> None:
+            if agency not in tasks:
+                tasks[agency] = bar.add_task(agency, total=total)
+            bar.update(tasks[agency], completed=done)
+
+        try:
+            ref = compute_reference(run, progress=report)
+            path = run / "reference" / "matches.parquet"
+            write_table(path, matches_table(ref.matches))
+        except (ReferenceError, StoreError, RiskSetError, OSError) as exc:
+            console.print(f"[red]reference failed:[/red] {exc}")
+            raise typer.Exit(2) from None
+    m = ref.matches
+    kinds = m["token"].str.split("|").str[0]
+    table = Table(title=f"matches: {path}")
+    table.add_column("agency")
+    table.add_column("kind")
+    table.add_column("rows", justify="right")
+    table.add_column("subjects", justify="right")
+    for (agency, kind), group in m.groupby([m["agency"], kinds], sort=True):
+        table.add_row(agency, kind, f"{len(group):,}", f"{group['subject_id'].nunique():,}")
+    table.add_row("all", "", f"{len(m):,}", f"{m['subject_id'].nunique():,}", style="bold")
+    console.print(table)
+    console.print(
+        f"risk tokens: {len(ref.risk):,} ({ref.risk['token'].nunique():,} distinct); "
+        f"cases matched: {m['case_id'].nunique():,}"
+    )
+    for agency, datasets in ref.malformed.items():
+        for dataset, counts in datasets.items():
+            shown = ", ".join(f"{c} {n}" for c, n in counts.items() if n)
+            console.print(f"skipped malformed rows, {agency}/{dataset}: {shown or 'none'}")
+    console.print(f"time: {time.perf_counter() - started:.1f} s")

@@ -1,0 +1,371 @@
+"""The epidemic: who infects whom, when; who falls ill, is reported and isolated; what investigations find.
+
+Seeds are travellers from the high-risk origin, infected before they arrive. Each day, an infectious
+person may infect household members at home, people sharing a cell at the same hours in workplaces,
+schools, shops, restaurants and on the way (a probability per hour shared), fellow passengers in the same
+carriage, roommates, and friends they visit or who visit them. Infection is followed by an incubation
+period; a symptomatic case is reported after a delay, becomes a confirmed or suspected case, and is
+isolated in hospital. Some uninfected people with a fever are reported as suspected cases too.
+
+An investigation lists the canonical tokens of a case's infectious period (computed with the nodes'
+tokeniser from the case's true movements, tickets, hotel stays, household and the friends visited),
+each remembered with probability `recall`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nodes import tokenize
+from simulation.city import City
+from simulation.mobility import DAY, HOME, SCHOOL, TRANSIT, VISIT, WORK, Stays
+from simulation.presets import Preset
+from simulation.transport import Travel
+
+NEVER = np.int64(2**62)
+CONFIRMED, SUSPECTED = 1, 2
+_HOUR = 60
+
+
+@dataclass
+class Exposure:
+    """Candidate infections: susceptible person, time, infector, probability."""
+
+    person: np.ndarray
+    time: np.ndarray
+    infector: np.ndarray
+    prob: np.ndarray
+
+
+class Epidemic:
+    """Per-person disease state, advanced one day at a time alongside everyone's movements."""
+
+    def __init__(self, preset: Preset, city: City, travel: Travel, rng: np.random.Generator) -> None:
+        """Seed infections among the travellers from the origin and draw the uninfected suspected cases."""
+        self.preset, self.city, self.travel = preset, city, travel
+        n = city.people.n
+        self.infected_at = np.full(n, NEVER)
+        self.infector = np.full(n, -1, dtype=np.int64)
+        self.onset = np.full(n, NEVER)
+        self.report = np.full(n, NEVER)
+        self.inf_start = np.full(n, NEVER)
+        self.inf_end = np.full(n, NEVER)
+        self.rel = np.zeros(n)
+        self.stay_home = np.zeros(n, dtype=bool)
+        self.status = np.zeros(n, dtype=np.int8)
+        self.tracked = np.zeros(n, dtype=bool)
+        self.beta = preset.cell_hour_beta * 40.0 / preset.persons_per_cell
+        self._seed(rng)
+        self._suspects(rng)
+
+    # natural history
+
+    def _history(
+        self,
+        who: np.ndarray,
+        infected_at: np.ndarray,
+        rng: np.random.Generator,
+        onset: np.ndarray | None = None,
+    ) -> None:
+        """Draw incubation, symptoms, reporting delay and infectious period for newly infected people."""
+        p = self.preset
+        n = len(who)
+        incubation = np.clip(rng.lognormal(np.log(5.1), 0.42, n), 1.0, 14.0) * DAY
+        if onset is not None:
+            infected_at = onset - incubation.astype(np.int64)
+        asym = rng.random(n) < p.asymptomatic
+        sym_onset = infected_at + incubation.astype(np.int64) if onset is None else onset
+        delay = ((rng.gamma(2.5, 1.2, n) + 0.5) * DAY).astype(np.int64)
+        self.infected_at[who] = infected_at
+        self.onset[who] = np.where(asym, NEVER, sym_onset)
+        self.report[who] = np.where(asym, NEVER, sym_onset + delay)
+        self.inf_start[who] = np.where(
+            asym, infected_at + 2 * DAY, np.maximum(infected_at + DAY, sym_onset - 2 * DAY)
+        )
+        self.inf_end[who] = np.where(
+            asym, infected_at + 9 * DAY, np.minimum(sym_onset + delay, sym_onset + 7 * DAY)
+        )
+        self.rel[who] = np.where(asym, 0.5, 1.0)
+        self.stay_home[who] = ~asym & (rng.random(n) < p.stay_home_after_onset)
+        self.status[who] = np.where(rng.random(n) < p.confirmed_share, CONFIRMED, SUSPECTED)
+        self.tracked[who] = True
+
+    def _seed(self, rng: np.random.Generator) -> None:
+        """Infect a share of the travellers from the origin before they arrive (onset around arrival)."""
+        travellers, arrival = self.travel.from_origin, self.travel.arrival_minute
+        hit = rng.random(len(travellers)) < self.preset.seed_attack
+        who, arrive = travellers[hit], arrival[hit]
+        onset = arrive + rng.integers(-DAY // 2, 5 * DAY, len(who))
+        self._history(who, np.zeros(len(who), dtype=np.int64), rng, onset=onset)
+        self.report[who] = np.where(
+            self.report[who] < NEVER, np.maximum(self.report[who], arrive + DAY), NEVER
+        )
+        self.inf_end[who] = np.minimum(
+            self.inf_end[who], np.where(self.report[who] < NEVER, self.report[who], NEVER)
+        )
+
+    def _suspects(self, rng: np.random.Generator) -> None:
+        """Uninfected residents with a fever, reported as suspected cases during the window."""
+        p = self.preset
+        count = rng.poisson(p.suspect_rate * p.persons * p.window_days)
+        who = np.unique(rng.integers(0, self.city.people.n_residents, count))
+        onset = rng.integers(-2 * DAY, (p.window_days - 1) * DAY, len(who))
+        self.onset[who] = onset
+        self.report[who] = onset + rng.integers(DAY // 2, 3 * DAY, len(who))
+        self.inf_start[who] = onset - 2 * DAY
+        self.status[who] = SUSPECTED
+        self.tracked[who] = True
+
+    # daily flags for movement
+
+    def stay_in(self, d: int) -> np.ndarray:
+        """People who stay at their base on day d: ill since before noon and not yet reported."""
+        t0 = d * DAY
+        return self.stay_home & (self.onset < t0 + DAY // 2) & (self.report > t0)
+
+    def infectious(self, d: int) -> np.ndarray:
+        """People infectious at some time on day d and not isolated before it."""
+        t0 = d * DAY
+        return (self.inf_start < t0 + DAY) & (self.inf_end > t0) & (self.infected_at < NEVER)
+
+    # transmission
+
+    def step(self, d: int, stays: Stays, base_kind: np.ndarray, rng: np.random.Generator) -> int:
+        """Infections of day d from its stays, journeys, hotel nights and households; returns how many."""
+        inf = self.infectious(d)
+        if not inf.any():
+            return 0
+        susceptible = self.infected_at == NEVER
+        parts = [
+            self._household(d, inf, susceptible, base_kind, rng),
+            self._cell_hours(stays, inf, susceptible),
+            self._visits(stays, inf, susceptible, base_kind),
+            self._carriages(d, inf, susceptible),
+            self._rooms(d, inf, susceptible),
+        ]
+        person = np.concatenate([e.person for e in parts])
+        hit = rng.random(len(person)) < np.concatenate([e.prob for e in parts])
+        if not hit.any():
+            return 0
+        time = np.concatenate([e.time for e in parts])[hit]
+        infector = np.concatenate([e.infector for e in parts])[hit]
+        person = person[hit]
+        order = np.lexsort((infector, time, person))
+        person, time, infector = person[order], time[order], infector[order]
+        first = np.r_[True, person[1:] != person[:-1]]
+        person, time, infector = person[first], time[first], infector[first]
+        self._history(person, time, rng)
+        self.infector[person] = infector
+        return len(person)
+
+    def _household(
+        self, d: int, inf: np.ndarray, sus: np.ndarray, base_kind: np.ndarray, rng: np.random.Generator
+    ) -> Exposure:
+        """Household members at home with an infectious member."""
+        people = self.city.people
+        src = np.nonzero(inf & (people.household >= 0) & (base_kind == HOME))[0]
+        hh = people.household[src]
+        size = people.household_size[hh]
+        row, member = tokenize.explode(people.household_start[hh], size)
+        infector = src[row]
+        ok = (member != infector) & sus[member] & (base_kind[member] == HOME)
+        rate = -np.log1p(-self.preset.household_per_day) * self.rel[infector]
+        t = d * DAY + rng.integers(18 * _HOUR, 23 * _HOUR, len(member))
+        return Exposure(member[ok], t[ok], infector[ok], (1 - np.exp(-rate))[ok])
+
+    def _cell_hours(self, stays: Stays, inf: np.ndarray, sus: np.ndarray) -> Exposure:
+        """People sharing a city cell, hour by hour, with infectious people, outside their bases."""
+        active = (stays.kind >= WORK) & (stays.cell < self.city.cells.n_grid)
+        s_inf = stays.select(active & inf[stays.person])
+        if not len(s_inf):
+            return Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float)))
+        row, hour = tokenize.explode(
+            s_inf.start // _HOUR, (s_inf.end - 1) // _HOUR - s_inf.start // _HOUR + 1
+        )
+        minutes = np.minimum(s_inf.end[row], (hour + 1) * _HOUR) - np.maximum(s_inf.start[row], hour * _HOUR)
+        n_cells = len(self.city.cells.ids)
+        key = hour * n_cells + s_inf.cell[row]
+        weight = minutes / _HOUR * self.rel[s_inf.person[row]]
+        keys, inverse = np.unique(key, return_inverse=True)
+        pressure = np.bincount(inverse, weights=weight, minlength=len(keys))
+        best = np.lexsort((-minutes, inverse))
+        lead = best[np.r_[True, inverse[best][1:] != inverse[best][:-1]]]
+        source = s_inf.person[row][lead]
+
+        s_sus = stays.select(active & sus[stays.person] & np.isin(stays.cell, s_inf.cell))
+        row, hour = tokenize.explode(
+            s_sus.start // _HOUR, (s_sus.end - 1) // _HOUR - s_sus.start // _HOUR + 1
+        )
+        pos = np.searchsorted(keys, hour * n_cells + s_sus.cell[row])
+        pos = np.minimum(pos, len(keys) - 1)
+        found = keys[pos] == hour * n_cells + s_sus.cell[row]
+        row, hour, pos = row[found], hour[found], pos[found]
+        minutes = np.minimum(s_sus.end[row], (hour + 1) * _HOUR) - np.maximum(s_sus.start[row], hour * _HOUR)
+        kind = s_sus.kind[row]
+        beta = np.where(
+            (kind == WORK) | (kind == SCHOOL), self.beta * self.preset.work_beta_factor, self.beta
+        )
+        beta = np.where(kind == TRANSIT, self.beta * 0.5, beta)
+        hazard = beta * minutes / _HOUR * pressure[pos]
+        person = s_sus.person[row].astype(np.int64)
+        if not len(person):
+            return Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float)))
+        people, inv = np.unique(person, return_inverse=True)
+        total = np.bincount(inv, weights=hazard, minlength=len(people))
+        top = np.lexsort((-hazard, inv))
+        top = top[np.r_[True, inv[top][1:] != inv[top][:-1]]]
+        return Exposure(people, hour[top] * _HOUR + 30, source[pos[top]], 1 - np.exp(-total))
+
+    def _visits(self, stays: Stays, inf: np.ndarray, sus: np.ndarray, base_kind: np.ndarray) -> Exposure:
+        """Visits between friends: the visitor and the host at home."""
+        v = stays.select(stays.kind == VISIT)
+        guest = v.person.astype(np.int64)
+        host = self.city.people.friend[guest].astype(np.int64)
+        at_home = base_kind[host] == HOME
+        p = self.preset.visit_per_visit
+        a = inf[guest] & sus[host] & at_home
+        b = inf[host] & sus[guest] & at_home
+        return Exposure(
+            np.concatenate([host[a], guest[b]]),
+            np.concatenate([v.start[a], v.start[b]]) + 30,
+            np.concatenate([guest[a], host[b]]),
+            np.concatenate([p * self.rel[guest[a]], p * self.rel[host[b]]]),
+        )
+
+    def _carriages(self, d: int, inf: np.ndarray, sus: np.ndarray) -> Exposure:
+        """Fellow passengers in the same carriage of the same service."""
+        j = self.travel.journeys
+        today = np.nonzero(j.day == d)[0]
+        frame = pd.DataFrame(
+            {
+                "person": j.person[today],
+                "service": j.service[today],
+                "car": j.carriage[today],
+                "depart": j.depart[today],
+            }
+        )
+        frame["rel"] = np.where(inf[frame.person], self.rel[frame.person], 0.0)
+        frame["src"] = np.where(frame.rel > 0, frame.person, -1)
+        grouped = frame.groupby(["service", "car"])
+        frame["load"] = grouped["rel"].transform("sum")
+        frame["infector"] = grouped["src"].transform("max")
+        m = (frame.load > 0) & sus[frame.person] & (frame.infector != frame.person)
+        f = frame[m]
+        prob = 1 - (1 - self.preset.carriage_per_trip) ** f.load.to_numpy()
+        return Exposure(
+            f.person.to_numpy(np.int64), f.depart.to_numpy(np.int64) + 60, f.infector.to_numpy(np.int64), prob
+        )
+
+    def _rooms(self, d: int, inf: np.ndarray, sus: np.ndarray) -> Exposure:
+        """Guests sharing a hotel room that night."""
+        h = self.travel.hotel_stays
+        tonight = np.nonzero((h.check_in <= d) & (h.check_in + h.nights > d))[0]
+        frame = pd.DataFrame(
+            {"person": h.person[tonight], "hotel": h.hotel[tonight], "room": h.room[tonight]}
+        )
+        frame["rel"] = np.where(inf[frame.person], self.rel[frame.person], 0.0)
+        frame["src"] = np.where(frame.rel > 0, frame.person, -1)
+        grouped = frame.groupby(["hotel", "room"])
+        frame["load"] = grouped["rel"].transform("sum")
+        frame["infector"] = grouped["src"].transform("max")
+        f = frame[(frame.load > 0) & sus[frame.person]]
+        prob = 1 - (1 - self.preset.room_per_night) ** f.load.to_numpy()
+        return Exposure(
+            f.person.to_numpy(np.int64),
+            np.full(len(f), d * DAY + 22 * _HOUR, dtype=np.int64),
+            f.infector.to_numpy(np.int64),
+            prob,
+        )
+
+    # outputs
+
+    def case_rows(self, n_days: int) -> np.ndarray:
+        """Person indices of the cases reported in the window, in report order."""
+        who = np.nonzero((self.report < n_days * DAY) & (self.status > 0))[0]
+        return who[np.lexsort((who, self.onset[who], self.report[who]))]
+
+    def medium_region(self, cases: np.ndarray, region_of: np.ndarray) -> tuple[int, int] | None:
+        """The county with the most cases, if it has enough, and the day its count reached the threshold."""
+        if not len(cases):
+            return None
+        regions = region_of[cases]
+        counts = np.bincount(regions)
+        top = int(np.argmax(counts))
+        need = self.preset.medium_min_cases
+        if counts[top] < need:
+            return None
+        reports = np.sort(self.report[cases][regions == top])
+        return top, int(reports[need - 1] // DAY)
+
+
+def investigation_tokens(
+    epi: Epidemic,
+    cases: np.ndarray,
+    case_ids: np.ndarray,
+    stays: pd.DataFrame,
+    tickets: pd.DataFrame,
+    hotel_stays: pd.DataFrame,
+    population: pd.DataFrame,
+    cells: pd.DataFrame,
+    window_start: dt.date,
+    n_days: int,
+    recall: float,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Each case's canonical tokens from its infectious period, each kept with probability `recall`.
+
+    `stays` are the true stays of the cases (with a `kind` column), `tickets`, `hotel_stays` and
+    `population` the true records (subject ids valid). Region-day tokens are not part of an investigation.
+    """
+    people = epi.city.people
+    sid = people.subject_id[cases].astype(str)
+    case_of = pd.Series(case_ids, index=sid)
+    first = np.maximum(
+        0, np.where(epi.infected_at[cases] < NEVER, epi.inf_start[cases], epi.onset[cases] - 2 * DAY)
+    )
+    first_day = np.maximum(first // DAY, 0)
+    last_day = np.minimum(epi.report[cases] // DAY, n_days - 1)
+    w0 = np.datetime64(window_start, "D").astype(np.int64)
+    span = pd.DataFrame({"subject_id": sid, "first": w0 + first_day, "last": w0 + last_day})
+
+    frames = [
+        tokenize.stay_tokens(stays, cells),
+        tokenize.ticket_tokens(tickets),
+        tokenize.hotel_tokens(hotel_stays),
+    ]
+    dated = pd.concat([f.astype(str) for f in frames], ignore_index=True)
+    dated = dated[~dated.token.str.startswith("region-day|")]
+    day = tokenize.days(pd.to_datetime(dated.partition_id.str.split("@").str[1]))
+    dated = dated.assign(day=day).merge(span, on="subject_id")
+    dated = dated[(dated.day >= dated["first"]) & (dated.day <= dated["last"])]
+
+    static = tokenize.population_tokens(population[population.subject_id.isin(sid)]).astype(str)
+    static = static[static.token.str.startswith("household|")]
+
+    # friends visited during the infectious period, named by their identity
+    v = stays[stays.kind == VISIT]
+    v_day = tokenize.seconds(v.start) // 86400
+    v = v.assign(day=v_day).merge(span, on="subject_id")
+    v = v[(v.day >= v["first"]) & (v.day <= v["last"])]
+    guest = pd.Index(people.subject_id.astype(str)).get_indexer(v.subject_id)
+    friend_sid = people.subject_id[people.friend[guest]].astype(str) if len(v) else np.zeros(0, dtype=str)
+    friends = population.set_index("subject_id").reindex(np.unique(friend_sid)).dropna().reset_index()
+    identity = tokenize.population_tokens(friends).astype(str)
+    identity = identity[identity.token.str.startswith("identity|")]
+    named = pd.DataFrame({"subject_id": v.subject_id.to_numpy(), "friend": friend_sid})
+    named = named.merge(identity.rename(columns={"subject_id": "friend"}), on="friend")
+
+    rows = pd.concat(
+        [dated[["subject_id", "token"]], static[["subject_id", "token"]], named[["subject_id", "token"]]],
+        ignore_index=True,
+    ).drop_duplicates()
+    rows = pd.DataFrame(
+        {"case_id": case_of.reindex(rows.subject_id).to_numpy(), "token": rows.token.to_numpy()}
+    )
+    rows = rows.sort_values(["case_id", "token"], kind="stable").reset_index(drop=True)
+    keep = rng.random(len(rows)) < recall
+    return rows[keep].reset_index(drop=True)

@@ -1,0 +1,152 @@
+"""Scenario presets: the geography, calendar, travel and epidemic parameters of a synthetic city.
+
+All presets share Sanmenxia's geography (its six county-level divisions and real region codes) and
+the January 2020 calendar: a 14-day window ending 2020-01-31, with the Spring Festival holiday from
+2020-01-24 and the make-up working Sunday of 2020-01-19. Travellers arrive from Wuhan (the high-risk
+origin) in the days before its lockdown on 2020-01-23.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+
+
+class PresetError(ValueError):
+    """An unknown preset name or an unusable parameter."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region: a county of the city (with a population share) or an outside region (with a position)."""
+
+    code: str
+    name: str
+    share: float = 0.0
+    outside: bool = False
+    x_km: float = 0.0
+    y_km: float = 0.0
+    id_prefixes: tuple[str, ...] = ()
+    flights: bool = False
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Six-digit ID prefixes used by people registered in this region."""
+        return self.id_prefixes or (self.code,)
+
+
+COUNTIES: tuple[Region, ...] = (
+    Region("411202", "湖滨区", 0.17),
+    Region("411203", "陕州区", 0.15),
+    Region("411221", "渑池县", 0.15),
+    Region("411224", "卢氏县", 0.16),
+    Region("411281", "义马市", 0.07),
+    Region("411282", "灵宝市", 0.30),
+)
+OUTSIDE: tuple[Region, ...] = (
+    Region(
+        "420100",
+        "武汉市",
+        outside=True,
+        x_km=330.0,
+        y_km=-430.0,
+        flights=True,
+        id_prefixes=("420102", "420103", "420104", "420105", "420106", "420111"),
+    ),
+    Region(
+        "410100", "郑州市", outside=True, x_km=240.0, y_km=-20.0, id_prefixes=("410102", "410103", "410105")
+    ),
+    Region("410300", "洛阳市", outside=True, x_km=120.0, y_km=-30.0, id_prefixes=("410302", "410305")),
+    Region(
+        "610100", "西安市", outside=True, x_km=-230.0, y_km=-40.0, id_prefixes=("610102", "610103", "610113")
+    ),
+    Region(
+        "110100",
+        "北京市",
+        outside=True,
+        x_km=560.0,
+        y_km=600.0,
+        flights=True,
+        id_prefixes=("110101", "110105", "110108"),
+    ),
+)
+ORIGIN = "420100"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every parameter of a scenario; `persons` is the size of the resident population."""
+
+    name: str
+    persons: int
+    counties: tuple[Region, ...] = COUNTIES
+    outside: tuple[Region, ...] = OUTSIDE
+    origin: str = ORIGIN
+    as_of: dt.date = dt.date(2020, 1, 31)
+    window_days: int = 14
+    holidays: tuple[dt.date, ...] = tuple(dt.date(2020, 1, 24) + dt.timedelta(days=i) for i in range(10))
+    extra_workdays: tuple[dt.date, ...] = (dt.date(2020, 1, 19),)
+    lockdown: dt.date = dt.date(2020, 1, 23)
+    # geography
+    persons_per_cell: float = 40.0
+    cell_km: float = 0.8
+    persons_per_hotel: int = 2500
+    # travel (rates per resident)
+    inbound_rate: float = 0.005  # arrive from the origin before its lockdown
+    returnee_share: float = 0.6  # of those, residents coming home; the rest visit and stay in hotels
+    business_rate: float = 0.0004  # visitors from other regions arriving per day, staying in hotels
+    outbound_rate: float = 0.0006  # residents leaving for another region per day
+    # epidemic
+    seed_attack: float = 0.4  # share of travellers from the origin already infected
+    household_per_day: float = 0.06
+    cell_hour_beta: float = 1.5e-3  # per hour shared with one infectious person in a public place
+    work_beta_factor: float = 0.4  # workplaces and schools, relative to public places
+    carriage_per_trip: float = 0.04
+    room_per_night: float = 0.12
+    visit_per_visit: float = 0.06
+    asymptomatic: float = 0.2
+    confirmed_share: float = 0.8
+    stay_home_after_onset: float = 0.4
+    suspect_rate: float = 5e-5  # uninfected residents reported as suspected cases, per day
+    medium_min_cases: int = 3
+
+    @property
+    def window_start(self) -> dt.date:
+        """The first day of the window."""
+        return self.as_of - dt.timedelta(days=self.window_days - 1)
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """Counties first, then outside regions."""
+        return self.counties + self.outside
+
+
+PRESETS: dict[str, Preset] = {
+    "city-20k": Preset(
+        "city-20k",
+        20_000,
+        counties=(COUNTIES[0], COUNTIES[1], COUNTIES[5]),
+        persons_per_cell=40.0,
+        cell_km=0.8,
+    ),
+    "city-240k": Preset("city-240k", 240_000, persons_per_cell=50.0, cell_km=1.0),
+    "sanmenxia": Preset(
+        "sanmenxia", 2_400_000, persons_per_cell=100.0, cell_km=0.65, inbound_rate=0.002, seed_attack=0.2
+    ),
+}
+
+
+def get_preset(name: str, persons: int | None = None, **overrides: object) -> Preset:
+    """The named preset, with `persons` and any other field overridden."""
+    if name not in PRESETS:
+        raise PresetError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    changes: dict[str, object] = dict(overrides)
+    if persons is not None:
+        if persons < 100:
+            raise PresetError(f"persons must be at least 100, got {persons}")
+        changes["persons"] = persons
+    try:
+        return dataclasses.replace(PRESETS[name], **changes)
+    except TypeError as exc:
+        raise PresetError(str(exc)) from exc

@@ -1,0 +1,429 @@
+"""`simulate`: build a city, run 14 days of movement and epidemic, and write every file of a RUN.
+
+All randomness comes from NumPy generators seeded by (seed, purpose[, day]), and everything is written in
+a fixed order with fixed Parquet options, so the same seed and parameters give byte-identical files.
+Stays are generated and written one day at a time (one row group per day).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from simulation.city import City, build_cells, build_hotels, build_people, day_number
+from simulation.epidemic import CONFIRMED, NEVER, Epidemic, investigation_tokens
+from simulation.mobility import DAY, Mobility, Stays
+from simulation.presets import Preset, get_preset
+from simulation.transport import Travel, plan_travel, visitor_counts
+from simulation.writer import (
+    MALFORMED,
+    SCHEMAS,
+    UNKNOWN_CELL_BASE,
+    Corruption,
+    DailyWriter,
+    dates,
+    fixed_strings,
+    strings,
+    timestamps,
+    write_table,
+)
+
+Progress = Callable[[str, int, int], None]
+HIGH_RISK_FROM = dt.date(2019, 12, 1)
+
+
+def is_rest_day(preset: Preset, day: dt.date) -> bool:
+    """A weekend or holiday, unless it is a make-up working day."""
+    if day in preset.extra_workdays:
+        return False
+    return day in preset.holidays or day.weekday() >= 5
+
+
+class _Run:
+    """One simulation run: the generators, the city, and the files being written."""
+
+    def __init__(self, preset: Preset, seed: int, out: Path, malformed_rate: float, recall: float) -> None:
+        self.p, self.seed, self.out = preset, seed, out
+        self.malformed_rate, self.recall = malformed_rate, recall
+        self.epoch_s = day_number(preset.window_start) * 86400
+        self.malformed: dict[str, dict[str, int]] = {}
+        self.counts: dict[str, int] = {}
+
+    def rng(self, *key: int) -> np.random.Generator:
+        """The generator for one purpose (and day)."""
+        return np.random.default_rng([self.seed, *key])
+
+    def build(self) -> None:
+        """The city, its visitors and hotels, and the travel plan."""
+        p = self.p
+        counts = visitor_counts(p, self.rng(1))
+        cells = build_cells(p, self.rng(2))
+        people = build_people(p, cells, counts, self.rng(3))
+        hotels = build_hotels(p, cells, self.rng(4))
+        self.city = City(cells, people, hotels)
+        self.travel: Travel = plan_travel(p, self.city, self.rng(5))
+        self.mobility = Mobility(self.city, self.travel)
+        self.epi = Epidemic(p, self.city, self.travel, self.rng(6))
+
+    # stays
+
+    def run_days(self, progress: Progress) -> None:
+        """Move everyone day by day, spreading the epidemic, writing each day's stays as a row group."""
+        p = self.p
+        n_days = p.window_days
+        writer = DailyWriter(self.out / "data" / "carrier" / "stays.parquet", SCHEMAS["stays"])
+        self.malformed["carrier/stays"] = dict.fromkeys(MALFORMED["stays"], 0)
+        self.counts["stays"] = 0
+        self.counts["infections_in_window"] = 0
+        pending = Stays.empty()
+        tracked: list[Stays] = []
+        for d in range(n_days):
+            rest = is_rest_day(p, p.window_start + dt.timedelta(days=d))
+            stays = self.mobility.day(d, rest, self.epi.stay_in(d), self.epi.report, self.rng(100, d))
+            self.counts["infections_in_window"] += self.epi.step(
+                d, stays, self.mobility.base_kind, self.rng(200, d)
+            )
+            tracked.append(stays.select(self.epi.tracked[stays.person]))
+            pending = Stays.concat([pending, stays])
+            if d > 0:
+                pending = self._flush(writer, pending, d - 1)
+            progress("moving people, spreading the epidemic", d + 1, n_days)
+        final = self.mobility.close(n_days * DAY)
+        tracked.append(final.select(self.epi.tracked[final.person]))
+        pending = Stays.concat([pending, final])
+        self._flush(writer, pending, n_days - 1)
+        writer.close()
+        self.tracked = Stays.concat(tracked)
+
+    def _flush(self, writer: DailyWriter, pending: Stays, day: int) -> Stays:
+        """Write the stays that start on `day` (of people with phones), return those starting later."""
+        start_day = pending.start // DAY
+        now = pending.select((start_day == day) & self.city.people.phone[pending.person])
+        rest = pending.select(start_day > day)
+        end = np.minimum(now.end, self.p.window_days * DAY)
+        order = np.lexsort((now.cell, now.person, now.start))
+        person, cell, start, end = now.person[order], now.cell[order], now.start[order], end[order]
+        bad = Corruption("stays", len(person), self.malformed_rate, self.rng(300, day))
+        sid = bad.subject_ids(self.city.people.subject_id[person])
+        cell_id = self.city.cells.ids[cell].copy()
+        cell_id[bad.rows("unknown_cell")] = UNKNOWN_CELL_BASE + cell[bad.rows("unknown_cell")]
+        flip = bad.rows("end_not_after_start")
+        end[flip] = start[flip] - bad.rng.integers(0, 120, len(flip))
+        table = pa.table(
+            [
+                fixed_strings(sid, bad.null("subject_id")),
+                pa.array(cell_id, type=pa.int32(), mask=bad.null("cell_id")),
+                timestamps(self.epoch_s + start * 60, bad.null("start")),
+                timestamps(self.epoch_s + end * 60, bad.null("end")),
+            ],
+            schema=SCHEMAS["stays"],
+        )
+        writer.write(table)
+        self.counts["stays"] += table.num_rows
+        for category, n in bad.counts().items():
+            self.malformed["carrier/stays"][category] += n
+        return rest
+
+    # static and small files
+
+    def write_cells(self) -> pd.DataFrame:
+        """RUN/data/carrier/cells.parquet; returns the cells frame."""
+        cells = self.city.cells
+        codes = np.array([r.code for r in self.p.regions], dtype=object)[cells.region]
+        table = pa.table(
+            [
+                pa.array(cells.ids, pa.int32()),
+                strings(codes),
+                pa.array(cells.x, pa.float32()),
+                pa.array(cells.y, pa.float32()),
+            ],
+            schema=SCHEMAS["cells"],
+        )
+        write_table(self.out / "data" / "carrier" / "cells.parquet", table)
+        self.counts["cells"] = len(cells.ids)
+        return table.to_pandas()
+
+    def population(self) -> pd.DataFrame:
+        """The true population register (residents), sorted by household then subject id."""
+        people = self.city.people
+        n = people.n_residents
+        frame = pd.DataFrame(
+            {
+                "subject_id": people.subject_id[:n].astype(str),
+                "name": people.name[:n],
+                "birth_date": people.birth[:n].astype("datetime64[D]"),
+                "household_id": people.household_id[people.household[:n]],
+            }
+        )
+        return frame.sort_values(["household_id", "subject_id"], kind="stable").reset_index(drop=True)
+
+    def write_population(self, frame: pd.DataFrame) -> None:
+        """RUN/data/police/population.parquet, with malformed rows."""
+        bad = Corruption("population", len(frame), self.malformed_rate, self.rng(301))
+        sid = bad.subject_ids(frame.subject_id.to_numpy().astype("S18"))
+        table = pa.table(
+            [
+                fixed_strings(sid, bad.null("subject_id")),
+                strings(frame.name.to_numpy(), bad.null("name")),
+                dates(
+                    frame.birth_date.to_numpy().astype("datetime64[D]").astype(np.int64),
+                    bad.null("birth_date"),
+                ),
+                strings(frame.household_id.to_numpy(), bad.null("household_id")),
+            ],
+            schema=SCHEMAS["population"],
+        )
+        write_table(self.out / "data" / "police" / "population.parquet", table)
+        self.malformed["police/population"] = bad.counts()
+        self.counts["persons"] = len(frame)
+        self.counts["households"] = len(self.city.people.household_size)
+
+    def tickets(self) -> pd.DataFrame:
+        """The true tickets, sorted by service date, departure, trip, carriage and seat."""
+        j, s = self.travel.journeys, self.travel.services
+        cells = self.city.cells
+        codes = np.array([r.code for r in self.p.regions], dtype=object)
+        w0 = day_number(self.p.window_start)
+        frame = pd.DataFrame(
+            {
+                "subject_id": self.city.people.subject_id[j.person].astype(str),
+                "trip_id": s.trip_id[j.service].astype(object),
+                "service_date": (w0 + j.day).astype("datetime64[D]"),
+                "carriage": j.carriage.astype(np.int16),
+                "seat": j.seat,
+                "origin": codes[cells.region[j.from_cell]],
+                "destination": codes[cells.region[j.to_cell]],
+                "depart": (self.epoch_s + j.depart * 60).astype("datetime64[s]"),
+                "arrive": (self.epoch_s + j.arrive * 60).astype("datetime64[s]"),
+            }
+        )
+        keys = ["service_date", "depart", "trip_id", "carriage", "seat", "subject_id"]
+        return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+    def write_tickets(self, frame: pd.DataFrame) -> None:
+        """RUN/data/transport/tickets.parquet, one row group per service date, with malformed rows."""
+        bad = Corruption("tickets", len(frame), self.malformed_rate, self.rng(302))
+        sid = bad.subject_ids(frame.subject_id.to_numpy().astype("S18"))
+        day = frame.service_date.to_numpy().astype("datetime64[D]").astype(np.int64)
+        table = pa.table(
+            [
+                fixed_strings(sid, bad.null("subject_id")),
+                strings(frame.trip_id.to_numpy(), bad.null("trip_id")),
+                dates(day, bad.null("service_date")),
+                pa.array(frame.carriage.to_numpy(), pa.int16(), mask=bad.null("carriage")),
+                strings(frame.seat.to_numpy()),
+                strings(frame.origin.to_numpy()),
+                strings(frame.destination.to_numpy()),
+                timestamps(frame.depart.to_numpy().astype(np.int64)),
+                timestamps(frame.arrive.to_numpy().astype(np.int64)),
+            ],
+            schema=SCHEMAS["tickets"],
+        )
+        write_table(self.out / "data" / "transport" / "tickets.parquet", table, row_groups=day)
+        self.malformed["transport/tickets"] = bad.counts()
+        self.counts["tickets"] = len(frame)
+
+    def hotel_stays(self) -> pd.DataFrame:
+        """The true hotel stays, sorted by check-in, hotel, room and subject id."""
+        h, hotels = self.travel.hotel_stays, self.city.hotels
+        frame = pd.DataFrame(
+            {
+                "subject_id": self.city.people.subject_id[h.person].astype(str),
+                "hotel_id": hotels.hotel_id[h.hotel],
+                "room": hotels.room_name(h.room),
+                "check_in": (day_number(self.p.window_start) + h.check_in).astype("datetime64[D]"),
+                "nights": h.nights.astype(np.int16),
+            }
+        )
+        keys = ["check_in", "hotel_id", "room", "subject_id"]
+        return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+    def write_hotel_stays(self, frame: pd.DataFrame) -> None:
+        """RUN/data/police/hotel_stays.parquet, one row group per check-in day, with malformed rows."""
+        bad = Corruption("hotel_stays", len(frame), self.malformed_rate, self.rng(303))
+        sid = bad.subject_ids(frame.subject_id.to_numpy().astype("S18"))
+        nights = frame.nights.to_numpy().copy()
+        nights[bad.rows("bad_nights")] = bad.rng.integers(-1, 1, len(bad.rows("bad_nights")))
+        day = frame.check_in.to_numpy().astype("datetime64[D]").astype(np.int64)
+        table = pa.table(
+            [
+                fixed_strings(sid, bad.null("subject_id")),
+                strings(frame.hotel_id.to_numpy(), bad.null("hotel_id")),
+                strings(frame.room.to_numpy(), bad.null("room")),
+                dates(day, bad.null("check_in")),
+                pa.array(nights, pa.int16(), mask=bad.null("nights")),
+            ],
+            schema=SCHEMAS["hotel_stays"],
+        )
+        write_table(self.out / "data" / "police" / "hotel_stays.parquet", table, row_groups=day)
+        self.malformed["police/hotel_stays"] = bad.counts()
+        self.counts["hotel_stays"] = len(frame)
+
+    # health and truth
+
+    def write_health(
+        self, cells: pd.DataFrame, population: pd.DataFrame, tickets: pd.DataFrame, hotel_stays: pd.DataFrame
+    ) -> None:
+        """cases, investigations and risk regions (health/), and who infected whom (truth/)."""
+        p, epi, people = self.p, self.epi, self.city.people
+        n_days = p.window_days
+        w0 = day_number(p.window_start)
+        cases = epi.case_rows(n_days)
+        case_ids = np.array([f"C{i + 1:06d}" for i in range(len(cases))], dtype=object)
+        sid = people.subject_id[cases].astype(str)
+        onset = np.where(epi.onset[cases] < NEVER, epi.onset[cases], epi.report[cases])
+        status = np.where(epi.status[cases] == CONFIRMED, "confirmed", "suspected").astype(object)
+        table = pa.table(
+            [
+                strings(case_ids),
+                strings(sid),
+                strings(status),
+                dates(w0 + np.floor_divide(onset, DAY)),
+                dates(w0 + epi.report[cases] // DAY),
+            ],
+            schema=SCHEMAS["cases"],
+        )
+        write_table(self.out / "health" / "cases.parquet", table)
+        self.counts["cases"] = len(cases)
+        self.counts["confirmed"] = int((status == "confirmed").sum())
+        self.counts["suspected"] = int((status == "suspected").sum())
+
+        t = self.tracked.select(np.isin(self.tracked.person, cases))
+        stays = pd.DataFrame(
+            {
+                "subject_id": people.subject_id[t.person].astype(str),
+                "cell_id": self.city.cells.ids[t.cell],
+                "start": (self.epoch_s + t.start * 60).astype("datetime64[s]"),
+                "end": (self.epoch_s + np.minimum(t.end, n_days * DAY) * 60).astype("datetime64[s]"),
+                "kind": t.kind,
+            }
+        )
+        stays = stays[stays.end > stays.start]
+        inv = investigation_tokens(
+            epi,
+            cases,
+            case_ids,
+            stays,
+            tickets[tickets.subject_id.isin(sid)],
+            hotel_stays[hotel_stays.subject_id.isin(sid)],
+            population,
+            cells,
+            p.window_start,
+            n_days,
+            self.recall,
+            self.rng(400),
+        )
+        write_table(
+            self.out / "health" / "investigations.parquet",
+            pa.table(
+                [strings(inv.case_id.to_numpy()), strings(inv.token.to_numpy())],
+                schema=SCHEMAS["investigations"],
+            ),
+        )
+        self.counts["investigation_tokens"] = len(inv)
+
+        n_counties = len(p.counties)
+        region_of = np.where(people.home >= 0, people.region, self.city.cells.region[self.mobility.base_cell])
+        in_city = cases[region_of[cases] < n_counties]
+        rows = [(p.origin, "high", day_number(HIGH_RISK_FROM), day_number(p.as_of))]
+        medium = epi.medium_region(in_city, region_of)
+        if medium is not None:
+            rows.append((p.counties[medium[0]].code, "medium", w0 + medium[1], day_number(p.as_of)))
+        write_table(
+            self.out / "health" / "risk_regions.parquet",
+            pa.table(
+                [
+                    strings(np.array([r[0] for r in rows], dtype=object)),
+                    strings(np.array([r[1] for r in rows], dtype=object)),
+                    dates(np.array([r[2] for r in rows])),
+                    dates(np.array([r[3] for r in rows])),
+                ],
+                schema=SCHEMAS["risk_regions"],
+            ),
+        )
+        self.counts["risk_regions"] = len(rows)
+
+        who = np.nonzero(epi.infected_at < n_days * DAY)[0]
+        who = who[np.lexsort((people.subject_id[who], epi.infected_at[who]))]
+        infector = epi.infector[who]
+        infector_sid = people.subject_id[np.maximum(infector, 0)]
+        write_table(
+            self.out / "truth" / "infections.parquet",
+            pa.table(
+                [
+                    fixed_strings(people.subject_id[who]),
+                    timestamps(self.epoch_s + epi.infected_at[who] * 60),
+                    fixed_strings(infector_sid, infector < 0),
+                ],
+                schema=SCHEMAS["infections"],
+            ),
+        )
+        self.counts["infections"] = len(who)
+        self.counts["seeds"] = int((infector < 0).sum())
+
+    def write_scenario(self) -> dict[str, object]:
+        """RUN/scenario.json: the parameters, counts and malformed rows injected (stable key order)."""
+        p = self.p
+        scenario: dict[str, object] = {
+            "preset": p.name,
+            "seed": self.seed,
+            "persons": p.persons,
+            "as_of": p.as_of.isoformat(),
+            "window_days": p.window_days,
+            "window": [p.window_start.isoformat(), p.as_of.isoformat()],
+            "malformed_rate": self.malformed_rate,
+            "recall": self.recall,
+            "high_risk_origin": p.origin,
+            "regions": {r.code: {"name": r.name, "outside": r.outside} for r in p.regions},
+            "visitors": int(self.city.people.n - self.city.people.n_residents),
+            "counts": dict(sorted(self.counts.items())),
+            "malformed": {k: dict(sorted(v.items())) for k, v in sorted(self.malformed.items())},
+        }
+        text = json.dumps(scenario, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+        (self.out / "scenario.json").write_text(text, encoding="utf-8")
+        return scenario
+
+
+def simulate(
+    preset: str,
+    seed: int,
+    out: str | Path,
+    persons: int | None = None,
+    malformed_rate: float = 0.001,
+    recall: float = 0.9,
+    progress: Progress | None = None,
+) -> dict[str, object]:
+    """Simulate a preset city for its 14-day window and write RUN `out`; returns the scenario (scenario.json).
+
+    `persons` overrides the preset's resident population; `malformed_rate` is the share of agency rows
+    made malformed; `recall` the probability an investigation remembers each token. `progress(step, done,
+    total)` is called as the work advances.
+    """
+    if not 0.0 <= malformed_rate < 1.0:
+        raise ValueError(f"malformed_rate must be in [0, 1), got {malformed_rate}")
+    if not 0.0 < recall <= 1.0:
+        raise ValueError(f"recall must be in (0, 1], got {recall}")
+    report = progress or (lambda step, done, total: None)
+    run = _Run(get_preset(preset, persons), seed, Path(out), malformed_rate, recall)
+    run.out.mkdir(parents=True, exist_ok=True)
+    report("building the city", 0, 1)
+    run.build()
+    report("building the city", 1, 1)
+    run.run_days(report)
+    report("writing agency and health files", 0, 1)
+    cells = run.write_cells()
+    population = run.population()
+    run.write_population(population)
+    tickets = run.tickets()
+    run.write_tickets(tickets)
+    hotel_stays = run.hotel_stays()
+    run.write_hotel_stays(hotel_stays)
+    run.write_health(cells, population, tickets, hotel_stays)
+    report("writing agency and health files", 1, 1)
+    return run.write_scenario()

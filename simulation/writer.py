@@ -1,0 +1,216 @@
+"""Byte-reproducible Parquet output with the design's schemas, and malformed rows injected on purpose.
+
+Files are written with fixed options (zstd, dictionary encoding, statistics, format 2.6) and no pandas
+metadata or timestamps, so the same input gives the same bytes. Dated datasets get one row group per day.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from proto import ids
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "stays": pa.schema(
+        [
+            ("subject_id", pa.string()),
+            ("cell_id", pa.int32()),
+            ("start", pa.timestamp("s")),
+            ("end", pa.timestamp("s")),
+        ]
+    ),
+    "cells": pa.schema(
+        [
+            ("cell_id", pa.int32()),
+            ("region_code", pa.string()),
+            ("x_km", pa.float32()),
+            ("y_km", pa.float32()),
+        ]
+    ),
+    "tickets": pa.schema(
+        [
+            ("subject_id", pa.string()),
+            ("trip_id", pa.string()),
+            ("service_date", pa.date32()),
+            ("carriage", pa.int16()),
+            ("seat", pa.string()),
+            ("origin", pa.string()),
+            ("destination", pa.string()),
+            ("depart", pa.timestamp("s")),
+            ("arrive", pa.timestamp("s")),
+        ]
+    ),
+    "population": pa.schema(
+        [
+            ("subject_id", pa.string()),
+            ("name", pa.string()),
+            ("birth_date", pa.date32()),
+            ("household_id", pa.string()),
+        ]
+    ),
+    "hotel_stays": pa.schema(
+        [
+            ("subject_id", pa.string()),
+            ("hotel_id", pa.string()),
+            ("room", pa.string()),
+            ("check_in", pa.date32()),
+            ("nights", pa.int16()),
+        ]
+    ),
+    "cases": pa.schema(
+        [
+            ("case_id", pa.string()),
+            ("subject_id", pa.string()),
+            ("status", pa.string()),
+            ("onset_date", pa.date32()),
+            ("report_date", pa.date32()),
+        ]
+    ),
+    "investigations": pa.schema([("case_id", pa.string()), ("token", pa.string())]),
+    "risk_regions": pa.schema(
+        [
+            ("region_code", pa.string()),
+            ("level", pa.string()),
+            ("from_date", pa.date32()),
+            ("to_date", pa.date32()),
+        ]
+    ),
+    "infections": pa.schema(
+        [("subject_id", pa.string()), ("infected_at", pa.timestamp("s")), ("infector_id", pa.string())]
+    ),
+    "matches": pa.schema(
+        [
+            ("subject_id", pa.string()),
+            ("agency", pa.string()),
+            ("token", pa.string()),
+            ("case_id", pa.string()),
+        ]
+    ),
+}
+# malformed categories injected per dataset (as nodes.store names them)
+MALFORMED: dict[str, tuple[str, ...]] = {
+    "stays": ("bad_subject_id", "end_not_after_start", "unknown_cell", "missing_value"),
+    "tickets": ("bad_subject_id", "missing_value"),
+    "population": ("bad_subject_id", "missing_value"),
+    "hotel_stays": ("bad_subject_id", "bad_nights", "missing_value"),
+}
+# the columns whose value the tokens need (a null there is a missing value)
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "stays": ("subject_id", "cell_id", "start", "end"),
+    "tickets": ("subject_id", "trip_id", "service_date", "carriage"),
+    "population": ("subject_id", "name", "birth_date", "household_id"),
+    "hotel_stays": ("subject_id", "hotel_id", "room", "check_in", "nights"),
+}
+_OPTIONS: dict[str, object] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "version": "2.6",
+}
+UNKNOWN_CELL_BASE = 900_000_000
+
+
+def write_table(path: Path, table: pa.Table, row_groups: np.ndarray | None = None) -> None:
+    """Write a table with fixed options; `row_groups` (sorted label per row): one row group per label."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path, table.schema, **_OPTIONS) as writer:
+        if row_groups is None or table.num_rows == 0:
+            writer.write_table(table, row_group_size=max(1, table.num_rows))
+            return
+        cuts = np.r_[0, np.nonzero(row_groups[1:] != row_groups[:-1])[0] + 1, table.num_rows]
+        for a, b in itertools.pairwise(cuts):
+            writer.write_table(table.slice(a, b - a), row_group_size=int(b - a))
+
+
+class DailyWriter:
+    """A Parquet file written one row group at a time."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        """Open the file for writing."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(path, schema, **_OPTIONS)
+
+    def write(self, table: pa.Table) -> None:
+        """Append the table as one row group (nothing for an empty table)."""
+        if table.num_rows:
+            self._writer.write_table(table, row_group_size=table.num_rows)
+
+    def close(self) -> None:
+        """Finish the file."""
+        self._writer.close()
+
+
+def fixed_strings(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """An Arrow string array from a fixed-width bytes array (e.g. S18 ids), without Python objects."""
+    values = np.ascontiguousarray(values)
+    n, width = len(values), values.dtype.itemsize
+    offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int64) * width).astype(np.int32).tobytes())
+    data = pa.py_buffer(values.tobytes())
+    validity = None
+    if null is not None and null.any():
+        validity = pa.py_buffer(np.packbits(~null, bitorder="little").tobytes())
+    return pa.Array.from_buffers(pa.string(), n, [validity, offsets, data])
+
+
+def timestamps(seconds: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """timestamp[s] from int64 seconds since 1970 (naive local)."""
+    return pa.array(
+        np.asarray(seconds, dtype=np.int64).astype("datetime64[s]"), type=pa.timestamp("s"), mask=null
+    )
+
+
+def dates(day_numbers: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """date32 from days since 1970."""
+    return pa.array(np.asarray(day_numbers, dtype=np.int32), type=pa.int32(), mask=null).cast(pa.date32())
+
+
+def strings(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """string from an object or unicode array."""
+    return pa.array(np.asarray(values, dtype=object), type=pa.string(), mask=null)
+
+
+class Corruption:
+    """Which rows of a batch to make malformed, and how: one category per chosen row."""
+
+    def __init__(self, dataset: str, n: int, rate: float, rng: np.random.Generator) -> None:
+        """Choose about `rate` of `n` rows and give each a category of the dataset."""
+        self.dataset = dataset
+        self.categories = MALFORMED[dataset]
+        chosen = np.nonzero(rng.random(n) < rate)[0]
+        self.category = np.full(n, -1, dtype=np.int64)
+        self.category[chosen] = rng.integers(0, len(self.categories), len(chosen))
+        self.missing_column = np.full(n, -1, dtype=np.int64)
+        missing = self.rows("missing_value")
+        self.missing_column[missing] = rng.integers(0, len(REQUIRED[dataset]), len(missing))
+        self.rng = rng
+
+    def rows(self, category: str) -> np.ndarray:
+        """Rows given this category."""
+        if category not in self.categories:
+            return np.zeros(0, dtype=np.int64)
+        return np.nonzero(self.category == self.categories.index(category))[0]
+
+    def null(self, column: str) -> np.ndarray:
+        """Null mask for a column (rows whose missing value is in this column)."""
+        return self.missing_column == REQUIRED[self.dataset].index(column)
+
+    def subject_ids(self, subject_ids: np.ndarray) -> np.ndarray:
+        """The S18 ids with a wrong check character in the rows given `bad_subject_id`."""
+        out = np.array(subject_ids, dtype="S18")
+        rows = self.rows("bad_subject_id")
+        if len(rows):
+            raw = out.view(np.uint8).reshape(len(out), 18)
+            check = np.frombuffer(ids.CHECK_CHARS.encode(), dtype=np.uint8)
+            current = np.argmax(raw[rows, 17][:, None] == check[None, :], axis=1)
+            raw[rows, 17] = check[(current + self.rng.integers(1, 11, len(rows))) % 11]
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Rows made malformed, by category."""
+        return {c: int((self.category == i).sum()) for i, c in enumerate(self.categories)}
