@@ -71,6 +71,7 @@ def _crypto_table(result: dict[str, Any]) -> Table:
         ("ours (seconds)", f"{result['ours_seconds']:.2f}", ""),
         ("OpenMined PSI (seconds)", f"{result['openmined_seconds']:.2f}", ""),
         ("ours / OpenMined", f"{result['ours_vs_openmined']:.2f}", "≤ 0.5"),
+        ("CPU taken by other processes", f"{result['machine']['other_processes_cpu_share']:.0%}", "≈ 0%"),
     ]
     for row in rows:
         table.add_row(*row)

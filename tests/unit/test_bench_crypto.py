@@ -33,6 +33,7 @@ def test_bench_crypto_quick_json(tmp_path: Path) -> None:
     assert crypto["intersection_size"] == crypto["settings"]["psi_overlap"] > 0
     assert crypto["settings"]["psi_server"] > crypto["settings"]["psi_client"]
     assert all(low <= high for low, high in crypto["rate_ranges"].values())
+    assert 0 <= crypto["machine"]["other_processes_cpu_share"] <= 1
     assert crypto["two_core_speedup"] == min(crypto["two_core_speedup_by_operation"].values())
     assert "Evaluate vs raw" in result.stderr  # the table, kept off stdout with --json
 
