@@ -47,6 +47,7 @@ class Cells:
     y: np.ndarray
     grid_w: int
     grid_h: int
+    cell_km: float
     pop_weight: np.ndarray
     job_weight: np.ndarray
     region_cells: list[np.ndarray]
@@ -76,7 +77,7 @@ class Cells:
         cells = np.asarray(cells, dtype=np.int64)
         grid = cells < self.n_grid
         gx, gy = cells % self.grid_w, cells // self.grid_w
-        sd = radius_km / float(self.x[1] - self.x[0]) if self.grid_w > 1 else 1.0
+        sd = radius_km / self.cell_km
         nx = np.clip(np.rint(gx + rng.normal(0, sd, len(cells))), 0, self.grid_w - 1).astype(np.int64)
         ny = np.clip(np.rint(gy + rng.normal(0, sd, len(cells))), 0, self.grid_h - 1).astype(np.int64)
         out = (ny * self.grid_w + nx).astype(np.int32)
@@ -160,12 +161,13 @@ def _peaks(
     cy: float,
     size: float,
     sharpness: float,
+    peak: float,
 ) -> np.ndarray:
     """Density of an urban centre (cx, cy) plus a few smaller towns, over grid coordinates."""
-    w = 0.12 + 8.0 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (size * sharpness) ** 2))
+    w = 0.12 + peak * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (size * sharpness) ** 2))
     for _ in range(n):
         tx, ty = rng.uniform(x.min(), x.max()), rng.uniform(y.min(), y.max())
-        w += 2.0 * np.exp(-((x - tx) ** 2 + (y - ty) ** 2) / (2 * (size * sharpness * 0.4) ** 2))
+        w += peak / 4 * np.exp(-((x - tx) ** 2 + (y - ty) ** 2) / (2 * (size * sharpness * 0.4) ** 2))
     return w
 
 
@@ -175,6 +177,7 @@ def build_cells(preset: Preset, rng: np.random.Generator) -> Cells:
     h = max(4, round(np.sqrt(n_target / 2.0)))
     w = max(len(preset.counties) * 2, int(np.ceil(n_target / h)))
     shares = np.array([c.share for c in preset.counties], dtype=float)
+    shares *= rng.uniform(0.85, 1.15, len(shares))
     shares /= shares.sum()
     bounds = np.concatenate([[0], np.cumsum(np.maximum(2, np.round(shares * w)).astype(int))])
     w = int(bounds[-1])
@@ -193,8 +196,8 @@ def build_cells(preset: Preset, rng: np.random.Generator) -> Cells:
         )
         cy = rng.uniform(0.35 * h, 0.65 * h)
         size = max(width, h * km)
-        pop[m] = _peaks(2, rng, x[m], y[m], cx * km, cy * km, size, 0.16)
-        job[m] = _peaks(2, rng, x[m], y[m], cx * km, cy * km, size, 0.09)
+        pop[m] = _peaks(2, rng, x[m], y[m], cx * km, cy * km, size, 0.18, 6.0)
+        job[m] = _peaks(2, rng, x[m], y[m], cx * km, cy * km, size, 0.14, 4.0)
     pop *= rng.lognormal(0, 0.4, len(pop))
     job *= rng.lognormal(0, 0.6, len(job))
 
@@ -202,11 +205,13 @@ def build_cells(preset: Preset, rng: np.random.Generator) -> Cells:
     side = int(np.ceil(np.sqrt(n_out)))
     ox, oy = np.arange(n_out) % side, np.arange(n_out) // side
     regions = [county]
-    xs, ys = [x.astype(np.float32)], [y.astype(np.float32)]
+    jitter = rng.uniform(-0.25, 0.25, (2, len(x))) * km
+    xs, ys = [(x + jitter[0]).astype(np.float32)], [(y + jitter[1]).astype(np.float32)]
     for j, region in enumerate(preset.outside):
         regions.append(np.full(n_out, len(preset.counties) + j, dtype=np.int16))
-        xs.append((region.x_km + ox * 1.0).astype(np.float32))
-        ys.append((region.y_km + oy * 1.0).astype(np.float32))
+        jx, jy = rng.uniform(-10, 10, 2)
+        xs.append((region.x_km + jx + ox * 1.0 + rng.uniform(-0.3, 0.3, n_out)).astype(np.float32))
+        ys.append((region.y_km + jy + oy * 1.0 + rng.uniform(-0.3, 0.3, n_out)).astype(np.float32))
     region_all = np.concatenate(regions)
     n_cells = len(region_all)
     pop_all = np.concatenate([pop, np.ones(n_cells - len(pop))])
@@ -231,6 +236,7 @@ def build_cells(preset: Preset, rng: np.random.Generator) -> Cells:
         y=np.concatenate(ys),
         grid_w=w,
         grid_h=h,
+        cell_km=km,
         pop_weight=pop_all,
         job_weight=job_all,
         region_cells=region_cells,

@@ -291,7 +291,7 @@ class Mobility:
         friend = people.friend[who]
         visit = second & at_home & (friend >= 0) & (u[6] < (0.35 if rest_day else 0.15))
         host = np.where(friend >= 0, people.home[np.maximum(friend, 0)], base)
-        evening_cell = np.where(u[7] < 0.6, cells.sample_in_regions(region, rng), cells.near(base, 1.5, rng))
+        evening_cell = np.where(u[7] < 0.4, cells.sample_in_regions(region, rng), cells.near(base, 1.5, rng))
         where = np.where(visit, host, evening_cell)
         kind = np.where(visit, VISIT, EVENING)
         length = np.where(visit, rng.uniform(90, 240, n), rng.uniform(60, 200, n))

@@ -98,7 +98,7 @@ class Preset:
     business_rate: float = 0.0004  # visitors from other regions arriving per day, staying in hotels
     outbound_rate: float = 0.0006  # residents leaving for another region per day
     # epidemic
-    seed_attack: float = 0.4  # share of travellers from the origin already infected
+    seed_attack: float = 0.35  # share of travellers from the origin already infected
     household_per_day: float = 0.06
     cell_hour_beta: float = 1.5e-3  # per hour shared with one infectious person in a public place
     work_beta_factor: float = 0.4  # workplaces and schools, relative to public places
@@ -108,7 +108,7 @@ class Preset:
     asymptomatic: float = 0.2
     confirmed_share: float = 0.8
     stay_home_after_onset: float = 0.4
-    suspect_rate: float = 5e-5  # uninfected residents reported as suspected cases, per day
+    suspect_rate: float = 3e-5  # uninfected residents reported as suspected cases, per day
     medium_min_cases: int = 3
 
     @property
@@ -127,10 +127,10 @@ PRESETS: dict[str, Preset] = {
         "city-20k",
         20_000,
         counties=(COUNTIES[0], COUNTIES[1], COUNTIES[5]),
-        persons_per_cell=40.0,
-        cell_km=0.8,
+        persons_per_cell=25.0,
+        cell_km=0.7,
     ),
-    "city-240k": Preset("city-240k", 240_000, persons_per_cell=50.0, cell_km=1.0),
+    "city-240k": Preset("city-240k", 240_000, persons_per_cell=40.0, cell_km=0.9),
     "sanmenxia": Preset(
         "sanmenxia", 2_400_000, persons_per_cell=100.0, cell_km=0.65, inbound_rate=0.002, seed_attack=0.2
     ),
