@@ -11,11 +11,12 @@ import hashlib
 import os
 from typing import Protocol, runtime_checkable
 
-from crypto.group import ORDER, SCALAR_BYTES, UNIFORM_BYTES
+from crypto.group import SCALAR_BYTES, UNIFORM_BYTES, scalar_from_uniform
 
 _OUTPUT = b"\x00"
 _CHILD = b"\x01"
 _KEY_BYTES = 32
+_ZERO = bytes(SCALAR_BYTES)
 
 
 @runtime_checkable
@@ -50,9 +51,9 @@ class _Sampling:
     def random_scalar(self) -> bytes:
         """Return a uniform nonzero ristretto255 scalar: 64 random bytes reduced modulo the group order."""
         while True:
-            value = int.from_bytes(self.random_bytes(UNIFORM_BYTES), "little") % ORDER
-            if value:
-                return value.to_bytes(SCALAR_BYTES, "little")
+            scalar = scalar_from_uniform(self.random_bytes(UNIFORM_BYTES))
+            if scalar != _ZERO:
+                return scalar
 
     def random_int(self, bound: int) -> int:
         """Return a uniform integer in [0, bound), by rejection sampling."""

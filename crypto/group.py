@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pysodium
 
@@ -37,6 +37,10 @@ _point_sub = _lib.crypto_core_ristretto255_sub
 _scalarmult = _lib.crypto_scalarmult_ristretto255
 _scalarmult_base = _lib.crypto_scalarmult_ristretto255_base
 _scalar_invert = _lib.crypto_core_ristretto255_scalar_invert
+_scalar_reduce = _lib.crypto_core_ristretto255_scalar_reduce
+_scalar_mul = _lib.crypto_core_ristretto255_scalar_mul
+_scalar_add = _lib.crypto_core_ristretto255_scalar_add
+_scalar_sub = _lib.crypto_core_ristretto255_scalar_sub
 _sha512 = hashlib.sha512
 _Z_PAD = _sha512(bytes(_SHA512_BLOCK))  # hash state after the all-zero first block; copied per message
 
@@ -151,13 +155,15 @@ class Expander:
 
 
 def _uniform_to_scalar(uniform: bytes) -> bytes:
-    """Reduce 64 little-endian bytes modulo the group order."""
-    return (int.from_bytes(uniform, "little") % ORDER).to_bytes(SCALAR_BYTES, "little")
+    """Reduce 64 little-endian bytes modulo the group order (libsodium, constant time: keys come this way)."""
+    out = ctypes.create_string_buffer(SCALAR_BYTES)
+    _scalar_reduce(out, uniform)
+    return out.raw
 
 
 def scalar_from_uniform(uniform: bytes) -> bytes:
     """Reduce 64 uniform bytes (little-endian) to a scalar, as RFC 9497's ristretto255 HashToScalar does."""
-    if len(uniform) != UNIFORM_BYTES:
+    if type(uniform) is not bytes or len(uniform) != UNIFORM_BYTES:
         raise InvalidScalar(f"uniform bytes: expected {UNIFORM_BYTES}, got {len(uniform)}")
     return _uniform_to_scalar(uniform)
 
@@ -321,21 +327,45 @@ def scalar_invert(k: bytes) -> bytes:
     return out.raw
 
 
-def _int(k: bytes, what: str) -> int:
-    """A canonical scalar (zero allowed) as an integer."""
-    return int.from_bytes(validate_scalar(k, what, nonzero=False), "little")
+def scalar_invert_many(scalars: Sequence[bytes]) -> list[bytes]:
+    """1/k for each nonzero canonical scalar, by one inversion and 3(n-1) multiplications (Montgomery's
+    trick), all in libsodium's constant-time scalar arithmetic."""
+    scalars = [validate_scalar(k, f"scalar {i}") for i, k in enumerate(scalars)]
+    if not scalars:
+        return []
+    prefix = [scalars[0]]
+    acc = ctypes.create_string_buffer(SCALAR_BYTES)
+    for k in scalars[1:]:
+        _scalar_mul(acc, prefix[-1], k)
+        prefix.append(acc.raw)
+    _scalar_invert(acc, prefix[-1])  # acc = 1/(k_0···k_{n-1})
+    out = [b""] * len(scalars)
+    term = ctypes.create_string_buffer(SCALAR_BYTES)
+    for i in range(len(scalars) - 1, 0, -1):
+        _scalar_mul(term, acc, prefix[i - 1])
+        out[i] = term.raw
+        _scalar_mul(acc, acc, scalars[i])
+    out[0] = acc.raw
+    return out
+
+
+def _scalar_op(op: Callable[..., object], a: bytes, b: bytes) -> bytes:
+    """A libsodium binary scalar operation on two canonical scalars (zero allowed)."""
+    out = ctypes.create_string_buffer(SCALAR_BYTES)
+    op(out, validate_scalar(a, "scalar a", nonzero=False), validate_scalar(b, "scalar b", nonzero=False))
+    return out.raw
 
 
 def scalar_mul(a: bytes, b: bytes) -> bytes:
-    """a·b modulo the group order."""
-    return (_int(a, "scalar a") * _int(b, "scalar b") % ORDER).to_bytes(SCALAR_BYTES, "little")
+    """a·b modulo the group order (constant time)."""
+    return _scalar_op(_scalar_mul, a, b)
 
 
 def scalar_add(a: bytes, b: bytes) -> bytes:
-    """a + b modulo the group order."""
-    return ((_int(a, "scalar a") + _int(b, "scalar b")) % ORDER).to_bytes(SCALAR_BYTES, "little")
+    """a + b modulo the group order (constant time)."""
+    return _scalar_op(_scalar_add, a, b)
 
 
 def scalar_sub(a: bytes, b: bytes) -> bytes:
-    """a - b modulo the group order."""
-    return ((_int(a, "scalar a") - _int(b, "scalar b")) % ORDER).to_bytes(SCALAR_BYTES, "little")
+    """a - b modulo the group order (constant time)."""
+    return _scalar_op(_scalar_sub, a, b)

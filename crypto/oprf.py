@@ -209,11 +209,7 @@ def finalize_many(inputs: Sequence[bytes], blinds: Sequence[bytes], packed_evalu
         raise CryptoError(
             f"finalize_many: {len(items)} inputs, {len(blinds)} blinds, {count} evaluated elements"
         )
-    order = group.ORDER
-    inverses = []
-    for i, b in enumerate(blinds):
-        value = int.from_bytes(group.validate_scalar(b, f"blind {i}"), "little")
-        inverses.append(pow(value, -1, order).to_bytes(group.SCALAR_BYTES, "little"))
+    inverses = group.scalar_invert_many(blinds)
     unblinded = group.scalar_mult_each(inverses, packed)
     return [_finalize_hash(x, unblinded[i * _E : i * _E + _E]) for i, x in enumerate(items)]
 

@@ -180,6 +180,16 @@ def test_scalar_arithmetic_matches_integers() -> None:
         assert group.scalar_mult(a, group.base_mult(b)) == group.base_mult(group.scalar_mul(a, b))
 
 
+def test_batch_inversion() -> None:
+    rng = Drbg(b"inv")
+    scalars = [rng.random_scalar() for _ in range(9)]
+    assert group.scalar_invert_many(scalars) == [group.scalar_invert(k) for k in scalars]
+    assert group.scalar_invert_many(scalars[:1]) == [group.scalar_invert(scalars[0])]
+    assert group.scalar_invert_many([]) == []
+    with pytest.raises(InvalidScalar, match="scalar 2: zero scalar"):
+        group.scalar_invert_many([*scalars[:2], bytes(32)])
+
+
 def test_linear_combination_and_batches() -> None:
     rng = Drbg(b"lin")
     scalars = [rng.random_scalar() for _ in range(5)]
