@@ -1,37 +1,38 @@
 """The auditor's replay of a run: one verdict per audit-log entry, per query opening, per budget and per
-published result, without trusting the coordinator or the nodes.
+published result, trusting neither the coordinator nor the nodes.
 
 `replay(RUN)` checks, from the files of a run alone:
 
 - **logs** — the hash chain and signed heads of `RUN/coordinator/audit.jsonl` and of every
-  `RUN/nodes/<agency>/audit.jsonl`, against the root-signed identity keys in `RUN/pki/identities.json`
-  (`crypto.auditlog.verify_file`: edited, deleted, reordered entries and forged heads are named); then
-  what each entry says: every risk commitment equals the risk set the health records give
-  (`proto.risk.risk_tokens`), every Evaluate the coordinator logged has an opening whose re-derived inputs
-  digest it carries and a counterpart in the node's log, every Evaluate a node logged has an opening, every
-  index the coordinator streamed was built by the node, each head agrees with the digests logged before it;
-- **openings** — every sealed opening in `RUN/coordinator/openings/` opens, each blinded element re-derives
-  from its token and stored blind (RFC 9497 Blind, verifiable mode), the inputs digest and idempotency key
-  recompute, the DLEQ proof of the answer verifies under the partition key the node logged, and every token
-  is justified by a case investigation record or a risk region in the epoch's window (an identity token by an
-  application record); a query with no case behind it is named;
+  `RUN/nodes/<agency>/audit.jsonl` against the root-signed identity keys of `RUN/pki/identities.json`
+  (`crypto.auditlog.verify_chain` names edited, deleted and reordered entries and forged heads); then what
+  each entry says: a risk commitment equals the risk set the health records give (`proto.risk.risk_tokens`),
+  an Evaluate the coordinator logged has an opening whose re-derived inputs digest it carries and a
+  counterpart in the node's log, an Evaluate a node logged has an opening, an index the coordinator streamed
+  was built by the node, a head agrees with the digests logged before it;
+- **openings** — every sealed opening in `RUN/coordinator/openings/` opens; each blinded element re-derives
+  from its token and stored blind (RFC 9497 Blind, verifiable mode); the inputs digest and idempotency key
+  recompute; the answer's DLEQ proof verifies under a partition key the node logged; every token is
+  justified by a case investigation record or a risk region in the epoch's window (an identity token by an
+  application record) — a query with no case behind it is named;
 - **budgets** — per partition, the node's charges never exceed the cap it logged (`budget_set`), and every
   logged `budget_left` follows from the cap and the charges before it;
-- **results** — `matches.parquet`, `features.parquet` and the codes in `codes.sqlite` have the digests the
-  coordinator logged, and every match comes from a justified, queried token;
+- **results** — `matches.parquet`, `features.parquet` and each epoch's codes in `codes.sqlite` have the
+  digests the coordinator logged, and every match comes from a queried token its record justifies;
 - **rerun** — given a fresh re-run of the same scenario, matches, features and codes have equal digests and,
-  the run being seeded (deterministic), every audit log is equal byte for byte.
+  in a seeded (deterministic) run, every audit log is equal byte for byte.
 """
 
 from __future__ import annotations
 
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,45 +43,59 @@ import pandas as pd
 from coordinator import applicants as appl
 from coordinator.epoch import _codes_digest
 from coordinator.matching import MODE, Batch, frame_digest
-from coordinator.risk import InputError, load_health, tokens_digest
+from coordinator.risk import Health, InputError, Scenario, load_health, load_scenario, tokens_digest
 from coordinator.sealing import SealedFileError, read_sealed_json
 from coordinator.store import CodeStore, StoreError
 from crypto import oprf
-from crypto.auditlog import HEAD_KIND, ChainReport, read_lines, verify_chain
+from crypto.auditlog import ChainReport, read_lines, verify_chain
 from crypto.errors import CryptoError
-from crypto.group import split_packed
+from crypto.group import ELEMENT_BYTES, split_packed
 from crypto.pki import Identities, PkiPaths, load_identities, load_storage_key
 from proto import tokens as tk
 from proto.risk import RiskSetError, risk_tokens, window
 
 Status = Literal["ok", "warn", "fail"]
-"""A verdict: the item holds, holds with a caveat (not a failure), or does not hold."""
+"""A verdict: the item holds; holds with a caveat (not a failure); does not hold."""
 STATUSES: tuple[Status, ...] = ("ok", "warn", "fail")
-MATCH_COLUMNS = ["subject_id", "agency", "token", "case_id"]
 COORDINATOR_LOG = "coordinator/audit.jsonl"
+MATCH_COLUMNS = ["subject_id", "agency", "token", "case_id"]
 NAMED = 3
 """How many offending items a reason names before it says "and N more"."""
 
 Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total): stages "logs", "openings", "results", "rerun"."""
+"""progress(stage, done, total); stages "logs", "openings", "results", "rerun"."""
+Key = tuple[str, str, str]
+"""(agency, partition id, idempotency key): names one query on both sides."""
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     """Discard progress."""
 
 
-# ------------------------------------------------------------------------------------------------ report
+def _named(items: Iterable[str], total: int | None = None) -> str:
+    """The first few items, and how many more there are."""
+    items = list(items)
+    total = len(items) if total is None else total
+    return ", ".join(items[:NAMED]) + (f" and {total - NAMED} more" if total > NAMED else "")
+
+
+def _short(digest: object) -> str:
+    """A digest shortened for a message."""
+    return f"{str(digest)[:16]}…"
+
+
+# ------------------------------------------------------------------------------------------------- report
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The verdict on one item: a log entry, an opening, a partition's budget, a result file or a comparison."""
+    """The verdict on one item: a log entry, an opening, a partition's budget, a result file, a comparison."""
 
     section: str
-    """Where the item lives: a log ("coordinator/audit.jsonl", "nodes/carrier/audit.jsonl"), "pki",
-    "health", "openings", "budgets", "results" or "rerun"."""
+    """Where the item lives: "inputs", a log ("coordinator/audit.jsonl", "nodes/carrier/audit.jsonl"),
+    "risk set", "openings", "budgets", "results" or "rerun"."""
     item: str
-    """Which item: "line 12 (seq 11)", "carrier stays@2020-01-18 risk #0", "matches.parquet", ..."""
+    """Which item: "line 12 (seq 11)", "carrier/stays@2020-01-18/<key>", "matches.parquet", ..."""
     kind: str
     """The entry kind, or what was checked ("opening", "budget", "matches", ...)."""
     status: Status
@@ -89,13 +104,13 @@ class Verdict:
 
 @dataclass
 class ReplayReport:
-    """Every verdict of a replay, the tokens no record justifies, counts and the time it took."""
+    """Every verdict of a replay, the tokens nothing justifies, counts, and the time the replay took."""
 
     run_dir: str
     verdicts: list[Verdict] = field(default_factory=list)
     unjustified: list[dict[str, str]] = field(default_factory=list)
-    """One row per token queried with nothing behind it: agency, partition_id, token, purpose, epoch, query
-    (the opening's idempotency key), reason."""
+    """One row per queried token nothing justifies: agency, partition_id, token, purpose, epoch, query
+    (the opening's idempotency key) and reason."""
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -110,7 +125,7 @@ class ReplayReport:
         return [v for v in self.verdicts if v.status == "fail"]
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """Per section, how many verdicts are ok, warn and fail (sections in report order)."""
+        """Per section (in report order), how many verdicts are ok, warn and fail."""
         out: dict[str, dict[str, int]] = {}
         for v in self.verdicts:
             out.setdefault(v.section, dict.fromkeys(STATUSES, 0))[v.status] += 1
@@ -138,12 +153,15 @@ class _Notes:
         self.held: list[str] = []
 
     def fail(self, text: str) -> None:
+        """Record a problem: the item does not hold."""
         self.problems.append(text)
 
     def warn(self, text: str) -> None:
+        """Record a caveat."""
         self.caveats.append(text)
 
     def ok(self, text: str) -> None:
+        """Record something that held."""
         self.held.append(text)
 
     def verdict(self, section: str, item: str, kind: str) -> Verdict:
@@ -155,47 +173,36 @@ class _Notes:
         return Verdict(section, item, kind, "ok", "; ".join(self.held) or "ok")
 
 
-def _named(items: Iterable[str], total: int | None = None) -> str:
-    """The first few items, and how many more."""
-    items = list(items)
-    total = len(items) if total is None else total
-    head = ", ".join(items[:NAMED])
-    return head + (f" and {total - NAMED} more" if total > NAMED else "")
-
-
 # --------------------------------------------------------------------------------------------------- logs
 
 
 @dataclass
 class _Log:
-    """One audit log: its chain verdicts, parsed entries and per-line notes."""
+    """One audit log: its chain verdicts, its parsed entries and notes per line."""
 
     section: str
-    path: Path
     chain: ChainReport | None
     entries: list[dict[str, Any] | None]
     notes: list[_Notes]
-    missing: str | None = None
+    unusable: str | None = None
 
-    def items(self) -> Iterable[tuple[int, dict[str, Any], _Notes]]:
-        """(line index, entry, notes) for every parsed entry."""
-        for k, entry in enumerate(self.entries):
+    def items(self) -> Iterator[tuple[int, dict[str, Any], _Notes]]:
+        """(line number from 1, entry, notes) for every line that parses as an entry, in log order."""
+        for k, (entry, notes) in enumerate(zip(self.entries, self.notes, strict=True), 1):
             if entry is not None:
-                yield k, entry, self.notes[k]
+                yield k, entry, notes
 
     def verdicts(self) -> list[Verdict]:
-        """One verdict per line: the chain's verdict first, then what the entry says."""
-        if self.missing is not None:
-            return [Verdict(self.section, "log", "log", "fail", self.missing)]
+        """One verdict per line: a broken chain first, then what the entry says."""
+        if self.chain is None:
+            return [Verdict(self.section, "log", "log", "fail", self.unusable or "unusable")]
         out = []
-        assert self.chain is not None
-        for k, chained in enumerate(self.chain.entries):
-            notes = self.notes[k]
+        for chained, notes in zip(self.chain.entries, self.notes, strict=True):
             item = f"line {chained.line}" + ("" if chained.seq is None else f" (seq {chained.seq})")
             kind = chained.kind or "?"
             if not chained.ok:
-                extra = f" (also: {'; '.join(notes.problems)})" if notes.problems else ""
-                out.append(Verdict(self.section, item, kind, "fail", chained.reason + extra))
+                also = f" (also: {'; '.join(notes.problems)})" if notes.problems else ""
+                out.append(Verdict(self.section, item, kind, "fail", chained.reason + also))
                 continue
             if chained.reason != "ok":
                 notes.warn(chained.reason)
@@ -203,24 +210,28 @@ class _Log:
         return out
 
 
-def _read_log(section: str, path: Path, key: Any) -> _Log:
-    """Read and chain-check one log (a missing or unreadable log is one failing verdict)."""
-    if key is None:
-        return _Log(section, path, None, [], [], missing="no identity key in identities.json for this log")
+def _read_log(section: str, path: Path, public_key: Any) -> _Log:
+    """Read and chain-check one log; an unreadable log, or one without a key, is one failing verdict."""
+    if public_key is None:
+        return _Log(section, None, [], [], "no identity key for this log in identities.json")
     try:
         lines = read_lines(path)
     except OSError as exc:
-        return _Log(section, path, None, [], [], missing=f"cannot read {path} ({exc.strerror or exc})")
-    chain = verify_chain(lines, key)
+        return _Log(section, None, [], [], f"cannot read {path} ({exc.strerror or exc})")
+    chain = verify_chain(lines, public_key)
     entries: list[dict[str, Any] | None] = []
     for raw in lines[: len(chain.entries)]:
         try:
             entry = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             entry = None
-        ok = isinstance(entry, dict) and isinstance(entry.get("data"), dict) and isinstance(entry.get("kind"), str)
-        entries.append(entry if ok else None)
-    return _Log(section, path, chain, entries, [_Notes() for _ in entries])
+        usable = (
+            isinstance(entry, dict)
+            and isinstance(entry.get("data"), dict)
+            and isinstance(entry.get("kind"), str)
+        )
+        entries.append(entry if usable else None)
+    return _Log(section, chain, entries, [_Notes() for _ in entries])
 
 
 # ----------------------------------------------------------------------------------------------- openings
@@ -228,92 +239,101 @@ def _read_log(section: str, path: Path, key: Any) -> _Log:
 
 @dataclass
 class _Opening:
-    """One sealed query opening, re-derived."""
+    """One sealed query opening and what re-deriving it found."""
 
     name: str
-    batch: Batch | None
-    notes: _Notes = field(default_factory=_Notes)
+    batch: Batch | None = None
+    recorded: dict[str, Any] = field(default_factory=dict)
     digest: str | None = None
-    """Hex SHA-256 of the re-derived blinded elements (None if they do not re-derive)."""
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """(agency, partition, idempotency key) as recorded."""
-        assert self.batch is not None
-        return self.batch.agency, self.batch.partition_id, self.batch.idempotency_key
+    """Hex SHA-256 of the re-derived blinded elements (None when they do not re-derive)."""
+    notes: _Notes = field(default_factory=_Notes)
 
 
 def rederive(
-    tokens: list[str], blinds: bytes, blinded: bytes, public_key: bytes, evaluated: bytes | None, proof: bytes | None
-) -> tuple[str | None, str, str | None]:
-    """Re-derive a query from its opening: (problem with the blinded elements or None, hex SHA-256 of the
-    re-derived blinded elements, problem with the answer's DLEQ proof or None).
+    tokens: list[str],
+    blinds: bytes,
+    blinded: bytes,
+    public_key: bytes,
+    evaluated: bytes | None,
+    proof: bytes | None,
+) -> tuple[str | None, str | None, str | None]:
+    """Re-derive one query from its opening: (a problem with its blinded elements or None, hex SHA-256 of
+    the re-derived blinded elements or None, a problem with its answer's DLEQ proof or None).
 
-    Each blinded element must equal RFC 9497 Blind (verifiable mode) of its token under its stored blind.
+    Each blinded element must equal RFC 9497 Blind (verifiable mode) of its token under its stored blind;
+    the proof must show the answer was computed with the key behind `public_key`.
     """
-    scalars = split_packed(blinds)
-    if len(scalars) != len(tokens):
-        return f"{len(tokens)} tokens but {len(scalars)} blinds", hashlib.sha256(blinded).hexdigest(), None
-    derived = b"".join(oprf.blind(t.encode(), MODE, blind=b)[1] for t, b in zip(tokens, scalars, strict=True))
-    digest = hashlib.sha256(derived).hexdigest()
-    problem = None
-    if derived != blinded:
-        stored = split_packed(blinded) if len(blinded) % 32 == 0 else []
-        bad = [i for i in range(len(tokens)) if i >= len(stored) or stored[i] != derived[32 * i : 32 * i + 32]]
-        problem = (
-            f"stored blinded elements do not re-derive from the tokens and blinds (element "
-            f"{_named(str(i) for i in bad)}; first token {tokens[bad[0]] if bad else '?'!r})"
+    try:
+        scalars = split_packed(blinds)
+        if len(scalars) != len(tokens):
+            return f"{len(tokens)} tokens but {len(scalars)} blinds", None, None
+        derived = [oprf.blind(t.encode(), MODE, blind=b)[1] for t, b in zip(tokens, scalars, strict=True)]
+    except CryptoError as exc:
+        return f"blinds do not re-derive ({exc})", None, None
+    packed = b"".join(derived)
+    if packed != blinded:
+        stored = [blinded[i : i + ELEMENT_BYTES] for i in range(0, len(blinded), ELEMENT_BYTES)]
+        bad = [i for i, e in enumerate(derived) if i >= len(stored) or stored[i] != e]
+        first = f"; first: {tokens[bad[0]]!r}" if bad else f"; {len(stored)} stored for {len(tokens)} tokens"
+        return (
+            (
+                f"stored blinded elements do not re-derive from the tokens and blinds (element "
+                f"{_named(str(i) for i in bad)}{first})"
+            ),
+            None,
+            None,
         )
     proof_problem = None
     if evaluated is not None and proof is not None:
         try:
-            oprf.verify_proof(public_key, split_packed(derived), split_packed(evaluated), proof)
+            oprf.verify_proof(public_key, derived, split_packed(evaluated), proof)
         except CryptoError as exc:
-            proof_problem = f"the answer's DLEQ proof does not verify ({exc})"
-    return problem, digest, proof_problem
+            proof_problem = f"the answer's DLEQ proof does not verify under the query's partition key ({exc})"
+    return None, hashlib.sha256(packed).hexdigest(), proof_problem
+
+
+def _open(directory: Path, path: Path, key: bytes) -> _Opening:
+    """Open one sealed query (and its answer, if any) and check that its files are where it says."""
+    opening = _Opening(str(path.relative_to(directory)))
+    answer_path = path.with_suffix(".answer")
+    try:
+        opening.recorded = read_sealed_json(key, path)
+        answer = read_sealed_json(key, answer_path) if answer_path.exists() else None
+        opening.batch = Batch.from_records(opening.recorded, answer)
+    except (SealedFileError, OSError, ValueError, KeyError, TypeError, binascii.Error, CryptoError) as exc:
+        opening.notes.fail(f"does not open or is malformed ({type(exc).__name__}: {exc})")
+        return opening
+    batch = opening.batch
+    recorded_key = opening.recorded.get("idempotency_key")
+    if (path.parent.parent.name, path.parent.name, path.stem) != (
+        batch.agency,
+        batch.partition_id,
+        recorded_key,
+    ):
+        opening.notes.fail("its file name does not match the agency, partition and key it records")
+    if answer is not None and answer.get("idempotency_key") != recorded_key:
+        opening.notes.fail("its answer file belongs to another query")
+    return opening
 
 
 def _read_openings(
     run: Path, key: bytes | None, executor: Executor | None, progress: Progress
-) -> tuple[list[_Opening], list[Verdict]]:
+) -> list[_Opening]:
     """Open and re-derive every query opening under RUN/coordinator/openings/."""
     directory = run / "coordinator" / "openings"
     paths = sorted(directory.glob("*/*/*.query")) if directory.is_dir() else []
-    errors: list[Verdict] = []
     if key is None:
-        return [], [Verdict("openings", "storage key", "opening", "fail",
-                            "cannot open the sealed openings: no coordinator storage key")] if paths else []
-    openings: list[_Opening] = []
-    for path in paths:
-        name = str(path.relative_to(directory))
-        answer_path = path.with_suffix(".answer")
-        try:
-            record = read_sealed_json(key, path)
-            answer = read_sealed_json(key, answer_path) if answer_path.exists() else None
-            batch = Batch.from_records(record, answer)
-        except (SealedFileError, OSError, ValueError, KeyError, TypeError, binascii.Error, CryptoError) as exc:
-            opening = _Opening(name, None)
-            opening.notes.fail(f"does not open or is malformed ({exc})")
-            openings.append(opening)
-            continue
-        opening = _Opening(name, batch)
-        if (path.parent.parent.name, path.parent.name, path.stem) != (
-            batch.agency, batch.partition_id, record.get("idempotency_key")
-        ):
-            opening.notes.fail("its file name does not match the agency, partition and key it records")
-        if answer is not None and answer.get("idempotency_key") != record.get("idempotency_key"):
-            opening.notes.fail("its answer file belongs to another query")
-        opening.notes.ok(f"{len(batch.tokens)} tokens")
-        openings.append(opening)
-        errors.extend([])
-        opening_record = record
-        opening.batch_record = opening_record  # type: ignore[attr-defined]
+        openings = [_Opening(str(p.relative_to(directory))) for p in paths]
+        for o in openings:
+            o.notes.fail("cannot be opened: the coordinator's storage key is unusable")
+        return openings
+    openings = [_open(directory, p, key) for p in paths]
+    todo = [o for o in openings if o.batch is not None]
     calls = [
-        (o.batch.tokens, b"".join(o.batch.blinds), o.batch.blinded, o.batch.public_key, o.batch.evaluated,
-         o.batch.proof)
-        for o in openings if o.batch is not None
+        (b.tokens, b"".join(b.blinds), b.blinded, b.public_key, b.evaluated, b.proof)
+        for b in (o.batch for o in todo)
+        if b is not None
     ]
-    with_batch = [o for o in openings if o.batch is not None]
     if executor is None or len(calls) < 2:
         results = []
         for n, args in enumerate(calls, 1):
@@ -322,24 +342,867 @@ def _read_openings(
     else:
         futures = [executor.submit(rederive, *args) for args in calls]
         results = []
-        for n, fut in enumerate(futures, 1):
-            results.append(fut.result())
+        for n, future in enumerate(futures, 1):
+            results.append(future.result())
             progress("openings", n, len(calls))
-    for opening, (problem, digest, proof_problem) in zip(with_batch, results, strict=True):
+    for opening, (problem, digest, proof_problem) in zip(todo, results, strict=True):
         batch = opening.batch
         assert batch is not None
-        record = opening.batch_record  # type: ignore[attr-defined]
-        if problem:
+        if problem is not None:
             opening.notes.fail(problem)
-        else:
-            opening.digest = digest
-            opening.notes.ok("every blinded element re-derives")
-            if record.get("inputs_digest") != digest:
-                opening.notes.fail(f"recorded inputs digest {record.get('inputs_digest')} is not the re-derived {digest}")
-            if batch.idempotency_key != record.get("idempotency_key"):
-                opening.notes.fail("recorded idempotency key does not recompute from the query")
-        if proof_problem:
+            continue
+        opening.digest = digest
+        opening.notes.ok(f"{len(batch.tokens)} blinded elements re-derive")
+        if opening.recorded.get("inputs_digest") != digest:
+            opening.notes.fail(
+                f"its recorded inputs digest {_short(opening.recorded.get('inputs_digest'))} is not the "
+                f"re-derived {_short(digest)}"
+            )
+        if batch.idempotency_key != opening.recorded.get("idempotency_key"):
+            opening.notes.fail("its recorded idempotency key does not recompute from the query")
+        if proof_problem is not None:
             opening.notes.fail(proof_problem)
         elif batch.answered:
             opening.notes.ok("answer proof verifies")
-    return openings, errors
+    return openings
+
+
+# ---------------------------------------------------------------------------------------- justification
+
+
+@dataclass
+class _RiskSet:
+    """The risk set the health records give for one epoch's window."""
+
+    as_of: dt.date
+    window_days: int
+    cases: dict[tuple[str, str, str], list[str | None]]
+    """(agency, partition, token) → the cases behind it (None: a risk region)."""
+    partitions: dict[tuple[str, str], list[str]]
+    """(agency, partition) → its sorted distinct tokens."""
+
+    @property
+    def window(self) -> tuple[dt.date, dt.date]:
+        """First and last day of the window."""
+        return window(self.as_of, self.window_days)
+
+
+class _Justifier:
+    """Says why each queried token is justified — a case investigation record, a risk region or an
+    application record — or why nothing justifies it."""
+
+    def __init__(self, health: Health | None, identity_tokens: set[str] | None) -> None:
+        self.health = health
+        self.identity_tokens = identity_tokens
+        self._sets: dict[tuple[dt.date, int], _RiskSet | None] = {}
+        self.errors: dict[tuple[dt.date, int], str] = {}
+        inv = health.investigations if health is not None else pd.DataFrame(columns=["case_id", "token"])
+        self._investigated: dict[str, list[str]] = defaultdict(list)
+        for case_id, token in zip(inv["case_id"].astype(str), inv["token"].astype(str), strict=True):
+            self._investigated[token].append(case_id)
+
+    def risk_set(self, as_of: dt.date, window_days: int) -> _RiskSet | None:
+        """The risk set of a window (None when the health records cannot give one; see `errors`)."""
+        key = (as_of, window_days)
+        if key not in self._sets:
+            self._sets[key] = self._build(as_of, window_days)
+        return self._sets[key]
+
+    def _build(self, as_of: dt.date, window_days: int) -> _RiskSet | None:
+        if self.health is None:
+            return None
+        h = self.health
+        try:
+            rows = risk_tokens(h.investigations, h.risk_regions, h.cases, as_of, window_days)
+        except RiskSetError as exc:
+            self.errors[(as_of, window_days)] = str(exc)
+            return None
+        cases: dict[tuple[str, str, str], list[str | None]] = defaultdict(list)
+        parts: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for agency, pid, token, case_id in zip(
+            rows["agency"], rows["partition_id"], rows["token"], rows["case_id"], strict=True
+        ):
+            cases[(agency, pid, token)].append(
+                None if case_id is None or case_id != case_id else str(case_id)
+            )
+            parts[(agency, pid)].add(token)
+        return _RiskSet(as_of, window_days, dict(cases), {k: sorted(v) for k, v in parts.items()})
+
+    def why_not(self, risk: _RiskSet | None, purpose: str, agency: str, pid: str, token: str) -> str | None:
+        """None if the token is justified for this query, else why not."""
+        try:
+            parsed = tk.parse(token)
+        except tk.TokenError as exc:
+            return f"not a canonical token ({exc})"
+        if (parsed.agency, parsed.partition_id) != (agency, pid):
+            return f"belongs to {parsed.agency} {parsed.partition_id}, yet was asked of {agency} {pid}"
+        if purpose == appl.PURPOSE:
+            if parsed.kind != "identity":
+                return f"a {parsed.kind} token in an identity query"
+            if self.identity_tokens is None:
+                return "identity query, but the run has no application records"
+            return None if token in self.identity_tokens else "no application record declares this identity"
+        if purpose != "risk":
+            return f"unknown query purpose {purpose!r}"
+        if risk is None:
+            return "no risk set: the health records are unusable"
+        if (agency, pid, token) in risk.cases:
+            return None
+        first, last = risk.window
+        if token in self._investigated:
+            return (
+                f"investigated for case {_named(self._investigated[token])}, but its day {parsed.day} lies "
+                f"outside the window {first}..{last}"
+            )
+        if parsed.kind == "region-day":
+            return f"no risk region {parsed.fields[0]} covers {parsed.day} within the window {first}..{last}"
+        return "no case investigation record or risk region names it"
+
+    def cases_of(
+        self, risk: _RiskSet | None, purpose: str, agency: str, pid: str, token: str
+    ) -> list[str | None]:
+        """The cases (None: a region, "application": an applicant) behind a justified token."""
+        if purpose == appl.PURPOSE:
+            return ["application"]
+        return [] if risk is None else risk.cases.get((agency, pid, token), [])
+
+
+# -------------------------------------------------------------------------------------------------- budget
+
+
+@dataclass
+class _Budget:
+    """A partition's budget as the node's log tells it."""
+
+    total: int | None = None
+    used: int = 0
+    evaluations: int = 0
+    problems: list[str] = field(default_factory=list)
+    charged: dict[str, tuple[int | None, str]] = field(default_factory=dict)
+    """idempotency key → (budget_left, inputs digest) of its charge."""
+
+    @property
+    def left(self) -> int | None:
+        """Elements left, if the cap is known."""
+        return None if self.total is None else max(0, self.total - self.used)
+
+
+# -------------------------------------------------------------------------------------------------- replay
+
+
+class _Replay:
+    """The state of one replay; `run()` does the checks in order and returns the report."""
+
+    def __init__(self, run: Path, rerun: Path | None, executor: Executor | None, progress: Progress) -> None:
+        self.run_dir = run
+        self.rerun = rerun
+        self.executor = executor
+        self.progress = progress
+        self.report = ReplayReport(str(run))
+        self.inputs: list[Verdict] = []
+        self.logs: list[_Log] = []
+        self.coordinator: _Log | None = None
+        self.nodes: dict[str, _Log] = {}
+        self.openings: list[_Opening] = []
+        self.by_key: dict[Key, _Opening] = {}
+        self.node_evals: dict[Key, list[dict[str, Any]]] = defaultdict(list)
+        self.coord_evals: set[Key] = set()
+        self.node_keys: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.node_indexes: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.budgets: dict[tuple[str, str], _Budget] = {}
+        self.epochs: dict[str, tuple[dt.date, int]] = {}
+        self.logged: dict[str, dict[str, tuple[str, dict[str, Any]]]] = defaultdict(dict)
+        """epoch → kind → (where, data) of its matches_written, features_written, codes_issued entries."""
+        self.last: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        """kind → (epoch, where, data) of the last such entry in the coordinator's log."""
+        self.scenario: Scenario | None = None
+        self.committed: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        """epoch → the (agency, partition) pairs whose risk tokens it committed."""
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def _input(self, item: str, status: Status, reason: str) -> None:
+        self.inputs.append(Verdict("inputs", item, "input", status, reason))
+
+    def load_inputs(self) -> tuple[Identities | None, bytes | None, _Justifier]:
+        """Scenario, identity keys, storage key, health records and applications (each gets a verdict)."""
+        run = self.run_dir
+        paths = PkiPaths(run)
+        try:
+            self.scenario = load_scenario(run)
+            s = self.scenario
+            self._input(
+                "scenario.json",
+                "ok",
+                f"as_of {s.as_of}, window {s.window_days} days, "
+                + ("seeded (deterministic)" if s.seed is not None else "not seeded"),
+            )
+        except InputError as exc:
+            self._input("scenario.json", "fail", str(exc))
+        identities = None
+        try:
+            identities = load_identities(paths)
+            self._input(
+                "pki/identities.json",
+                "ok",
+                f"root-signed keys of the coordinator and {len(identities.nodes)} nodes",
+            )
+        except (CryptoError, OSError, ValueError) as exc:
+            self._input("pki/identities.json", "fail", f"unusable ({exc})")
+        storage = None
+        try:
+            storage = load_storage_key(paths.coordinator_storage_key)
+            self._input("pki/coordinator.storage.key", "ok", "opens the sealed query openings")
+        except ValueError as exc:
+            self._input("pki/coordinator.storage.key", "fail", str(exc))
+        health = None
+        try:
+            health = load_health(run)
+            self._input(
+                "health/",
+                "ok",
+                f"{len(health.cases)} cases, {len(health.investigations)} investigation "
+                f"records, {len(health.risk_regions)} risk regions",
+            )
+        except InputError as exc:
+            self._input("health/", "fail", str(exc))
+        identity_tokens = None
+        try:
+            applicants = appl.load_applicants(run)
+            if applicants is not None:
+                identity_tokens = set(appl.prepare(applicants).checked["token"])
+                self._input("health/applicants.parquet", "ok", f"{len(applicants)} applications")
+        except (OSError, ValueError) as exc:
+            self._input("health/applicants.parquet", "fail", f"unusable ({exc})")
+        return identities, storage, _Justifier(health, identity_tokens)
+
+    # -------------------------------------------------------------------------------------------- logs
+
+    def read_logs(self, identities: Identities | None) -> None:
+        """Chain-check the coordinator's log and every node's log."""
+        run = self.run_dir
+        agencies = sorted(
+            {p.parent.name for p in (run / "nodes").glob("*/audit.jsonl")}
+            | (set(identities.nodes) if identities is not None else set())
+        )
+        self.coordinator = _read_log(
+            COORDINATOR_LOG, run / COORDINATOR_LOG, None if identities is None else identities.coordinator
+        )
+        self.logs.append(self.coordinator)
+        for n, agency in enumerate(agencies, 1):
+            key = None if identities is None else identities.nodes.get(agency)
+            log = _read_log(f"nodes/{agency}/audit.jsonl", run / "nodes" / agency / "audit.jsonl", key)
+            self.nodes[agency] = log
+            self.logs.append(log)
+            self.progress("logs", n, len(agencies))
+
+    def epoch_window(self, epoch: str) -> tuple[dt.date, int] | None:
+        """(as_of, window_days) of an epoch: as its start entry logged it, else from its name and the
+        scenario (None when neither tells)."""
+        if epoch in self.epochs:
+            return self.epochs[epoch]
+        try:
+            as_of = dt.date.fromisoformat(epoch.split(".")[0])
+        except ValueError:
+            return None
+        return as_of, self.scenario.window_days if self.scenario is not None else 14
+
+    # -------------------------------------------------------------------------------------- node logs
+
+    def check_node_logs(self) -> None:
+        """Partition keys, indexes, budgets and each Evaluate against its opening, in every node's log."""
+        for agency, log in self.nodes.items():
+            for _, entry, notes in log.items():
+                data, kind = entry["data"], entry["kind"]
+                pid = str(data.get("partition_id", ""))
+                if kind == "partition_key_created":
+                    self.node_keys[(agency, pid)].add(str(data.get("public_key")))
+                elif kind == "index_built":
+                    self.node_indexes[(agency, pid)].add(str(data.get("index_sha256")))
+                elif kind == "budget_set":
+                    self._budget_set(agency, pid, data, notes)
+                elif kind == "evaluate":
+                    self._node_evaluate(agency, pid, data, notes)
+
+    def _budget_set(self, agency: str, pid: str, data: dict[str, Any], notes: _Notes) -> None:
+        budget = self.budgets.setdefault((agency, pid), _Budget())
+        total, used = data.get("total"), data.get("used")
+        if not isinstance(total, int) or not isinstance(used, int):
+            notes.fail("budget_set without integer total and used")
+            return
+        if used != budget.used:
+            problem = (
+                f"the node's ledger had used {used} elements, but the log charged {budget.used} "
+                "(charges missing from the log, or the budget was reset)"
+            )
+            notes.fail(problem)
+            budget.problems.append(problem)
+        budget.total, budget.used = total, used
+        notes.ok(f"cap {total} elements, {used} used")
+
+    def _node_evaluate(self, agency: str, pid: str, data: dict[str, Any], notes: _Notes) -> None:
+        budget = self.budgets.setdefault((agency, pid), _Budget())
+        outcome, count, left = data.get("outcome"), data.get("count"), data.get("budget_left")
+        key, inputs = str(data.get("idempotency_key", "")), str(data.get("inputs_sha256", ""))
+        if outcome == "refused":
+            if left is not None and budget.left is not None and left != budget.left:
+                notes.fail(
+                    f"refused with budget_left {left}, but cap {budget.total} minus {budget.used} charged "
+                    f"leaves {budget.left}"
+                )
+            notes.ok(f"refused ({data.get('status')}): nothing evaluated")
+            opening = self.by_key.get((agency, pid, key))
+            if opening is not None and opening.digest is not None and opening.digest != inputs:
+                notes.fail("its inputs digest is not its opening's re-derived digest")
+            return
+        if not isinstance(count, int):
+            notes.fail("evaluate without an element count")
+            return
+        if outcome == "charged":
+            self._charge(budget, key, inputs, count, left, notes)
+        elif outcome == "replayed":
+            original = budget.charged.get(key)
+            if original is None:
+                notes.fail("replays a request the log never charged")
+            elif original != (left, inputs):
+                notes.fail(
+                    f"replay differs from its charge (budget_left {left} vs {original[0]}, or other inputs)"
+                )
+            else:
+                notes.ok("retry answered from the stored response, not charged")
+        else:
+            notes.fail(f"unknown outcome {outcome!r}")
+            return
+        self.node_evals[(agency, pid, key)].append(data)
+        opening = self.by_key.get((agency, pid, key))
+        if opening is None:
+            notes.fail("no opening: the coordinator cannot show what this query asked (hidden or deleted)")
+        elif opening.digest is None:
+            notes.fail(f"its opening {opening.name} does not re-derive")
+        elif opening.digest != inputs:
+            notes.fail(
+                f"inputs digest {_short(inputs)} is not its opening's re-derived {_short(opening.digest)}"
+            )
+        elif opening.batch is not None and len(opening.batch.tokens) != count:
+            notes.fail(f"{count} elements, its opening holds {len(opening.batch.tokens)}")
+        else:
+            notes.ok("inputs digest equals its re-derived opening")
+
+    def _charge(self, budget: _Budget, key: str, inputs: str, count: int, left: Any, notes: _Notes) -> None:
+        budget.evaluations += 1
+        if key and key in budget.charged:
+            notes.fail("charged twice under one idempotency key")
+        if budget.total is None:
+            problem = "charged before the node logged a budget cap for the partition"
+            notes.fail(problem)
+            budget.problems.append(problem)
+            budget.used += count
+        else:
+            before = budget.left
+            budget.used += count
+            if before is not None and count > before:
+                problem = f"charged {count} elements with {before} left of cap {budget.total}"
+                notes.fail(problem)
+                budget.problems.append(problem)
+            if left != budget.left:
+                problem = (
+                    f"logged budget_left {left}, but cap {budget.total} minus {budget.used} charged leaves "
+                    f"{budget.left}"
+                )
+                notes.fail(problem)
+                budget.problems.append(problem)
+            else:
+                notes.ok(f"{count} charged, {left} of {budget.total} left")
+        budget.charged[key] = (left, inputs)
+
+    # ------------------------------------------------------------------------------- coordinator log
+
+    def check_coordinator_log(self, justifier: _Justifier) -> None:
+        """What each coordinator entry says, against the health records, the openings and the node logs."""
+        log = self.coordinator
+        if log is None:
+            return
+        for _, entry, _ in log.items():  # epochs first: later entries refer to them
+            data = entry["data"]
+            if entry["kind"] == "epoch_started":
+                with contextlib.suppress(KeyError, ValueError, TypeError):  # failed below
+                    self.epochs[str(data["epoch"])] = (
+                        dt.date.fromisoformat(str(data["as_of"])),
+                        int(data["window_days"]),
+                    )
+        for line, entry, notes in log.items():
+            kind, data = entry["kind"], entry["data"]
+            epoch = str(data.get("epoch", ""))
+            where = f"line {line}"
+            if kind == "epoch_started" and epoch in self.epochs:
+                notes.ok(f"epoch {epoch}: as_of {data.get('as_of')}, window {data.get('window_days')} days")
+            elif kind == "epoch_started":
+                notes.fail("an epoch start without a usable epoch, as_of and window_days")
+            elif kind == "risk_committed":
+                self.committed[epoch].add((str(data.get("agency")), str(data.get("partition_id"))))
+                self._risk_committed(justifier, epoch, data, notes)
+            elif kind == "identities_committed":
+                self._identities_committed(justifier, data, notes)
+            elif kind == "evaluate":
+                self._coordinator_evaluate(data, notes)
+            elif kind == "index_streamed":
+                agency, pid = str(data.get("agency")), str(data.get("partition_id"))
+                if str(data.get("index_digest")) in self.node_indexes.get((agency, pid), set()):
+                    notes.ok("the node logged building this index")
+                else:
+                    notes.fail(
+                        f"the {agency} node never logged building index {_short(data.get('index_digest'))} "
+                        f"of {pid}"
+                    )
+            elif kind in ("matches_written", "features_written", "codes_issued"):
+                self.logged[epoch][kind] = (where, data)
+                self.last[kind] = (epoch, where, data)
+                notes.ok("checked against the file under results")
+            elif kind == "head":
+                self._head(epoch, data, notes)
+
+    def _risk_committed(self, justifier: _Justifier, epoch: str, data: dict[str, Any], notes: _Notes) -> None:
+        span = self.epoch_window(epoch)
+        risk = None if span is None else justifier.risk_set(*span)
+        if risk is None:
+            notes.fail("cannot recompute the risk set (health records or epoch unusable)")
+            return
+        expected = risk.partitions.get((str(data.get("agency")), str(data.get("partition_id"))), [])
+        digest = tokens_digest(expected)
+        if digest != data.get("tokens_digest") or len(expected) != data.get("count"):
+            notes.fail(
+                f"risk commitment ({data.get('count')} tokens, {_short(data.get('tokens_digest'))}) is not "
+                f"the risk set the health records give ({len(expected)} tokens, {_short(digest)})"
+            )
+        else:
+            notes.ok(f"{len(expected)} tokens, as the health records give")
+
+    def _identities_committed(self, justifier: _Justifier, data: dict[str, Any], notes: _Notes) -> None:
+        tokens = justifier.identity_tokens
+        if tokens is None:
+            notes.fail("identity tokens committed, but the run has no application records")
+            return
+        digest = tokens_digest(tokens)
+        if digest != data.get("tokens_digest") or len(tokens) != data.get("count"):
+            notes.fail(
+                f"identity commitment ({data.get('count')} tokens) is not the application records' "
+                f"({len(tokens)} tokens, {_short(digest)})"
+            )
+        else:
+            notes.ok(f"{len(tokens)} identity tokens, as the application records give")
+
+    def _coordinator_evaluate(self, data: dict[str, Any], notes: _Notes) -> None:
+        agency, pid = str(data.get("agency")), str(data.get("partition_id"))
+        key = (agency, pid, str(data.get("idempotency_key")))
+        self.coord_evals.add(key)
+        opening = self.by_key.get(key)
+        if opening is None or opening.batch is None:
+            notes.fail("no opening for this query (hidden or deleted)")
+        elif opening.digest is None:
+            notes.fail(f"its opening {opening.name} does not re-derive")
+        else:
+            batch = opening.batch
+            if data.get("inputs_digest") != opening.digest:
+                notes.fail(
+                    f"inputs digest {_short(data.get('inputs_digest'))} is not its opening's re-derived "
+                    f"{_short(opening.digest)}"
+                )
+            if (
+                data.get("count") != len(batch.tokens)
+                or data.get("purpose") != batch.purpose
+                or data.get("epoch") != batch.epoch
+            ):
+                notes.fail("count, purpose or epoch differ from its opening")
+            if not notes.problems:
+                notes.ok("inputs digest equals its re-derived opening")
+        node = self.node_evals.get(key, [])
+        if not node:
+            notes.fail(f"the {agency} node logged no evaluation of this query")
+        elif not any(n.get("inputs_sha256") == data.get("inputs_digest") for n in node):
+            notes.fail(f"the {agency} node logged other inputs under this query's key")
+        elif not any(n.get("budget_left") == data.get("budget_left") for n in node):
+            notes.fail(f"budget_left {data.get('budget_left')} is not what the {agency} node logged")
+        else:
+            notes.ok(f"the {agency} node logged the same inputs")
+
+    def _head(self, epoch: str, data: dict[str, Any], notes: _Notes) -> None:
+        logged = self.logged.get(epoch, {})
+        for field_name, kind in (("matches_digest", "matches_written"), ("codes_digest", "codes_issued")):
+            if field_name not in data:
+                continue
+            if kind not in logged:
+                notes.fail(f"signs {field_name} but the epoch logged no {kind}")
+            elif logged[kind][1].get("digest") != data[field_name]:
+                notes.fail(f"{field_name} differs from the {kind} entry at {logged[kind][0]}")
+        if not notes.problems:
+            notes.ok(f"closes epoch {epoch}")
+
+    # ----------------------------------------------------------------------------------------- openings
+
+    def opening_verdicts(self, justifier: _Justifier) -> list[Verdict]:
+        """Per opening: re-derivation, both logs, the partition key, and what justifies each token."""
+        out = []
+        for opening in self.openings:
+            batch, notes = opening.batch, opening.notes
+            if batch is None:
+                out.append(notes.verdict("openings", opening.name, "opening"))
+                continue
+            key = (batch.agency, batch.partition_id, batch.idempotency_key)
+            if batch.answered:
+                if key not in self.coord_evals:
+                    notes.fail("answered, but the coordinator's log has no evaluate entry for it")
+                if not self.node_evals.get(key):
+                    notes.fail(f"answered, but the {batch.agency} node's log has no evaluation of it")
+                if batch.public_key.hex() not in self.node_keys.get(
+                    (batch.agency, batch.partition_id), set()
+                ):
+                    notes.fail("its partition key is not one the node logged creating")
+            else:
+                notes.warn("never answered (not sent, or refused)")
+            span = self.epoch_window(batch.epoch)
+            risk = None if span is None else justifier.risk_set(*span)
+            behind: dict[str, int] = defaultdict(int)
+            bad = []
+            for token in batch.tokens:
+                why = justifier.why_not(risk, batch.purpose, batch.agency, batch.partition_id, token)
+                if why is not None:
+                    bad.append(token)
+                    self.report.unjustified.append(
+                        {
+                            "agency": batch.agency,
+                            "partition_id": batch.partition_id,
+                            "token": token,
+                            "purpose": batch.purpose,
+                            "epoch": batch.epoch,
+                            "query": batch.idempotency_key,
+                            "reason": why,
+                        }
+                    )
+                    continue
+                for case in justifier.cases_of(risk, batch.purpose, batch.agency, batch.partition_id, token):
+                    behind["risk region" if case is None else case] += 1
+            if bad:
+                first = self.report.unjustified[-len(bad)]
+                notes.fail(
+                    f"query with no case behind it: {len(bad)} of {len(batch.tokens)} tokens unjustified "
+                    f"({_named(bad)}); {first['reason']}"
+                )
+            else:
+                cases = sorted(k for k in behind if k not in ("risk region", "application"))
+                what = [
+                    f"cases {_named(cases)}" if cases else "",
+                    "a risk region" if "risk region" in behind else "",
+                    "application records" if "application" in behind else "",
+                ]
+                notes.ok("every token justified by " + " and ".join(w for w in what if w))
+            item = f"{batch.agency}/{batch.partition_id}/{batch.purpose} #{batch.number} ({batch.epoch})"
+            out.append(notes.verdict("openings", item, "opening"))
+        return out
+
+    def risk_verdicts(self, justifier: _Justifier) -> list[Verdict]:
+        """Per epoch: the recomputed risk set, every partition of it committed and its tokens queried."""
+        out = []
+        asked = {
+            (b.agency, b.partition_id, t)
+            for o in self.openings
+            if (b := o.batch) is not None
+            for t in b.tokens
+        }
+        for epoch, span in sorted(self.epochs.items()):
+            risk = justifier.risk_set(*span)
+            notes = _Notes()
+            if risk is None:
+                notes.fail(f"the health records give no risk set: {justifier.errors.get(span, 'unusable')}")
+                out.append(notes.verdict("risk set", epoch, "risk set"))
+                continue
+            tokens = sum(len(v) for v in risk.partitions.values())
+            notes.ok(f"{tokens} tokens in {len(risk.partitions)} partitions from the health records")
+            missing = sorted(set(risk.partitions) - self.committed.get(epoch, set()))
+            if missing:
+                notes.fail(
+                    f"{len(missing)} partitions of the risk set never committed: "
+                    f"{_named(f'{a} {p}' for a, p in missing)}"
+                )
+            unasked = [k for k in risk.cases if k not in asked and self.node_indexes.get(k[:2])]
+            if unasked:
+                notes.warn(
+                    f"{len(unasked)} risk tokens in partitions the nodes serve were never queried: "
+                    f"{_named(t for _, _, t in unasked)}"
+                )
+            out.append(notes.verdict("risk set", epoch, "risk set"))
+        return out
+
+    def budget_verdicts(self) -> list[Verdict]:
+        """Per partition: charges within the cap, budget_left consistent."""
+        out = []
+        for (agency, pid), budget in sorted(self.budgets.items()):
+            notes = _Notes()
+            if budget.total is not None and budget.used > budget.total:
+                notes.fail(f"over budget: {budget.used} elements charged, cap {budget.total}")
+            for problem in dict.fromkeys(budget.problems):
+                notes.fail(problem)
+            notes.ok(
+                f"{budget.used} of {budget.total} elements charged in {budget.evaluations} evaluations, "
+                f"{budget.left} left"
+            )
+            out.append(notes.verdict("budgets", f"{agency}/{pid}", "budget"))
+        return out
+
+    # ------------------------------------------------------------------------------------------ results
+
+    def result_verdicts(self, justifier: _Justifier) -> list[Verdict]:
+        """The published files against the digests the coordinator logged."""
+        coordinator = self.run_dir / "coordinator"
+        out = [
+            self._frame_verdict(coordinator / "matches.parquet", "matches_written", MATCH_COLUMNS, justifier),
+            self._frame_verdict(coordinator / "features.parquet", "features_written", None, justifier),
+        ]
+        self.progress("results", 1, 2)
+        out += self._codes_verdicts(coordinator / "codes.sqlite")
+        self.progress("results", 2, 2)
+        return out
+
+    def _frame_verdict(
+        self, path: Path, kind: str, columns: list[str] | None, justifier: _Justifier
+    ) -> Verdict:
+        notes = _Notes()
+        name = path.name
+        if kind not in self.last:
+            if path.exists():
+                notes.fail(f"the coordinator's log has no {kind} entry for it")
+            else:
+                notes.warn("absent, and no epoch logged it")
+            return notes.verdict("results", name, kind)
+        epoch, where, data = self.last[kind]
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            notes.fail(f"unreadable ({exc})")
+            return notes.verdict("results", name, kind)
+        digest = frame_digest(frame, columns or list(frame.columns))
+        if digest != data.get("digest") or len(frame) != data.get("rows"):
+            notes.fail(
+                f"altered: {len(frame)} rows, digest {_short(digest)}, but the {kind} entry at {where} "
+                f"logged {data.get('rows')} rows, digest {_short(data.get('digest'))}"
+            )
+        else:
+            notes.ok(f"{len(frame)} rows, digest equals the {kind} entry at {where} (epoch {epoch})")
+        if kind == "matches_written" and not notes.problems:
+            self._matches_justified(frame, epoch, justifier, notes)
+        return notes.verdict("results", name, kind)
+
+    def _matches_justified(
+        self, frame: pd.DataFrame, epoch: str, justifier: _Justifier, notes: _Notes
+    ) -> None:
+        """Every match row names a token that was queried and that its case (or a risk region) justifies."""
+        span = self.epoch_window(epoch)
+        risk = None if span is None else justifier.risk_set(*span)
+        asked = {(b.agency, t) for o in self.openings if (b := o.batch) is not None for t in b.tokens}
+        never, unjustified = [], []
+        for agency, token, case_id in zip(frame["agency"], frame["token"], frame["case_id"], strict=True):
+            case = None if case_id is None or case_id != case_id else str(case_id)
+            if (agency, token) not in asked:
+                never.append(token)
+                continue
+            try:
+                pid = tk.parse(token).partition_id
+            except tk.TokenError:
+                unjustified.append(token)
+                continue
+            if risk is None or case not in risk.cases.get((agency, pid, token), []):
+                unjustified.append(f"{token} (case {case or 'none'})")
+        if never:
+            notes.fail(f"{len(never)} match rows name tokens never queried: {_named(dict.fromkeys(never))}")
+        if unjustified:
+            notes.fail(
+                f"{len(unjustified)} match rows not justified by their case or a risk region: "
+                f"{_named(dict.fromkeys(unjustified))}"
+            )
+        if not never and not unjustified:
+            notes.ok("every row from a queried, justified token")
+
+    def _codes_verdicts(self, path: Path) -> list[Verdict]:
+        epochs = {e: v["codes_issued"] for e, v in self.logged.items() if "codes_issued" in v}
+        if not path.exists():
+            return [
+                Verdict(
+                    "results",
+                    "codes.sqlite",
+                    "codes_issued",
+                    "fail" if epochs else "warn",
+                    "absent" + (", yet codes were logged as issued" if epochs else ""),
+                )
+            ]
+        out = []
+        try:
+            with CodeStore(path) as store:
+                for epoch, (where, data) in sorted(epochs.items()):
+                    notes = _Notes()
+                    digest, count = _codes_digest(store, epoch), store.count_codes(epoch)
+                    if digest != data.get("digest") or count != data.get("count"):
+                        notes.fail(
+                            f"altered: {count} codes, digest {_short(digest)}, but the codes_issued entry "
+                            f"at {where} logged {data.get('count')}, digest {_short(data.get('digest'))}"
+                        )
+                    else:
+                        notes.ok(f"{count} codes, digest equals the codes_issued entry at {where}")
+                    out.append(notes.verdict("results", f"codes.sqlite epoch {epoch}", "codes_issued"))
+        except (StoreError, OSError, ValueError) as exc:
+            out.append(Verdict("results", "codes.sqlite", "codes_issued", "fail", f"unreadable ({exc})"))
+        return out
+
+    # -------------------------------------------------------------------------------------------- rerun
+
+    def rerun_verdicts(self, other: Path) -> list[Verdict]:
+        """Compare the run with a fresh re-run of its scenario: results by digest, logs byte for byte."""
+        out = []
+        mine, theirs = self.run_dir, other
+        try:
+            a, b = load_scenario(mine).raw, load_scenario(theirs).raw
+            same = {k: (a.get(k), b.get(k)) for k in ("preset", "seed", "persons", "as_of")}
+            differ = {k: v for k, v in same.items() if v[0] != v[1]}
+            out.append(
+                Verdict(
+                    "rerun",
+                    "scenario.json",
+                    "scenario",
+                    "fail" if differ else "ok",
+                    f"differs: {differ}"
+                    if differ
+                    else f"same scenario {same['preset'][0]} seed {same['seed'][0]}",
+                )
+            )
+        except InputError as exc:
+            out.append(Verdict("rerun", "scenario.json", "scenario", "fail", str(exc)))
+        for name, columns in (("matches.parquet", MATCH_COLUMNS), ("features.parquet", None)):
+            digests = [_file_frame_digest(run / "coordinator" / name, columns) for run in (mine, theirs)]
+            out.append(_compare("rerun", name, "results", *digests))
+        codes = [_codes_digests(run / "coordinator" / "codes.sqlite") for run in (mine, theirs)]
+        out.append(_compare("rerun", "codes.sqlite", "codes", *codes))
+        deterministic = self.scenario is not None and self.scenario.seed is not None
+        nodes = {
+            str(p.relative_to(run)) for run in (mine, theirs) for p in (run / "nodes").glob("*/audit.jsonl")
+        }
+        for name in [COORDINATOR_LOG, *sorted(nodes)]:
+            out.append(_compare_log(name, mine / name, theirs / name, deterministic))
+        return out
+
+    # ---------------------------------------------------------------------------------------------- run
+
+    def run(self) -> ReplayReport:
+        """Do every check, in order, and return the report."""
+        start = time.perf_counter()
+        identities, storage, justifier = self.load_inputs()
+        self.read_logs(identities)
+        self.openings = _read_openings(self.run_dir, storage, self.executor, self.progress)
+        for opening in self.openings:
+            if opening.batch is not None:
+                b = opening.batch
+                self.by_key[(b.agency, b.partition_id, b.idempotency_key)] = opening
+        self.check_node_logs()
+        self.check_coordinator_log(justifier)
+        report = self.report
+        report.verdicts += self.inputs
+        for log in self.logs:
+            report.verdicts += log.verdicts()
+        report.verdicts += self.risk_verdicts(justifier)
+        report.verdicts += self.opening_verdicts(justifier)
+        report.verdicts += self.budget_verdicts()
+        report.verdicts += self.result_verdicts(justifier)
+        if self.rerun is not None:
+            self.progress("rerun", 0, 1)
+            report.verdicts += self.rerun_verdicts(self.rerun)
+            self.progress("rerun", 1, 1)
+        report.counts = {
+            "log entries": sum(len(log.entries) for log in self.logs),
+            "openings": len(self.openings),
+            "tokens re-derived": sum(len(o.batch.tokens) for o in self.openings if o.digest and o.batch),
+            "unjustified tokens": len(report.unjustified),
+            "partitions budgeted": len(self.budgets),
+        }
+        report.seconds = time.perf_counter() - start
+        return report
+
+
+# ----------------------------------------------------------------------------------------- comparisons
+
+
+def _file_frame_digest(path: Path, columns: list[str] | None) -> str | None:
+    """A result file's row digest (None when it is absent or unreadable)."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError):
+        return None
+    return frame_digest(frame, columns or list(frame.columns))
+
+
+def _codes_digests(path: Path) -> str | None:
+    """One digest over every epoch's codes digest and the codes' signed payloads (None when absent)."""
+    if not path.exists():
+        return None
+    try:
+        with CodeStore(path) as store:
+            rows = list(store.codes())
+            h = hashlib.sha256()
+            for epoch in sorted({r.epoch for r in rows}):
+                h.update(f"{epoch}|{_codes_digest(store, epoch)}\n".encode())
+            for r in rows:
+                h.update(f"{r.code_id}|{r.payload}\n".encode())
+            return h.hexdigest()
+    except (StoreError, OSError, ValueError):
+        return None
+
+
+def _compare(section: str, item: str, kind: str, mine: str | None, theirs: str | None) -> Verdict:
+    """Equal digests hold; a missing or different one does not."""
+    if mine is None or theirs is None:
+        where = "this run" if mine is None else "the re-run"
+        return Verdict(section, item, kind, "fail", f"absent or unreadable in {where}")
+    if mine != theirs:
+        return Verdict(
+            section,
+            item,
+            kind,
+            "fail",
+            f"differs from the re-run: {_short(mine)} here, {_short(theirs)} re-run",
+        )
+    return Verdict(section, item, kind, "ok", f"equals the re-run ({_short(mine)})")
+
+
+def _compare_log(name: str, mine: Path, theirs: Path, deterministic: bool) -> Verdict:
+    """A log byte for byte against the re-run's; a difference fails only in a deterministic run."""
+    try:
+        a, b = mine.read_bytes(), theirs.read_bytes()
+    except OSError as exc:
+        return Verdict("rerun", name, "log", "fail", f"cannot compare ({exc.strerror or exc})")
+    la, lb = a.split(b"\n"), b.split(b"\n")
+    if a == b:
+        return Verdict(
+            "rerun", name, "log", "ok", f"byte for byte equal to the re-run ({len(la) - 1} entries)"
+        )
+    line = next((i for i, (x, y) in enumerate(zip(la, lb, strict=False)) if x != y), min(len(la), len(lb)))
+    reason = f"differs from the re-run from line {line + 1} ({len(la) - 1} lines here, {len(lb) - 1} re-run)"
+    if not deterministic:
+        return Verdict("rerun", name, "log", "warn", reason + "; the run is not seeded, so logs may differ")
+    return Verdict("rerun", name, "log", "fail", reason)
+
+
+# ---------------------------------------------------------------------------------------------- public
+
+
+def replay(
+    run_dir: Path | str,
+    *,
+    rerun_dir: Path | str | None = None,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> ReplayReport:
+    """Replay the run in `run_dir` as an auditor and return a verdict per item (see the module docstring).
+
+    `rerun_dir` holds a fresh re-run of the same scenario to compare with (none: no comparison);
+    `executor` re-derives openings in parallel.
+    """
+    run = Path(run_dir)
+    return _Replay(
+        run, None if rerun_dir is None else Path(rerun_dir), executor, progress or _no_progress
+    ).run()
