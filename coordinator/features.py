@@ -58,25 +58,22 @@ def token_kind_and_day(token_list: pd.Series) -> pd.DataFrame:
 
 def region_levels(region_tokens: pd.Series, risk_regions: pd.DataFrame) -> pd.Series:
     """The risk level ("high" or "medium") of each region-day token, taking the higher when both apply."""
-    levels: list[str | None] = []
     regions = risk_regions.assign(
         from_date=pd.to_datetime(risk_regions["from_date"]).dt.date,
         to_date=pd.to_datetime(risk_regions["to_date"]).dt.date,
     )
-    by_region = {code: group for code, group in regions.groupby("region_code")}
-    for token in region_tokens:
+    spans: dict[str, list[tuple[dt.date, dt.date, str]]] = {}
+    for code, first, last, level in zip(
+        regions["region_code"], regions["from_date"], regions["to_date"], regions["level"], strict=True
+    ):
+        spans.setdefault(str(code), []).append((first, last, str(level)))
+    levels: dict[str, str | None] = {}
+    for token in pd.unique(region_tokens):
         parsed = tk.parse(token)
-        code, day = parsed.fields[0], parsed.day
-        group = by_region.get(code)
-        level = None
-        if group is not None:
-            hit = group[(group["from_date"] <= day) & (group["to_date"] >= day)]["level"]
-            if (hit == "high").any():
-                level = "high"
-            elif (hit == "medium").any():
-                level = "medium"
-        levels.append(level)
-    return pd.Series(levels, index=region_tokens.index, dtype=object)
+        day = parsed.day
+        hit = {level for first, last, level in spans.get(parsed.fields[0], ()) if first <= day <= last}
+        levels[token] = "high" if "high" in hit else "medium" if "medium" in hit else None
+    return region_tokens.map(levels).astype(object)
 
 
 def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: pd.DataFrame) -> pd.DataFrame:

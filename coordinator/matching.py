@@ -789,7 +789,10 @@ def matches_table(matches: pd.DataFrame) -> pa.Table:
 
 def frame_digest(frame: pd.DataFrame, columns: Sequence[str]) -> str:
     """SHA-256 (hex) over rows as "|"-joined fields (empty for null), one line each, in frame order."""
-    h = hashlib.sha256()
-    for row in frame[list(columns)].itertuples(index=False):
-        h.update("|".join("" if v is None or v != v else str(v) for v in row).encode() + b"\n")
-    return h.hexdigest()
+    if frame.empty:
+        return hashlib.sha256(b"").hexdigest()
+    fields = [frame[c].astype(object).where(frame[c].notna(), "").astype(str) for c in columns]
+    lines = fields[0]
+    for field_values in fields[1:]:
+        lines = lines + "|" + field_values
+    return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
