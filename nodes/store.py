@@ -63,7 +63,7 @@ def _day_number(value: object) -> int:
 def _as_day_numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A non-null date32 or timestamp column as int64 days since 1970-01-01."""
     if pa.types.is_timestamp(column.type):
-        return column.cast(pa.timestamp("s")).cast(pa.int64()).to_numpy() // _DAY
+        return column.cast(pa.timestamp("s"), safe=False).cast(pa.int64()).to_numpy() // _DAY
     return column.cast(pa.int32()).to_numpy().astype(np.int64)
 
 
@@ -236,8 +236,8 @@ class AgencyStore:
     def _spans(self, ds: Dataset, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         """First and last day (days since 1970, inclusive) each good row contributes tokens to."""
         if ds.name == "stays":
-            start = table["start"].cast(pa.timestamp("s")).cast(pa.int64()).to_numpy()
-            end = table["end"].cast(pa.timestamp("s")).cast(pa.int64()).to_numpy()
+            start = table["start"].cast(pa.timestamp("s"), safe=False).cast(pa.int64()).to_numpy()
+            end = table["end"].cast(pa.timestamp("s"), safe=False).cast(pa.int64()).to_numpy()
             return start // _DAY, (end - 1) // _DAY
         first = _as_day_numbers(table[ds.date_column])
         if ds.name == "hotel_stays":

@@ -113,7 +113,7 @@ class Epidemic:
         p = self.preset
         count = rng.poisson(p.suspect_rate * p.persons * p.window_days)
         who = np.unique(rng.integers(0, self.city.people.n_residents, count))
-        onset = rng.integers(-2 * DAY, (p.window_days - 1) * DAY, len(who))
+        onset = rng.integers(0, (p.window_days - 1) * DAY, len(who))
         self.onset[who] = onset
         self.report[who] = onset + rng.integers(DAY // 2, 3 * DAY, len(who))
         self.inf_start[who] = onset - 2 * DAY
@@ -285,7 +285,7 @@ class Epidemic:
 
     def case_rows(self, n_days: int) -> np.ndarray:
         """Person indices of the cases reported in the window, in report order."""
-        who = np.nonzero((self.report < n_days * DAY) & (self.status > 0))[0]
+        who = np.nonzero((self.report >= 0) & (self.report < n_days * DAY) & (self.status > 0))[0]
         return who[np.lexsort((who, self.onset[who], self.report[who]))]
 
     def medium_region(self, cases: np.ndarray, region_of: np.ndarray) -> tuple[int, int] | None:

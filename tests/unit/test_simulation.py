@@ -1,0 +1,228 @@
+"""The simulation: reproducible, files exactly as the design's data contracts, a plausible epidemic."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from healthpsi.cli import app
+from nodes.store import AgencyStore
+from proto import ids
+from proto import tokens as tk
+from simulation.presets import PresetError, get_preset
+from simulation.reference import reference_matches
+from simulation.scenario import simulate
+from simulation.writer import SCHEMAS
+
+PERSONS = 5000
+FILES = {
+    "data/carrier/stays.parquet": "stays",
+    "data/carrier/cells.parquet": "cells",
+    "data/transport/tickets.parquet": "tickets",
+    "data/police/population.parquet": "population",
+    "data/police/hotel_stays.parquet": "hotel_stays",
+    "health/cases.parquet": "cases",
+    "health/investigations.parquet": "investigations",
+    "health/risk_regions.parquet": "risk_regions",
+    "truth/infections.parquet": "infections",
+}
+WINDOW = (dt.date(2020, 1, 18), dt.date(2020, 1, 31))
+
+
+def _digests(run: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and "reference" not in p.parts
+    }
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "run"
+    simulate("city-20k", 7, out, persons=PERSONS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scenario(run: Path) -> dict[str, object]:
+    return json.loads((run / "scenario.json").read_text(encoding="utf-8"))
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_another_city(
+    run: Path, tmp_path: Path
+) -> None:
+    again = tmp_path / "again"
+    simulate("city-20k", 7, again, persons=PERSONS)
+    assert _digests(again) == _digests(run)
+    other = tmp_path / "other"
+    simulate("city-20k", 8, other, persons=PERSONS)
+    first, second = _digests(run), _digests(other)
+    assert set(first) == set(second)
+    assert all(first[name] != second[name] for name in first)
+
+
+def test_scenario_json(scenario: dict[str, object]) -> None:
+    assert scenario["preset"] == "city-20k"
+    assert scenario["seed"] == 7
+    assert scenario["persons"] == PERSONS
+    assert scenario["as_of"] == "2020-01-31"
+    assert scenario["window_days"] == 14
+    assert scenario["malformed_rate"] == 0.001
+    assert scenario["recall"] == 0.9
+    counts = scenario["counts"]
+    assert isinstance(counts, dict)
+    for key in ("persons", "stays", "tickets", "hotel_stays", "cases", "infections", "investigation_tokens"):
+        assert counts[key] > 0, key
+
+
+@pytest.mark.parametrize(("path", "schema"), FILES.items())
+def test_files_have_the_contract_schemas(run: Path, path: str, schema: str) -> None:
+    metadata = pq.ParquetFile(run / path).metadata.metadata
+    assert set(metadata) == {b"ARROW:schema"}  # no pandas metadata, nothing run-dependent
+    stored = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(metadata[b"ARROW:schema"])))
+    assert stored.equals(SCHEMAS[schema]), stored
+    # Parquet has no seconds unit: timestamp[s] columns read back as naive timestamp[ms], whole minutes
+    read = pq.read_schema(run / path)
+    for field in SCHEMAS[schema]:
+        expected = pa.timestamp("ms") if pa.types.is_timestamp(field.type) else field.type
+        assert read.field(field.name).type == expected, field.name
+
+
+def test_population_ids_names_households(run: Path, scenario: dict[str, object]) -> None:
+    pop = pd.read_parquet(run / "data/police/population.parquet")
+    assert len(pop) == PERSONS
+    malformed = scenario["malformed"]["police/population"]  # type: ignore[index]
+    valid = ids.valid_mask(pop["subject_id"])
+    assert (~valid).sum() == malformed["bad_subject_id"] + pop["subject_id"].isna().sum()
+    good = pop[valid & pop["birth_date"].notna()]
+    assert good["subject_id"].is_unique
+    born = pd.to_datetime(good["birth_date"]).dt.strftime("%Y%m%d")
+    assert (good["subject_id"].str[6:14] == born).all()
+    assert good["subject_id"].str[:2].isin(["41", "42", "61", "11"]).all()
+    names = pop["name"].dropna()
+    assert names.map(lambda n: re.fullmatch(r"[\u4e00-\u9fff]{2,3}", n) is not None).all()
+    sizes = pop.groupby("household_id").size()
+    assert sizes.min() >= 1 and sizes.max() <= 6
+    assert 2.0 < sizes.mean() < 3.5
+
+
+def test_stays_one_row_group_per_day_sorted_within_the_window(run: Path) -> None:
+    pf = pq.ParquetFile(run / "data/carrier/stays.parquet")
+    assert pf.num_row_groups == 14
+    for g in range(pf.num_row_groups):
+        t = pf.read_row_group(g, columns=["start", "end"]).to_pandas()
+        start = t["start"].dropna()
+        assert start.is_monotonic_increasing
+        assert start.dt.date.nunique() == 1
+        assert start.dt.date.iloc[0] == WINDOW[0] + dt.timedelta(days=g)
+        assert (t["end"].dropna() <= pd.Timestamp("2020-02-01")).all()
+    cells = pd.read_parquet(run / "data/carrier/cells.parquet")
+    assert cells["cell_id"].is_unique
+    assert {"420100", "411202"} <= set(cells["region_code"])
+
+
+def test_malformed_rows_are_injected_reported_and_good_rows_kept(
+    run: Path, scenario: dict[str, object]
+) -> None:
+    injected = scenario["malformed"]
+    assert isinstance(injected, dict)
+    stays = injected["carrier/stays"]
+    assert all(
+        stays[c] > 0 for c in ("bad_subject_id", "end_not_after_start", "unknown_cell", "missing_value")
+    )
+    total = sum(stays.values())
+    rows = pq.ParquetFile(run / "data/carrier/stays.parquet").metadata.num_rows
+    assert 0.0005 < total / rows < 0.002
+    for agency in ("carrier", "transport", "police"):
+        store = AgencyStore(run, agency)
+        found = store.malformed_by_dataset
+        for dataset, counts in found.items():
+            expected = injected[f"{agency}/{dataset}"]
+            assert {k: v for k, v in counts.items() if v} == {k: v for k, v in expected.items() if v}
+            n = pq.ParquetFile(run / "data" / agency / f"{dataset}.parquet").metadata.num_rows
+            assert store.good_rows[dataset] == n - sum(expected.values())
+
+
+def test_malformed_rate_is_configurable(tmp_path: Path) -> None:
+    clean = simulate("city-20k", 3, tmp_path / "clean", persons=500, malformed_rate=0.0)
+    assert all(n == 0 for counts in clean["malformed"].values() for n in counts.values())  # type: ignore[union-attr]
+    dirty = simulate("city-20k", 3, tmp_path / "dirty", persons=500, malformed_rate=0.05)
+    stays = dirty["malformed"]["carrier/stays"]  # type: ignore[index]
+    assert 0.03 < sum(stays.values()) / dirty["counts"]["stays"] < 0.07  # type: ignore[index]
+    with pytest.raises(ValueError, match="malformed_rate"):
+        simulate("city-20k", 3, tmp_path / "bad", persons=500, malformed_rate=1.5)
+
+
+def test_epidemic_cases_investigations_regions_truth(run: Path) -> None:
+    cases = pd.read_parquet(run / "health/cases.parquet")
+    assert len(cases) >= 5
+    assert set(cases["status"]) == {"confirmed", "suspected"}
+    assert cases["case_id"].is_unique and cases["subject_id"].is_unique
+    assert ids.valid_mask(cases["subject_id"]).all()
+    assert (cases["onset_date"] <= cases["report_date"]).all()
+    assert cases["report_date"].between(WINDOW[0], WINDOW[1]).all()
+
+    inv = pd.read_parquet(run / "health/investigations.parquet")
+    assert set(inv["case_id"]) <= set(cases["case_id"])
+    assert inv["case_id"].nunique() > len(cases) // 2
+    parsed = [tk.parse(t) for t in inv["token"]]
+    assert all(p.day is None or WINDOW[0] <= p.day <= WINDOW[1] for p in parsed)
+    kinds = {p.kind for p in parsed}
+    assert {"cell-hour", "household", "trip", "carriage", "hotel-night", "room-night"} <= kinds
+    assert "region-day" not in kinds
+
+    regions = pd.read_parquet(run / "health/risk_regions.parquet")
+    assert regions[regions["level"] == "high"]["region_code"].tolist() == ["420100"]
+
+    truth = pd.read_parquet(run / "truth/infections.parquet")
+    assert ids.valid_mask(truth["subject_id"]).all() and truth["subject_id"].is_unique
+    seeds = truth["infector_id"].isna()
+    assert seeds.sum() > 0 and (~seeds).sum() > 0
+    assert set(truth["infector_id"].dropna()) <= set(truth["subject_id"])
+    confirmed_infected = set(cases[cases["status"] == "confirmed"]["subject_id"]) - set(truth["subject_id"])
+    assert not confirmed_infected
+
+
+def test_matches_in_every_agency(run: Path) -> None:
+    matches = reference_matches(run)
+    kinds = set(matches["token"].str.split("|").str[0])
+    assert set(matches["agency"]) == {"carrier", "transport", "police"}
+    assert {"cell-hour", "region-day", "household", "hotel-night"} <= kinds
+    cases = pd.read_parquet(run / "health/cases.parquet")
+    own = matches.merge(cases, on=["case_id", "subject_id"])
+    assert own.empty
+
+
+def test_presets() -> None:
+    assert get_preset("sanmenxia").persons == 2_400_000
+    assert get_preset("city-240k", persons=1000).persons == 1000
+    with pytest.raises(PresetError):
+        get_preset("atlantis")
+    with pytest.raises(PresetError):
+        get_preset("city-20k", persons=5)
+
+
+def test_simulate_command(tmp_path: Path) -> None:
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["simulate", "--help"], env={"COLUMNS": "200"}).output
+    assert "Example" in help_text and "healthpsi simulate --preset city-20k" in help_text
+    result = runner.invoke(
+        app,
+        ["simulate", "--preset", "city-20k", "--seed", "2", "--out", str(tmp_path / "r"), "--persons", "400"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "cases" in result.output and (tmp_path / "r" / "scenario.json").is_file()
+    bad = runner.invoke(app, ["simulate", "--preset", "atlantis", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0
