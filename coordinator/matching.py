@@ -777,7 +777,7 @@ def assemble_matches(
     out = rows[["subject_id", "agency", "token", "case_id"]].drop_duplicates()
     out = out.astype({"subject_id": str, "agency": str, "token": str})
     out["case_id"] = out["case_id"].astype(object).where(out["case_id"].notna(), None)
-    return out.sort_values(["subject_id", "agency", "token", "case_id"], na_position="first").reset_index(
+    return out.sort_values(["subject_id", "agency", "token", "case_id"], na_position="last").reset_index(
         drop=True
     )
 

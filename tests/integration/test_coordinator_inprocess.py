@@ -32,12 +32,15 @@ from crypto.auditlog import verify_file
 from crypto.drbg import Drbg
 from crypto.pki import PkiPaths, create_pki, load_certificate, load_identities, load_revocations
 from healthpsi import cli
+from healthpsi.keys import init_keys
 from nodes import tokenize
 from nodes.budget import BudgetPolicy
 from nodes.handlers import open_node
 from proto import ids
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
+from simulation.reference import reference_matches
+from simulation.scenario import simulate
 
 AS_OF = dt.date(2020, 2, 14)
 PERSONS = 48
@@ -325,7 +328,7 @@ def plaintext_matches(run: Path, frames: dict[str, pd.DataFrame]) -> pd.DataFram
     joined = risk.merge(own_tokens(frames), on=["token", "agency"])
     joined = joined[joined["subject_id"] != joined["case_subject_id"]]
     out = joined[["subject_id", "agency", "token", "case_id"]].drop_duplicates()
-    return out.sort_values(["subject_id", "agency", "token", "case_id"], na_position="first").reset_index(
+    return out.sort_values(["subject_id", "agency", "token", "case_id"], na_position="last").reset_index(
         drop=True
     )
 
@@ -379,7 +382,35 @@ def read_matches(run: Path) -> pd.DataFrame:
     return frame
 
 
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small simulated city (1,500 residents, seed 7) with PKI, reference matches and applicants."""
+    run = tmp_path_factory.mktemp("sim") / "run"
+    simulate("city-20k", 7, run, persons=1500)
+    init_keys(run)
+    reference_matches(run)
+    population = pd.read_parquet(run / "data" / "police" / "population.parquet")
+    applicants = simulation_applicants(population)
+    write_parquet(
+        run / "health" / "applicants.parquet",
+        applicants,
+        pa.schema([("subject_id", pa.string()), ("name", pa.string()), ("birth_date", pa.date32())]),
+    )
+    return run
+
+
 # ------------------------------------------------------------------------------------------------ tests
+
+
+def test_simulated_city_matches_the_reference_exactly(simulated: Path) -> None:
+    with in_process_nodes(simulated) as transports:
+        result = run_epoch(simulated, transports)
+    got = pq.read_table(simulated / "coordinator" / "matches.parquet")
+    expected = pq.read_table(simulated / "reference" / "matches.parquet")
+    assert got.schema == expected.schema
+    assert got.num_rows > 100 and got.equals(expected)
+    assert result.accepted > 0 and result.codes_total == result.accepted
+    assert result.refused.get("NOT_IN_REGISTER", 0) > 0
 
 
 def test_matches_equal_the_plaintext_join(done: Path, base: tuple[Path, dict[str, pd.DataFrame]]) -> None:
