@@ -1,0 +1,435 @@
+"""`healthpsi audit replay`: a clean run replays clean and equals a fresh re-run byte for byte; each kind
+of tampering — an edited, deleted or reordered entry, a forged head, a query with no case behind it, a
+hidden query, an altered matches or codes file, a budget overrun, a lying opening — is detected and named.
+
+The run is simulated once per module (`--persons 1500`, seed 7) with applicants added, its nodes built and
+its epoch run in-process over `nodes.handlers.open_node`; each test tampers with its own copy.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import coordinator.epoch as coordinator_epoch
+from coordinator.epoch import run_epoch
+from coordinator.matching import frame_digest
+from coordinator.risk import RiskSet, group_by_partition
+from coordinator.sealing import read_sealed_json, write_sealed_json
+from coordinator.transport import InProcessTransport
+from crypto.auditlog import AuditLog
+from crypto.pki import PkiPaths, load_identity_key, load_storage_key
+from healthpsi import cli
+from healthpsi.keys import init_keys
+from nodes.handlers import open_node
+from proto import tokens as tk
+from simulation.replay import ReplayReport, Verdict, replay
+from simulation.scenario import simulate
+
+PERSONS = 1500
+SEED = 7
+AGENCIES = ("carrier", "transport", "police")
+COORDINATOR_LOG = Path("coordinator") / "audit.jsonl"
+
+
+def node_log(agency: str) -> Path:
+    """A node's audit log, relative to RUN."""
+    return Path("nodes") / agency / "audit.jsonl"
+
+
+def write_applicants(run: Path) -> None:
+    """Applicants for codes: every 7th resident, every 5th of them declaring a wrong birth date."""
+    population = pd.read_parquet(run / "data" / "police" / "population.parquet")
+    chosen = population.iloc[::7][["subject_id", "name", "birth_date"]].dropna().reset_index(drop=True)
+    wrong = chosen.index % 5 == 2
+    chosen.loc[wrong, "birth_date"] = [d + dt.timedelta(days=1) for d in chosen.loc[wrong, "birth_date"]]
+    schema = pa.schema([("subject_id", pa.string()), ("name", pa.string()), ("birth_date", pa.date32())])
+    pq.write_table(
+        pa.Table.from_pandas(chosen, schema=schema, preserve_index=False),
+        run / "health" / "applicants.parquet",
+    )
+
+
+def build(run: Path) -> Path:
+    """Simulate the city, make the PKI, add applicants and build every node's indexes (no epoch yet)."""
+    simulate("city-20k", SEED, run, persons=PERSONS)
+    init_keys(run)
+    if not (run / "health" / "applicants.parquet").exists():
+        write_applicants(run)
+    for agency in AGENCIES:
+        open_node(run, agency).close()
+    return run
+
+
+def epoch(run: Path) -> Path:
+    """Run the coordinator's epoch against in-process nodes."""
+    handlers = {a: open_node(run, a) for a in AGENCIES}
+    try:
+        run_epoch(run, {a: InProcessTransport(h, a) for a, h in handlers.items()})
+    finally:
+        for h in handlers.values():
+            h.close()
+    return run
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The simulated run with node indexes built, before any epoch."""
+    return build(tmp_path_factory.mktemp("audit") / "base")
+
+
+@pytest.fixture(scope="module")
+def done(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the base run after one complete epoch."""
+    target = tmp_path_factory.mktemp("audit") / "done"
+    shutil.copytree(base, target)
+    return epoch(target)
+
+
+@pytest.fixture(scope="module")
+def rerun(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh re-run of the same scenario from nothing, in another directory."""
+    return epoch(build(tmp_path_factory.mktemp("audit") / "rerun"))
+
+
+@pytest.fixture
+def run(done: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished run to tamper with."""
+    return Path(shutil.copytree(done, tmp_path / "run"))
+
+
+def lines(path: Path) -> list[str]:
+    """A log's lines, without newlines."""
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def write_lines(path: Path, items: list[str]) -> None:
+    """Write a log's lines back."""
+    path.write_text("".join(line + "\n" for line in items), encoding="utf-8")
+
+
+def entries(path: Path) -> list[dict[str, Any]]:
+    """A log's entries."""
+    return [json.loads(line) for line in lines(path)]
+
+
+def canonical(entry: dict[str, Any]) -> str:
+    """An entry in the log's canonical form."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def relog(path: Path, items: list[dict[str, Any]], key: Any) -> None:
+    """Rewrite a log from entries as a dishonest owner of its signing key would: chain and heads re-made."""
+    path.unlink()
+    with AuditLog(path, fsync=False) as log:
+        for entry in items:
+            data = dict(entry["data"])
+            if entry["kind"] == "head":
+                log.sign_head(key, data.pop("epoch"), data)
+            else:
+                log.append(entry["kind"], data)
+
+
+def index_of(items: list[dict[str, Any]], test: Callable[[dict[str, Any]], bool], nth: int = 0) -> int:
+    """The index of the nth entry that passes `test`."""
+    return [k for k, e in enumerate(items) if test(e)][nth]
+
+
+def failing(report: ReplayReport, section: str | None = None) -> list[Verdict]:
+    """The failing verdicts (of one section)."""
+    return [v for v in report.failures if section is None or v.section == section]
+
+
+def verdict_at(report: ReplayReport, section: str, line: int) -> Verdict:
+    """The verdict on one log line."""
+    return next(v for v in report.verdicts if v.section == section and v.item.startswith(f"line {line} "))
+
+
+# ------------------------------------------------------------------------------------------------- clean
+
+
+def test_clean_run_replays_clean(done: Path) -> None:
+    report = replay(done)
+    assert report.ok, report.failures
+    assert [v for v in report.verdicts if v.status == "warn"] == []
+    sections = report.summary()
+    assert {"inputs", "coordinator/audit.jsonl", "risk set", "openings", "budgets", "results"} <= set(
+        sections
+    )
+    assert {f"nodes/{a}/audit.jsonl" for a in AGENCIES} <= set(sections)
+    # one verdict per log entry
+    assert sum(sections["coordinator/audit.jsonl"].values()) == len(lines(done / COORDINATOR_LOG))
+    for agency in AGENCIES:
+        assert sum(sections[f"nodes/{agency}/audit.jsonl"].values()) == len(lines(done / node_log(agency)))
+    assert report.counts["tokens re-derived"] > 100 and report.unjustified == []
+    purposes = {v.item.split("/")[2].split(" ")[0] for v in report.verdicts if v.section == "openings"}
+    assert purposes == {"risk", "identity"}
+    results = {v.item.split(" ")[0]: v for v in report.verdicts if v.section == "results"}
+    assert set(results) == {"matches.parquet", "features.parquet", "codes.sqlite"}
+    assert "every row from a queried, justified token" in results["matches.parquet"].reason
+    coordinator = [e["kind"] for e in entries(done / COORDINATOR_LOG)]
+    assert {"risk_committed", "identities_committed", "evaluate", "matches_written", "codes_issued"} <= set(
+        coordinator
+    )
+    assert any(e["kind"] == "budget_set" for e in entries(done / node_log("carrier")))
+
+
+def test_fresh_rerun_equals_the_run_byte_for_byte(done: Path, rerun: Path) -> None:
+    report = replay(done, rerun_dir=rerun)
+    assert report.ok, report.failures
+    compared = {v.item: v for v in report.verdicts if v.section == "rerun"}
+    assert {"scenario.json", "matches.parquet", "features.parquet", "codes.sqlite"} <= set(compared)
+    assert {str(COORDINATOR_LOG), *(str(node_log(a)) for a in AGENCIES)} <= set(compared)
+    assert all(v.status == "ok" for v in compared.values()), compared
+
+
+# ------------------------------------------------------------------------------------------- log tampering
+
+
+def test_edited_entry_is_named(run: Path) -> None:
+    path = run / node_log("carrier")
+    items = entries(path)
+    k = index_of(items, lambda e: e["kind"] == "evaluate")
+    items[k]["data"]["budget_left"] += 100
+    raw = lines(path)
+    raw[k] = canonical(items[k])
+    write_lines(path, raw)
+    report = replay(run)
+    assert not report.ok
+    verdict = verdict_at(report, "nodes/carrier/audit.jsonl", k + 1)
+    assert verdict.status == "fail" and verdict.reason.startswith("edited")
+
+
+def test_deleted_entry_is_named(run: Path) -> None:
+    path = run / COORDINATOR_LOG
+    raw = lines(path)
+    k = index_of(entries(path), lambda e: e["kind"] == "evaluate", nth=1)
+    deleted_seq = json.loads(raw[k])["seq"]
+    del raw[k]
+    write_lines(path, raw)
+    report = replay(run)
+    verdict = verdict_at(report, "coordinator/audit.jsonl", k + 1)
+    assert verdict.status == "fail" and f"deleted: seq {deleted_seq} missing" in verdict.reason
+    # the query whose entry went missing is named too
+    assert any("coordinator's log has no evaluate entry" in v.reason for v in failing(report, "openings"))
+
+
+def test_reordered_entry_is_named(run: Path) -> None:
+    path = run / node_log("police")
+    raw = lines(path)
+    k = index_of(entries(path), lambda e: e["kind"] == "evaluate")
+    raw[k], raw[k + 1] = raw[k + 1], raw[k]
+    write_lines(path, raw)
+    report = replay(run)
+    reasons = [v.reason for v in failing(report, "nodes/police/audit.jsonl")]
+    assert reasons and any(r.startswith("reordered") for r in reasons)
+
+
+def test_forged_head_signature_is_named(run: Path) -> None:
+    path = run / COORDINATOR_LOG
+    raw = lines(path)
+    head = json.loads(raw[-1])
+    assert head["kind"] == "head"
+    impostor = load_identity_key(PkiPaths(run).node_identity_key("carrier"))
+    unsigned = {k: v for k, v in head.items() if k != "sig"}
+    head["sig"] = impostor.sign(b"healthpsi audit head v1\n" + canonical(unsigned).encode()).hex()
+    raw[-1] = canonical(head)
+    write_lines(path, raw)
+    report = replay(run)
+    verdict = verdict_at(report, "coordinator/audit.jsonl", len(raw))
+    assert verdict.status == "fail" and "head signature does not verify" in verdict.reason
+
+
+# ------------------------------------------------------------------------------------- query tampering
+
+
+def unjustified_token(run: Path) -> str:
+    """A crowded cell-hour on the last day that no case investigation names ("everyone at the mosque")."""
+    as_of = dt.date.fromisoformat(json.loads((run / "scenario.json").read_text())["as_of"])
+    stays = pd.read_parquet(run / "data" / "carrier" / "stays.parquet")
+    at_ten = stays[
+        (stays["start"] <= pd.Timestamp(as_of) + pd.Timedelta(hours=10))
+        & (stays["end"] >= pd.Timestamp(as_of) + pd.Timedelta(hours=11))
+    ]
+    investigated = set(pd.read_parquet(run / "health" / "investigations.parquet")["token"])
+    for cell in at_ten["cell_id"].value_counts().index:
+        token = tk.cell_hour(int(cell), dt.datetime.combine(as_of, dt.time(10)))
+        if token not in investigated:
+            return token
+    raise AssertionError("every crowded cell was investigated")
+
+
+def test_query_with_no_case_behind_it_is_named(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator slips a token no case justifies into its risk set and runs its own code path: the
+    query is committed, blinded, evaluated, logged on both sides and answered — and named by the replay."""
+    run = Path(shutil.copytree(base, tmp_path / "run"))
+    token = unjustified_token(run)
+    honest = coordinator_epoch.build_risk_set
+
+    def surveilling(*args: Any, **kwargs: Any) -> RiskSet:
+        risk = honest(*args, **kwargs)
+        parsed = tk.parse(token)
+        extra = pd.DataFrame(
+            [
+                {
+                    "token": token,
+                    "case_id": None,
+                    "case_subject_id": None,
+                    "partition_id": parsed.partition_id,
+                    "agency": "carrier",
+                    "kind": parsed.kind,
+                }
+            ]
+        )
+        rows = pd.concat([risk.rows, extra], ignore_index=True)
+        return RiskSet(rows=rows, partitions=group_by_partition(rows))
+
+    monkeypatch.setattr(coordinator_epoch, "build_risk_set", surveilling)
+    epoch(run)
+    matches = pd.read_parquet(run / "coordinator" / "matches.parquet")
+    assert (matches["token"] == token).any()  # the surveillance worked: people at that place were matched
+
+    report = replay(run)
+    assert not report.ok
+    assert [u["token"] for u in report.unjustified] == [token]
+    assert "no case investigation record or risk region names it" in report.unjustified[0]["reason"]
+    named = [v for v in failing(report, "openings") if token in v.reason]
+    assert len(named) == 1 and "query with no case behind it" in named[0].reason
+    committed = [v for v in failing(report, "coordinator/audit.jsonl") if v.kind == "risk_committed"]
+    assert len(committed) == 1 and "is not the risk set the health records give" in committed[0].reason
+    results = failing(report, "results")
+    assert any(
+        "not justified by their case or a risk region" in v.reason and token in v.reason for v in results
+    )
+
+
+def test_hidden_query_is_named(run: Path) -> None:
+    """A query whose opening the coordinator withholds: the node's log names it."""
+    query = sorted((run / "coordinator" / "openings" / "carrier").glob("*/*.query"))[0]
+    key = query.stem
+    query.unlink()
+    query.with_suffix(".answer").unlink()
+    report = replay(run)
+    node = [v for v in failing(report, "nodes/carrier/audit.jsonl") if v.kind == "evaluate"]
+    assert len(node) == 1 and "no opening" in node[0].reason
+    coordinator = [v for v in failing(report, "coordinator/audit.jsonl") if v.kind == "evaluate"]
+    assert len(coordinator) == 1 and "no opening for this query" in coordinator[0].reason
+    assert key in json.dumps([e["data"] for e in entries(run / COORDINATOR_LOG) if e["kind"] == "evaluate"])
+
+
+def test_opening_that_does_not_rederive_is_named(run: Path) -> None:
+    """An opening resealed with another blind for its first token no longer re-derives its blinded input."""
+    storage = load_storage_key(PkiPaths(run).coordinator_storage_key)
+    query = sorted((run / "coordinator" / "openings" / "transport").glob("*/*.query"))[0]
+    record = read_sealed_json(storage, query)
+    blinds = base64.b64decode(record["blinds"])
+    record["blinds"] = base64.b64encode(b"\x01" + bytes(31) + blinds[32:]).decode()  # the scalar 1
+    write_sealed_json(storage, query, record)
+    report = replay(run)
+    named = [v for v in failing(report, "openings") if v.item.startswith("transport/")]
+    assert len(named) == 1 and "do not re-derive" in named[0].reason
+
+
+# ------------------------------------------------------------------------------------ results tampering
+
+
+def test_altered_matches_file_is_named(run: Path) -> None:
+    path = run / "coordinator" / "matches.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.slice(1), path)  # one match quietly dropped
+    report = replay(run)
+    named = failing(report, "results")
+    assert len(named) == 1 and named[0].item == "matches.parquet" and named[0].reason.startswith("altered")
+
+
+def test_altered_codes_are_named(run: Path) -> None:
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        db.execute(
+            "UPDATE codes SET color = 'green' WHERE code_id = (SELECT MIN(code_id) FROM codes "
+            "WHERE color != 'green')"
+        )
+    report = replay(run)
+    named = failing(report, "results")
+    assert len(named) == 1 and named[0].item.startswith("codes.sqlite") and "altered" in named[0].reason
+
+
+def test_altered_matches_with_a_rewritten_log_differ_from_the_rerun(run: Path, rerun: Path) -> None:
+    """A coordinator that alters its matches and rewrites its own log to agree (it holds the key) keeps
+    its chain intact — the re-run shows the results and the log are not what the scenario gives."""
+    path = run / "coordinator" / "matches.parquet"
+    frame = pq.read_table(path).slice(1)
+    pq.write_table(frame, path)
+    digest = frame_digest(frame.to_pandas(), ["subject_id", "agency", "token", "case_id"])
+    items = entries(run / COORDINATOR_LOG)
+    for e in items:
+        if e["kind"] == "matches_written":
+            e["data"].update(digest=digest, rows=frame.num_rows)
+        if e["kind"] == "head":
+            e["data"]["matches_digest"] = digest
+    relog(run / COORDINATOR_LOG, items, load_identity_key(PkiPaths(run).coordinator_identity_key))
+    assert replay(run).ok  # on its own, a consistent forgery by the key holder
+    report = replay(run, rerun_dir=rerun)
+    named = {v.item for v in failing(report, "rerun")}
+    assert named == {"matches.parquet", str(COORDINATOR_LOG)}
+
+
+def test_budget_overrun_is_named(run: Path) -> None:
+    """A node that logged a cap below what it then charged (a node ignoring its budget)."""
+    path = run / node_log("carrier")
+    items = entries(path)
+    k = index_of(items, lambda e: e["kind"] == "evaluate" and e["data"]["count"] > 1)
+    pid = items[k]["data"]["partition_id"]
+    for e in items:
+        if e["kind"] == "budget_set" and e["data"]["partition_id"] == pid:
+            e["data"]["total"] = 1
+    relog(path, items, load_identity_key(PkiPaths(run).node_identity_key("carrier")))
+    report = replay(run)
+    budget = [v for v in failing(report, "budgets") if v.item == f"carrier/{pid}"]
+    assert len(budget) == 1 and "over budget" in budget[0].reason
+    assert "charged" in verdict_at(report, "nodes/carrier/audit.jsonl", k + 1).reason
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli_runner() -> Iterator[CliRunner]:
+    """A Typer test runner."""
+    yield CliRunner()
+
+
+def test_cli_exit_status_and_json(done: Path, run: Path, cli_runner: CliRunner, tmp_path: Path) -> None:
+    clean = cli_runner.invoke(cli.app, ["audit", "replay", str(done), "--no-rerun", "--json"])
+    assert clean.exit_code == 0, clean.output
+    doc = json.loads(clean.stdout)
+    assert doc["ok"] is True and doc["verdicts"] and doc["summary"]["openings"]["fail"] == 0
+
+    path = run / "coordinator" / "matches.parquet"
+    pq.write_table(pq.read_table(path).slice(2), path)
+    broken = cli_runner.invoke(
+        cli.app, ["audit", "replay", str(run), "--no-rerun", "--problems-only"], env={"COLUMNS": "300"}
+    )
+    assert broken.exit_code == 1
+    assert (
+        "matches.parquet" in broken.stdout and "altered" in broken.stdout and "do not hold" in broken.stdout
+    )
+
+    unusable = cli_runner.invoke(cli.app, ["audit", "replay", str(tmp_path / "nothing"), "--no-rerun"])
+    assert unusable.exit_code == 2
+
+    help_text = cli_runner.invoke(cli.app, ["audit", "replay", "--help"])
+    assert help_text.exit_code == 0 and "healthpsi audit replay runs/demo" in help_text.stdout
