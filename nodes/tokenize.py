@@ -31,6 +31,7 @@ from proto import tokens as tk
 COLUMNS = ("subject_id", "token", "partition_id")
 CELL_HOUR_MIN_SECONDS = 10 * 60
 REGION_DAY_MIN_SECONDS = 120 * 60
+CHUNK_STAYS = 1_000_000
 _HOUR = 3600
 _DAY = 86400
 
@@ -178,17 +179,30 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     e = seconds(stays["end"])
     frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
-    # cell-hour: every clock hour [h, h+1) with overlap >= 10 minutes
-    h0 = s // _HOUR
-    row, hour = explode(h0, np.where(e > s, (e - 1) // _HOUR - h0 + 1, 0))
-    overlap = np.minimum(e[row], (hour + 1) * _HOUR) - np.maximum(s[row], hour * _HOUR)
-    keep = overlap >= CELL_HOUR_MIN_SECONDS
-    row, hour = row[keep], hour[keep]
-    if len(row):
-        inverse, (d_cell, d_hour) = group_rows(cell[row], hour)
-        hour_text = np.datetime_as_string(d_hour.astype("datetime64[h]"), unit="h").astype(object)
-        tokens = ("cell-hour|" + _str(d_cell.astype(str)) + "|" + _str(hour_text)).to_numpy(object)
-        frames.append((subj_codes[row], inverse, tokens, _partition_strings("stays", d_hour // 24)))
+    # cell-hour: every clock hour [h, h+1) with overlap >= 10 minutes (in chunks of stays, to bound memory)
+    valid = e > s
+    if valid.any():
+        cell_codes, cell_values = pd.factorize(cell)
+        h_min = int(s[valid].min() // _HOUR)
+        n_hours = int((e[valid].max() - 1) // _HOUR) - h_min + 1
+        n_cells = max(len(cell_values), 1)
+        keys = []
+        for lo in range(0, len(s), CHUNK_STAYS):
+            cs, ce = s[lo : lo + CHUNK_STAYS], e[lo : lo + CHUNK_STAYS]
+            h0 = cs // _HOUR
+            row, hour = explode(h0, np.where(ce > cs, (ce - 1) // _HOUR - h0 + 1, 0))
+            overlap = np.minimum(ce[row], (hour + 1) * _HOUR) - np.maximum(cs[row], hour * _HOUR)
+            keep = overlap >= CELL_HOUR_MIN_SECONDS
+            row, hour = row[keep] + lo, hour[keep] - h_min
+            keys.append(np.unique((subj_codes[row] * n_cells + cell_codes[row]) * n_hours + hour))
+        key = np.unique(np.concatenate(keys))
+        if len(key):
+            rest, hour = np.divmod(key, n_hours)
+            subj_rows, cell_rows = np.divmod(rest, n_cells)
+            inverse, (d_cell, d_hour) = group_rows(cell_values[cell_rows], hour + h_min)
+            hour_text = np.datetime_as_string(d_hour.astype("datetime64[h]"), unit="h").astype(object)
+            tokens = ("cell-hour|" + _str(d_cell.astype(str)) + "|" + _str(hour_text)).to_numpy(object)
+            frames.append((subj_rows, inverse, tokens, _partition_strings("stays", d_hour // 24)))
 
     # region-day: total seconds per (subject, region, day) >= 120 minutes
     cells_ids = pd.Index(np.asarray(cells["cell_id"], dtype=np.int64))

@@ -140,7 +140,9 @@ def _naive_stay_tokens(frame: pd.DataFrame) -> set[tuple[str, str]]:
     return out
 
 
-def test_agrees_with_a_literal_reading_on_random_stays() -> None:
+@pytest.mark.parametrize("chunk", [tokenize.CHUNK_STAYS, 37])
+def test_agrees_with_a_literal_reading_on_random_stays(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokenize, "CHUNK_STAYS", chunk)
     rng = np.random.default_rng(3)
     n = 400
     start = ts("2020-01-18T00:00") + rng.integers(0, 3 * 86400, n).astype("timedelta64[s]")
