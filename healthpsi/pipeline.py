@@ -28,7 +28,9 @@ from healthpsi.keys import init_keys
 from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
 from simulation.processes import NodeProcess, start_nodes
+from simulation.reference import reference_matches
 from simulation.run_report import build_report
+from simulation.scenario import simulate
 
 Transport = Literal["grpc", "inprocess"]
 StepCallback = Callable[[str], None]
@@ -120,11 +122,10 @@ def verify_sample(run_dir: Path, sample: int = 50) -> dict[str, int]:
 
 def matches_equal_reference(run_dir: Path) -> bool:
     """Compute the plaintext oracle and compare it with the coordinator's matches, row for row."""
-    from simulation.reference import write_reference
-
-    reference = write_reference(run_dir)
-    private = pq.read_table(run_dir / "coordinator" / "matches.parquet").to_pandas()
-    return bool(private.reset_index(drop=True).equals(reference.reset_index(drop=True)))
+    reference_matches(run_dir)
+    private = pq.read_table(run_dir / "coordinator" / "matches.parquet").replace_schema_metadata(None)
+    oracle = pq.read_table(run_dir / "reference" / "matches.parquet").replace_schema_metadata(None)
+    return bool(private.equals(oracle))
 
 
 def run_pipeline(
@@ -141,8 +142,6 @@ def run_pipeline(
     report: bool = True,
 ) -> RunResult:
     """Run the whole job into `out`; each step's wall time goes into the result."""
-    from simulation.generate import simulate
-
     announce = step or (lambda name: None)
     out = Path(out)
     result = RunResult(run_dir=out)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from simulation.applicants import write_applicants
 from simulation.city import City, build_cells, build_hotels, build_people, day_number
 from simulation.epidemic import CONFIRMED, NEVER, Epidemic, investigation_tokens
 from simulation.mobility import DAY, Mobility, Stays
@@ -425,5 +426,6 @@ def simulate(
     hotel_stays = run.hotel_stays()
     run.write_hotel_stays(hotel_stays)
     run.write_health(cells, population, tickets, hotel_stays)
+    write_applicants(run.out, seed)
     report("writing agency and health files", 1, 1)
     return run.write_scenario()
