@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,17 +65,16 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
         return
     try:
         scenario = json.loads((run / "scenario.json").read_text(encoding="utf-8"))
+        if scenario.get("seed") is None:
+            yield None, Verdict("rerun", "scenario.json", "scenario", "warn", "not a seeded run: no re-run")
+            return
         preset, seed, persons = str(scenario["preset"]), int(scenario["seed"]), scenario.get("persons")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        yield (
-            None,
-            Verdict(
-                "rerun", "scenario.json", "scenario", "fail", f"cannot re-run: no preset and seed ({exc})"
-            ),
-        )
+        yield None, Verdict("rerun", "scenario.json", "scenario", "fail", f"cannot re-run it ({exc})")
         return
     with tempfile.TemporaryDirectory(prefix="healthpsi-replay-") as scratch:
         target = Path(scratch) / "run"
+        started = time.perf_counter()
         err.print(f"re-running {preset} seed {seed} ({persons or 'preset'} persons) in a scratch directory…")
         try:
             from healthpsi.pipeline import run_pipeline
@@ -85,6 +85,7 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
         except Exception as exc:  # any failure of the re-run is a verdict, not a crash of the audit
             yield None, Verdict("rerun", "re-run", "rerun", "fail", f"the re-run failed: {exc}")
             return
+        err.print(f"re-run done in {time.perf_counter() - started:.1f} s")
         yield target, None
 
 

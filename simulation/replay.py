@@ -997,20 +997,26 @@ class _Replay:
         """Every match row names a token that was queried and that its case (or a risk region) justifies."""
         span = self.epoch_window(epoch)
         risk = None if span is None else justifier.risk_set(*span)
-        asked = {(b.agency, t) for o in self.openings if (b := o.batch) is not None for t in b.tokens}
-        never, unjustified = [], []
-        for agency, token, case_id in zip(frame["agency"], frame["token"], frame["case_id"], strict=True):
-            case = None if case_id is None or case_id != case_id else str(case_id)
-            if (agency, token) not in asked:
-                never.append(token)
-                continue
-            try:
-                pid = tk.parse(token).partition_id
-            except tk.TokenError:
-                unjustified.append(token)
-                continue
-            if risk is None or case not in risk.cases.get((agency, pid, token), []):
-                unjustified.append(f"{token} (case {case or 'none'})")
+        sep = "\x00"
+        asked = {f"{b.agency}{sep}{t}" for o in self.openings if (b := o.batch) is not None for t in b.tokens}
+        justified = (
+            set()
+            if risk is None
+            else {
+                f"{agency}{sep}{token}{sep}{case or ''}"
+                for (agency, _, token), cases in risk.cases.items()
+                for case in cases
+            }
+        )
+        pairs = frame["agency"].astype(str) + sep + frame["token"].astype(str)
+        cases = frame["case_id"].astype(object).where(frame["case_id"].notna(), "").astype(str)
+        queried = pairs.isin(asked)
+        backed = (pairs + sep + cases).isin(justified)
+        never = list(frame["token"][~queried])
+        unjustified = [
+            f"{t} (case {c or 'none'})"
+            for t, c in zip(frame["token"][queried & ~backed], cases[queried & ~backed], strict=True)
+        ]
         if never:
             notes.fail(f"{len(never)} match rows name tokens never queried: {_named(dict.fromkeys(never))}")
         if unjustified:
