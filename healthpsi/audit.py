@@ -65,12 +65,17 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
         return
     try:
         scenario = json.loads((run / "scenario.json").read_text(encoding="utf-8"))
-        if scenario.get("seed") is None:
-            yield None, Verdict("rerun", "scenario.json", "scenario", "warn", "not a seeded run: no re-run")
-            return
-        preset, seed, persons = str(scenario["preset"]), int(scenario["seed"]), scenario.get("persons")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        seeded = scenario.get("seed") is not None
+        preset, seed, persons = (
+            str(scenario.get("preset")),
+            int(scenario.get("seed") or 0),
+            scenario.get("persons"),
+        )
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         yield None, Verdict("rerun", "scenario.json", "scenario", "fail", f"cannot re-run it ({exc})")
+        return
+    if not seeded:
+        yield None, Verdict("rerun", "scenario.json", "scenario", "warn", "not a seeded run: no re-run")
         return
     with tempfile.TemporaryDirectory(prefix="healthpsi-replay-") as scratch:
         target = Path(scratch) / "run"
