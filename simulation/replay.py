@@ -754,7 +754,7 @@ class _Replay:
                         f"the {agency} node never logged building index {_short(data.get('index_digest'))} "
                         f"of {pid}"
                     )
-            elif kind in ("matches_written", "features_written", "codes_issued"):
+            elif kind in ("matches_written", "features_written", "codes_issued", "revocations"):
                 self.logged[epoch][kind] = (where, data)
                 self.last[kind] = (epoch, where, data)
                 notes.ok("checked against the file under results")
@@ -1053,9 +1053,34 @@ class _Replay:
                     else:
                         notes.ok(f"{count} codes, digest equals the codes_issued entry at {where}")
                     out.append(notes.verdict("results", f"codes.sqlite epoch {epoch}", "codes_issued"))
+                if "revocations" in self.last:
+                    out.append(self._revocations_verdict(store))
         except (StoreError, OSError, ValueError) as exc:
             out.append(Verdict("results", "codes.sqlite", "codes_issued", "fail", f"unreadable ({exc})"))
         return out
+
+    def _revocations_verdict(self, store: CodeStore) -> Verdict:
+        """Every code the log says was revoked is revoked in the store, and the last total matches."""
+        notes = _Notes()
+        stored = {r.code_id for r in store.revocations()}
+        logged = {
+            str(c)
+            for e in self.logged.values()
+            if "revocations" in e
+            for c in e["revocations"][1].get("revoked", [])
+        }
+        _, where, data = self.last["revocations"]
+        if logged - stored:
+            notes.fail(
+                f"codes logged as revoked but not revoked in the store: {_named(sorted(logged - stored))}"
+            )
+        if data.get("total") != len(stored):
+            notes.fail(
+                f"the store holds {len(stored)} revocations, the revocations entry at {where} logged "
+                f"{data.get('total')}"
+            )
+        notes.ok(f"{len(stored)} revocations, as logged at {where}")
+        return notes.verdict("results", "codes.sqlite revocations", "revocations")
 
     # -------------------------------------------------------------------------------------------- rerun
 
