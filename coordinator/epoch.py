@@ -94,6 +94,7 @@ class EpochResult:
     seconds: dict[str, float] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The result as a JSON-ready dict."""
@@ -201,6 +202,7 @@ def run_epoch(
         OpeningStore(out_dir / "openings", secret),
         IndexCache(out_dir / "cache"),
         as_of=as_of.isoformat(),
+        window_days=scenario.window_days,
         blind_rng=blind_rng,
         executor=executor,
         progress=report,
@@ -327,6 +329,13 @@ def run_epoch(
         colour_counts = dict.fromkeys(COLORS, 0)
         for row in store.codes(epoch):
             colour_counts[row.color] += 1
+        warnings = []
+        if applicants is None:
+            warnings.append(f"{appl.applicants_path(run)} is missing: no applicants, no codes issued")
+        if stats.absent_partitions:
+            warnings.append(
+                f"{stats.absent_partitions} risk partitions are not served by their node (no records)"
+            )
         refused_counts: dict[str, int] = {}
         for _, reason in refused:
             refused_counts[reason] = refused_counts.get(reason, 0) + 1
@@ -367,6 +376,7 @@ def run_epoch(
                 "qr": str(out_dir / "qr"),
                 "revocations": str(paths.revocations),
             },
+            warnings=warnings,
         )
         store.finish_epoch(epoch, iso(dt.datetime.now(dt.UTC)), result.to_json())
         audit.sign_head(

@@ -503,6 +503,7 @@ class Matcher:
         cache: IndexCache,
         *,
         as_of: str,
+        window_days: int,
         blind_rng: Callable[[str, str], Rng | None],
         executor: Executor | None = None,
         audit: AuditSink = _no_audit,
@@ -514,6 +515,7 @@ class Matcher:
         self.openings = openings
         self.cache = cache
         self.as_of = as_of
+        self.window_days = window_days
         self.blind_rng = blind_rng
         self.executor = executor
         self.audit = audit
@@ -536,9 +538,10 @@ class Matcher:
         start, before = time.perf_counter(), self._bytes()
         for agency in sorted(set(agencies)):
             manifest = verify_manifest(self._transport(agency).get_manifest(), agency, self.identities)
-            if manifest.as_of != self.as_of:
+            if (manifest.as_of, manifest.window_days) != (self.as_of, self.window_days):
                 raise ManifestError(
-                    f"node {agency} serves the window ending {manifest.as_of}; this epoch is for {self.as_of}"
+                    f"node {agency} serves the {manifest.window_days} days ending {manifest.as_of}; "
+                    f"this epoch is for the {self.window_days} days ending {self.as_of}"
                 )
             self.manifests[agency] = manifest
             self.stats.malformed[agency] = dict(manifest.malformed)
@@ -613,7 +616,6 @@ class Matcher:
                 index_digest=info.index_digest.hex(),
                 entries=info.entry_count,
                 bytes=info.index_bytes,
-                cached=not downloaded,
                 found=len(wanted.found),
             )
             results[key] = self._open(key, wanted)

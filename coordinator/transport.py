@@ -163,14 +163,14 @@ class GrpcTransport:
     def stream_index(
         self, partition_id: str, offset: int, index_digest: bytes
     ) -> Iterator[node_pb2.IndexChunk]:
-        """A partition's index chunks from `offset`; a cut stream raises NodeUnavailable (resume from the
-        last offset received)."""
+        """A partition's index chunks from `offset`, without an overall deadline (keepalive pings notice a
+        dead peer); a cut stream raises NodeUnavailable (resume from the last offset received)."""
         request = node_pb2.StreamIndexRequest(
             partition_id=partition_id, offset=offset, index_digest=index_digest
         )
         self.counter.sent += request.ByteSize()
         try:
-            for chunk in self._stub.StreamIndex(request, timeout=self.deadline * 10):
+            for chunk in self._stub.StreamIndex(request):
                 self.counter.received += chunk.ByteSize()
                 yield chunk
         except grpc.RpcError as exc:

@@ -179,3 +179,5 @@ def epoch(
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
         out.print(_summary(result))
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
