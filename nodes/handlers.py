@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -42,6 +43,8 @@ log = logging.getLogger("healthpsi.node")
 DEFAULT_MAX_BATCH = 8192
 """Largest number of blinded elements accepted in one Evaluate call."""
 DEFAULT_WINDOW_DAYS = 14
+SOURCES_FILE = "sources.json"
+"""In RUN/nodes/<agency>/: the data-file digest, window, partitions and malformed counts of the last build."""
 
 Clock = Callable[[], dt.datetime]
 ProofRng = Callable[[str, bytes], Rng | None]
@@ -383,17 +386,29 @@ def open_node(
                                                      "window": [d.isoformat() for d in settings.window]})
             log.info("partition %s left the window: key destroyed", pid)
 
-    store = AgencyStore(run_dir, agency)
-    partitions: dict[str, Partition] = {}
-    expected = len(store.partition_ids(settings.window))
-    for done, (pid, rows) in enumerate(store.iter_partitions(settings.window), start=1):
-        reused = True
-        if not rows.empty:
-            part, reused = _load_or_build(pid, rows, index_dir, keystore, audit, executor, partition_rng(pid))
-            _set_budget(ledger, audit, pid, policy.cap(pid, part.meta.entry_count))
-            partitions[pid] = part
-        if progress is not None:
-            progress(pid, done, expected, reused)
+    sources = source_digest(run_dir, agency)
+    reused_all = _reuse_all(state / SOURCES_FILE, sources, settings, index_dir, keystore)
+    if reused_all is not None:
+        partitions, malformed = reused_all
+        for done, pid in enumerate(partitions, start=1):
+            if progress is not None:
+                progress(pid, done, len(partitions), True)
+    else:
+        store = AgencyStore(run_dir, agency)
+        partitions = {}
+        expected = len(store.partition_ids(settings.window))
+        for done, (pid, rows) in enumerate(store.iter_partitions(settings.window), start=1):
+            reused = True
+            if not rows.empty:
+                rng = partition_rng(pid)
+                part, reused = _load_or_build(pid, rows, index_dir, keystore, audit, executor, rng)
+                partitions[pid] = part
+            if progress is not None:
+                progress(pid, done, expected, reused)
+        malformed = store.malformed
+        _save_sources(state / SOURCES_FILE, sources, settings, list(partitions), malformed)
+    for pid, part in partitions.items():
+        _set_budget(ledger, audit, pid, policy.cap(pid, part.meta.entry_count))
 
     def proof_rng(partition_id: str, inputs_digest: bytes) -> Rng | None:
         """Per-request proof nonce stream in a simulation run, keyed by the partition and the inputs."""
@@ -408,7 +423,7 @@ def open_node(
         identity_key,
         as_of=settings.as_of,
         window_days=settings.window_days,
-        malformed=store.malformed,
+        malformed=malformed,
         max_batch=max_batch,
         chunk_bytes=chunk_bytes,
         executor=executor,
@@ -431,6 +446,77 @@ def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: i
         audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
 
 
+def source_digest(run_dir: Path, agency: str) -> str:
+    """Hex SHA-256 over the names and contents of the agency's data files (RUN/data/<agency>/*)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in (Path(run_dir) / "data" / agency).glob("*") if p.is_file()):
+        with path.open("rb") as fh:
+            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _save_sources(
+    path: Path, sources: str, settings: RunSettings, partitions: list[str], malformed: Mapping[str, int]
+) -> None:
+    """Record which data files and window the indexes were built from, so a restart can skip re-reading."""
+    record = {"sources": sources, "window": [d.isoformat() for d in settings.window],
+              "partitions": partitions, "malformed": dict(malformed)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _reuse_all(
+    path: Path, sources: str, settings: RunSettings, index_dir: Path, keystore: KeyStore
+) -> tuple[dict[str, Partition], dict[str, int]] | None:
+    """Every partition reused without reading the data, when the data files and window are those the
+    indexes were built from and every index and key checks out; else None."""
+    try:
+        record = json.loads(path.read_text())
+        window = [d.isoformat() for d in settings.window]
+        current = record["sources"] == sources and record["window"] == window
+        pids = [str(pid) for pid in record["partitions"]]
+        malformed = {str(k): int(v) for k, v in record["malformed"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not current:
+        return None
+    partitions: dict[str, Partition] = {}
+    for pid in pids:
+        part = _reuse(pid, index_dir, keystore, None)
+        if part is None:
+            for opened in partitions.values():
+                opened.index.close()
+            return None
+        partitions[pid] = part
+    return partitions, malformed
+
+
+def _reuse(
+    partition_id: str, index_dir: Path, keystore: KeyStore, fingerprint: bytes | None
+) -> Partition | None:
+    """The partition's existing index and key if they are intact, consistent and (when `fingerprint` is
+    given) built from rows with that fingerprint; else None."""
+    meta = idx.load_meta(index_dir, partition_id)
+    try:
+        pair = keystore.load(partition_id)
+    except KeyStoreError as exc:
+        log.warning("sealed key of %s is unusable (%s)", partition_id, exc)
+        return None
+    if meta is None or pair is None or meta.public_key != pair[1]:
+        return None
+    if fingerprint is not None and meta.rows_digest != fingerprint:
+        return None
+    try:
+        index = idx.open_index(index_dir, meta)
+    except idx.IndexFileError as exc:
+        log.warning("index of %s is unusable (%s)", partition_id, exc)
+        return None
+    log.info("index reused for %s: %d entries, digest %s", partition_id, meta.entry_count,
+             meta.index_digest.hex()[:16])
+    return Partition(index, pair[0])
+
+
 def _load_or_build(
     partition_id: str,
     rows: Any,
@@ -442,22 +528,9 @@ def _load_or_build(
 ) -> tuple[Partition, bool]:
     """Reuse a partition's index if it matches its rows and key, else build it; say whether it was reused."""
     fingerprint = idx.rows_digest(rows)
-    meta = idx.load_meta(index_dir, partition_id)
-    try:
-        pair = keystore.load(partition_id)
-    except KeyStoreError as exc:
-        log.warning("sealed key of %s is unusable (%s); replacing it", partition_id, exc)
-        pair = None
-    current = meta is not None and pair is not None and meta.rows_digest == fingerprint
-    if meta is not None and pair is not None and current and meta.public_key == pair[1]:
-        try:
-            index = idx.open_index(index_dir, meta)
-        except idx.IndexFileError as exc:
-            log.warning("index of %s is unusable (%s); rebuilding", partition_id, exc)
-        else:
-            log.info("index reused for %s: %d entries, digest %s", partition_id, meta.entry_count,
-                     meta.index_digest.hex()[:16])
-            return Partition(index, pair[0]), True
+    reused = _reuse(partition_id, index_dir, keystore, fingerprint)
+    if reused is not None:
+        return reused, True
     (sk, pk), created = keystore.load_or_create(partition_id, rng)
     if created:
         audit.append("partition_key_created", {"partition_id": partition_id, "public_key": pk.hex()})

@@ -79,19 +79,23 @@ class IndexMeta:
 
 def rows_digest(rows: pd.DataFrame) -> bytes:
     """A fingerprint of a partition's distinct (subject_id, token) rows, independent of their order."""
-    hashed = pd.util.hash_pandas_object(rows[["subject_id", "token"]].astype(str), index=False).to_numpy()
+    # categorical columns hash like their values, so the fingerprint does not depend on the dtype
+    hashed = pd.util.hash_pandas_object(rows[["subject_id", "token"]], index=False).to_numpy()
     return hashlib.sha256(_ROWS_DIGEST_TAG + np.sort(hashed).astype(">u8").tobytes()).digest()
 
 
 def group_subjects(rows: pd.DataFrame) -> tuple[list[str], list[list[int]]]:
     """Distinct tokens (sorted) and, for each, the sorted distinct subject bodies recorded at it."""
-    subject_codes, subjects = pd.factorize(rows["subject_id"].to_numpy(dtype=object))
-    bodies = np.array([ids.to_int(s) for s in subjects], dtype=np.int64)[subject_codes]
-    token_codes, token_values = pd.factorize(rows["token"].to_numpy(dtype=object), sort=True)
+    subject_codes, subjects = pd.factorize(rows["subject_id"])
+    bodies = np.array([ids.to_int(str(s)) for s in subjects], dtype=np.int64)[subject_codes]
+    token_codes, token_values = pd.factorize(rows["token"], sort=True)
     order = np.lexsort((bodies, token_codes))
     token_codes, bodies = token_codes[order], bodies[order]
+    keep = np.ones(len(bodies), dtype=bool)
+    keep[1:] = (np.diff(token_codes) != 0) | (np.diff(bodies) != 0)
+    token_codes, bodies = token_codes[keep], bodies[keep]
     bounds = np.flatnonzero(np.diff(token_codes)) + 1
-    groups = [np.unique(group).tolist() for group in np.split(bodies, bounds)] if len(bodies) else []
+    groups = [group.tolist() for group in np.split(bodies, bounds)] if len(bodies) else []
     return [str(t) for t in token_values], groups
 
 

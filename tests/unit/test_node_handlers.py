@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,6 +20,7 @@ from crypto.auditlog import verify_file
 from crypto.drbg import Drbg
 from crypto.group import ORDER, base_mult
 from crypto.pki import PkiPaths, create_pki, load_identities
+from nodes import handlers as handlers_module
 from nodes import index as idx
 from nodes.budget import BudgetPolicy
 from nodes.handlers import NodeHandlers, open_node
@@ -168,6 +170,7 @@ def test_evaluate_finds_the_riders_of_a_carriage(node: NodeHandlers) -> None:
         (base_mult((5).to_bytes(32, "little")) + bytes(32), "blinded element 1: the identity"),
         (ORDER.to_bytes(32, "little"), "blinded element 0"),
     ],
+    ids=["empty", "short", "identity", "non-canonical", "not-a-point", "second-is-identity", "order"],
 )
 def test_invalid_elements_are_invalid_argument_and_logged(
     run: Path, node: NodeHandlers, blinded: bytes, reason: str
@@ -307,3 +310,51 @@ def test_seeded_runs_are_reproducible(base_run: Path, tmp_path: Path) -> None:
     log_a = (tmp_path / "a" / "nodes" / "transport" / "audit.jsonl").read_bytes()
     log_b = (tmp_path / "b" / "nodes" / "transport" / "audit.jsonl").read_bytes()
     assert log_a == log_b
+
+
+def test_restart_with_unchanged_files_skips_reading_the_data(
+    run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = open_node(run, "transport")
+    digests = {p.partition_id: p.index_digest for p in first.manifest().partitions}
+    malformed = dict(first.manifest().malformed)
+    first.close()
+
+    def no_store(*args: object) -> None:
+        raise AssertionError("the data files were read again")
+
+    monkeypatch.setattr(handlers_module, "AgencyStore", no_store)
+    second = open_node(run, "transport")
+    try:
+        manifest = second.manifest()
+        assert {p.partition_id: p.index_digest for p in manifest.partitions} == digests
+        assert dict(manifest.malformed) == malformed
+    finally:
+        second.close()
+
+
+def test_changed_data_rebuilds_only_the_partitions_whose_rows_changed(
+    run: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = open_node(run, "transport")
+    digests = {p.partition_id: p.index_digest for p in first.manifest().partitions}
+    first.close()
+    path = run / "data" / "transport" / "tickets.parquet"
+    table = pq.read_table(path)
+    extra = {**ticket_rows(15)[0], "subject_id": ids.from_int(99000000000000001)}
+    changed_day = FIRST_DAY + dt.timedelta(days=15)
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for d in range(DAYS):
+            day_rows = table.filter(pc.equal(table["service_date"], FIRST_DAY + dt.timedelta(days=d)))
+            if d == 15:
+                day_rows = pa.concat_tables([day_rows, pa.Table.from_pylist([extra], schema=table.schema)])
+            writer.write_table(day_rows)
+    caplog.set_level("INFO", logger="healthpsi.node")
+    second = open_node(run, "transport")
+    try:
+        now = {p.partition_id: p.index_digest for p in second.manifest().partitions}
+    finally:
+        second.close()
+    built = [r.message.split(":")[0] for r in caplog.records if "index built" in r.message]
+    assert built == [f"index built for {day_pid(changed_day)}"]
+    assert {pid for pid in now if now[pid] != digests[pid]} == {day_pid(changed_day)}
