@@ -82,16 +82,17 @@ class Holder:
 def holders(accepted: pd.DataFrame, colours: pd.DataFrame) -> list[Holder]:
     """Join accepted applicants (subject_id, name, ...) with assessed colours (green when not assessed),
     sorted by subject id."""
-    by_subject = colours.set_index("subject_id")
-    out = []
-    for subject, name in sorted(zip(accepted["subject_id"], accepted["name"], strict=True)):
-        if subject in by_subject.index:
-            row = by_subject.loc[subject]
-            until = row["until"] if isinstance(row["until"], dt.date) else None
-            out.append(Holder(subject, name, str(row["color"]), tuple(row["reasons"]), until))
-        else:
-            out.append(Holder(subject, name, "green", (), None))
-    return out
+    assessed = {
+        subject: (str(color), tuple(reasons), until if isinstance(until, dt.date) else None)
+        for subject, color, reasons, until in zip(
+            colours["subject_id"], colours["color"], colours["reasons"], colours["until"], strict=True
+        )
+    }
+    green: tuple[str, tuple[str, ...], dt.date | None] = ("green", (), None)
+    return [
+        Holder(subject, name, *assessed.get(subject, green))
+        for subject, name in sorted(zip(accepted["subject_id"], accepted["name"], strict=True))
+    ]
 
 
 @dataclass(frozen=True)

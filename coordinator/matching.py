@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from cryptography.exceptions import InvalidSignature
@@ -746,16 +747,23 @@ class Matcher:
 
     def _open(self, key: tuple[str, str], wanted: Wanted) -> dict[str, list[str]]:
         """Open the labels found: token → subject ids."""
-        out = {}
         keys_by_token = {token: label_key for token, label_key in wanted.keys.values()}
+        tokens, bodies, counts = [], [], []
         for token, sealed in sorted(wanted.found.items()):
             try:
-                bodies = labels.open_label(keys_by_token[token], sealed)
+                opened = labels.open_label(keys_by_token[token], sealed)
             except CryptoError as exc:
                 raise IndexIntegrityError(
                     f"node {key[0]} partition {key[1]}: label does not open ({exc})"
                 ) from exc
-            out[token] = [ids.from_int(b) for b in bodies]
+            tokens.append(token)
+            bodies.extend(opened)
+            counts.append(len(opened))
+        subjects = list(ids.from_bodies(np.array(bodies, dtype=np.int64))) if bodies else []
+        out, first = {}, 0
+        for token, n in zip(tokens, counts, strict=True):
+            out[token] = subjects[first : first + n]
+            first += n
         return out
 
 
