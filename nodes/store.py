@@ -276,7 +276,9 @@ class AgencyStore:
             today = (span_first <= day) & (span_last >= day)
             rows = buffer.filter(pa.array(today)).to_pandas(date_as_object=False)
             tokens = tokenizer(self, rows, day)
-            yield pid, _columns(tokens[tokens["partition_id"] == pid] if len(tokens) else tokens)
+            if len(tokens) and list(tokens["partition_id"].cat.categories) != [pid]:
+                tokens = tokens[tokens["partition_id"] == pid]
+            yield pid, _columns(tokens)
             done = span_last <= day
             if done.any():
                 buffer = buffer.filter(pa.array(~done))

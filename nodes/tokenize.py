@@ -124,18 +124,18 @@ def assemble(
     if len(subject_codes) == 0:
         return empty()
     n_subjects = max(len(subjects), 1)
-    pairs = np.unique(token_codes * n_subjects + subject_codes)
+    pairs = pd.unique(token_codes * n_subjects + subject_codes)
     token_codes, subject_codes = np.divmod(pairs, n_subjects)
 
-    used_tokens, token_codes = np.unique(token_codes, return_inverse=True)
+    used_tokens, token_codes = _dense(token_codes, len(tokens))
     tok = np.asarray(tokens, dtype=object)[used_tokens]
-    part = np.asarray(partitions, dtype=object)[used_tokens]
-    tok_order = np.argsort(tok, kind="stable")
-    tok_rank = np.empty_like(tok_order)
-    tok_rank[tok_order] = np.arange(len(tok_order))
-    part_cats, part_of_token = np.unique(part, return_inverse=True)
+    order = pd.DataFrame({"p": np.asarray(partitions, dtype=object)[used_tokens], "t": tok})
+    order = order.sort_values(["p", "t"], kind="stable")
+    tok_rank = np.empty(len(order), dtype=np.int64)
+    tok_rank[order.index.to_numpy()] = np.arange(len(order))
+    part_codes, part_cats = pd.factorize(order["p"].to_numpy(dtype=object), sort=True)
 
-    used_subjects, subject_codes = np.unique(subject_codes, return_inverse=True)
+    used_subjects, subject_codes = _dense(subject_codes, n_subjects)
     subj = np.asarray(subjects, dtype=object)[used_subjects]
     subj_order = np.argsort(subj, kind="stable")
     subj_rank = np.empty_like(subj_order)
@@ -143,15 +143,22 @@ def assemble(
 
     row_tok = tok_rank[token_codes]
     row_subj = subj_rank[subject_codes]
-    row_part = part_of_token[token_codes]
-    order = np.lexsort((row_subj, row_tok, row_part))
+    rows = np.sort(row_tok * len(subj) + row_subj)
+    row_tok, row_subj = np.divmod(rows, len(subj))
     return pd.DataFrame(
         {
-            "subject_id": pd.Categorical.from_codes(row_subj[order], pd.Index(subj[subj_order], dtype="str")),
-            "token": pd.Categorical.from_codes(row_tok[order], pd.Index(tok[tok_order], dtype="str")),
-            "partition_id": pd.Categorical.from_codes(row_part[order], pd.Index(part_cats, dtype="str")),
+            "subject_id": pd.Categorical.from_codes(row_subj, pd.Index(subj[subj_order], dtype="str")),
+            "token": pd.Categorical.from_codes(row_tok, pd.Index(tok[order.index.to_numpy()], dtype="str")),
+            "partition_id": pd.Categorical.from_codes(part_codes[row_tok], pd.Index(part_cats, dtype="str")),
         }
     )
+
+
+def _dense(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values among codes in [0, size), ascending, and each code's rank among them."""
+    present = np.zeros(max(size, 1), dtype=bool)
+    present[codes] = True
+    return np.flatnonzero(present), (np.cumsum(present) - 1)[codes]
 
 
 def _from_row_strings(subject_ids: pd.Series, tokens: np.ndarray, partitions: np.ndarray) -> pd.DataFrame:
@@ -194,8 +201,8 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
             overlap = np.minimum(ce[row], (hour + 1) * _HOUR) - np.maximum(cs[row], hour * _HOUR)
             keep = overlap >= CELL_HOUR_MIN_SECONDS
             row, hour = row[keep] + lo, hour[keep] - h_min
-            keys.append(np.unique((subj_codes[row] * n_cells + cell_codes[row]) * n_hours + hour))
-        key = np.unique(np.concatenate(keys))
+            keys.append(pd.unique((subj_codes[row] * n_cells + cell_codes[row]) * n_hours + hour))
+        key = pd.unique(np.concatenate(keys))
         if len(key):
             rest, hour = np.divmod(key, n_hours)
             subj_rows, cell_rows = np.divmod(rest, n_cells)
