@@ -2,8 +2,8 @@
 of tampering — an edited, deleted or reordered entry, a forged head, a query with no case behind it, a
 hidden query, an altered matches or codes file, a budget overrun, a lying opening — is detected and named.
 
-The run is simulated once per module (`--persons 1500`, seed 7) with applicants added, its nodes built and
-its epoch run in-process over `nodes.handlers.open_node`; each test tampers with its own copy.
+The run is simulated once per module (`--persons 1500`, seed 7), its nodes built and its epoch run
+in-process over `nodes.handlers.open_node`; each test tampers with its own copy.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -49,25 +48,10 @@ def node_log(agency: str) -> Path:
     return Path("nodes") / agency / "audit.jsonl"
 
 
-def write_applicants(run: Path) -> None:
-    """Applicants for codes: every 7th resident, every 5th of them declaring a wrong birth date."""
-    population = pd.read_parquet(run / "data" / "police" / "population.parquet")
-    chosen = population.iloc[::7][["subject_id", "name", "birth_date"]].dropna().reset_index(drop=True)
-    wrong = chosen.index % 5 == 2
-    chosen.loc[wrong, "birth_date"] = [d + dt.timedelta(days=1) for d in chosen.loc[wrong, "birth_date"]]
-    schema = pa.schema([("subject_id", pa.string()), ("name", pa.string()), ("birth_date", pa.date32())])
-    pq.write_table(
-        pa.Table.from_pandas(chosen, schema=schema, preserve_index=False),
-        run / "health" / "applicants.parquet",
-    )
-
-
 def build(run: Path) -> Path:
-    """Simulate the city, make the PKI, add applicants and build every node's indexes (no epoch yet)."""
+    """Simulate the city (with its applicants), make the PKI and build every node's indexes (no epoch)."""
     simulate("city-20k", SEED, run, persons=PERSONS)
     init_keys(run)
-    if not (run / "health" / "applicants.parquet").exists():
-        write_applicants(run)
     for agency in AGENCIES:
         open_node(run, agency).close()
     return run
