@@ -588,7 +588,7 @@ class Matcher:
                 asked = {t for b in stored[key] for t in b.tokens}
                 fresh[key] = sorted(tokens - asked)
         self._check_budgets(live, fresh)
-        new_batches = self._blind(live, fresh, purposes)
+        new_batches = self._blind(live, fresh, purposes, stored)
         for batch in new_batches:
             self.openings.save_query(batch)
         self._send(new_batches)
@@ -645,8 +645,10 @@ class Matcher:
         live: Mapping[tuple[str, str], node_pb2.PartitionInfo],
         fresh: Mapping[tuple[str, str], list[str]],
         purposes: Mapping[tuple[str, str, str], str],
+        stored: Mapping[tuple[str, str], list[Batch]],
     ) -> list[Batch]:
-        """Split each partition's new tokens into batches (≤ max_batch, per purpose) and blind them."""
+        """Split each partition's new tokens into batches (≤ max_batch, per purpose) and blind them; batch
+        numbers continue after this epoch's recorded ones, so no blinding stream is used twice."""
         plans: list[tuple[tuple[str, str], str, int, list[str]]] = []
         for key, tokens in sorted(fresh.items()):
             max_batch = self.manifests[key[0]].max_batch
@@ -654,7 +656,9 @@ class Matcher:
             for t in tokens:
                 by_purpose.setdefault(purposes[(key[0], key[1], t)], []).append(t)
             for purpose, items in sorted(by_purpose.items()):
-                for number, first in enumerate(range(0, len(items), max_batch)):
+                done = [b.number for b in stored[key] if (b.epoch, b.purpose) == (self.epoch, purpose)]
+                offset = max(done, default=-1) + 1
+                for number, first in enumerate(range(0, len(items), max_batch), offset):
                     plans.append((key, purpose, number, items[first : first + max_batch]))
         calls = []
         for (agency, pid), purpose, number, items in plans:
@@ -677,7 +681,9 @@ class Matcher:
         ]
 
     def _send(self, batches: Sequence[Batch]) -> None:
-        """Evaluate each batch, check its answer's shape and record it (the proof is checked in _finish)."""
+        """Evaluate each batch, check its answer and its proof, log it, then record the answer (a crash
+        before the record resends the batch under the same idempotency key: the node replays it, and the
+        identical log entry is not repeated)."""
         for n, batch in enumerate(batches, 1):
             where = f"node {batch.agency} partition {batch.partition_id}"
             try:
@@ -696,7 +702,6 @@ class Matcher:
             batch.proof = response.proof
             batch.budget_left = response.budget_left
             self._verify(batch)
-            self.openings.save_answer(batch)
             self.stats.evaluated += count
             self.stats.batches += 1
             self.audit(
@@ -709,6 +714,7 @@ class Matcher:
                 idempotency_key=batch.idempotency_key,
                 budget_left=batch.budget_left,
             )
+            self.openings.save_answer(batch)
             self.progress("evaluate", n, len(batches))
 
     def _verify(self, batch: Batch) -> None:

@@ -565,11 +565,11 @@ class Flaky:
         return self.inner.get_manifest()
 
     def evaluate(self, req: Any) -> Any:
+        response = self.inner.evaluate(req)
         if self.evaluate_calls is not None:
             if self.evaluate_calls == 0:
-                raise CrashAfter("crash before this Evaluate")
+                raise CrashAfter("crash after the node answered, before the answer is recorded")
             self.evaluate_calls -= 1
-        response = self.inner.evaluate(req)
         if self.tamper:
             data = bytearray(response.evaluated_elements)
             data[:32] = response.evaluated_elements[32:64] if len(data) >= 64 else bytes(32)
@@ -606,6 +606,16 @@ def test_crash_mid_evaluate_resumes_to_the_same_results(run: Path, done: Path) -
         assert left == {
             a: sorted((p.partition_id, p.budget_left) for p in _manifest(t).partitions) for a, t in t2.items()
         }
+    # the resumed epoch's log verifies and holds each evaluation once, like the uninterrupted one
+    log = run / "coordinator" / "audit.jsonl"
+    assert verify_file(log, load_identities(PkiPaths(run)).coordinator).ok
+    assert audit_kinds(log) == audit_kinds(done / "coordinator" / "audit.jsonl")
+
+
+def audit_kinds(path: Path) -> list[tuple[str, str]]:
+    """(kind, idempotency key or "") of every audit entry, sorted."""
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    return sorted((e["kind"], e["data"].get("idempotency_key", "")) for e in entries)
 
 
 def _manifest(transport: InProcessTransport) -> Any:
