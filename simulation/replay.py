@@ -43,7 +43,15 @@ import pandas as pd
 from coordinator import applicants as appl
 from coordinator.epoch import _codes_digest
 from coordinator.matching import MODE, Batch, frame_digest
-from coordinator.risk import Health, InputError, Scenario, load_health, load_scenario, tokens_digest
+from coordinator.risk import (
+    DEFAULT_WINDOW_DAYS,
+    Health,
+    InputError,
+    Scenario,
+    load_health,
+    load_scenario,
+    tokens_digest,
+)
 from coordinator.sealing import SealedFileError, read_sealed_json
 from coordinator.store import CodeStore, StoreError
 from crypto import oprf
@@ -605,7 +613,7 @@ class _Replay:
             as_of = dt.date.fromisoformat(epoch.split(".")[0])
         except ValueError:
             return None
-        return as_of, self.scenario.window_days if self.scenario is not None else 14
+        return as_of, self.scenario.window_days if self.scenario is not None else DEFAULT_WINDOW_DAYS
 
     # -------------------------------------------------------------------------------------- node logs
 
@@ -641,9 +649,9 @@ class _Replay:
         notes.ok(f"cap {total} elements, {used} used")
 
     def _node_evaluate(self, agency: str, pid: str, data: dict[str, Any], notes: _Notes) -> None:
-        budget = self.budgets.setdefault((agency, pid), _Budget())
         outcome, count, left = data.get("outcome"), data.get("count"), data.get("budget_left")
         key, inputs = str(data.get("idempotency_key", "")), str(data.get("inputs_sha256", ""))
+        budget = self.budgets.get((agency, pid), _Budget())
         if outcome == "refused":
             if left is not None and budget.left is not None and left != budget.left:
                 notes.fail(
@@ -658,6 +666,7 @@ class _Replay:
         if not isinstance(count, int):
             notes.fail("evaluate without an element count")
             return
+        budget = self.budgets.setdefault((agency, pid), budget)
         if outcome == "charged":
             self._charge(budget, key, inputs, count, left, notes)
         elif outcome == "replayed":

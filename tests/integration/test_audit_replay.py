@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import coordinator.epoch as coordinator_epoch
 from coordinator.epoch import run_epoch
-from coordinator.matching import frame_digest
+from coordinator.matching import Batch, frame_digest
 from coordinator.risk import RiskSet, group_by_partition
 from coordinator.sealing import read_sealed_json, write_sealed_json
 from coordinator.transport import InProcessTransport
@@ -32,8 +32,11 @@ from crypto.auditlog import AuditLog
 from crypto.pki import PkiPaths, load_identity_key, load_storage_key
 from healthpsi import cli
 from healthpsi.keys import init_keys
+from nodes.budget import BudgetPolicy
 from nodes.handlers import open_node
 from proto import tokens as tk
+from proto.errors import ResourceExhausted
+from proto.healthpsi.v1 import node_pb2
 from simulation.replay import ReplayReport, Verdict, replay
 from simulation.scenario import simulate
 
@@ -326,6 +329,34 @@ def test_opening_that_does_not_rederive_is_named(run: Path) -> None:
     report = replay(run)
     named = [v for v in failing(report, "openings") if v.item.startswith("transport/")]
     assert len(named) == 1 and "do not re-derive" in named[0].reason
+
+
+def test_retries_and_refusals_keep_the_budget_consistent(run: Path) -> None:
+    """A retried query is answered from the node's store uncharged, an over-budget one refused: both logged,
+    and the budget bookkeeping still holds."""
+    storage = load_storage_key(PkiPaths(run).coordinator_storage_key)
+    query = sorted((run / "coordinator" / "openings" / "transport").glob("*/*.query"))[0]
+    batch = Batch.from_records(read_sealed_json(storage, query), None)
+    cap = BudgetPolicy.parse([f"{batch.partition_id}={len(batch.tokens)}"])  # the cap is now used up
+    handlers = open_node(run, "transport", budget=cap)
+    try:
+        assert handlers.evaluate(batch.request()).inputs_digest == batch.inputs_digest
+        extra = node_pb2.EvaluateRequest(
+            partition_id=batch.partition_id,
+            blinded_elements=batch.blinded[:32],
+            verifiable=True,
+            idempotency_key="another",
+        )
+        with pytest.raises(ResourceExhausted):
+            handlers.evaluate(extra)
+    finally:
+        handlers.close()
+    report = replay(run)
+    assert report.ok, report.failures
+    reasons = [v.reason for v in report.verdicts if v.section == "nodes/transport/audit.jsonl"]
+    assert any("retry answered from the stored response" in r for r in reasons)
+    assert any(r.startswith("refused (RESOURCE_EXHAUSTED)") for r in reasons)
+    assert any(f"cap {len(batch.tokens)} elements" in r for r in reasons)
 
 
 # ------------------------------------------------------------------------------------ results tampering
