@@ -9,6 +9,7 @@ partitions that left the window, and returns the handlers.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -45,6 +46,11 @@ DEFAULT_MAX_BATCH = 8192
 DEFAULT_WINDOW_DAYS = 14
 SOURCES_FILE = "sources.json"
 """In RUN/nodes/<agency>/: the data-file digest, window, partitions and malformed counts of the last build."""
+
+
+class NodeBusy(ValueError):
+    """The node's state directory is already in use by another node process."""
+
 
 Clock = Callable[[], dt.datetime]
 ProofRng = Callable[[str, bytes], Rng | None]
@@ -95,6 +101,7 @@ class NodeHandlers:
         executor: Executor | None = None,
         clock: Clock = _wall_clock,
         proof_rng: ProofRng = _no_proof_rng,
+        lock: int | None = None,
     ) -> None:
         self.agency = agency
         self.partitions = dict(partitions)
@@ -109,6 +116,7 @@ class NodeHandlers:
         self.executor = executor
         self.clock = clock
         self.proof_rng = proof_rng
+        self._lock = lock
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -271,6 +279,9 @@ class NodeHandlers:
             part.index.close()
         self.ledger.close()
         self.audit.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
 
 # ------------------------------------------------------------------------------------------ open_node
@@ -365,8 +376,43 @@ def open_node(
     settings = run_settings(run_dir, as_of, window_days)
     policy = budget or BudgetPolicy()
     state = node_dir(run_dir, agency)
-    index_dir = state / "index"
     state.mkdir(parents=True, exist_ok=True)
+    lock = lock_state(state)
+    try:
+        return _open(run_dir, agency, executor, settings, policy, state, lock, max_batch, chunk_bytes,
+                     progress, clock)
+    except BaseException:
+        os.close(lock)
+        raise
+
+
+def lock_state(state: Path) -> int:
+    """Take the node's state directory for this process (an exclusive lock, released when the process
+    ends); NodeBusy when another node process or handler already holds it."""
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise NodeBusy(f"{state} is in use by another node (one node process per agency and run)") from None
+    return fd
+
+
+def _open(
+    run_dir: Path,
+    agency: str,
+    executor: Executor | None,
+    settings: RunSettings,
+    policy: BudgetPolicy,
+    state: Path,
+    lock: int,
+    max_batch: int,
+    chunk_bytes: int,
+    progress: Progress | None,
+    clock: Clock | None,
+) -> NodeHandlers:
+    """open_node's work once the state directory is locked."""
+    index_dir = state / "index"
     pki = PkiPaths(run_dir)
     identity_key = load_identity_key(pki.node_identity_key(agency))
     keystore = KeyStore(state / "keys", agency, load_storage_key(pki.node_storage_key(agency)))
@@ -429,6 +475,7 @@ def open_node(
         executor=executor,
         clock=clock or settings.clock,
         proof_rng=proof_rng,
+        lock=lock,
     )
     handlers.sign_head("opened")
     return handlers

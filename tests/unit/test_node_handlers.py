@@ -23,7 +23,7 @@ from crypto.pki import PkiPaths, create_pki, load_identities
 from nodes import handlers as handlers_module
 from nodes import index as idx
 from nodes.budget import BudgetPolicy
-from nodes.handlers import NodeHandlers, open_node
+from nodes.handlers import NodeBusy, NodeHandlers, open_node
 from nodes.manifest import ManifestError, verify_manifest
 from proto import ids
 from proto.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -358,3 +358,13 @@ def test_changed_data_rebuilds_only_the_partitions_whose_rows_changed(
     built = [r.message.split(":")[0] for r in caplog.records if "index built" in r.message]
     assert built == [f"index built for {day_pid(changed_day)}"]
     assert {pid for pid in now if now[pid] != digests[pid]} == {day_pid(changed_day)}
+
+
+def test_one_node_per_state_directory(run: Path) -> None:
+    node = open_node(run, "transport")
+    try:
+        with pytest.raises(NodeBusy, match="in use by another node"):
+            open_node(run, "transport")
+    finally:
+        node.close()
+    open_node(run, "transport").close()
