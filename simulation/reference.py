@@ -30,7 +30,8 @@ class ReferenceError(ValueError):
 
 @dataclass
 class Reference:
-    """The oracle's result: the matches, the risk set, and the malformed rows each agency skipped."""
+    """The oracle's result: the matches (pandas `str` columns; a region token's case_id is missing), the
+    risk set, and the malformed rows each agency skipped."""
 
     matches: pd.DataFrame
     risk: pd.DataFrame
@@ -88,15 +89,16 @@ def compute_reference(
             hit = frame[frame["token"].isin(asked["token"])]
             if not len(hit):
                 continue
-            m = hit.astype(str).merge(asked[["token", "case_id", "case_subject_id"]], on="token")
-            m = m[m["subject_id"] != m["case_subject_id"]]
+            asked = asked[["token", "case_id", "case_subject_id"]].astype("str")
+            m = hit.astype("str").merge(asked, on="token")
+            m = m[m["case_subject_id"].isna() | (m["subject_id"] != m["case_subject_id"])]
             parts.append(m[["subject_id", "token", "case_id"]].assign(agency=agency))
         malformed[agency] = store.malformed_by_dataset
     if parts:
-        matches = pd.concat(parts, ignore_index=True)[list(MATCH_COLUMNS)]
+        matches = pd.concat(parts, ignore_index=True)[list(MATCH_COLUMNS)].astype("str")
     else:
-        matches = pd.DataFrame({c: pd.Series(dtype=object) for c in MATCH_COLUMNS})
-    matches = matches.astype(object).where(matches.notna(), None).drop_duplicates()
+        matches = pd.DataFrame({c: pd.Series(dtype="str") for c in MATCH_COLUMNS})
+    matches = matches.drop_duplicates()
     matches = matches.sort_values(list(MATCH_COLUMNS), na_position="last", kind="stable").reset_index(
         drop=True
     )
@@ -106,7 +108,7 @@ def compute_reference(
 def matches_table(matches: pd.DataFrame) -> pa.Table:
     """Matches as an Arrow table with the published schema (subject_id, agency, token, case_id)."""
     return pa.table(
-        [pa.array(matches[c].tolist(), pa.string()) for c in MATCH_COLUMNS], schema=SCHEMAS["matches"]
+        [pa.Array.from_pandas(matches[c], type=pa.string()) for c in MATCH_COLUMNS], schema=SCHEMAS["matches"]
     )
 
 
