@@ -200,6 +200,12 @@ class BudgetLedger:
             self._db.execute("COMMIT")
             return response
 
+    def forget_responses(self, partition_id: str) -> int:
+        """Delete a partition's stored responses (its key is gone), keeping its budget; return how many."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM requests WHERE partition_id = ?", (partition_id,))
+            return cursor.rowcount
+
     def close(self) -> None:
         """Close the database."""
         with self._lock:

@@ -428,7 +428,9 @@ def _open(
         if not settings.in_window(pid):
             destroyed = keystore.destroy(pid)
             idx.remove_index(index_dir, pid)
+            forgotten = ledger.forget_responses(pid)
             audit.append("partition_key_destroyed", {"partition_id": pid, "key_found": destroyed,
+                                                     "stored_responses_deleted": forgotten,
                                                      "window": [d.isoformat() for d in settings.window]})
             log.info("partition %s left the window: key destroyed", pid)
 

@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pyarrow as pa
@@ -278,7 +279,12 @@ def test_restart_reuses_indexes_and_rebuilds_only_changed_partitions(
 
 
 def test_keys_are_destroyed_when_partitions_leave_the_window(run: Path) -> None:
-    open_node(run, "transport").close()
+    node = open_node(run, "transport")
+    oldest = day_pid(AS_OF - dt.timedelta(days=13))
+    _, blinded = oprf.blind_many([b"a"], oprf.Mode.VOPRF)
+    request = node_pb2.EvaluateRequest(partition_id=oldest, blinded_elements=blinded, idempotency_key="k")
+    node.evaluate(request)
+    node.close()
     keys_dir = run / "nodes" / "transport" / "keys"
     assert (keys_dir / f"{day_pid(AS_OF - dt.timedelta(days=13))}.key").exists()
     later = AS_OF + dt.timedelta(days=2)  # the last day with data
@@ -292,6 +298,9 @@ def test_keys_are_destroyed_when_partitions_leave_the_window(run: Path) -> None:
     entries = audit_entries(run)
     destroyed = [e["data"]["partition_id"] for e in entries if e["kind"] == "partition_key_destroyed"]
     assert sorted(destroyed) == sorted(day_pid(d) for d in gone)
+    stored = sqlite3.connect(run / "nodes" / "transport" / "state.sqlite").execute(
+        "SELECT COUNT(*) FROM requests WHERE partition_id = ?", (oldest,)).fetchone()[0]
+    assert stored == 0
     assert day_pid(later) in served and not served & {day_pid(d) for d in gone}
 
 
