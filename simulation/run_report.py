@@ -16,9 +16,8 @@ import pyarrow.parquet as pq
 
 from coordinator.policy import Policy
 from coordinator.report import COLOURS, figure_png, plot_codes_by_colour, plot_exposures_per_day, write_report
+from proto.tokens import KINDS
 from simulation.evaluation import truth_metrics
-
-DAY_PATTERN = r"(\d{4}-\d{2}-\d{2})"
 
 
 def matches_by_kind(matches: pd.DataFrame) -> pd.DataFrame:
@@ -32,8 +31,15 @@ def matches_by_kind(matches: pd.DataFrame) -> pd.DataFrame:
 
 def exposures_per_day(matches: pd.DataFrame) -> pd.DataFrame:
     """Matched exposures per token day and agency (columns day, agency, n); static tokens left out."""
-    days = matches.assign(day=matches["token"].str.extract(DAY_PATTERN, expand=False)).dropna(subset=["day"])
-    return days.groupby(["day", "agency"]).size().rename("n").reset_index()
+    fields = matches["token"].str.split("|")
+    kind = fields.str[0]
+    day = pd.Series(pd.NA, index=matches.index, dtype="string")
+    for name, (_, _, position) in KINDS.items():
+        chosen = kind == name
+        if position is not None and chosen.any():
+            day[chosen] = fields[chosen].str[position].str.slice(0, 10)
+    dated = matches.assign(day=day).dropna(subset=["day"])
+    return dated.groupby(["day", "agency"]).size().rename("n").reset_index()
 
 
 def latest_codes(run_dir: Path) -> pd.DataFrame:
@@ -46,19 +52,20 @@ def latest_codes(run_dir: Path) -> pd.DataFrame:
         )
 
 
-def plot_risk_map(run_dir: Path, matches: pd.DataFrame) -> bytes:
-    """The city's cells, coloured by how many matched cell-hour exposures each had."""
+def plot_risk_map(run_dir: Path, matches: pd.DataFrame, city_regions: set[str]) -> bytes:
+    """The city's cells (outside regions left out), coloured by their matched cell-hour exposures."""
     cells = pq.read_table(run_dir / "data" / "carrier" / "cells.parquet").to_pandas()
+    cells = cells[cells["region_code"].isin(city_regions)]
     hours = matches.loc[matches["token"].str.startswith("cell-hour|"), "token"]
     per_cell = hours.str.split("|").str[1].astype("int64").value_counts()
     exposure = cells["cell_id"].map(per_cell).fillna(0).to_numpy()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     quiet = exposure == 0
-    ax.scatter(cells["x_km"][quiet], cells["y_km"][quiet], s=6, c="#d9d9d9", marker="s", linewidths=0)
+    ax.scatter(cells["x_km"][quiet], cells["y_km"][quiet], s=16, c="#d9d9d9", marker="s", linewidths=0)
     points = ax.scatter(
         cells["x_km"][~quiet],
         cells["y_km"][~quiet],
-        s=10,
+        s=16,
         c=np.log10(exposure[~quiet]),
         cmap="inferno_r",
         marker="s",
@@ -68,8 +75,13 @@ def plot_risk_map(run_dir: Path, matches: pd.DataFrame) -> bytes:
     ax.set_aspect("equal")
     ax.set_xlabel("km")
     ax.set_ylabel("km")
-    ax.set_title("Cells by risk (grey: no exposure)")
+    ax.set_title("City cells by risk (grey: no exposure)")
     return figure_png(fig)
+
+
+def city_regions(scenario: dict[str, Any]) -> set[str]:
+    """Region codes of the simulated city itself (not the outside regions travellers come from)."""
+    return {code for code, region in scenario.get("regions", {}).items() if not region.get("outside")}
 
 
 def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
@@ -92,7 +104,7 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     figures = {
         "codes": plot_codes_by_colour(colour_counts),
         "exposures": plot_exposures_per_day(exposures_per_day(matches)),
-        "map": plot_risk_map(run_dir, matches),
+        "map": plot_risk_map(run_dir, matches, city_regions(scenario)),
     }
     fmt = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
     report = {
