@@ -307,7 +307,7 @@ def run_epoch(
             executor=executor,
             progress=lambda done, total: report("issuance", done, total),
         )
-        codes_digest = _codes_digest(store, epoch)
+        codes_digest = epoch_codes_digest(store, epoch)
         audit("codes_issued", count=issue.total, digest=codes_digest)
         seconds["issuance"] = clock() - t0
 
@@ -393,7 +393,7 @@ def run_epoch(
         store.close()
 
 
-def _codes_digest(store: CodeStore, epoch: str) -> str:
+def epoch_codes_digest(store: CodeStore, epoch: str) -> str:
     """Digest of an epoch's codes: "code_id|subject_id|color" lines in code id order."""
     rows = pd.DataFrame(
         [(r.code_id, r.subject_id, r.color) for r in store.codes(epoch)],

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from coordinator import applicants as appl
-from coordinator.epoch import _codes_digest
+from coordinator.epoch import epoch_codes_digest
 from coordinator.matching import MODE, Batch, frame_digest
 from coordinator.risk import (
     DEFAULT_WINDOW_DAYS,
@@ -1053,7 +1053,7 @@ class _Replay:
             with CodeStore(path) as store:
                 for epoch, (where, data) in sorted(epochs.items()):
                     notes = _Notes()
-                    digest, count = _codes_digest(store, epoch), store.count_codes(epoch)
+                    digest, count = epoch_codes_digest(store, epoch), store.count_codes(epoch)
                     if digest != data.get("digest") or count != data.get("count"):
                         notes.fail(
                             f"altered: {count} codes, digest {_short(digest)}, but the codes_issued entry "
@@ -1185,7 +1185,7 @@ def _codes_digests(path: Path) -> str | None:
             rows = list(store.codes())
             h = hashlib.sha256()
             for epoch in sorted({r.epoch for r in rows}):
-                h.update(f"{epoch}|{_codes_digest(store, epoch)}\n".encode())
+                h.update(f"{epoch}|{epoch_codes_digest(store, epoch)}\n".encode())
             for r in rows:
                 h.update(f"{r.code_id}|{r.payload}\n".encode())
             return h.hexdigest()
