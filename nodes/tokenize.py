@@ -23,6 +23,8 @@ a cell with no region, a null) simply yield none.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
@@ -32,6 +34,7 @@ COLUMNS = ("subject_id", "token", "partition_id")
 CELL_HOUR_MIN_SECONDS = 10 * 60
 REGION_DAY_MIN_SECONDS = 120 * 60
 CHUNK_STAYS = 1_000_000
+DENSE_TABLE_LIMIT = 1 << 26
 _HOUR = 3600
 _DAY = 86400
 
@@ -113,38 +116,41 @@ def assemble(
     token_codes: np.ndarray,
     tokens: np.ndarray,
     partitions: np.ndarray,
+    distinct: bool = False,
 ) -> pd.DataFrame:
     """Build the standard frame from row codes into `subjects` and `tokens` (with each token's partition).
 
-    Duplicate (subject, token) pairs are dropped, unused categories removed, and rows sorted by
-    (partition_id, token, subject_id).
+    Duplicate (subject, token) pairs are dropped (the caller may promise there are none: `distinct`),
+    unused categories removed, and rows sorted by (partition_id, token, subject_id).
     """
-    subject_codes = np.asarray(subject_codes, dtype=np.int64)
-    token_codes = np.asarray(token_codes, dtype=np.int64)
     if len(subject_codes) == 0:
         return empty()
     n_subjects = max(len(subjects), 1)
-    pairs = pd.unique(token_codes * n_subjects + subject_codes)
-    token_codes, subject_codes = np.divmod(pairs, n_subjects)
+    if not distinct:
+        pairs = pd.unique(np.asarray(token_codes, dtype=np.int64) * n_subjects + subject_codes)
+        token_codes, subject_codes = np.divmod(pairs, n_subjects)
 
     used_tokens, token_codes = _dense(token_codes, len(tokens))
     tok = np.asarray(tokens, dtype=object)[used_tokens]
     order = pd.DataFrame({"p": np.asarray(partitions, dtype=object)[used_tokens], "t": tok})
     order = order.sort_values(["p", "t"], kind="stable")
-    tok_rank = np.empty(len(order), dtype=np.int64)
-    tok_rank[order.index.to_numpy()] = np.arange(len(order))
+    tok_rank = np.empty(len(order), dtype=np.int32)
+    tok_rank[order.index.to_numpy()] = np.arange(len(order), dtype=np.int32)
     part_codes, part_cats = pd.factorize(order["p"].to_numpy(dtype=object), sort=True)
 
     used_subjects, subject_codes = _dense(subject_codes, n_subjects)
     subj = np.asarray(subjects, dtype=object)[used_subjects]
     subj_order = np.argsort(subj, kind="stable")
-    subj_rank = np.empty_like(subj_order)
-    subj_rank[subj_order] = np.arange(len(subj_order))
+    subj_rank = np.empty(len(subj_order), dtype=np.int32)
+    subj_rank[subj_order] = np.arange(len(subj_order), dtype=np.int32)
 
-    row_tok = tok_rank[token_codes]
-    row_subj = subj_rank[subject_codes]
-    rows = np.sort(row_tok * len(subj) + row_subj)
-    row_tok, row_subj = np.divmod(rows, len(subj))
+    rows = tok_rank[token_codes].astype(np.int64) * len(subj)
+    rows += subj_rank[subject_codes]
+    del token_codes, subject_codes
+    rows.sort()
+    row_tok = (rows // len(subj)).astype(np.int32)
+    row_subj = (rows % len(subj)).astype(np.int32)
+    del rows
     return pd.DataFrame(
         {
             "subject_id": pd.Categorical.from_codes(row_subj, pd.Index(subj[subj_order], dtype="str")),
@@ -155,10 +161,19 @@ def assemble(
 
 
 def _dense(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values among codes in [0, size), ascending, and each code's rank among them."""
+    """The distinct values among codes in [0, size), ascending, and each code's rank among them (int32)."""
     present = np.zeros(max(size, 1), dtype=bool)
     present[codes] = True
-    return np.flatnonzero(present), (np.cumsum(present) - 1)[codes]
+    return np.flatnonzero(present), (np.cumsum(present, dtype=np.int32) - 1)[codes]
+
+
+def _dense_keys(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rank (int32) of each key in [0, space) among the distinct keys, and the distinct keys, ascending."""
+    if space <= DENSE_TABLE_LIMIT:
+        distinct, ranks = _dense(keys, space)
+        return ranks, distinct
+    codes, uniques = pd.factorize(keys, sort=True)
+    return codes.astype(np.int32), np.asarray(uniques)
 
 
 def _from_row_strings(subject_ids: pd.Series, tokens: np.ndarray, partitions: np.ndarray) -> pd.DataFrame:
@@ -186,30 +201,41 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     e = seconds(stays["end"])
     frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
-    # cell-hour: every clock hour [h, h+1) with overlap >= 10 minutes (in chunks of stays, to bound memory)
+    # cell-hour: every clock hour [h, h+1) with overlap >= 10 minutes. Stays are taken in chunks of whole
+    # subjects (so that the chunks' distinct pairs are disjoint), to bound memory.
     valid = e > s
     if valid.any():
         cell_codes, cell_values = pd.factorize(cell)
         h_min = int(s[valid].min() // _HOUR)
         n_hours = int((e[valid].max() - 1) // _HOUR) - h_min + 1
-        n_cells = max(len(cell_values), 1)
-        keys = []
-        for lo in range(0, len(s), CHUNK_STAYS):
-            cs, ce = s[lo : lo + CHUNK_STAYS], e[lo : lo + CHUNK_STAYS]
+        space = max(len(cell_values), 1) * n_hours
+        order = np.argsort(subj_codes, kind="stable")
+        sorted_subjects = subj_codes[order]
+        cuts = np.searchsorted(
+            sorted_subjects, sorted_subjects[np.arange(CHUNK_STAYS, len(s), CHUNK_STAYS) - 1], side="right"
+        )
+        pair_subjects, pair_keys = [], []
+        for lo, hi in itertools.pairwise(np.unique(np.r_[0, cuts, len(s)])):
+            idx = order[lo:hi]
+            cs, ce = s[idx], e[idx]
             h0 = cs // _HOUR
             row, hour = explode(h0, np.where(ce > cs, (ce - 1) // _HOUR - h0 + 1, 0))
             overlap = np.minimum(ce[row], (hour + 1) * _HOUR) - np.maximum(cs[row], hour * _HOUR)
             keep = overlap >= CELL_HOUR_MIN_SECONDS
-            row, hour = row[keep] + lo, hour[keep] - h_min
-            keys.append(pd.unique((subj_codes[row] * n_cells + cell_codes[row]) * n_hours + hour))
-        key = pd.unique(np.concatenate(keys))
+            row, hour = idx[row[keep]], hour[keep] - h_min
+            pair = pd.unique(subj_codes[row] * space + cell_codes[row] * n_hours + hour)
+            subj_part, key_part = np.divmod(pair, space)
+            pair_subjects.append(subj_part.astype(np.int32))
+            pair_keys.append(key_part)
+        key = np.concatenate(pair_keys)
         if len(key):
-            rest, hour = np.divmod(key, n_hours)
-            subj_rows, cell_rows = np.divmod(rest, n_cells)
-            inverse, (d_cell, d_hour) = group_rows(cell_values[cell_rows], hour + h_min)
+            token_ids, distinct = _dense_keys(key, space)
+            d_cell, d_hour = cell_values[distinct // n_hours], distinct % n_hours + h_min
             hour_text = np.datetime_as_string(d_hour.astype("datetime64[h]"), unit="h").astype(object)
             tokens = ("cell-hour|" + _str(d_cell.astype(str)) + "|" + _str(hour_text)).to_numpy(object)
-            frames.append((subj_rows, inverse, tokens, _partition_strings("stays", d_hour // 24)))
+            partitions = _partition_strings("stays", d_hour // 24)
+            frames.append((np.concatenate(pair_subjects), token_ids, tokens, partitions))
+        del key, pair_keys, pair_subjects
 
     # region-day: total seconds per (subject, region, day) >= 120 minutes
     cells_ids = pd.Index(np.asarray(cells["cell_id"], dtype=np.int64))
@@ -237,15 +263,19 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     offset = 0
     subj_parts, tok_parts = [], []
     for subj_rows, tok_rows, tokens, _ in frames:
-        subj_parts.append(subj_rows)
-        tok_parts.append(tok_rows + offset)
+        subj_parts.append(subj_rows.astype(np.int32, copy=False))
+        tok_parts.append((tok_rows + offset).astype(np.int32, copy=False))
         offset += len(tokens)
+    frames_tokens = np.concatenate([f[2] for f in frames])
+    frames_partitions = np.concatenate([f[3] for f in frames])
+    frames.clear()
     return assemble(
         np.concatenate(subj_parts),
         subjects,
         np.concatenate(tok_parts),
-        np.concatenate([f[2] for f in frames]),
-        np.concatenate([f[3] for f in frames]),
+        frames_tokens,
+        frames_partitions,
+        distinct=True,
     )
 
 

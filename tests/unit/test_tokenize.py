@@ -140,9 +140,15 @@ def _naive_stay_tokens(frame: pd.DataFrame) -> set[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("chunk", [tokenize.CHUNK_STAYS, 37])
-def test_agrees_with_a_literal_reading_on_random_stays(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tokenize, "CHUNK_STAYS", chunk)
+SETTINGS = [(tokenize.CHUNK_STAYS, tokenize.DENSE_TABLE_LIMIT), (37, tokenize.DENSE_TABLE_LIMIT), (37, 1)]
+
+
+@pytest.mark.parametrize(("chunk", "table"), SETTINGS)
+def test_agrees_with_a_literal_reading_on_random_stays(
+    chunk: int, table: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tokenize, "CHUNK_STAYS", chunk)  # stays taken in many chunks
+    monkeypatch.setattr(tokenize, "DENSE_TABLE_LIMIT", table)  # token ids by hashing instead of a table
     rng = np.random.default_rng(3)
     n = 400
     start = ts("2020-01-18T00:00") + rng.integers(0, 3 * 86400, n).astype("timedelta64[s]")
