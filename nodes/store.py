@@ -276,9 +276,12 @@ class AgencyStore:
             today = (span_first <= day) & (span_last >= day)
             rows = buffer.filter(pa.array(today)).to_pandas(date_as_object=False)
             tokens = tokenizer(self, rows, day)
+            del rows
             if len(tokens) and list(tokens["partition_id"].cat.categories) != [pid]:
-                tokens = tokens[tokens["partition_id"] == pid]
-            yield pid, _columns(tokens)
+                yield pid, _columns(tokens[tokens["partition_id"] == pid].reset_index(drop=True))
+            else:
+                yield pid, tokens[["subject_id", "token"]]
+            del tokens
             done = span_last <= day
             if done.any():
                 buffer = buffer.filter(pa.array(~done))
@@ -291,8 +294,8 @@ def _date(day: int) -> dt.date:
 
 
 def _columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """The (subject_id, token) columns of a token frame, unused categories dropped."""
-    out = frame[["subject_id", "token"]].reset_index(drop=True)
+    """The (subject_id, token) columns of a (filtered) token frame, unused categories dropped."""
+    out = frame[["subject_id", "token"]]
     return out.assign(
         subject_id=out["subject_id"].cat.remove_unused_categories(),
         token=out["token"].cat.remove_unused_categories(),
