@@ -12,7 +12,7 @@ from rich.table import Table
 
 from nodes.store import StoreError
 from proto.risk import RiskSetError
-from simulation.reference import ReferenceError, compute_reference, matches_table
+from simulation.reference import ReferenceError, compute_reference
 from simulation.writer import write_table
 
 
@@ -49,7 +49,7 @@ def reference(
         try:
             ref = compute_reference(run, progress=report)
             path = run / "reference" / "matches.parquet"
-            write_table(path, matches_table(ref.matches))
+            write_table(path, ref.table)
         except (ReferenceError, StoreError, RiskSetError, OSError) as exc:
             console.print(f"[red]reference failed:[/red] {exc}")
             raise typer.Exit(2) from None

@@ -30,10 +30,11 @@ class ReferenceError(ValueError):
 
 @dataclass
 class Reference:
-    """The oracle's result: the matches (pandas `str` columns; a region token's case_id is missing), the
-    risk set, and the malformed rows each agency skipped."""
+    """The oracle's result: the matches (as a frame of `str` columns, where a region token's case_id is
+    missing, and as an Arrow table), the risk set, and the malformed rows each agency skipped."""
 
     matches: pd.DataFrame
+    table: pa.Table
     risk: pd.DataFrame
     malformed: dict[str, dict[str, dict[str, int]]]
 
@@ -74,7 +75,7 @@ def compute_reference(
     scenario = load_scenario(run)
     window = risk.window(dt.date.fromisoformat(str(scenario["as_of"])), int(scenario["window_days"]))  # type: ignore[call-overload]
     tokens = run_risk_tokens(run)
-    parts: list[pd.DataFrame] = []
+    parts: list[pa.Table] = []
     malformed: dict[str, dict[str, dict[str, int]]] = {}
     for agency in AGENCIES:
         store = AgencyStore(run, agency)
@@ -92,28 +93,18 @@ def compute_reference(
             asked = asked[["token", "case_id", "case_subject_id"]].astype("str")
             m = hit.astype("str").merge(asked, on="token")
             m = m[m["case_subject_id"].isna() | (m["subject_id"] != m["case_subject_id"])]
-            parts.append(m[["subject_id", "token", "case_id"]].assign(agency=agency))
+            m = m.assign(agency=agency)[list(MATCH_COLUMNS)]
+            parts.append(pa.Table.from_pandas(m, schema=SCHEMAS["matches"], preserve_index=False))
         malformed[agency] = store.malformed_by_dataset
-    if parts:
-        matches = pd.concat(parts, ignore_index=True)[list(MATCH_COLUMNS)].astype("str")
-    else:
-        matches = pd.DataFrame({c: pd.Series(dtype="str") for c in MATCH_COLUMNS})
-    matches = matches.drop_duplicates()
-    matches = matches.sort_values(list(MATCH_COLUMNS), na_position="last", kind="stable").reset_index(
-        drop=True
-    )
-    return Reference(matches=matches, risk=tokens, malformed=malformed)
-
-
-def matches_table(matches: pd.DataFrame) -> pa.Table:
-    """Matches as an Arrow table with the published schema (subject_id, agency, token, case_id)."""
-    return pa.table(
-        [pa.Array.from_pandas(matches[c], type=pa.string()) for c in MATCH_COLUMNS], schema=SCHEMAS["matches"]
-    )
+    # rows are distinct by construction: a partition's (subject, token) pairs and the risk set's
+    # (token, case) pairs are distinct, and no token lies in two partitions
+    table = pa.concat_tables(parts) if parts else SCHEMAS["matches"].empty_table()
+    table = table.sort_by([(c, "ascending", "at_end") for c in MATCH_COLUMNS])
+    return Reference(matches=table.to_pandas(), table=table, risk=tokens, malformed=malformed)
 
 
 def reference_matches(run_dir: str | Path) -> pd.DataFrame:
     """The exact matches of a RUN; also writes RUN/reference/matches.parquet."""
     ref = compute_reference(run_dir)
-    write_table(Path(run_dir) / "reference" / "matches.parquet", matches_table(ref.matches))
+    write_table(Path(run_dir) / "reference" / "matches.parquet", ref.table)
     return ref.matches
