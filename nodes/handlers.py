@@ -26,10 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import oprf
 from crypto.auditlog import AuditLog
-from crypto.drbg import Drbg, Rng
+from crypto.drbg import Drbg, Rng, default_rng
 from crypto.errors import CryptoError
 from crypto.group import ELEMENT_BYTES, split_packed, validate_element
 from crypto.pki import PkiPaths, load_identity_key, load_storage_key
+from nodes import build
 from nodes import index as idx
 from nodes.budget import BudgetLedger, BudgetPolicy
 from nodes.keys import KeyStore, KeyStoreError
@@ -46,6 +47,8 @@ DEFAULT_MAX_BATCH = 8192
 DEFAULT_WINDOW_DAYS = 14
 SOURCES_FILE = "sources.json"
 """In RUN/nodes/<agency>/: the data-file digest, window, partitions and malformed counts of the last build."""
+BUILD_FILE = "build.json"
+"""In RUN/nodes/<agency>/: what the last build did (`nodes.build.BuildStats`: partitions, rows, seconds)."""
 
 
 class NodeBusy(ValueError):
@@ -117,6 +120,8 @@ class NodeHandlers:
         self.clock = clock
         self.proof_rng = proof_rng
         self._lock = lock
+        self.build_stats: build.BuildStats | None = None
+        """What opening the node built (set by `open_node`)."""
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -436,25 +441,21 @@ def _open(
 
     sources = source_digest(run_dir, agency)
     reused_all = _reuse_all(state / SOURCES_FILE, sources, settings, index_dir, keystore)
+    stats = build.BuildStats()
     if reused_all is not None:
         partitions, malformed = reused_all
+        stats.partitions = stats.reused = len(partitions)
         for done, pid in enumerate(partitions, start=1):
             if progress is not None:
                 progress(pid, done, len(partitions), True)
     else:
         store = AgencyStore(run_dir, agency)
-        partitions = {}
-        expected = len(store.partition_ids(settings.window))
-        for done, (pid, rows) in enumerate(store.iter_partitions(settings.window), start=1):
-            reused = True
-            if not rows.empty:
-                rng = partition_rng(pid)
-                part, reused = _load_or_build(pid, rows, index_dir, keystore, audit, executor, rng)
-                partitions[pid] = part
-            if progress is not None:
-                progress(pid, done, expected, reused)
+        partitions, stats = _build_partitions(
+            run_dir, agency, store, settings, index_dir, keystore, audit, executor, partition_rng, progress
+        )
         malformed = store.malformed
         _save_sources(state / SOURCES_FILE, sources, settings, list(partitions), malformed)
+        write_atomic_text(state / BUILD_FILE, json.dumps(stats.to_json(), indent=1, sort_keys=True))
     for pid, part in partitions.items():
         _set_budget(ledger, audit, pid, policy.cap(pid, part.meta.entry_count))
 
@@ -479,6 +480,7 @@ def _open(
         proof_rng=proof_rng,
         lock=lock,
     )
+    handlers.build_stats = stats
     handlers.sign_head("opened")
     return handlers
 
@@ -566,28 +568,98 @@ def _reuse(
     return Partition(index, pair[0])
 
 
-def _load_or_build(
-    partition_id: str,
-    rows: Any,
+def write_atomic_text(path: Path, text: str) -> None:
+    """Write a small text file through a temporary name."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Planned:
+    """A partition about to be built: its job, the key to build with, and whether that key is new."""
+
+    job: build.PartitionJob
+    sk: bytes
+    pk: bytes
+    created: bool
+    rng: Rng
+    previous: str | None
+
+
+def _plan(
+    job: build.PartitionJob, index_dir: Path, keystore: KeyStore, partition_rng: Callable[[str], Rng | None]
+) -> _Planned:
+    """The key a partition's index is built with: its sealed key, or a new one (sealed only if the partition
+    turns out to have records), and the metadata of its index on disk, if any."""
+    pid = job.partition_id
+    try:
+        pair = keystore.load(pid)
+    except KeyStoreError:
+        pair = None
+    rng = default_rng(partition_rng(pid))
+    created = pair is None
+    sk, pk = oprf.generate_key_pair(rng) if pair is None else pair
+    meta = idx.load_meta(index_dir, pid)
+    return _Planned(job, sk, pk, created, rng, None if meta is None else meta.to_json())
+
+
+def _build_partitions(
+    run_dir: Path,
+    agency: str,
+    store: AgencyStore,
+    settings: RunSettings,
     index_dir: Path,
     keystore: KeyStore,
     audit: AuditLog,
     executor: Executor | None,
-    rng: Rng | None,
-) -> tuple[Partition, bool]:
-    """Reuse a partition's index if it matches its rows and key, else build it; say whether it was reused."""
-    fingerprint = idx.rows_digest(rows)
-    reused = _reuse(partition_id, index_dir, keystore, fingerprint)
-    if reused is not None:
-        return reused, True
-    (sk, pk), created = keystore.load_or_create(partition_id, rng)
-    if created:
-        audit.append("partition_key_created", {"partition_id": partition_id, "public_key": pk.hex()})
+    partition_rng: Callable[[str], Rng | None],
+    progress: Progress | None,
+) -> tuple[dict[str, Partition], build.BuildStats]:
+    """Tokenise and index every partition of the window, one `nodes.build.build_partition` job each over the
+    executor (in order, in-process without one); reuse indexes built from the same rows under the same key.
+
+    Keys, audit entries and progress follow the partitions' order whatever order the jobs finish in.
+    """
     started = time.perf_counter()
-    meta = idx.build_index(index_dir, partition_id, sk, pk, rows, executor, fingerprint)
-    seconds = time.perf_counter() - started
-    audit.append("index_built", {"partition_id": partition_id, "entry_count": meta.entry_count,
-                                 "index_sha256": meta.index_digest.hex()})
-    log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", partition_id,
-             meta.entry_count, len(rows), seconds, meta.index_digest.hex()[:16])
-    return Partition(idx.open_index(index_dir, meta), sk), False
+    jobs = build.partition_jobs(store, settings.window)
+    plans = [_plan(job, index_dir, keystore, partition_rng) for job in jobs]
+    stats = build.BuildStats(workers=type(executor).__name__ if executor is not None else "in-process")
+
+    def args(plan: _Planned, previous: str | None) -> tuple[Any, ...]:
+        return (str(run_dir), agency, plan.job, str(index_dir), plan.sk, plan.pk, previous)
+
+    if executor is None:
+        outcomes: Iterator[build.BuildOutcome] = (build.build_partition(*args(p, p.previous)) for p in plans)
+    else:
+        futures = [executor.submit(build.build_partition, *args(p, p.previous)) for p in plans]
+        outcomes = (f.result() for f in futures)
+    partitions: dict[str, Partition] = {}
+    for done, (plan, outcome) in enumerate(zip(plans, outcomes, strict=True), start=1):
+        pid = plan.job.partition_id
+        build.merge_counts(store, outcome.counts)
+        part = None
+        if outcome.fingerprint is not None and outcome.reused:
+            part = _reuse(pid, index_dir, keystore, outcome.fingerprint)
+            if part is None:  # the index on disk is unusable after all: build it here
+                outcome = build.build_partition(*args(plan, None))
+        meta = None
+        if outcome.fingerprint is not None and part is None:
+            assert outcome.meta is not None
+            meta = idx.IndexMeta.from_json(outcome.meta)
+            if plan.created:
+                keystore.adopt(pid, plan.sk, plan.rng)
+                audit.append("partition_key_created", {"partition_id": pid, "public_key": plan.pk.hex()})
+            audit.append("index_built", {"partition_id": pid, "entry_count": meta.entry_count,
+                                         "index_sha256": meta.index_digest.hex()})
+            log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", pid,
+                     meta.entry_count, outcome.rows, outcome.tokenise_seconds + outcome.index_seconds,
+                     meta.index_digest.hex()[:16])
+            part = Partition(idx.open_index(index_dir, meta), plan.sk)
+        if part is not None:
+            partitions[pid] = part
+        stats.add(outcome, part.meta if part is not None else None)
+        if progress is not None:
+            progress(pid, done, len(plans), outcome.fingerprint is None or outcome.reused)
+    stats.wall_seconds = time.perf_counter() - started
+    return partitions, stats

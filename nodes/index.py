@@ -84,30 +84,45 @@ def rows_digest(rows: pd.DataFrame) -> bytes:
     return hashlib.sha256(_ROWS_DIGEST_TAG + np.sort(hashed).astype(">u8").tobytes()).digest()
 
 
-def group_subjects(rows: pd.DataFrame) -> tuple[list[str], list[list[int]]]:
-    """Distinct tokens (sorted) and, for each, the sorted distinct subject bodies recorded at it."""
+def _sorted_groups(rows: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Distinct tokens (sorted), every distinct (token, subject body) pair's body sorted by (token, body),
+    and the start of each token's run of bodies (plus the end)."""
     subject_codes, subjects = pd.factorize(rows["subject_id"])
-    bodies = np.array([ids.to_int(str(s)) for s in subjects], dtype=np.int64)[subject_codes]
+    subject_text = pd.Series(np.asarray(subjects, dtype=object), dtype="str")
+    if not ids.valid_mask(subject_text).all():
+        bad = next(s for s in subject_text if not ids.is_valid(s))
+        raise ValueError(f"not a valid subject id: {bad!r}")
+    bodies = subject_text.str.slice(0, 17).astype("int64").to_numpy()[subject_codes]
     token_codes, token_values = pd.factorize(rows["token"], sort=True)
     order = np.lexsort((bodies, token_codes))
     token_codes, bodies = token_codes[order], bodies[order]
     keep = np.ones(len(bodies), dtype=bool)
     keep[1:] = (np.diff(token_codes) != 0) | (np.diff(bodies) != 0)
     token_codes, bodies = token_codes[keep], bodies[keep]
-    bounds = np.flatnonzero(np.diff(token_codes)) + 1
-    groups = [group.tolist() for group in np.split(bodies, bounds)] if len(bodies) else []
-    return [str(t) for t in token_values], groups
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(token_codes)) + 1, [len(bodies)]])
+    if not len(bodies):
+        bounds = np.zeros(1, dtype=np.int64)
+    return [str(t) for t in token_values], bodies, bounds
+
+
+def group_subjects(rows: pd.DataFrame) -> tuple[list[str], list[list[int]]]:
+    """Distinct tokens (sorted) and, for each, the sorted distinct subject bodies recorded at it."""
+    token_list, bodies, bounds = _sorted_groups(rows)
+    return token_list, [bodies[a:b].tolist() for a, b in itertools.pairwise(bounds)]
 
 
 def build_entries(sk: bytes, rows: pd.DataFrame, executor: Executor | None = None) -> list[bytes]:
     """The canonical entries of a partition, sorted by tag: one VOPRF evaluation per distinct token."""
-    token_list, groups = group_subjects(rows)
+    token_list, bodies, bounds = _sorted_groups(rows)
     outputs = oprf.evaluate_many(sk, [t.encode() for t in token_list], oprf.Mode.VOPRF, executor)
+    packed = bodies.astype(">u8").tobytes()
+    offsets = (bounds * labels.ENTRY_BYTES).tolist()
+    derive, seal, header = labels.derive_tag_key, labels.seal_packed, ENTRY_HEADER.pack
     entries = []
-    for y, bodies in zip(outputs, groups, strict=True):
-        tag, key = labels.derive_tag_key(y)
-        sealed = labels.seal(key, bodies)
-        entries.append(ENTRY_HEADER.pack(tag, len(sealed)) + sealed)
+    for y, first, stop in zip(outputs, offsets[:-1], offsets[1:], strict=True):
+        tag, key = derive(y)
+        sealed = seal(key, packed[first:stop])
+        entries.append(header(tag, len(sealed)) + sealed)
     entries.sort()
     for previous, entry in itertools.pairwise(entries):
         if previous[: labels.TAG_BYTES] == entry[: labels.TAG_BYTES]:
@@ -117,8 +132,14 @@ def build_entries(sk: bytes, rows: pd.DataFrame, executor: Executor | None = Non
 
 def token_kinds(rows: pd.DataFrame) -> tuple[str, ...]:
     """The sorted distinct kinds of the partition's tokens."""
-    kinds = rows["token"].astype(str).str.split(tokens.SEP, n=1, regex=False).str[0]
-    return tuple(sorted(set(kinds)))
+    column = rows["token"]
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy()
+        used = np.bincount(codes[codes >= 0], minlength=len(column.cat.categories)) > 0
+        values = column.cat.categories[used]
+    else:
+        values = pd.unique(column)
+    return tuple(sorted({str(t).split(tokens.SEP, 1)[0] for t in values}))
 
 
 def paths(directory: Path, partition_id: str) -> tuple[Path, Path]:

@@ -79,6 +79,12 @@ class KeyStore:
         """Generate a partition key pair from `rng` (the nonce too), seal it to disk, and return (sk, pk)."""
         rng = default_rng(rng)
         sk, pk = oprf.generate_key_pair(rng)
+        self.adopt(partition_id, sk, rng)
+        return sk, pk
+
+    def adopt(self, partition_id: str, sk: bytes, rng: Rng) -> None:
+        """Seal a key generated from `rng` elsewhere (the nonce comes from the same stream, so the file is
+        byte for byte what `create` writes from that stream) and write it to disk."""
         nonce = rng.random_bytes(NONCE_BYTES)
         blob = MAGIC + nonce + self._aead.encrypt(nonce, sk, self._aad(partition_id))
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -90,7 +96,6 @@ class KeyStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        return sk, pk
 
     def load_or_create(self, partition_id: str, rng: Rng | None = None) -> tuple[tuple[bytes, bytes], bool]:
         """The partition's key pair and whether it was created now (an unusable sealed key is replaced)."""
