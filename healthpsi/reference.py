@@ -54,7 +54,7 @@ def reference(
             console.print(f"[red]reference failed:[/red] {exc}")
             raise typer.Exit(2) from None
     m = ref.matches
-    kinds = m["token"].str.split("|").str[0]
+    kinds = m["token"].str.replace(r"\|.*$", "", regex=True)
     table = Table(title=f"matches: {path}")
     table.add_column("agency")
     table.add_column("kind")
