@@ -50,12 +50,12 @@ from coordinator.risk import (
     load_scenario,
     tokens_digest,
 )
-from coordinator.sealing import storage_key, write_atomic
+from coordinator.sealing import storage_key
 from coordinator.store import CodeStore
 from coordinator.transport import NodeTransport
 from crypto.auditlog import AuditLog, read_lines
 from crypto.drbg import Drbg
-from crypto.pki import PkiPaths, canonical_json, load_identities, load_identity_key
+from crypto.pki import PkiPaths, canonical_json, load_identities, load_identity_key, write_atomic
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total) — stages "evaluate", "index", "issuance"."""

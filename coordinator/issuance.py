@@ -22,10 +22,9 @@ import pandas as pd
 from cryptography.hazmat.primitives import serialization
 
 from coordinator.policy import worse
-from coordinator.sealing import write_atomic
 from coordinator.store import CodeRow, CodeStore, Revocation
 from crypto import codes
-from crypto.pki import DEFAULT_ISSUER, PkiPaths, load_signing_key, write_revocations
+from crypto.pki import DEFAULT_ISSUER, PkiPaths, load_signing_key, write_atomic, write_revocations
 
 BATCH_SIZE = 2000
 CODE_ID_BYTES = 12

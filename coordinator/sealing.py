@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crypto.drbg import Rng, default_rng
-from crypto.pki import STORAGE_KEY_BYTES, PkiPaths, load_storage_key
+from crypto.pki import STORAGE_KEY_BYTES, PkiPaths, load_storage_key, write_atomic
 
 NONCE_BYTES = 12
 
@@ -37,19 +36,6 @@ def storage_key(run_dir: Path, rng: Rng | None = None) -> bytes:
         key = default_rng(rng).random_bytes(STORAGE_KEY_BYTES)
         write_atomic(path, key, private=True)
     return load_storage_key(path)
-
-
-def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Write a file atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def seal(key: bytes, name: str, plaintext: bytes) -> bytes:

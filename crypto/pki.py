@@ -689,10 +689,10 @@ def load_signing_key(paths: PkiPaths) -> tuple[ec.EllipticCurvePrivateKey, bytes
 def save_json(path: str | os.PathLike[str], doc: Any) -> None:
     """Write a JSON document (indented, sorted keys) atomically."""
     text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    _write(Path(path), text.encode("utf-8"), private=False)
+    write_atomic(Path(path), text.encode("utf-8"))
 
 
-def _write(path: Path, data: bytes, *, private: bool) -> None:
+def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
     """Write a file atomically (temporary file, fsync, rename); private files get mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -787,7 +787,7 @@ def create_pki(
         files[paths.node_storage_key(agency)] = (storage, True)
 
     for path, (data, private) in files.items():
-        _write(path, data, private=private)
+        write_atomic(path, data, private=private)
     root_cert = root.certificate
     save_json(paths.identities, make_identities(node_identities, coordinator_identity.public_key(), root.key,
                                                 issued_at=now))

@@ -9,14 +9,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from healthpsi.executors import make_executor
+from healthpsi.progress import stage_progress
 from simulation.replay import ReplayReport, Verdict, replay
 
 app = typer.Typer(
@@ -28,27 +27,6 @@ out = Console()
 EXIT_HOLDS, EXIT_BROKEN, EXIT_UNUSABLE = 0, 1, 2
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 STAGES = {"logs": "node logs", "openings": "openings re-derived", "results": "results", "rerun": "re-run"}
-
-
-def _progress() -> tuple[Progress, Any]:
-    """A rich progress display on stderr, one bar per stage, and the callback that advances it."""
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def advance(stage: str, done: int, total: int) -> None:
-        """Show progress of a stage."""
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return bar, advance
 
 
 def _step(name: str) -> None:
@@ -168,7 +146,7 @@ def replay_command(
     if not (run / "scenario.json").is_file():
         err.print(f"[bold red]not a run directory:[/] {run} has no scenario.json")
         raise typer.Exit(EXIT_UNUSABLE)
-    bar, advance = _progress()
+    bar, advance = stage_progress(STAGES, err, transient=True)
     rerun = _rerun(run, not no_rerun and rerun_dir is None)
     with rerun as (scratch, rerun_failed), make_executor(workers) as executor, bar:
         report = replay(run, rerun_dir=rerun_dir or scratch, executor=executor, progress=advance)

@@ -7,11 +7,9 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from coordinator.epoch import EpochResult, run_epoch
@@ -20,10 +18,12 @@ from coordinator.policy import PolicyError
 from coordinator.risk import InputError
 from coordinator.sealing import SealedFileError
 from coordinator.store import StoreError
-from coordinator.transport import GrpcTransport, InProcessTransport, NodeTransport
+from coordinator.transport import GrpcTransport, NodeTransport
 from crypto.errors import CryptoError
 from crypto.pki import PkiPaths
 from healthpsi.executors import make_executor
+from healthpsi.pipeline import in_process_nodes
+from healthpsi.progress import stage_progress
 from proto.errors import ProtocolError
 from proto.tokens import AGENCIES
 
@@ -69,14 +69,8 @@ def parse_nodes(specs: list[str]) -> dict[str, str]:
 def _transports(run: Path, nodes: dict[str, str], in_process: bool) -> Iterator[dict[str, NodeTransport]]:
     """gRPC transports to the given nodes, or (in-process) node handlers opened over RUN/data."""
     if in_process:
-        from nodes.handlers import open_node  # the operator asked to run the nodes inside this process
-
-        handlers = {agency: open_node(run, agency) for agency in AGENCIES}
-        try:
-            yield {agency: InProcessTransport(h, agency) for agency, h in handlers.items()}
-        finally:
-            for h in handlers.values():
-                h.close()
+        with in_process_nodes(run) as transports:
+            yield transports
         return
     grpc_transports = {
         agency: GrpcTransport(address, agency, PkiPaths(run)) for agency, address in nodes.items()
@@ -86,26 +80,6 @@ def _transports(run: Path, nodes: dict[str, str], in_process: bool) -> Iterator[
     finally:
         for t in grpc_transports.values():
             t.close()
-
-
-def _progress() -> tuple[Progress, Any]:
-    """A rich progress display with one bar per stage, and the callback that advances it."""
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def advance(stage: str, done: int, total: int) -> None:
-        """Show progress of a stage."""
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return bar, advance
 
 
 def _summary(result: EpochResult) -> Table:
@@ -168,7 +142,7 @@ def epoch(
         raise typer.BadParameter(
             "give --node AGENCY=HOST:PORT for each node, or --in-process", param_hint="--node"
         )
-    bar, advance = _progress()
+    bar, advance = stage_progress(STAGES, err)
     try:
         with make_executor(workers, dask) as executor, _transports(run, nodes, in_process) as transports, bar:
             result = run_epoch(run, transports, executor, advance, policy_path=policy)

@@ -71,24 +71,35 @@ def _budgets(manifests: dict[str, node_pb2.SignedManifest]) -> dict[str, dict[st
 
 
 @contextlib.contextmanager
+def in_process_nodes(run_dir: Path) -> Iterator[dict[str, NodeTransport]]:
+    """Every agency's node opened inside this process over RUN/data, behind the in-process transport."""
+    from nodes.handlers import open_node
+
+    handlers = {agency: open_node(run_dir, agency) for agency in AGENCIES}
+    try:
+        yield {agency: InProcessTransport(h, agency) for agency, h in handlers.items()}
+    finally:
+        for h in handlers.values():
+            h.close()
+
+
+@contextlib.contextmanager
 def serving_nodes(
-    run_dir: Path, transport: Transport, workers: int | None, result: RunResult
+    run_dir: Path,
+    transport: Transport,
+    workers: int | None,
+    result: RunResult,
+    progress: EpochProgress | None = None,
 ) -> Iterator[dict[str, NodeTransport]]:
     """Yield a transport per agency: real node processes over mTLS gRPC, or in-process node handlers.
 
     Node processes are stopped with SIGTERM on the way out; their exit codes go into `result`.
     """
     if transport == "inprocess":
-        from nodes.handlers import open_node
-
-        handlers = {agency: open_node(run_dir, agency) for agency in AGENCIES}
-        try:
-            yield {agency: InProcessTransport(h, agency) for agency, h in handlers.items()}
-        finally:
-            for h in handlers.values():
-                h.close()
+        with in_process_nodes(run_dir) as transports:
+            yield transports
         return
-    processes: dict[str, NodeProcess] = start_nodes(run_dir, AGENCIES, workers)
+    processes: dict[str, NodeProcess] = start_nodes(run_dir, AGENCIES, workers, progress)
     paths = PkiPaths(run_dir)
     channels = {a: GrpcTransport(p.address, a, paths) for a, p in processes.items()}
     try:
@@ -161,7 +172,7 @@ def run_pipeline(
     with make_executor(workers, dask) as executor:
         announce("nodes")
         t0 = time.perf_counter()
-        with serving_nodes(out, transport, workers, result) as transports:
+        with serving_nodes(out, transport, workers, result, epoch_progress) as transports:
             result.steps["nodes"] = time.perf_counter() - t0
             result.epoch = timed("epoch", lambda: run_epoch(out, transports, executor, epoch_progress))
             result.budgets = _budgets({a: t.get_manifest() for a, t in transports.items()})

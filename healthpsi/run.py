@@ -6,19 +6,17 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from healthpsi.pipeline import PipelineError, RunResult, run_pipeline
+from healthpsi.progress import stage_progress
 
+STAGE_TEXT = {
+    "nodes": "  nodes serving",
+    "evaluate": "  epoch: Evaluate batches",
+    "index": "  epoch: indexes streamed",
+    "issuance": "  epoch: codes signed",
+}
 STEP_TEXT = {
     "simulate": "Simulating the city and its epidemic",
     "keys": "Creating the PKI and signing keys",
@@ -70,24 +68,11 @@ def run(
     [bold]Example:[/bold] [cyan]healthpsi run --preset city-20k --seed 7 --out runs/demo[/cyan]
     """
     console = Console()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        tasks: dict[str, TaskID] = {}
+    progress, advance = stage_progress(STAGE_TEXT, console)
+    with progress:
 
         def step(name: str) -> None:
             progress.console.log(STEP_TEXT.get(name, name))
-
-        def epoch_progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(f"  epoch: {stage}", total=total)
-            progress.update(tasks[stage], completed=done, total=total)
 
         try:
             result = run_pipeline(
@@ -99,7 +84,7 @@ def run(
                 dask=dask,
                 transport="inprocess" if in_process else "grpc",
                 step=step,
-                epoch_progress=epoch_progress,
+                epoch_progress=advance,
             )
         except PipelineError as exc:
             Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)

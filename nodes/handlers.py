@@ -29,7 +29,7 @@ from crypto.auditlog import AuditLog
 from crypto.drbg import Drbg, Rng, default_rng
 from crypto.errors import CryptoError
 from crypto.group import ELEMENT_BYTES, split_packed, validate_element
-from crypto.pki import PkiPaths, load_identity_key, load_storage_key
+from crypto.pki import PkiPaths, load_identity_key, load_storage_key, write_atomic
 from nodes import build
 from nodes import index as idx
 from nodes.budget import BudgetLedger, BudgetPolicy
@@ -455,7 +455,7 @@ def _open(
         )
         malformed = store.malformed
         _save_sources(state / SOURCES_FILE, sources, settings, list(partitions), malformed)
-        write_atomic_text(state / BUILD_FILE, json.dumps(stats.to_json(), indent=1, sort_keys=True))
+        write_atomic(state / BUILD_FILE, json.dumps(stats.to_json(), indent=1, sort_keys=True).encode())
     for pid, part in partitions.items():
         _set_budget(ledger, audit, pid, policy.cap(pid, part.meta.entry_count))
 
@@ -566,13 +566,6 @@ def _reuse(
     log.info("index reused for %s: %d entries, digest %s", partition_id, meta.entry_count,
              meta.index_digest.hex()[:16])
     return Partition(index, pair[0])
-
-
-def write_atomic_text(path: Path, text: str) -> None:
-    """Write a small text file through a temporary name."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,13 +85,24 @@ def wait_serving(
     raise NodeProcessError(f"{agency} node did not start serving within {timeout:.0f}s (log: {log_path})")
 
 
-def start_nodes(run_dir: Path, agencies: Sequence[str], workers: int | None = None) -> dict[str, NodeProcess]:
-    """Start every agency's node at once (they build their indexes side by side) and wait for all."""
+def start_nodes(
+    run_dir: Path,
+    agencies: Sequence[str],
+    workers: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, NodeProcess]:
+    """Start every agency's node at once (they build their indexes side by side) and wait for all.
+
+    `progress("nodes", ready, total)` is called as each node starts serving.
+    """
     spawned = {agency: spawn_node(run_dir, agency, workers) for agency in agencies}
     started: dict[str, NodeProcess] = {}
+    report = progress or (lambda stage, done, total: None)
+    report("nodes", 0, len(spawned))
     try:
         for agency, (proc, log_path) in spawned.items():
             started[agency] = wait_serving(run_dir, agency, proc, log_path)
+            report("nodes", len(started), len(spawned))
     except BaseException:
         for proc, _ in spawned.values():
             if proc.poll() is None:
