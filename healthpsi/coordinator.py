@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 
 import typer
@@ -66,10 +67,13 @@ def parse_nodes(specs: list[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _transports(run: Path, nodes: dict[str, str], in_process: bool) -> Iterator[dict[str, NodeTransport]]:
-    """gRPC transports to the given nodes, or (in-process) node handlers opened over RUN/data."""
+def _transports(
+    run: Path, nodes: dict[str, str], in_process: bool, executor: Executor | None = None
+) -> Iterator[dict[str, NodeTransport]]:
+    """gRPC transports to the given nodes, or (in-process) node handlers opened over RUN/data, their
+    indexes built over `executor`."""
     if in_process:
-        with in_process_nodes(run) as transports:
+        with in_process_nodes(run, executor) as transports:
             yield transports
         return
     grpc_transports = {
@@ -144,7 +148,11 @@ def epoch(
         )
     bar, advance = stage_progress(STAGES, err)
     try:
-        with make_executor(workers, dask) as executor, _transports(run, nodes, in_process) as transports, bar:
+        with (
+            make_executor(workers, dask) as executor,
+            _transports(run, nodes, in_process, executor) as transports,
+            bar,
+        ):
             result = run_epoch(run, transports, executor, advance, policy_path=policy)
     except FAILURES as exc:
         err.print(f"[bold red]epoch failed:[/] {exc}")

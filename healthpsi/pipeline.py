@@ -13,9 +13,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow.parquet as pq
 
@@ -31,6 +32,9 @@ from simulation.processes import NodeProcess, start_nodes
 from simulation.reference import reference_matches
 from simulation.run_report import build_report
 from simulation.scenario import simulate
+
+if TYPE_CHECKING:
+    from nodes.handlers import NodeHandlers
 
 Transport = Literal["grpc", "inprocess"]
 StepCallback = Callable[[str], None]
@@ -70,12 +74,31 @@ def _budgets(manifests: dict[str, node_pb2.SignedManifest]) -> dict[str, dict[st
     return out
 
 
-@contextlib.contextmanager
-def in_process_nodes(run_dir: Path) -> Iterator[dict[str, NodeTransport]]:
-    """Every agency's node opened inside this process over RUN/data, behind the in-process transport."""
+def open_nodes(run_dir: Path, executor: Executor | None = None) -> dict[str, NodeHandlers]:
+    """Every agency's node handlers in this process, opened side by side (their partitions' build jobs share
+    `executor`); if one fails, the others are closed and the error raised."""
     from nodes.handlers import open_node
 
-    handlers = {agency: open_node(run_dir, agency) for agency in AGENCIES}
+    with ThreadPoolExecutor(len(AGENCIES), thread_name_prefix="open-node") as threads:
+        futures = {agency: threads.submit(open_node, run_dir, agency, executor) for agency in AGENCIES}
+        opened, errors = {}, []
+        for agency, future in futures.items():
+            try:
+                opened[agency] = future.result()
+            except Exception as exc:
+                errors.append(exc)
+    if errors:
+        for h in opened.values():
+            h.close()
+        raise errors[0]
+    return opened
+
+
+@contextlib.contextmanager
+def in_process_nodes(run_dir: Path, executor: Executor | None = None) -> Iterator[dict[str, NodeTransport]]:
+    """Every agency's node opened inside this process over RUN/data (indexes built over `executor`),
+    behind the in-process transport."""
+    handlers = open_nodes(run_dir, executor)
     try:
         yield {agency: InProcessTransport(h, agency) for agency, h in handlers.items()}
     finally:
@@ -90,13 +113,15 @@ def serving_nodes(
     workers: int | None,
     result: RunResult,
     progress: EpochProgress | None = None,
+    executor: Executor | None = None,
 ) -> Iterator[dict[str, NodeTransport]]:
-    """Yield a transport per agency: real node processes over mTLS gRPC, or in-process node handlers.
+    """Yield a transport per agency: real node processes over mTLS gRPC, or in-process node handlers
+    (their indexes built over `executor`).
 
     Node processes are stopped with SIGTERM on the way out; their exit codes go into `result`.
     """
     if transport == "inprocess":
-        with in_process_nodes(run_dir) as transports:
+        with in_process_nodes(run_dir, executor) as transports:
             yield transports
         return
     processes: dict[str, NodeProcess] = start_nodes(run_dir, AGENCIES, workers, progress)
@@ -172,7 +197,7 @@ def run_pipeline(
     with make_executor(workers, dask) as executor:
         announce("nodes")
         t0 = time.perf_counter()
-        with serving_nodes(out, transport, workers, result, epoch_progress) as transports:
+        with serving_nodes(out, transport, workers, result, epoch_progress, executor) as transports:
             result.steps["nodes"] = time.perf_counter() - t0
             result.epoch = timed("epoch", lambda: run_epoch(out, transports, executor, epoch_progress))
             result.budgets = _budgets({a: t.get_manifest() for a, t in transports.items()})
