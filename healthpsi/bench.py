@@ -19,6 +19,8 @@ from rich.table import Table
 
 from healthpsi.benchmarks import Step
 from healthpsi.benchmarks.crypto import CryptoBenchSettings, run_crypto_bench
+from healthpsi.benchmarks.epoch import EpochBenchSettings, run_epoch_bench
+from healthpsi.benchmarks.issue import IssueBenchSettings, run_issue_bench
 
 app = typer.Typer(
     help="Benchmarks: medians of several runs, each figure a ratio against a baseline from the same run.",
@@ -78,6 +80,49 @@ def _crypto_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _gib(n: float) -> str:
+    """Bytes as GiB (or MiB below one GiB)."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _epoch_table(result: dict[str, Any]) -> Table:
+    """The short summary of the epoch benchmark: per stage, then the totals and the price of privacy."""
+    title = (f"healthpsi bench epoch — {result['preset']}, {result['persons']:,} persons, "
+             f"{result['transport']}, {result['workers']} workers, median of {result['repeat']}")
+    table = Table(title=title, show_header=True)
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("bytes on the wire", justify="right")
+    for name, stage in result["stages"].items():
+        table.add_row(name, f"{stage['seconds']:.1f}", f"{stage['bytes']:,}" if stage["bytes"] else "")
+    table.add_row("[bold]private epoch[/]", f"[bold]{result['seconds']:.1f}[/]", f"{result['bytes']:,}")
+    table.add_row("plaintext join", f"{result['plaintext_seconds']:.1f}", "")
+    table.add_row("[bold]price of privacy[/]", f"[bold]{result['privacy_price']:.2f}×[/]", "")
+    table.add_row("peak RSS (process tree)", _gib(result["peak_rss_bytes"]), "")
+    table.add_row("simulate (not in the epoch)", f"{result['simulate_seconds']:.1f}", "")
+    return table
+
+
+def _issue_table(result: dict[str, Any]) -> Table:
+    """The short summary of the issuance benchmark."""
+    table = Table(title="healthpsi bench issue", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("codes signed, 1 core", f"{result['sign_per_s']:,.0f}/s"),
+        ("raw ECDSA P-256 sign", f"{result['raw_sign_per_s']:,.0f}/s"),
+        ("signed vs raw", f"{result['sign_vs_raw']:.1%}"),
+        ("codes verified, 1 core", f"{result['verify_per_s']:,.0f}/s"),
+        ("raw ECDSA P-256 verify", f"{result['raw_verify_per_s']:,.0f}/s"),
+        ("verified vs raw", f"{result['verify_vs_raw']:.1%}"),
+        (f"codes signed, {result['settings']['workers']} workers", f"{result['sign_workers_per_s']:,.0f}/s"),
+        ("2.19 M codes (Sanmenxia) at that rate", f"{result['sanmenxia_codes_seconds']:.0f} s"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 @dataclasses.dataclass(frozen=True)
 class Section:
     """One benchmark as `bench all` runs it: its progress steps, its run, and its summary table."""
@@ -92,13 +137,41 @@ def _crypto_settings(quick: bool) -> CryptoBenchSettings:
     return CryptoBenchSettings.quick() if quick else CryptoBenchSettings()
 
 
+def _epoch_settings(quick: bool) -> EpochBenchSettings:
+    """The epoch benchmark's default (city-20k) or quick sizes."""
+    return EpochBenchSettings.quick() if quick else EpochBenchSettings()
+
+
+def _issue_settings(quick: bool) -> IssueBenchSettings:
+    """The issuance benchmark's default or quick sizes."""
+    return IssueBenchSettings.quick() if quick else IssueBenchSettings()
+
+
 SECTIONS: dict[str, Section] = {
     "crypto": Section(
         steps=lambda quick: _crypto_settings(quick).steps(),
         run=lambda quick, step: run_crypto_bench(_crypto_settings(quick), step),
         table=_crypto_table,
     ),
+    "epoch": Section(
+        steps=lambda quick: _epoch_settings(quick).steps(),
+        run=lambda quick, step: run_epoch_bench(_epoch_settings(quick), step),
+        table=_epoch_table,
+    ),
+    "issue": Section(
+        steps=lambda quick: _issue_settings(quick).steps(),
+        run=lambda quick, step: run_issue_bench(_issue_settings(quick), step),
+        table=_issue_table,
+    ),
 }
+
+
+def _emit(section: str, result: dict[str, Any], table: Table, as_json: bool, out: Path | None) -> None:
+    """Show a section's table, write its JSON file, and print the JSON document when asked."""
+    show(table, as_json)
+    write_section(out, section, result)
+    if as_json:
+        typer.echo(json.dumps({section: result}, indent=2))
 
 
 @app.command("crypto")
@@ -123,6 +196,78 @@ def crypto(
     write_section(out, "crypto", result)
     if as_json:
         typer.echo(json.dumps({"crypto": result}, indent=2))
+
+
+@app.command("epoch")
+def epoch(
+    preset: str = typer.Option("city-20k", "--preset", help="city-20k, city-240k or sanmenxia."),
+    persons: int | None = typer.Option(None, "--persons", min=100, help="Override the preset's population."),
+    seed: int = typer.Option(7, "--seed", help="Scenario seed."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: 1/core)."),
+    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address, or 'local'."),
+    repeat: int | None = typer.Option(
+        None, "--repeat", min=1, help="Repetitions (default: 3, or 1 from 200,000 persons on)."
+    ),
+    grpc: bool = typer.Option(
+        False, "--grpc", help="Nodes as `healthpsi node serve` processes over mTLS (default: in-process)."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", file_okay=False, help="Simulate into DIR and keep it (default: a temporary one)."
+    ),
+    as_json: bool = JsonOption,
+    out: Path | None = OutOption,
+    quick: bool = QuickOption,
+) -> None:
+    """The private epoch per stage, bytes on the wire and peak memory, against a plaintext pandas join.
+
+    Private: the nodes' tokenise + index build and the coordinator's epoch, issuance included.
+
+    Plaintext: the oracle's join of the same files. Their ratio is the price of privacy.
+
+    The city is simulated once (not timed); each repetition starts from no node or coordinator state.
+
+    The private matches must equal the plaintext join, or the benchmark fails.
+
+    \b
+    Example: healthpsi bench epoch --preset city-240k --json --out runs/bench
+    """
+    base = EpochBenchSettings.quick() if quick else EpochBenchSettings()
+    settings = dataclasses.replace(
+        base,
+        preset=preset,
+        persons=persons if persons is not None else base.persons,
+        seed=seed,
+        workers=workers,
+        dask=dask,
+        repeat=repeat if repeat is not None else base.repeat,
+        transport="grpc" if grpc else "inprocess",
+        run_dir=run_dir,
+    )
+    result = with_progress(settings.steps(), lambda step: run_epoch_bench(settings, step))
+    _emit("epoch", result, _epoch_table(result), as_json, out)
+
+
+@app.command("issue")
+def issue(
+    as_json: bool = JsonOption,
+    out: Path | None = OutOption,
+    quick: bool = QuickOption,
+    codes: int | None = typer.Option(None, "--codes", min=10, help="Codes per rate measurement (4,000)."),
+    repeat: int | None = typer.Option(None, "--repeat", min=1, help="Repetitions of the rate measurements."),
+) -> None:
+    """Health codes signed and verified per second (one core, and signing on the worker pool), each against
+    raw ECDSA P-256 signing and verification of the same bytes in the same run.
+
+    \b
+    Example: healthpsi bench issue --json --out runs/bench
+    """
+    settings = _issue_settings(quick)
+    if codes is not None:
+        settings = dataclasses.replace(settings, codes=codes)
+    if repeat is not None:
+        settings = dataclasses.replace(settings, repeat=repeat)
+    result = with_progress(settings.steps(), lambda step: run_issue_bench(settings, step))
+    _emit("issue", result, _issue_table(result), as_json, out)
 
 
 @app.command("all")

@@ -25,10 +25,14 @@ def make_executor(workers: int | None = None, dask: str | None = None) -> Iterat
 
         cluster = None
         if dask == "local":
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         client = Client(cluster if cluster is not None else dask)
         try:
-            yield client.get_executor()
+            # pure=False: every call runs (Dask would otherwise merge calls with equal arguments by key,
+            # and hash every argument to make that key)
+            yield client.get_executor(pure=False)
         finally:
             client.close()
             if cluster is not None:

@@ -1,0 +1,342 @@
+"""The epoch benchmark: the private epoch against a plaintext join of the same data, in the same run.
+
+The city is simulated once (not timed into the epoch) and given its PKI; then each repetition starts from
+no node or coordinator state and measures
+
+- the **private epoch**: the nodes' tokenising and index building (one OPRF evaluation per distinct token,
+  sealed labels) and the coordinator's whole epoch (risk set, blinded VOPRF queries with proofs, index
+  streaming and lookups, matches and features, applicants, code issuance, revocations), per stage, with
+  the bytes that crossed the transport;
+- the **plaintext baseline**: the oracle's computation (`simulation.reference.compute_reference`: the same
+  tokeniser over the same files, joined to the risk set with pandas), on one core as pandas runs it;
+- **peak memory**: the resident set of this process and all its children (worker processes, node
+  processes), sampled by a thread, per phase.
+
+The private matches must equal the plaintext ones row for row, or the run fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from coordinator.epoch import EpochResult, run_epoch
+from healthpsi.benchmarks import Step
+from healthpsi.executors import default_workers, make_executor
+from healthpsi.keys import init_keys
+from healthpsi.pipeline import RunResult, serving_nodes
+from nodes.handlers import BUILD_FILE
+from proto.tokens import AGENCIES
+from simulation.presets import get_preset
+from simulation.reference import compute_reference
+from simulation.scenario import simulate
+
+Transport = Literal["inprocess", "grpc"]
+LARGE_PERSONS = 200_000
+"""From this population on (city-240k, sanmenxia) one repetition by default, three below."""
+STAGES = ("tokenise", "index", "load", "manifests", "evaluate", "finalize", "stream", "match", "issue",
+          "revocations")
+"""The stages reported, in order: the nodes' build, then the coordinator's epoch."""
+EPOCH_STAGE_NAMES = {"index": "stream", "features": "match", "issuance": "issue"}
+"""`EpochResult.seconds` keys renamed for the report (the coordinator's "index" stage streams indexes)."""
+MEMORY_NOTE = "no step holds more than one partition's records at a time"
+MEMORY_DETAIL = (
+    "A node build job (one per worker process) reads only the row groups that can reach its partition's "
+    "day (its own day's and, for stays over midnight and multi-night hotel stays, the earlier ones that "
+    "reach it), keeps that partition's records and tokens, and writes its index; the node process keeps "
+    "only index metadata and entry offsets, and serves index chunks of 1 MiB read from disk. The "
+    "coordinator keeps its own risk set, streams each partition's index in 1 MiB chunks and keeps only the "
+    "sealed labels of the tags it asked for; codes are signed in batches of 2,000. What grows with the city "
+    "is the output held until it is written: the matches, the features and one code per applicant. With "
+    "N workers, N partitions are in memory at once, one per worker."
+)
+
+
+@dataclass(frozen=True)
+class EpochBenchSettings:
+    """What one `bench epoch` run measures."""
+
+    preset: str = "city-20k"
+    persons: int | None = None
+    seed: int = 7
+    workers: int | None = None
+    dask: str | None = None
+    repeat: int | None = None
+    """Repetitions (None: 3 below LARGE_PERSONS, 1 from there on)."""
+    transport: Transport = "inprocess"
+    run_dir: Path | None = None
+    """Where to simulate (kept); None: a temporary directory, removed afterwards."""
+
+    @classmethod
+    def quick(cls) -> EpochBenchSettings:
+        """A 1,500-person city, one repetition: seconds, for tests (the figures are noisy)."""
+        return cls(persons=1500, repeat=1)
+
+    @property
+    def population(self) -> int:
+        """The number of residents simulated."""
+        return self.persons if self.persons is not None else get_preset(self.preset).persons
+
+    @property
+    def repetitions(self) -> int:
+        """How many times the epoch and the plaintext join are measured."""
+        if self.repeat is not None:
+            return self.repeat
+        return 1 if self.population >= LARGE_PERSONS else 3
+
+    def steps(self) -> int:
+        """How many progress steps `run_epoch_bench` reports."""
+        return 1 + 3 * self.repetitions
+
+
+class RssSampler:
+    """Peak resident set of this process plus all its descendants, sampled by a thread, per phase."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.phase = "start"
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._me = psutil.Process()
+
+    def sample(self) -> int:
+        """The current resident set of the process tree, in bytes."""
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            total = self._me.memory_info().rss
+        with contextlib.suppress(psutil.Error):
+            for child in self._me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+        return total
+
+    def _record(self) -> None:
+        rss = self.sample()
+        if rss > self.peaks.get(self.phase, 0):
+            self.peaks[self.phase] = rss
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._record()
+
+    def enter(self, phase: str) -> None:
+        """Attribute the samples from now on to `phase`."""
+        self._record()
+        self.phase = phase
+        self._record()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._record()
+
+    @property
+    def peak(self) -> int:
+        """The largest sample of any phase."""
+        return max(self.peaks.values(), default=0)
+
+
+def _reset(run_dir: Path) -> None:
+    """Remove every node's and the coordinator's state (the PKI and the data stay)."""
+    for name in ("nodes", "coordinator", "reference"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def _node_builds(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """What each node's index build did (RUN/nodes/<agency>/build.json, written by every node process)."""
+    builds = {}
+    for agency in AGENCIES:
+        path = run_dir / "nodes" / agency / BUILD_FILE
+        builds[agency] = json.loads(path.read_text()) if path.exists() else {}
+    return builds
+
+
+def _split_nodes(wall: float, builds: dict[str, dict[str, Any]]) -> tuple[float, float]:
+    """The nodes' wall time split between tokenising and index building in proportion to the time the
+    build jobs spent in each (the two run interleaved, in the same jobs)."""
+    tokenise = sum(float(b.get("tokenise_seconds", 0.0)) for b in builds.values())
+    index = sum(float(b.get("index_seconds", 0.0)) for b in builds.values())
+    if tokenise + index <= 0:
+        return 0.0, wall
+    return wall * tokenise / (tokenise + index), wall * index / (tokenise + index)
+
+
+def _private_equals_plaintext(run_dir: Path, plaintext: pa.Table) -> bool:
+    """Whether the coordinator's matches.parquet equals the plaintext join, row for row."""
+    private = pq.read_table(run_dir / "coordinator" / "matches.parquet").replace_schema_metadata(None)
+    return bool(private.equals(plaintext.replace_schema_metadata(None)))
+
+
+def _repetition(settings: EpochBenchSettings, run_dir: Path, rss: RssSampler, step: Step) -> dict[str, Any]:
+    """One measurement of the private epoch and the plaintext join, from fresh node and coordinator state."""
+    _reset(run_dir)
+    result = RunResult(run_dir=run_dir)
+    rss.enter("nodes")
+    with make_executor(settings.workers, settings.dask) as executor:
+        started = time.perf_counter()
+        with serving_nodes(run_dir, settings.transport, settings.workers, result, None, executor) as nodes:
+            nodes_seconds = time.perf_counter() - started
+            step("nodes: tokenise and index")
+            rss.enter("epoch")
+            epoch: EpochResult = run_epoch(run_dir, nodes, executor)
+        step("coordinator epoch")
+    bad = {agency: code for agency, code in result.node_exit_codes.items() if code != 0}
+    if bad:
+        raise RuntimeError(f"node processes did not stop cleanly: {bad}")
+    builds = _node_builds(run_dir)
+    rss.enter("plaintext")
+    started = time.perf_counter()
+    reference = compute_reference(run_dir)
+    plaintext_seconds = time.perf_counter() - started
+    rss.enter("idle")
+    step("plaintext join")
+    if not _private_equals_plaintext(run_dir, reference.table):
+        raise RuntimeError("the private matches differ from the plaintext join")
+    tokenise, index = _split_nodes(nodes_seconds, builds)
+    stages: dict[str, dict[str, float]] = {
+        "tokenise": {"seconds": tokenise, "bytes": 0},
+        "index": {"seconds": index, "bytes": 0},
+    }
+    for name, seconds in epoch.seconds.items():
+        if name != "total":
+            stages[EPOCH_STAGE_NAMES.get(name, name)] = {
+                "seconds": seconds,
+                "bytes": epoch.bytes.get(name, 0),
+            }
+    private_seconds = nodes_seconds + epoch.seconds["total"]
+    return {
+        "seconds": private_seconds,
+        "nodes_seconds": nodes_seconds,
+        "epoch_seconds": epoch.seconds["total"],
+        "plaintext_seconds": plaintext_seconds,
+        "issue_seconds": epoch.seconds.get("issuance", 0.0),
+        "stages": stages,
+        "bytes": sum(epoch.bytes.values()),
+        "builds": builds,
+        "counts": {
+            "risk_tokens": epoch.risk_tokens,
+            "queried": epoch.queried,
+            "matches": epoch.matches,
+            "matched_subjects": epoch.matched_subjects,
+            "codes_issued": epoch.codes_issued,
+            "index_entries": sum(int(b.get("entries", 0)) for b in builds.values()),
+            "index_bytes": sum(int(b.get("index_bytes", 0)) for b in builds.values()),
+            "token_rows": sum(int(b.get("rows", 0)) for b in builds.values()),
+            "plaintext_matches": len(reference.matches),
+        },
+    }
+
+
+def _median_stages(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage, the median seconds and bytes over repetitions, in `STAGES` order (then any others)."""
+    names = [s for s in STAGES if s in runs[0]["stages"]]
+    names += [s for s in runs[0]["stages"] if s not in names]
+    return {
+        name: {
+            "seconds": statistics.median(run["stages"].get(name, {}).get("seconds", 0.0) for run in runs),
+            "bytes": int(statistics.median(run["stages"].get(name, {}).get("bytes", 0) for run in runs)),
+        }
+        for name in names
+    }
+
+
+@contextlib.contextmanager
+def _run_directory(settings: EpochBenchSettings) -> Iterator[Path]:
+    """The directory to simulate into: the one asked for (kept), or a temporary one (removed)."""
+    if settings.run_dir is not None:
+        yield Path(settings.run_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="healthpsi-bench-epoch-") as tmp:
+        yield Path(tmp) / "run"
+
+
+def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> dict[str, Any]:
+    """Run the epoch benchmark and return its figures (the `epoch` section of `healthpsi bench --json`)."""
+    report = step or (lambda _: None)
+    with _run_directory(settings) as run_dir:
+        started = time.perf_counter()
+        simulate(settings.preset, settings.seed, run_dir, persons=settings.persons)
+        init_keys(run_dir, force=True)
+        simulate_seconds = time.perf_counter() - started
+        report("simulate")
+        runs = []
+        with RssSampler() as rss:
+            for _ in range(settings.repetitions):
+                runs.append(_repetition(settings, run_dir, rss, report))
+        peaks = dict(rss.peaks)
+    seconds = statistics.median(run["seconds"] for run in runs)
+    plaintext = statistics.median(run["plaintext_seconds"] for run in runs)
+    price = statistics.median(run["seconds"] / run["plaintext_seconds"] for run in runs)
+    unissued = statistics.median(
+        (run["seconds"] - run["issue_seconds"]) / run["plaintext_seconds"] for run in runs
+    )
+    return {
+        "preset": settings.preset,
+        "persons": settings.population,
+        "seed": settings.seed,
+        "transport": settings.transport,
+        "workers": settings.workers or default_workers(),
+        "dask": settings.dask,
+        "repeat": settings.repetitions,
+        "seconds": seconds,
+        "peak_rss_bytes": max(peaks.get(p, 0) for p in ("nodes", "epoch")),
+        "privacy_price": price,
+        "privacy_price_without_issuance": unissued,
+        "plaintext_seconds": plaintext,
+        "plaintext_peak_rss_bytes": peaks.get("plaintext", 0),
+        "simulate_seconds": simulate_seconds,
+        "nodes_seconds": statistics.median(run["nodes_seconds"] for run in runs),
+        "epoch_seconds": statistics.median(run["epoch_seconds"] for run in runs),
+        "stages": _median_stages(runs),
+        "bytes": int(statistics.median(run["bytes"] for run in runs)),
+        "peak_rss_by_phase": {p: peaks[p] for p in ("nodes", "epoch", "plaintext") if p in peaks},
+        "counts": runs[-1]["counts"],
+        "node_builds": runs[-1]["builds"],
+        "repetitions": [
+            {k: run[k] for k in ("seconds", "nodes_seconds", "epoch_seconds", "plaintext_seconds")}
+            for run in runs
+        ],
+        "matches_equal_plaintext": True,
+        "memory_note": MEMORY_NOTE,
+        "memory_detail": MEMORY_DETAIL,
+        "machine": {
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "memory_bytes": psutil.virtual_memory().total,
+            "load_average_end": list(os.getloadavg()),
+        },
+        "settings": {
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()
+        },
+        "notes": {
+            "seconds": "private epoch: the nodes' tokenise + index build (wall, from no state) plus the "
+            "coordinator's epoch (load, manifests, evaluate, finalize, stream, match, issue, revocations); "
+            "simulation and key generation are not included",
+            "stages": "tokenise and index run in the same build jobs; the nodes' wall time is split between "
+            "them in proportion to the jobs' time in each. bytes: serialized messages over the transport "
+            "(evaluate: blinded and evaluated elements with proofs; stream: the indexes)",
+            "privacy_price": "median over repetitions of private seconds / plaintext seconds; the plaintext "
+            "join is the oracle's pandas computation on one core, the private epoch uses the workers",
+            "peak_rss_bytes": "largest resident set of this process plus every child (worker and node "
+            "processes) during the nodes' build and the epoch, sampled every 50 ms",
+        },
+    }

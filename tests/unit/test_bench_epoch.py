@@ -1,0 +1,75 @@
+"""`healthpsi bench epoch` and `bench issue` (--quick): the JSON documents outside readers depend on, and the
+memory sampler. No timing assertions: the figures only have to be there and be positive."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from healthpsi.benchmarks.epoch import MEMORY_NOTE, RssSampler
+from healthpsi.cli import app
+
+STAGES = ("tokenise", "index", "evaluate", "stream", "match", "issue")
+
+
+def test_bench_epoch_quick_json(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "epoch", "--quick", "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document == json.loads((tmp_path / "bench-epoch.json").read_text())
+    epoch = document["epoch"]
+    assert epoch["preset"] == "city-20k" and epoch["persons"] == 1500 and epoch["transport"] == "inprocess"
+    for key in ("seconds", "privacy_price", "plaintext_seconds"):
+        assert isinstance(epoch[key], float) and epoch[key] > 0, key
+    assert isinstance(epoch["peak_rss_bytes"], int) and epoch["peak_rss_bytes"] > 0
+    assert epoch["privacy_price"] == epoch["repetitions"][0]["seconds"] / epoch["plaintext_seconds"]
+    for stage in STAGES:
+        assert set(epoch["stages"][stage]) == {"seconds", "bytes"}
+        assert epoch["stages"][stage]["seconds"] >= 0
+    assert epoch["stages"]["evaluate"]["bytes"] > 0 and epoch["stages"]["stream"]["bytes"] > 0
+    assert sum(s["seconds"] for s in epoch["stages"].values()) <= epoch["seconds"] * 1.01
+    assert epoch["memory_note"] == MEMORY_NOTE
+    assert epoch["matches_equal_plaintext"] is True
+    assert epoch["counts"]["matches"] == epoch["counts"]["plaintext_matches"] > 0
+    assert {"nodes", "epoch", "plaintext"} <= set(epoch["peak_rss_by_phase"])
+    assert "price of privacy" in result.stderr  # the table, kept off stdout with --json
+
+
+def test_bench_issue_quick_json(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "issue", "--quick", "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    issue = json.loads(result.stdout)["issue"]
+    assert json.loads((tmp_path / "bench-issue.json").read_text()) == {"issue": issue}
+    for key in ("sign_per_s", "verify_per_s", "raw_sign_per_s", "raw_verify_per_s", "sign_workers_per_s",
+                "sign_vs_raw", "verify_vs_raw"):
+        assert isinstance(issue[key], float) and issue[key] > 0, key
+    assert all(low <= high for low, high in issue["rate_ranges"].values())
+
+
+def test_bench_epoch_and_issue_help_have_an_example() -> None:
+    for section in ("epoch", "issue"):
+        result = CliRunner().invoke(app, ["bench", section, "--help"])
+        assert result.exit_code == 0
+        assert f"Example: healthpsi bench {section}" in result.output
+
+
+def test_rss_sampler_counts_children() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; b = bytearray(200 << 20); sys.stdout.write('x\\n'); "
+         "sys.stdout.flush(); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"x\n"
+        with RssSampler(interval=0.01) as rss:
+            rss.enter("with child")
+            own = rss.sample()
+        assert own >= 200 << 20
+        assert rss.peaks["with child"] >= 200 << 20
+    finally:
+        child.kill()
+        child.wait()
