@@ -22,12 +22,19 @@ import pandas as pd
 
 from nodes import tokenize
 from simulation.city import City
-from simulation.mobility import DAY, HOME, SCHOOL, TRANSIT, VISIT, WORK, Stays
+from simulation.mobility import AWAY, DAY, HOME, HOSPITAL, HOTEL, SCHOOL, TRANSIT, VISIT, WORK, Stays
 from simulation.presets import Preset
 from simulation.transport import Travel
 
 NEVER = np.int64(2**62)
 CONFIRMED, SUSPECTED = 1, 2
+ROUTES = ("seed", "household", "cell-hours", "visit", "carriage", "room-night")
+"""How each infection happened (`Epidemic.route`): imported, or the route of transmission."""
+SEED, HOUSEHOLD, CELL_HOURS, VISITED, CARRIAGE, ROOM_NIGHT = range(len(ROUTES))
+BASE_KINDS = (HOME, HOTEL, AWAY)
+"""Stay kinds at one's base: home, a hotel room, where one lodges away."""
+NIGHT = (22 * 60, 6 * 60)
+"""Night hours at one's base (22:00 to 06:00), which an investigation does not list as cell-hours."""
 _HOUR = 60
 
 
@@ -50,6 +57,7 @@ class Epidemic:
         n = city.people.n
         self.infected_at = np.full(n, NEVER)
         self.infector = np.full(n, -1, dtype=np.int64)
+        self.route = np.full(n, -1, dtype=np.int8)
         self.onset = np.full(n, NEVER)
         self.report = np.full(n, NEVER)
         self.inf_start = np.full(n, NEVER)
@@ -70,14 +78,19 @@ class Epidemic:
         infected_at: np.ndarray,
         rng: np.random.Generator,
         onset: np.ndarray | None = None,
+        min_symptomatic: int = 0,
     ) -> None:
-        """Draw incubation, symptoms, reporting delay and infectious period for newly infected people."""
+        """Draw incubation, symptoms, reporting delay and infectious period for newly infected people
+        (at least `min_symptomatic` of them fall ill)."""
         p = self.preset
         n = len(who)
         incubation = np.clip(rng.lognormal(np.log(5.1), 0.42, n), 1.0, 14.0) * DAY
         if onset is not None:
             infected_at = onset - incubation.astype(np.int64)
         asym = rng.random(n) < p.asymptomatic
+        short = min(min_symptomatic, n) - int((~asym).sum())
+        if short > 0:
+            asym[rng.choice(np.nonzero(asym)[0], size=short, replace=False)] = False
         sym_onset = infected_at + incubation.astype(np.int64) if onset is None else onset
         delay = ((rng.gamma(2.5, 1.2, n) + 0.5) * DAY).astype(np.int64)
         self.infected_at[who] = infected_at
@@ -95,12 +108,21 @@ class Epidemic:
         self.tracked[who] = True
 
     def _seed(self, rng: np.random.Generator) -> None:
-        """Infect a share of the travellers from the origin before they arrive (onset around arrival)."""
+        """Infect some of the travellers from the origin before they arrive (onset around arrival).
+
+        Each traveller is infected with probability `seed_attack` (the prevalence among them). The scenario
+        is an outbreak, however small the city: at least `min_seeds` travellers arrive infected and fall ill
+        (the index cases that are reported and investigated).
+        """
+        p = self.preset
         travellers, arrival = self.travel.from_origin, self.travel.arrival_minute
-        hit = rng.random(len(travellers)) < self.preset.seed_attack
+        n = len(travellers)
+        count = min(n, max(p.min_seeds, int(rng.binomial(n, p.seed_attack))))
+        hit = np.sort(rng.choice(n, size=count, replace=False))
         who, arrive = travellers[hit], arrival[hit]
         onset = arrive + rng.integers(-DAY // 2, 5 * DAY, len(who))
-        self._history(who, np.zeros(len(who), dtype=np.int64), rng, onset=onset)
+        self._history(who, np.zeros(len(who), dtype=np.int64), rng, onset=onset, min_symptomatic=p.min_seeds)
+        self.route[who] = SEED
         self.report[who] = np.where(
             self.report[who] < NEVER, np.maximum(self.report[who], arrive + DAY), NEVER
         )
@@ -109,11 +131,26 @@ class Epidemic:
         )
 
     def _suspects(self, rng: np.random.Generator) -> None:
-        """Uninfected residents with a fever, reported as suspected cases during the window."""
+        """Uninfected people with a fever and an epidemiological link, reported as suspected cases.
+
+        As the 2020 case definition required, a suspected case has a fever and a link to the epidemic:
+        travellers from the origin fall ill with something else (flu season) at `suspect_rate_traveller`
+        per day after their arrival; other residents are reported at the much lower `suspect_rate`.
+        """
         p = self.preset
-        count = rng.poisson(p.suspect_rate * p.persons * p.window_days)
-        who = np.unique(rng.integers(0, self.city.people.n_residents, count))
-        onset = rng.integers(0, (p.window_days - 1) * DAY, len(who))
+        n_days = p.window_days
+        travellers, arrival = self.travel.from_origin, self.travel.arrival_minute
+        days_here = np.clip(n_days * DAY - arrival, 0, None) / DAY
+        ill = rng.random(len(travellers)) < -np.expm1(-p.suspect_rate_traveller * days_here)
+        t_who = travellers[ill]
+        t_onset = arrival[ill] + (rng.random(len(t_who)) * (n_days * DAY - arrival[ill])).astype(np.int64)
+        count = rng.poisson(p.suspect_rate * p.persons * n_days)
+        r_who = rng.integers(0, self.city.people.n_residents, count)
+        r_onset = rng.integers(0, (n_days - 1) * DAY, count)
+        who, first = np.unique(np.concatenate([t_who, r_who]), return_index=True)
+        onset = np.concatenate([t_onset, r_onset])[first]
+        free = self.infected_at[who] == NEVER
+        who, onset = who[free], onset[free]
         self.onset[who] = onset
         self.report[who] = onset + rng.integers(DAY // 2, 3 * DAY, len(who))
         self.inf_start[who] = onset - 2 * DAY
@@ -147,19 +184,25 @@ class Epidemic:
             self._carriages(d, inf, susceptible),
             self._rooms(d, inf, susceptible),
         ]
+        routes = (HOUSEHOLD, CELL_HOURS, VISITED, CARRIAGE, ROOM_NIGHT)
         person = np.concatenate([e.person for e in parts])
         hit = rng.random(len(person)) < np.concatenate([e.prob for e in parts])
         if not hit.any():
             return 0
         time = np.concatenate([e.time for e in parts])[hit]
         infector = np.concatenate([e.infector for e in parts])[hit]
+        route = np.concatenate(
+            [np.full(len(e.person), r, np.int8) for e, r in zip(parts, routes, strict=True)]
+        )
+        route = route[hit]
         person = person[hit]
         order = np.lexsort((infector, time, person))
-        person, time, infector = person[order], time[order], infector[order]
+        person, time, infector, route = person[order], time[order], infector[order], route[order]
         first = np.r_[True, person[1:] != person[:-1]]
-        person, time, infector = person[first], time[first], infector[first]
+        person, time, infector, route = person[first], time[first], infector[first], route[first]
         self._history(person, time, rng)
         self.infector[person] = infector
+        self.route[person] = route
         return len(person)
 
     def _household(
@@ -288,18 +331,48 @@ class Epidemic:
         who = np.nonzero((self.report >= 0) & (self.report < n_days * DAY) & (self.status > 0))[0]
         return who[np.lexsort((who, self.onset[who], self.report[who]))]
 
-    def medium_region(self, cases: np.ndarray, region_of: np.ndarray) -> tuple[int, int] | None:
-        """The county with the most cases, if it has enough, and the day its count reached the threshold."""
-        if not len(cases):
-            return None
-        regions = region_of[cases]
-        counts = np.bincount(regions)
-        top = int(np.argmax(counts))
-        need = self.preset.medium_min_cases
-        if counts[top] < need:
-            return None
-        reports = np.sort(self.report[cases][regions == top])
-        return top, int(reports[need - 1] // DAY)
+    def medium_regions(self, cases: np.ndarray, region_of: np.ndarray) -> list[tuple[int, int]]:
+        """Counties where local transmission is established, each with the day it was: (county, day).
+
+        A county is listed once `medium_min_local` of its reported cases are confirmed cases infected
+        locally (not imported from the origin, not suspected); imported cases alone, traced and isolated,
+        do not make it a medium-risk region.
+        """
+        local = cases[(self.route[cases] > SEED) & (self.status[cases] == CONFIRMED)]
+        need = self.preset.medium_min_local
+        out = []
+        for county in np.unique(region_of[local]):
+            reports = np.sort(self.report[local[region_of[local] == county]])
+            if len(reports) >= need:
+                out.append((int(county), int(reports[need - 1] // DAY)))
+        return out
+
+
+def without_nights_at_base(stays: pd.DataFrame) -> pd.DataFrame:
+    """The stays with the night hours (`NIGHT`, 22:00 to 06:00) cut out of every stay at one's base.
+
+    A stay at home, in a hotel or away (`BASE_KINDS`) is kept only where it overlaps the day's hours
+    06:00 to 22:00, as one row per day it overlaps; other stays are kept whole. `start` and `end` are
+    naive timestamps; the order of the rows is kept (base stays' pieces in place of the stay).
+    """
+    at_base = stays["kind"].isin(BASE_KINDS).to_numpy()
+    if not at_base.any():
+        return stays
+    start = tokenize.seconds(stays["start"]) // 60
+    end = tokenize.seconds(stays["end"]) // 60
+    night_start, night_end = NIGHT
+    # the day segments [d + night_end, d + night_start) that may overlap each base stay
+    first = np.where(at_base, start // DAY - 1, 0)
+    count = np.where(at_base, (end - 1) // DAY - first + 1, 1)
+    row, day = tokenize.explode(first, count)
+    seg_start = np.where(at_base[row], np.maximum(start[row], day * DAY + night_end), start[row])
+    seg_end = np.where(at_base[row], np.minimum(end[row], day * DAY + night_start), end[row])
+    keep = seg_end > seg_start
+    row, seg_start, seg_end = row[keep], seg_start[keep], seg_end[keep]
+    out = stays.iloc[row].reset_index(drop=True)
+    out["start"] = (seg_start * 60).astype("datetime64[s]")
+    out["end"] = (seg_end * 60).astype("datetime64[s]")
+    return out
 
 
 def investigation_tokens(
@@ -320,6 +393,14 @@ def investigation_tokens(
 
     `stays` are the true stays of the cases (with a `kind` column), `tickets`, `hotel_stays` and
     `population` the true records (subject ids valid). Region-day tokens are not part of an investigation.
+
+    An interview establishes where a case went, not that it slept at home: the cell-hour tokens of the
+    night hours (22:00 to 06:00, `NIGHT`) a case spends at its base — at home, in its hotel, or where it
+    lodges away — are not listed (see `without_nights_at_base`). The people it spent those hours with
+    are its household (the `household` token) or its roommates and fellow guests (`room-night` and
+    `hotel-night`); listing the home cell's night hours would instead name every neighbour in the cell.
+    Nor are the hours in hospital, where a case is isolated once reported. Every other hour of every stay,
+    at home in the evening included, is listed.
     """
     people = epi.city.people
     sid = people.subject_id[cases].astype(str)
@@ -333,7 +414,7 @@ def investigation_tokens(
     span = pd.DataFrame({"subject_id": sid, "first": w0 + first_day, "last": w0 + last_day})
 
     frames = [
-        tokenize.stay_tokens(stays, cells),
+        tokenize.stay_tokens(without_nights_at_base(stays[stays["kind"] != HOSPITAL]), cells),
         tokenize.ticket_tokens(tickets),
         tokenize.hotel_tokens(hotel_stays),
     ]

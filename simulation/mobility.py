@@ -7,7 +7,8 @@ their hotel; on rest days people shop, visit friends and go out. Long trips leav
 cell halfway. Travellers go to a station, ride, and settle at their new base; cases are isolated in
 hospital; some of the sick stay home.
 
-Stays are contiguous: a stay ends when the next one starts. The stay at one's base overnight is open
+Stays are contiguous: a stay ends when the next one starts, at a change of cell or of activity (an errand
+in one's own cell, then home, are two stays in that cell). The stay at one's base overnight is open
 until the next morning; a person who stays in all day has that stay split at noon, so every stay that
 starts on a day is complete once the next day has been planned (and can be written out).
 """
@@ -124,12 +125,20 @@ class Mobility:
         self.base_kind = self.open_kind.copy()
 
     def day(
-        self, d: int, rest_day: bool, stay_in: np.ndarray, report: np.ndarray, rng: np.random.Generator
+        self,
+        d: int,
+        rest_day: bool,
+        stay_in: np.ndarray,
+        report: np.ndarray,
+        rng: np.random.Generator,
+        outings: float = 1.0,
     ) -> Stays:
         """Plan day d and return the stays it completes (including the night before).
 
         `stay_in` marks people who stay at their base all day (the sick); `report` is each person's
-        report time (minutes; cases go to hospital on that day, or the next morning if travelling).
+        report time (minutes; cases go to hospital on that day, or the next morning if travelling);
+        `outings` the share of the usual outings (errands, evenings out, visits, visitors' errands)
+        still made that day — less than 1 once people keep to their homes.
         """
         t0 = d * DAY
         n = self.city.people.n
@@ -142,7 +151,7 @@ class Mobility:
         regular = np.nonzero(~idle)[0]
 
         columns: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        plan = self._regular(regular, t0, rest_day, rng)
+        plan = self._regular(regular, t0, rest_day, rng, outings)
         for mask, cell, time, kind in plan.events:
             idx = np.nonzero(mask)[0]
             kinds = np.broadcast_to(kind, mask.shape)[idx]
@@ -189,8 +198,11 @@ class Mobility:
         order = np.lexsort((seq, p))
         p, c, t, k = p[order], c[order], t[order], k[order]
         first = np.r_[True, p[1:] != p[:-1]] if len(p) else np.zeros(0, bool)
+        # a new stay at each change of cell, or of activity within a cell (an errand in one's home cell,
+        # then home: two stays, so that the night at home is not taken for the errand)
         prev = np.where(first, self.open_cell[p], np.r_[-1, c[:-1]] if len(c) else c)
-        keep = c != prev
+        prev_kind = np.where(first, self.open_kind[p], np.r_[-1, k[:-1]] if len(k) else k)
+        keep = (c != prev) | (k != prev_kind)
         p, c, t, k = p[keep], c[keep], t[keep], k[keep]
         if len(p):
             first = np.r_[True, p[1:] != p[:-1]]
@@ -221,8 +233,11 @@ class Mobility:
         out = Stays.concat([opened, between, kept])
         return out.select(out.end > out.start)
 
-    def _regular(self, who: np.ndarray, t0: int, rest_day: bool, rng: np.random.Generator) -> _Plan:
-        """Plan the day of people going about their usual life (by role, and the kind of day)."""
+    def _regular(
+        self, who: np.ndarray, t0: int, rest_day: bool, rng: np.random.Generator, outings: float = 1.0
+    ) -> _Plan:
+        """Plan the day of people going about their usual life (by role, the kind of day, and how many
+        of the usual outings are still made)."""
         city = self.city
         cells, people = city.cells, city.people
         n = len(who)
@@ -240,7 +255,7 @@ class Mobility:
         go_main = (
             np.select(
                 [role == ROLE_WORK, role == ROLE_SCHOOL, role == ROLE_KINDER, role == ROLE_VISITOR],
-                [0.93 if workday else 0.12, 0.97 if workday else 0.0, 0.9 if workday else 0.0, 0.8],
+                [0.93 if workday else 0.12, 0.97 if workday else 0.0, 0.9 if workday else 0.0, 0.8 * outings],
                 0.0,
             )
             > u[0]
@@ -259,12 +274,10 @@ class Mobility:
         pm = np.select([role == ROLE_WORK, role == ROLE_VISITOR], [normal(270, 40), normal(180, 60)], 0.0)
         lunch = go_main & (((role == ROLE_WORK) & (u[1] < 0.35)) | (visitor & (u[1] < 0.5)))
         # otherwise a morning outing (errands, market, a walk)
-        outing = ~go_main & (u[2] < (0.55 if workday else 0.45)) & (role != ROLE_VISITOR)
+        outing = ~go_main & (u[2] < (0.55 if workday else 0.45) * outings) & (role != ROLE_VISITOR)
         errand_cell = np.where(u[3] < 0.7, cells.near(base, 1.2, rng), cells.sample_in_regions(region, rng))
-        after = (
-            go_main
-            & (u[4] < np.select([role == ROLE_WORK, role == ROLE_SCHOOL, visitor], [0.25, 0.1, 0.3], 0.0))
-        ) | (outing & (u[4] < 0.2))
+        p_after = np.select([role == ROLE_WORK, role == ROLE_SCHOOL, visitor], [0.25, 0.1, 0.3], 0.0)
+        after = (go_main & (u[4] < p_after * outings)) | (outing & (u[4] < 0.2 * outings))
 
         plan = _Plan(city, base, np.maximum(self.open_start[who] + 60, t0 + 300))
         start = t0 + np.where(go_main, dep, np.where(rest_day, normal(570, 90), dep))
@@ -282,7 +295,7 @@ class Mobility:
             [0.15, 0.05, 0.1, 0.4] if workday else [0.5, 0.5, 0.4, 0.5],
             0.35 if workday else 0.5,
         )
-        second = u[5] < p_second
+        second = u[5] < p_second * outings
         target = np.select(
             [(role == ROLE_HOME) & workday, visitor, rest_day & np.ones(n, bool)],
             [normal(930, 60), normal(1140, 60), normal(900, 150)],

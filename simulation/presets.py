@@ -29,6 +29,7 @@ class Region:
     y_km: float = 0.0
     id_prefixes: tuple[str, ...] = ()
     flights: bool = False
+    medium_from: dt.date | None = None  # an outside region listed as medium-risk from this day
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -55,7 +56,13 @@ OUTSIDE: tuple[Region, ...] = (
         id_prefixes=("420102", "420103", "420104", "420105", "420106", "420111"),
     ),
     Region(
-        "410100", "郑州市", outside=True, x_km=240.0, y_km=-20.0, id_prefixes=("410102", "410103", "410105")
+        "410100",
+        "郑州市",
+        outside=True,
+        x_km=240.0,
+        y_km=-20.0,
+        id_prefixes=("410102", "410103", "410105"),
+        medium_from=dt.date(2020, 1, 28),
     ),
     Region("410300", "洛阳市", outside=True, x_km=120.0, y_km=-30.0, id_prefixes=("410302", "410305")),
     Region(
@@ -69,6 +76,7 @@ OUTSIDE: tuple[Region, ...] = (
         y_km=600.0,
         flights=True,
         id_prefixes=("110101", "110105", "110108"),
+        medium_from=dt.date(2020, 1, 26),
     ),
 )
 ORIGIN = "420100"
@@ -88,6 +96,13 @@ class Preset:
     holidays: tuple[dt.date, ...] = tuple(dt.date(2020, 1, 24) + dt.timedelta(days=i) for i in range(10))
     extra_workdays: tuple[dt.date, ...] = (dt.date(2020, 1, 19),)
     lockdown: dt.date = dt.date(2020, 1, 23)
+    # From the second day of the Spring Festival, two days after the origin's lockdown, public venues
+    # closed, family visits and gatherings were called off and compounds and villages closed to
+    # outsiders: people went out for necessities only. `distancing` is the share of the usual outings
+    # (errands, evenings out, visits, visitors' errands) no longer made from `distancing_from` on;
+    # intra-city travel in Chinese cities fell by well over half in late January 2020.
+    distancing_from: dt.date = dt.date(2020, 1, 25)
+    distancing: float = 0.6
     # geography
     persons_per_cell: float = 40.0
     cell_km: float = 0.8
@@ -97,19 +112,42 @@ class Preset:
     returnee_share: float = 0.6  # of those, residents coming home; the rest visit and stay in hotels
     business_rate: float = 0.0004  # visitors from other regions arriving per day, staying in hotels
     outbound_rate: float = 0.0006  # residents leaving for another region per day
-    # epidemic
-    seed_attack: float = 0.35  # share of travellers from the origin already infected
-    household_per_day: float = 0.06
+    # epidemic: importation. `seed_attack` is the share of the travellers from the origin who arrive
+    # infected. About 0.7 % of Wuhan was infected by 25 January 2020 (Wu, Leung and Leung, Lancet 2020:
+    # some 76,000 infections in 11 M people), which gives a real city's handful of imported cases; the
+    # smaller presets zoom in on the part of a city where imported infections landed, with a higher share.
+    # The scenario is an outbreak, however small the city: at least `min_seeds` travellers arrive infected
+    # and fall ill (index cases).
+    seed_attack: float = 0.007
+    min_seeds: int = 3
+    # epidemic: transmission, while infectious (from two days before onset, or from the second day of an
+    # asymptomatic infection, until isolation on the report day)
+    household_per_day: float = 0.035  # per day at home with an infectious member: about 15 % of household
+    # members over an infectious period at home of four to five days, the secondary attack rate that
+    # contact tracing measured in China in early 2020 (Guangzhou, Shenzhen: 12–17 %)
     cell_hour_beta: float = 1.5e-3  # per hour shared with one infectious person in a public place
-    work_beta_factor: float = 0.4  # workplaces and schools, relative to public places
-    carriage_per_trip: float = 0.04
-    room_per_night: float = 0.12
-    visit_per_visit: float = 0.06
-    asymptomatic: float = 0.2
-    confirmed_share: float = 0.8
-    stay_home_after_onset: float = 0.4
-    suspect_rate: float = 3e-5  # uninfected residents reported as suspected cases, per day
-    medium_min_cases: int = 3
+    # (errands, meals, evenings out, stations), for a cell of 40 residents; scaled by 40 / persons_per_cell,
+    # since a denser cell dilutes the chance of meeting the infectious person; the hours are minutes-weighted
+    work_beta_factor: float = 0.4  # workplaces and schools, relative to public places (transit: 0.5)
+    carriage_per_trip: float = 0.04  # per trip in the same carriage as an infectious passenger: travellers
+    # in a simulated carriage are mostly a travelling family sitting together, whose risk is that of
+    # neighbouring seats on a train (Hu et al., Clin Infect Dis 2020: 3.5 % for adjacent seats, 0.3 % for the
+    # carriage as a whole)
+    room_per_night: float = 0.05  # per night sharing a hotel room with an infectious guest
+    visit_per_visit: float = 0.06  # per visit between friends, one of them infectious
+    asymptomatic: float = 0.2  # infections that never show symptoms (never reported; half as infectious)
+    confirmed_share: float = 0.8  # reported symptomatic infections confirmed; the rest stay suspected
+    stay_home_after_onset: float = 0.4  # the symptomatic who stay at home from onset until reported
+    # epidemic: suspected cases who are not infected. The 2020 case definition asked for a fever and an
+    # epidemiological link: travellers from the origin with another fever (the flu season) are reported
+    # at `suspect_rate_traveller` per day after arrival, other residents at the far lower `suspect_rate`
+    suspect_rate_traveller: float = 0.002
+    suspect_rate: float = 3e-6
+    # risk regions: the origin is high-risk; outside regions with `medium_from` are medium-risk from that
+    # day; a county of the city is listed medium-risk once local transmission is established there:
+    # `medium_min_local` confirmed cases infected in the city reported within the window (imported cases
+    # alone, traced and isolated, do not make a county medium-risk)
+    medium_min_local: int = 10
 
     @property
     def window_start(self) -> dt.date:
@@ -123,17 +161,19 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
+    # a town's worth of the city around its imported cases: about 100 arrivals from the origin, 10 infected
     "city-20k": Preset(
         "city-20k",
         20_000,
         counties=(COUNTIES[0], COUNTIES[1], COUNTIES[5]),
         persons_per_cell=25.0,
         cell_km=0.7,
+        seed_attack=0.1,
     ),
-    "city-240k": Preset("city-240k", 240_000, persons_per_cell=40.0, cell_km=0.9),
-    "sanmenxia": Preset(
-        "sanmenxia", 2_400_000, persons_per_cell=100.0, cell_km=0.65, inbound_rate=0.002, seed_attack=0.2
-    ),
+    # 1,200 arrivals from the origin, about 24 infected: a third of city-20k's infections per resident
+    "city-240k": Preset("city-240k", 240_000, persons_per_cell=40.0, cell_km=0.9, seed_attack=0.02),
+    # the real city: 4,800 arrivals from the origin, infected as Wuhan was (about 34)
+    "sanmenxia": Preset("sanmenxia", 2_400_000, persons_per_cell=100.0, cell_km=0.65, inbound_rate=0.002),
 }
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from simulation.applicants import write_applicants
 from simulation.city import City, build_cells, build_hotels, build_people, day_number
-from simulation.epidemic import CONFIRMED, NEVER, Epidemic, investigation_tokens
+from simulation.epidemic import CONFIRMED, NEVER, ROUTES, Epidemic, investigation_tokens
 from simulation.mobility import DAY, Mobility, Stays
 from simulation.presets import Preset, get_preset
 from simulation.transport import Travel, plan_travel, visitor_counts
@@ -55,6 +55,7 @@ class _Run:
         self.epoch_s = day_number(preset.window_start) * 86400
         self.malformed: dict[str, dict[str, int]] = {}
         self.counts: dict[str, int] = {}
+        self.transmission: dict[str, int] = {}
 
     def rng(self, *key: int) -> np.random.Generator:
         """The generator for one purpose (and day)."""
@@ -85,8 +86,11 @@ class _Run:
         pending = Stays.empty()
         tracked: list[Stays] = []
         for d in range(n_days):
-            rest = is_rest_day(p, p.window_start + dt.timedelta(days=d))
-            stays = self.mobility.day(d, rest, self.epi.stay_in(d), self.epi.report, self.rng(100, d))
+            day = p.window_start + dt.timedelta(days=d)
+            outings = 1.0 - p.distancing if day >= p.distancing_from else 1.0
+            stays = self.mobility.day(
+                d, is_rest_day(p, day), self.epi.stay_in(d), self.epi.report, self.rng(100, d), outings
+            )
             self.counts["infections_in_window"] += self.epi.step(
                 d, stays, self.mobility.base_kind, self.rng(200, d)
             )
@@ -333,9 +337,11 @@ class _Run:
         region_of = np.where(people.home >= 0, people.region, self.city.cells.region[self.mobility.base_cell])
         in_city = cases[region_of[cases] < n_counties]
         rows = [(p.origin, "high", day_number(HIGH_RISK_FROM), day_number(p.as_of))]
-        medium = epi.medium_region(in_city, region_of)
-        if medium is not None:
-            rows.append((p.counties[medium[0]].code, "medium", w0 + medium[1], day_number(p.as_of)))
+        for region in p.outside:
+            if region.medium_from is not None and region.medium_from <= p.as_of:
+                rows.append((region.code, "medium", day_number(region.medium_from), day_number(p.as_of)))
+        for county, day in epi.medium_regions(in_city, region_of):
+            rows.append((p.counties[county].code, "medium", w0 + day, day_number(p.as_of)))
         write_table(
             self.out / "health" / "risk_regions.parquet",
             pa.table(
@@ -367,6 +373,8 @@ class _Run:
         )
         self.counts["infections"] = len(who)
         self.counts["seeds"] = int((infector < 0).sum())
+        routes = np.bincount(epi.route[who], minlength=len(ROUTES))
+        self.transmission = {name: int(n) for name, n in zip(ROUTES, routes, strict=True)}
 
     def write_scenario(self) -> dict[str, object]:
         """RUN/scenario.json: the parameters, counts and malformed rows injected (stable key order)."""
@@ -384,6 +392,7 @@ class _Run:
             "regions": {r.code: {"name": r.name, "outside": r.outside} for r in p.regions},
             "visitors": int(self.city.people.n - self.city.people.n_residents),
             "counts": dict(sorted(self.counts.items())),
+            "transmission": self.transmission,
             "malformed": {k: dict(sorted(v.items())) for k, v in sorted(self.malformed.items())},
         }
         text = json.dumps(scenario, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
