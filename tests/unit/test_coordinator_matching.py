@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -22,6 +24,7 @@ from coordinator.matching import (
     ManifestError,
     Wanted,
     assemble_matches,
+    frame_digest,
     iter_entries,
     verify_manifest,
     whole_entries_prefix,
@@ -262,3 +265,31 @@ def test_assemble_matches_excludes_the_case_and_keeps_region_tokens() -> None:
         ("C", "transport", "trip|G1|2020-02-01", "c1"),
         ("C", "transport", "trip|G1|2020-02-01", "c2"),
     ]
+
+
+def _digest_by_python(frame: pd.DataFrame, columns: list[str]) -> str:
+    """frame_digest's definition, spelled out row by row."""
+    lines = []
+    for row in frame[columns].itertuples(index=False, name=None):
+        lines.append("|".join("" if v is None or (isinstance(v, float) and v != v) else str(v) for v in row))
+    return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
+
+
+def test_frame_digest_is_its_definition_for_every_column_type() -> None:
+    frame = pd.DataFrame(
+        {
+            "subject_id": pd.Series(["B", "A", "张三"], dtype="str"),
+            "case_id": pd.Series(["c1", None, "c2"], dtype=object),
+            "count": np.array([3, 0, -7], dtype=np.int32),
+            "flag": [True, False, True],
+            "day": [dt.date(2020, 1, 31), None, dt.date(2020, 2, 1)],
+            "share": [0.5, 1.0, float("nan")],
+        }
+    )
+    for columns in (["subject_id", "case_id"], ["count", "day"], list(frame.columns), ["flag"], ["share"]):
+        assert frame_digest(frame, columns) == _digest_by_python(frame, columns), columns
+    table = pa.Table.from_pandas(frame[["subject_id", "case_id", "count", "day"]], preserve_index=False)
+    from_parquet = table.to_pandas()
+    assert frame_digest(from_parquet, list(from_parquet.columns)) == _digest_by_python(
+        from_parquet, list(from_parquet.columns)
+    )
