@@ -63,6 +63,15 @@ def test_any_bit_flip_fails_to_open(bodies: list[int], bit: int) -> None:
         labels.open_label(KEY, bytes(sealed))
 
 
+@settings(max_examples=50, deadline=None)
+@given(bodies=BODIES)
+def test_seal_packed_gives_the_same_bytes_as_seal(bodies: list[int]) -> None:
+    packed = b"".join(body.to_bytes(8, "big") for body in sorted(set(bodies)))
+    assert labels.seal_packed(KEY, packed) == labels.seal(KEY, bodies)
+    with pytest.raises(LabelError, match="multiple of 8"):
+        labels.seal_packed(KEY, packed + b"\x00")
+
+
 def test_wrong_key_fails() -> None:
     _, other = labels.derive_tag_key(bytes(64))
     with pytest.raises(LabelError, match="does not open"):
