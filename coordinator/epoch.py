@@ -41,7 +41,7 @@ from coordinator.matching import (
     frame_digest,
     matches_table,
 )
-from coordinator.policy import COLORS, Policy
+from coordinator.policy import Policy
 from coordinator.risk import (
     HEALTH_FILES,
     build_risk_set,
@@ -326,9 +326,7 @@ def run_epoch(
         seconds["revocations"] = clock() - t0
         seconds["total"] = clock() - t_start
 
-        colour_counts = dict.fromkeys(COLORS, 0)
-        for row in store.codes(epoch):
-            colour_counts[row.color] += 1
+        colour_counts = store.colour_counts(epoch)
         warnings = []
         if applicants is None:
             warnings.append(f"{appl.applicants_path(run)} is missing: no applicants, no codes issued")
@@ -395,8 +393,5 @@ def run_epoch(
 
 def epoch_codes_digest(store: CodeStore, epoch: str) -> str:
     """Digest of an epoch's codes: "code_id|subject_id|color" lines in code id order."""
-    rows = pd.DataFrame(
-        [(r.code_id, r.subject_id, r.color) for r in store.codes(epoch)],
-        columns=["code_id", "subject_id", "color"],
-    )
+    rows = pd.DataFrame(store.code_colours(epoch), columns=["code_id", "subject_id", "color"], dtype=object)
     return frame_digest(rows, ["code_id", "subject_id", "color"])

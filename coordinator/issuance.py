@@ -68,6 +68,35 @@ def sign_job(key_pem: bytes, kid: bytes, claim_sets: list[dict[int, Any]]) -> li
 
 
 @dataclass(frozen=True)
+class ClaimContext:
+    """What every code of an epoch shares: the code-id secret, the epoch, issuer, policy and issue time."""
+
+    secret: bytes
+    epoch: str
+    issuer: str
+    policy_version: str
+    issued_at: dt.datetime
+
+    def claims(self, holder: Holder) -> dict[int, Any]:
+        """The claim set of a holder's code."""
+        return codes.health_claims(
+            code_id=code_id(self.secret, self.epoch, holder.subject_id),
+            issuer=self.issuer,
+            colour=holder.color,
+            policy_version=self.policy_version,
+            name=holder.name,
+            subject_id=holder.subject_id,
+            issued_at=self.issued_at,
+            colour_until=holder.until if holder.color != "green" else None,
+        )
+
+
+def sign_holders_job(key_pem: bytes, kid: bytes, context: ClaimContext, batch: list[Holder]) -> list[str]:
+    """Build the claims of a batch of holders and sign them (a worker's share: claims are built there too)."""
+    return sign_job(key_pem, kid, [context.claims(h) for h in batch])
+
+
+@dataclass(frozen=True)
 class Holder:
     """An accepted applicant and the colour assessed for them."""
 
@@ -126,18 +155,8 @@ def issue_codes(
     todo = [h for h in people if h.subject_id not in done]
     expires_at = issued_at + codes.CODE_VALIDITY
     batches = list(_chunks(todo, batch_size))
-
-    def claims(h: Holder) -> dict[int, Any]:
-        return codes.health_claims(
-            code_id=code_id(secret, epoch, h.subject_id),
-            issuer=signer.issuer,
-            colour=h.color,
-            policy_version=policy_version,
-            name=h.name,
-            subject_id=h.subject_id,
-            issued_at=issued_at,
-            colour_until=h.until if h.color != "green" else None,
-        )
+    context = ClaimContext(secret, epoch, signer.issuer, policy_version, issued_at)
+    issued_text, expires_text = iso(issued_at), iso(expires_at)
 
     def store_batch(batch: Sequence[Holder], payloads: list[str]) -> int:
         rows = [
@@ -146,8 +165,8 @@ def issue_codes(
                 h.subject_id,
                 h.color,
                 h.reasons,
-                iso(issued_at),
-                iso(expires_at),
+                issued_text,
+                expires_text,
                 payload,
                 epoch,
             )
@@ -157,20 +176,19 @@ def issue_codes(
 
     new = handled = 0
     if executor is None:
-        for batch in batches:
-            new += store_batch(batch, sign_job(signer.key_pem, signer.kid, [claims(h) for h in batch]))
-            handled += len(batch)
-            if progress is not None:
-                progress(handled, len(todo))
+        signed: Iterator[list[str]] = (
+            sign_holders_job(signer.key_pem, signer.kid, context, list(b)) for b in batches
+        )
     else:
         futures = [
-            executor.submit(sign_job, signer.key_pem, signer.kid, [claims(h) for h in b]) for b in batches
+            executor.submit(sign_holders_job, signer.key_pem, signer.kid, context, list(b)) for b in batches
         ]
-        for batch, future in zip(batches, futures, strict=True):
-            new += store_batch(batch, future.result())
-            handled += len(batch)
-            if progress is not None:
-                progress(handled, len(todo))
+        signed = (future.result() for future in futures)
+    for batch, payloads in zip(batches, signed, strict=True):
+        new += store_batch(batch, payloads)
+        handled += len(batch)
+        if progress is not None:
+            progress(handled, len(todo))
     return IssueStats(new=new, total=store.count_codes(epoch))
 
 
@@ -201,13 +219,10 @@ def write_qr_sample(store: CodeStore, epoch: str, directory: Path, per_colour: i
     directory.mkdir(parents=True, exist_ok=True)
     for old in [*directory.glob("*.png"), *directory.glob("*.txt")]:
         old.unlink()
-    taken: dict[str, int] = {}
     index = []
     written = []
-    for row in store.codes(epoch):
-        if taken.get(row.color, 0) >= per_colour:
-            continue
-        taken[row.color] = taken.get(row.color, 0) + 1
+    first = [row for colour in codes.COLOURS for row in store.first_codes(epoch, colour, per_colour)]
+    for row in sorted(first, key=lambda r: r.code_id):
         png = directory / f"{row.code_id}.png"
         write_atomic(png, codes.qr_png(row.payload))
         write_atomic(directory / f"{row.code_id}.txt", (row.payload + "\n").encode())

@@ -204,6 +204,28 @@ class CodeStore:
         for row in self._db.execute(sql + " ORDER BY code_id", args):
             yield CodeRow(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
 
+    def code_colours(self, epoch: str) -> list[tuple[str, str, str]]:
+        """(code_id, subject_id, color) of an epoch's codes, ordered by code id (no payloads read)."""
+        sql = "SELECT code_id, subject_id, color FROM codes WHERE epoch = ? ORDER BY code_id"
+        return [(str(a), str(b), str(c)) for a, b, c in self._db.execute(sql, (epoch,))]
+
+    def colour_counts(self, epoch: str) -> dict[str, int]:
+        """How many codes of each colour an epoch issued (every colour listed)."""
+        counts = dict.fromkeys(COLORS, 0)
+        for color, n in self._db.execute("SELECT color, COUNT(*) FROM codes WHERE epoch = ? GROUP BY color",
+                                         (epoch,)):
+            counts[str(color)] = int(n)
+        return counts
+
+    def first_codes(self, epoch: str, color: str, limit: int) -> list[CodeRow]:
+        """An epoch's first `limit` codes of one colour, by code id."""
+        sql = ("SELECT code_id, subject_id, color, reasons, issued_at, expires_at, payload, epoch FROM codes "
+               "WHERE epoch = ? AND color = ? ORDER BY code_id LIMIT ?")
+        return [
+            CodeRow(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
+            for row in self._db.execute(sql, (epoch, color, limit))
+        ]
+
     def count_codes(self, epoch: str | None = None) -> int:
         """Number of stored codes (of one epoch, or all)."""
         if epoch is None:
