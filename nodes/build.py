@@ -61,6 +61,8 @@ class BuildOutcome:
     counts: Counts
     tokenise_seconds: float
     index_seconds: float
+    offsets: bytes = b""
+    """The new index's entry offsets (int64, native order), so the node need not parse the file for them."""
 
 
 @dataclass
@@ -227,9 +229,10 @@ def build_partition(
                 job.partition_id, len(rows), fingerprint, None, True, counts, tokenised - started,
                 time.perf_counter() - tokenised,
             )
-    meta = idx.build_index(Path(index_dir), job.partition_id, sk, pk, rows, None, fingerprint)
+    meta, offsets = idx.build_index_with_offsets(Path(index_dir), job.partition_id, sk, pk, rows, None,
+                                                 fingerprint)
     return BuildOutcome(
         job.partition_id, len(rows), fingerprint, meta.to_json(), False, counts, tokenised - started,
-        time.perf_counter() - tokenised,
+        time.perf_counter() - tokenised, offsets.tobytes(),
     )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import oprf
@@ -648,7 +649,8 @@ def _build_partitions(
             log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", pid,
                      meta.entry_count, outcome.rows, outcome.tokenise_seconds + outcome.index_seconds,
                      meta.index_digest.hex()[:16])
-            part = Partition(idx.open_index(index_dir, meta), plan.sk)
+            offsets = np.frombuffer(outcome.offsets, dtype=np.int64) if outcome.offsets else None
+            part = Partition(idx.open_index(index_dir, meta, offsets), plan.sk)
         if part is not None:
             partitions[pid] = part
         stats.add(outcome, part.meta if part is not None else None)

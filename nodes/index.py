@@ -94,11 +94,14 @@ def _sorted_groups(rows: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarra
         raise ValueError(f"not a valid subject id: {bad!r}")
     bodies = subject_text.str.slice(0, 17).astype("int64").to_numpy()[subject_codes]
     token_codes, token_values = pd.factorize(rows["token"], sort=True)
-    order = np.lexsort((bodies, token_codes))
-    token_codes, bodies = token_codes[order], bodies[order]
-    keep = np.ones(len(bodies), dtype=bool)
-    keep[1:] = (np.diff(token_codes) != 0) | (np.diff(bodies) != 0)
-    token_codes, bodies = token_codes[keep], bodies[keep]
+    step_token, step_body = np.diff(token_codes), np.diff(bodies)
+    if not ((step_token >= 0).all() and ((step_token > 0) | (step_body > 0)).all()):
+        # not already sorted by (token, body) and distinct, as the store yields partitions
+        order = np.lexsort((bodies, token_codes))
+        token_codes, bodies = token_codes[order], bodies[order]
+        keep = np.ones(len(bodies), dtype=bool)
+        keep[1:] = (np.diff(token_codes) != 0) | (np.diff(bodies) != 0)
+        token_codes, bodies = token_codes[keep], bodies[keep]
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(token_codes)) + 1, [len(bodies)]])
     if not len(bodies):
         bounds = np.zeros(1, dtype=np.int64)
@@ -167,7 +170,22 @@ def build_index(
     digest_of_rows: bytes | None = None,
 ) -> IndexMeta:
     """Build a partition's index from its distinct (subject_id, token) rows and write it to `directory`."""
+    return build_index_with_offsets(directory, partition_id, sk, pk, rows, executor, digest_of_rows)[0]
+
+
+def build_index_with_offsets(
+    directory: Path,
+    partition_id: str,
+    sk: bytes,
+    pk: bytes,
+    rows: pd.DataFrame,
+    executor: Executor | None = None,
+    digest_of_rows: bytes | None = None,
+) -> tuple[IndexMeta, np.ndarray]:
+    """`build_index`, also returning the byte offset of every entry plus the end (see `entry_offsets`)."""
     entries = build_entries(sk, rows, executor)
+    offsets = np.zeros(len(entries) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in entries], out=offsets[1:])
     data = b"".join(entries)
     dataset, day = tokens.parse_partition_id(partition_id)
     meta = IndexMeta(
@@ -186,7 +204,7 @@ def build_index(
     meta_path.unlink(missing_ok=True)
     _write_atomic(index_path, data)
     _write_atomic(meta_path, meta.to_json().encode())
-    return meta
+    return meta, offsets
 
 
 def entry_offsets(data: bytes) -> np.ndarray:
@@ -250,8 +268,11 @@ def load_meta(directory: Path, partition_id: str) -> IndexMeta | None:
         return None
 
 
-def open_index(directory: Path, meta: IndexMeta) -> PartitionIndex:
-    """Open a built index after checking its size, entry structure and digest against its metadata."""
+def open_index(directory: Path, meta: IndexMeta, offsets: np.ndarray | None = None) -> PartitionIndex:
+    """Open a built index after checking its size, entry structure and digest against its metadata.
+
+    `offsets`: the entry offsets the builder computed (else they are parsed from the file).
+    """
     index_path, _ = paths(directory, meta.partition_id)
     try:
         data = index_path.read_bytes()
@@ -259,7 +280,8 @@ def open_index(directory: Path, meta: IndexMeta) -> PartitionIndex:
         raise IndexFileError(f"{index_path}: {exc}") from exc
     if len(data) != meta.index_bytes or hashlib.sha256(data).digest() != meta.index_digest:
         raise IndexFileError(f"{index_path}: contents do not match the recorded digest")
-    offsets = entry_offsets(data)
+    if offsets is None or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(data):
+        offsets = entry_offsets(data)
     if len(offsets) - 1 != meta.entry_count:
         raise IndexFileError(f"{index_path}: {len(offsets) - 1} entries, metadata says {meta.entry_count}")
     return PartitionIndex(meta, index_path, offsets)
