@@ -9,7 +9,11 @@ isolated in hospital. Some uninfected people with a fever are reported as suspec
 
 An investigation lists the canonical tokens of a case's infectious period (computed with the nodes'
 tokeniser from the case's true movements, tickets, hotel stays, household and the friends visited),
-each remembered with probability `recall`.
+each remembered with probability `recall`; like an interview, it lists where the case went, not the
+nights it spent at home or in its hotel (22:00 to 06:00) nor its hours in hospital once isolated.
+
+How each infection happened is kept (`Epidemic.route`, counted by route in scenario.json); the
+parameters and where their values come from are in `simulation.presets`.
 """
 
 from __future__ import annotations
@@ -361,8 +365,8 @@ def without_nights_at_base(stays: pd.DataFrame) -> pd.DataFrame:
     start = tokenize.seconds(stays["start"]) // 60
     end = tokenize.seconds(stays["end"]) // 60
     night_start, night_end = NIGHT
-    # the day segments [d + night_end, d + night_start) that may overlap each base stay
-    first = np.where(at_base, start // DAY - 1, 0)
+    # the day segments [d + night_end, d + night_start) of the days d each base stay overlaps
+    first = np.where(at_base, start // DAY, 0)
     count = np.where(at_base, (end - 1) // DAY - first + 1, 1)
     row, day = tokenize.explode(first, count)
     seg_start = np.where(at_base[row], np.maximum(start[row], day * DAY + night_end), start[row])

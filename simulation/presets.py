@@ -4,6 +4,11 @@ All presets share Sanmenxia's geography (its six county-level divisions and real
 the January 2020 calendar: a 14-day window ending 2020-01-31, with the Spring Festival holiday from
 2020-01-24 and the make-up working Sunday of 2020-01-19. Travellers arrive from Wuhan (the high-risk
 origin) in the days before its lockdown on 2020-01-23.
+
+The epidemic is a real city's early outbreak: a few imported cases, their households and first local
+transmissions, and people keeping to their homes from the Spring Festival on. Each parameter is a rate
+with a meaning (a share of arrivals infected, a probability per day, per hour, per trip or per night)
+and, where one exists, a published value beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ class Region:
     y_km: float = 0.0
     id_prefixes: tuple[str, ...] = ()
     flights: bool = False
-    medium_from: dt.date | None = None  # an outside region listed as medium-risk from this day
+    medium_from: dt.date | None = None  # an outside region listed as medium-risk from this day on
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -45,6 +50,9 @@ COUNTIES: tuple[Region, ...] = (
     Region("411281", "义马市", 0.07),
     Region("411282", "灵宝市", 0.30),
 )
+# Outside regions: the origin, and cities travellers come from or go to. Zhengzhou and Beijing, with
+# dozens of confirmed cases and local transmission by the end of January 2020, are on the list of
+# medium-risk regions from late January.
 OUTSIDE: tuple[Region, ...] = (
     Region(
         "420100",
@@ -170,7 +178,7 @@ PRESETS: dict[str, Preset] = {
         cell_km=0.7,
         seed_attack=0.1,
     ),
-    # 1,200 arrivals from the origin, about 24 infected: a third of city-20k's infections per resident
+    # 1,200 arrivals from the origin, about 24 infected: a fifth of city-20k's imports per resident
     "city-240k": Preset("city-240k", 240_000, persons_per_cell=40.0, cell_km=0.9, seed_attack=0.02),
     # the real city: 4,800 arrivals from the origin, infected as Wuhan was (about 34)
     "sanmenxia": Preset("sanmenxia", 2_400_000, persons_per_cell=100.0, cell_km=0.65, inbound_rate=0.002),
