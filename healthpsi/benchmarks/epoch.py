@@ -156,6 +156,21 @@ class RssSampler:
         return max(self.peaks.values(), default=0)
 
 
+def busy_seconds() -> tuple[float, float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process and its reaped children,
+    wall clock): the difference over a run tells how much of the machine other processes took."""
+    machine = psutil.cpu_times()
+    busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    own = os.times()
+    return busy, own.user + own.system + own.children_user + own.children_system, time.perf_counter()
+
+
+def other_cpu_share(start: tuple[float, float, float], end: tuple[float, float, float]) -> float:
+    """Share of the machine's CPU time that other processes used between two `busy_seconds` readings."""
+    foreign = max(0.0, (end[0] - start[0]) - (end[1] - start[1]))
+    return min(1.0, foreign / max((end[2] - start[2]) * (psutil.cpu_count() or 1), 1e-9))
+
+
 def _reset(run_dir: Path) -> None:
     """Remove every node's and the coordinator's state (the PKI and the data stay)."""
     for name in ("nodes", "coordinator", "reference"):
@@ -280,9 +295,11 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         simulate_seconds = time.perf_counter() - started
         report("simulate")
         runs = []
+        before = busy_seconds()
         with RssSampler() as rss:
             for _ in range(settings.repetitions):
                 runs.append(_repetition(settings, run_dir, rss, report))
+        foreign = other_cpu_share(before, busy_seconds())
         peaks = dict(rss.peaks)
     seconds = statistics.median(run["seconds"] for run in runs)
     plaintext = statistics.median(run["plaintext_seconds"] for run in runs)
@@ -323,6 +340,7 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "memory_bytes": psutil.virtual_memory().total,
             "load_average_end": list(os.getloadavg()),
+            "other_processes_cpu_share": foreign,
         },
         "settings": {
             k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()
@@ -338,5 +356,7 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
             "join is the oracle's pandas computation on one core, the private epoch uses the workers",
             "peak_rss_bytes": "largest resident set of this process plus every child (worker and node "
             "processes) during the nodes' build and the epoch, sampled every 50 ms",
+            "other_processes_cpu_share": "share of the machine's CPU time other processes used during the "
+            "repetitions; above a few percent every figure here is slower than the machine can do",
         },
     }
