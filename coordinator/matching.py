@@ -809,7 +809,7 @@ def assemble_matches(
     rows = hits.join(risk_table, keys=["agency", "token"], join_type="inner")
     own = pc.fill_null(pc.equal(rows["subject_id"], rows["case_subject_id"]), False)
     rows = rows.filter(pc.invert(own)).select(list(MATCHES_SCHEMA.names))
-    rows = rows.sort_by([(c, "ascending") for c in MATCHES_SCHEMA.names], null_placement="at_end")
+    rows = rows.sort_by([(c, "ascending", "at_end") for c in MATCHES_SCHEMA.names])
     out = rows.to_pandas()
     out = out.astype({"subject_id": str, "agency": str, "token": str})
     out["case_id"] = out["case_id"].astype(object).where(out["case_id"].notna(), None)
