@@ -147,10 +147,11 @@ class Preset:
     confirmed_share: float = 0.8  # reported symptomatic infections confirmed; the rest stay suspected
     stay_home_after_onset: float = 0.4  # the symptomatic who stay at home from onset until reported
     # epidemic: suspected cases who are not infected. The 2020 case definition asked for a fever and an
-    # epidemiological link: travellers from the origin with another fever (the flu season) are reported
-    # at `suspect_rate_traveller` per day after arrival, other residents at the far lower `suspect_rate`
+    # epidemiological link: travellers from the origin with another fever (the flu season: about 2 % of them
+    # over their days in the city) are reported at `suspect_rate_traveller` per day after arrival; other
+    # residents, whose link is weaker (a contact they cannot name), at the far lower `suspect_rate`
     suspect_rate_traveller: float = 0.002
-    suspect_rate: float = 3e-6
+    suspect_rate: float = 1e-6
     # risk regions: the origin is high-risk; outside regions with `medium_from` are medium-risk from that
     # day; a county of the city is listed medium-risk once local transmission is established there:
     # `medium_min_local` confirmed cases infected in the city reported within the window (imported cases

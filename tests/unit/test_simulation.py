@@ -343,8 +343,8 @@ def test_default_policy_codes_a_minority_of_the_city(
     assert set(matches["agency"]) == {"carrier", "transport", "police"}
     cases = pd.read_parquet(run / "health/cases.parquet")
     features = compute_features(matches, cases, pd.read_parquet(run / "health/risk_regions.parquet"))
-    as_of = dt.date.fromisoformat(str(scenario["as_of"]))
-    colours = Policy.load().assess_frame(features, as_of).set_index("subject_id")["color"]
+    issued = dt.date.fromisoformat(str(scenario["as_of"])) + dt.timedelta(days=1)  # the next morning
+    colours = Policy.load().assess_frame(features, issued).set_index("subject_id")["color"]
     population = pd.read_parquet(run / "data/police/population.parquet").dropna(subset=["subject_id"])
     colour = colours.reindex(population["subject_id"].unique()).fillna("green")
     flagged = colour != "green"
