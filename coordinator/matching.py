@@ -20,7 +20,7 @@ import shutil
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -599,14 +599,18 @@ class Matcher:
         start = time.perf_counter()
         answered = [b for batches in stored.values() for b in batches] + new_batches
         self.stats.reused_answers = sum(len(b.tokens) for batches in stored.values() for b in batches)
-        keys = self._finish(answered)
+        keys = self._finish_async(answered)
         self.stats.add("finalize", time.perf_counter() - start, 0)
 
         start, before = time.perf_counter(), self._bytes()
+        waited = 0.0
         results: dict[tuple[str, str], dict[str, list[str]]] = {}
         for n, (key, info) in enumerate(sorted(live.items()), 1):
             tokens = by_part[key]
-            wanted = Wanted({keys[key][t][0]: (t, keys[key][t][1]) for t in tokens})
+            started_wait = time.perf_counter()
+            part_keys = keys[key]()
+            waited += time.perf_counter() - started_wait
+            wanted = Wanted({part_keys[t][0]: (t, part_keys[t][1]) for t in tokens})
             downloaded = self.cache.lookup(self._transport(key[0]), info, wanted)
             if downloaded:
                 self.stats.indexes_downloaded += 1
@@ -625,7 +629,8 @@ class Matcher:
             self.progress("index", n, len(live))
         for agency, manifest in self.manifests.items():
             self.cache.prune(agency, [p.partition_id for p in manifest.partitions])
-        self.stats.add("index", time.perf_counter() - start, self._bytes() - before)
+        self.stats.add("finalize", waited, 0)
+        self.stats.add("index", time.perf_counter() - start - waited, self._bytes() - before)
         return results
 
     def _check_budgets(
@@ -735,6 +740,32 @@ class Matcher:
                 f"node {batch.agency} partition {batch.partition_id}: DLEQ proof rejected ({exc})"
             ) from exc
         batch.verified = True
+
+    def _finish_async(
+        self, batches: Sequence[Batch]
+    ) -> dict[tuple[str, str], Callable[[], dict[str, tuple[bytes, bytes]]]]:
+        """Per partition, a call that returns its (tag, label key) per token: finalizing runs on the executor
+        while the caller streams the partitions already finalized. Answers read back from disk (a resumed
+        epoch) have their proofs checked first, before anything is streamed."""
+        if self.executor is None or len(batches) < 2 or not all(b.verified for b in batches):
+            done = self._finish(batches)
+            return {key: (lambda key=key: done[key]) for key in done}
+        futures: dict[tuple[str, str], list[tuple[Batch, Future[list[tuple[bytes, bytes]]]]]] = {}
+        for b in batches:
+            call = (b.public_key, b.tokens, b.blinds, b.blinded, b.evaluated, b.proof, False)
+            future = self.executor.submit(finish_job, *call)
+            futures.setdefault((b.agency, b.partition_id), []).append((b, future))
+
+        def resolve(key: tuple[str, str]) -> dict[str, tuple[bytes, bytes]]:
+            out: dict[str, tuple[bytes, bytes]] = {}
+            for batch, future in futures[key]:
+                try:
+                    out.update(zip(batch.tokens, future.result(), strict=True))
+                except CryptoError as exc:
+                    raise MatchingError(f"an Evaluate answer does not finalize: {exc}") from exc
+            return out
+
+        return {key: (lambda key=key: resolve(key)) for key in futures}
 
     def _finish(self, batches: Sequence[Batch]) -> dict[tuple[str, str], dict[str, tuple[bytes, bytes]]]:
         """(tag, label key) per token of every answered batch (proofs read back from disk checked again)."""
