@@ -35,12 +35,13 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
 from healthpsi.benchmarks import Step
 from healthpsi.executors import default_workers, make_executor
 from healthpsi.keys import init_keys
 from healthpsi.pipeline import RunResult, serving_nodes
-from nodes.handlers import BUILD_FILE
+from nodes.handlers import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
 from simulation.presets import get_preset
 from simulation.reference import compute_reference
@@ -177,6 +178,32 @@ def _reset(run_dir: Path) -> None:
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
+def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
+    """Seconds of a coordinator epoch without applicants (no identity queries, no codes) over the indexes the
+    nodes already built: the matching alone, to set against the plaintext join, which does no more."""
+    shutil.rmtree(run_dir / "coordinator", ignore_errors=True)
+    for agency in AGENCIES:  # fresh budgets and logs; the indexes and keys are reused
+        state = run_dir / "nodes" / agency
+        for path in state.iterdir():
+            if path.name not in ("index", "keys", SOURCES_FILE):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    applicants = applicants_path(run_dir)
+    hidden = applicants.with_name(applicants.name + ".bench-hidden")
+    if applicants.exists():
+        applicants.rename(hidden)
+    try:
+        with (
+            make_executor(settings.workers, settings.dask) as executor,
+            serving_nodes(run_dir, "inprocess", settings.workers, RunResult(run_dir=run_dir), None, executor)
+            as nodes,
+        ):
+            epoch = run_epoch(run_dir, nodes, executor)
+    finally:
+        if hidden.exists():
+            hidden.rename(applicants)
+    return float(epoch.seconds["total"])
+
+
 def _node_builds(run_dir: Path) -> dict[str, dict[str, Any]]:
     """What each node's index build did (RUN/nodes/<agency>/build.json, written by every node process)."""
     builds = {}
@@ -202,8 +229,11 @@ def _private_equals_plaintext(run_dir: Path, plaintext: pa.Table) -> bool:
     return bool(private.equals(plaintext.replace_schema_metadata(None)))
 
 
-def _repetition(settings: EpochBenchSettings, run_dir: Path, rss: RssSampler, step: Step) -> dict[str, Any]:
-    """One measurement of the private epoch and the plaintext join, from fresh node and coordinator state."""
+def _repetition(
+    settings: EpochBenchSettings, run_dir: Path, rss: RssSampler, step: Step, matching_only: bool = False
+) -> dict[str, Any]:
+    """One measurement of the private epoch and the plaintext join, from fresh node and coordinator state
+    (and, when asked, of the matching alone, after them)."""
     _reset(run_dir)
     result = RunResult(run_dir=run_dir)
     rss.enter("nodes")
@@ -227,6 +257,11 @@ def _repetition(settings: EpochBenchSettings, run_dir: Path, rss: RssSampler, st
     step("plaintext join")
     if not _private_equals_plaintext(run_dir, reference.table):
         raise RuntimeError("the private matches differ from the plaintext join")
+    matching_seconds = None
+    if matching_only:
+        rss.enter("matching only")
+        matching_seconds = _matching_only(settings, run_dir)
+        rss.enter("idle")
     tokenise, index = _split_nodes(nodes_seconds, builds)
     stages: dict[str, dict[str, float]] = {
         "tokenise": {"seconds": tokenise, "bytes": 0},
@@ -245,6 +280,7 @@ def _repetition(settings: EpochBenchSettings, run_dir: Path, rss: RssSampler, st
         "epoch_seconds": epoch.seconds["total"],
         "plaintext_seconds": plaintext_seconds,
         "issue_seconds": epoch.seconds.get("issuance", 0.0),
+        "matching_epoch_seconds": matching_seconds,
         "stages": stages,
         "bytes": sum(epoch.bytes.values()),
         "builds": builds,
@@ -297,8 +333,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         runs = []
         before = busy_seconds()
         with RssSampler() as rss:
-            for _ in range(settings.repetitions):
-                runs.append(_repetition(settings, run_dir, rss, report))
+            for i in range(settings.repetitions):
+                runs.append(_repetition(settings, run_dir, rss, report, i == settings.repetitions - 1))
         foreign = other_cpu_share(before, busy_seconds())
         peaks = dict(rss.peaks)
     seconds = statistics.median(run["seconds"] for run in runs)
@@ -307,6 +343,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
     unissued = statistics.median(
         (run["seconds"] - run["issue_seconds"]) / run["plaintext_seconds"] for run in runs
     )
+    last = runs[-1]
+    matching_price = (last["nodes_seconds"] + last["matching_epoch_seconds"]) / last["plaintext_seconds"]
     return {
         "preset": settings.preset,
         "persons": settings.population,
@@ -319,6 +357,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         "peak_rss_bytes": max(peaks.get(p, 0) for p in ("nodes", "epoch")),
         "privacy_price": price,
         "privacy_price_without_issuance": unissued,
+        "privacy_price_matching": matching_price,
+        "matching_epoch_seconds": last["matching_epoch_seconds"],
         "plaintext_seconds": plaintext,
         "plaintext_peak_rss_bytes": peaks.get("plaintext", 0),
         "simulate_seconds": simulate_seconds,
@@ -354,6 +394,11 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
             "(evaluate: blinded and evaluated elements with proofs; stream: the indexes)",
             "privacy_price": "median over repetitions of private seconds / plaintext seconds; the plaintext "
             "join is the oracle's pandas computation on one core, the private epoch uses the workers",
+            "privacy_price_without_issuance": "the same without the issue stage (applicant decisions, "
+            "signing and storing codes)",
+            "privacy_price_matching": "(nodes' build + an epoch without applicants over the same indexes: "
+            "no identity queries, no codes) / plaintext: the matching alone, which is all the plaintext join "
+            "does (last repetition)",
             "peak_rss_bytes": "largest resident set of this process plus every child (worker and node "
             "processes) during the nodes' build and the epoch, sampled every 50 ms",
             "other_processes_cpu_share": "share of the machine's CPU time other processes used during the "

@@ -23,7 +23,8 @@ def test_bench_epoch_quick_json(tmp_path: Path) -> None:
     assert document == json.loads((tmp_path / "bench-epoch.json").read_text())
     epoch = document["epoch"]
     assert epoch["preset"] == "city-20k" and epoch["persons"] == 1500 and epoch["transport"] == "inprocess"
-    for key in ("seconds", "privacy_price", "plaintext_seconds"):
+    for key in ("seconds", "privacy_price", "plaintext_seconds", "privacy_price_matching",
+                "privacy_price_without_issuance", "matching_epoch_seconds"):
         assert isinstance(epoch[key], float) and epoch[key] > 0, key
     assert isinstance(epoch["peak_rss_bytes"], int) and epoch["peak_rss_bytes"] > 0
     assert epoch["privacy_price"] == epoch["repetitions"][0]["seconds"] / epoch["plaintext_seconds"]
