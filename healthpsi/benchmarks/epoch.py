@@ -189,13 +189,13 @@ def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     applicants = applicants_path(run_dir)
     hidden = applicants.with_name(applicants.name + ".bench-hidden")
+    result = RunResult(run_dir=run_dir)
     if applicants.exists():
         applicants.rename(hidden)
     try:
         with (
             make_executor(settings.workers, settings.dask) as executor,
-            serving_nodes(run_dir, "inprocess", settings.workers, RunResult(run_dir=run_dir), None, executor)
-            as nodes,
+            serving_nodes(run_dir, settings.transport, settings.workers, result, None, executor) as nodes,
         ):
             epoch = run_epoch(run_dir, nodes, executor)
     finally:
