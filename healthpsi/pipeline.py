@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -79,6 +79,8 @@ def open_nodes(run_dir: Path, executor: Executor | None = None) -> dict[str, Nod
     `executor`); if one fails, the others are closed and the error raised."""
     from nodes.handlers import open_node
 
+    if isinstance(executor, ProcessPoolExecutor):
+        executor.submit(abs, 0).result()  # fork the pool's workers before the threads start
     with ThreadPoolExecutor(len(AGENCIES), thread_name_prefix="open-node") as threads:
         futures = {agency: threads.submit(open_node, run_dir, agency, executor) for agency in AGENCIES}
         opened, errors = {}, []
