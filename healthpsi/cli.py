@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from healthpsi import audit, bench, coordinator, keys, node, reference, run, simulate, verify
+from healthpsi import allocator, audit, bench, coordinator, keys, node, reference, run, simulate, verify
 
 app = typer.Typer(
     help="healthpsi: privacy-preserving federated matching for epidemic health codes.",
@@ -12,6 +12,14 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
+
+
+@app.callback()
+def _main() -> None:
+    """healthpsi: privacy-preserving federated matching for epidemic health codes."""
+    allocator.tune()
+
+
 app.command("simulate")(simulate.simulate)
 app.add_typer(keys.app, name="keys")
 app.add_typer(node.app, name="node")

@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 
+from healthpsi import allocator
+
 
 def default_workers() -> int:
     """Worker processes to use by default: one per core."""
@@ -29,6 +31,7 @@ def make_executor(workers: int | None = None, dask: str | None = None) -> Iterat
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
             )
         client = Client(cluster if cluster is not None else dask)
+        client.run(allocator.tune)  # Dask workers are not forked from this process
         try:
             # pure=False: every call runs (Dask would otherwise merge calls with equal arguments by key,
             # and hash every argument to make that key)
