@@ -99,6 +99,11 @@ def _epoch_table(result: dict[str, Any]) -> Table:
     table.add_row("plaintext join", f"{result['plaintext_seconds']:.1f}", "")
     table.add_row("[bold]price of privacy[/]", f"[bold]{result['privacy_price']:.2f}×[/]", "")
     table.add_row("  matching alone (no applicants)", f"{result['privacy_price_matching']:.2f}×", "")
+    table.add_row(
+        "  libsodium calls alone (floor)",
+        f"{result['crypto_floor_price']:.2f}×",
+        f"{result['crypto_floor_seconds']:.1f} s",
+    )
     table.add_row("peak RSS (process tree)", _gib(result["peak_rss_bytes"]), "")
     table.add_row("simulate (not in the epoch)", f"{result['simulate_seconds']:.1f}", "")
     table.add_row("CPU taken by other processes", f"{result['machine']['other_processes_cpu_share']:.0%}", "")

@@ -86,6 +86,20 @@ def _raw_hash_mult(sk: bytes, uniforms: list[bytes]) -> None:
         mult(out, sk, point)
 
 
+def raw_operation_seconds(items: int = 2_000, repeat: int = 3) -> dict[str, float]:
+    """Median seconds per raw libsodium operation on one core: `hash_to_group_mult` (map 64 uniform bytes
+    to the group, then a scalar multiplication) and `scalar_mult`."""
+    rng = Drbg(b"healthpsi raw operations")
+    sk, _ = oprf.generate_key_pair(rng.child("key"))
+    uniforms = [rng.random_bytes(group.UNIFORM_BYTES) for _ in range(items)]
+    elements = [group.hash_to_group(u, b"raw operations") for u in _tokens("r", 0, items)]
+    hash_mult, mult = [], []
+    for _ in range(repeat):
+        hash_mult.append(1 / _rate(items, lambda: _raw_hash_mult(sk, uniforms)))
+        mult.append(1 / _rate(items, lambda: _raw_scalar_mult(sk, elements)))
+    return {"hash_to_group_mult": statistics.median(hash_mult), "scalar_mult": statistics.median(mult)}
+
+
 def _warm(pool: Executor, workers: int) -> None:
     """Start every worker process and import the crypto modules there before anything is timed."""
     sk = oprf.generate_key_pair(Drbg(b"warm"))[0]

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
 from healthpsi.benchmarks import Step
+from healthpsi.benchmarks.crypto import raw_operation_seconds
 from healthpsi.executors import default_workers, make_executor
 from healthpsi.keys import init_keys
 from healthpsi.pipeline import RunResult, serving_nodes
@@ -321,6 +322,14 @@ def _run_directory(settings: EpochBenchSettings) -> Iterator[Path]:
         yield Path(tmp) / "run"
 
 
+def crypto_floor_seconds(counts: dict[str, int], raw: dict[str, float], workers: int) -> float:
+    """Wall seconds of the epoch's unavoidable libsodium work at raw speed on `workers` cores (see the
+    `crypto_floor_seconds` note)."""
+    hash_mult, mult = raw["hash_to_group_mult"], raw["scalar_mult"]
+    cpu = counts["index_entries"] * hash_mult + counts["queried"] * (hash_mult + 5 * mult)
+    return cpu / workers
+
+
 def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> dict[str, Any]:
     """Run the epoch benchmark and return its figures (the `epoch` section of `healthpsi bench --json`)."""
     report = step or (lambda _: None)
@@ -337,6 +346,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
                 runs.append(_repetition(settings, run_dir, rss, report, i == settings.repetitions - 1))
         foreign = other_cpu_share(before, busy_seconds())
         peaks = dict(rss.peaks)
+    raw = raw_operation_seconds()
+    workers = settings.workers or default_workers()
     seconds = statistics.median(run["seconds"] for run in runs)
     plaintext = statistics.median(run["plaintext_seconds"] for run in runs)
     price = statistics.median(run["seconds"] / run["plaintext_seconds"] for run in runs)
@@ -345,12 +356,13 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
     )
     last = runs[-1]
     matching_price = (last["nodes_seconds"] + last["matching_epoch_seconds"]) / last["plaintext_seconds"]
+    floor = crypto_floor_seconds(last["counts"], raw, workers)
     return {
         "preset": settings.preset,
         "persons": settings.population,
         "seed": settings.seed,
         "transport": settings.transport,
-        "workers": settings.workers or default_workers(),
+        "workers": workers,
         "dask": settings.dask,
         "repeat": settings.repetitions,
         "seconds": seconds,
@@ -359,6 +371,9 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         "privacy_price_without_issuance": unissued,
         "privacy_price_matching": matching_price,
         "matching_epoch_seconds": last["matching_epoch_seconds"],
+        "crypto_floor_seconds": floor,
+        "crypto_floor_price": floor / last["plaintext_seconds"],
+        "raw_operation_seconds": raw,
         "plaintext_seconds": plaintext,
         "plaintext_peak_rss_bytes": peaks.get("plaintext", 0),
         "simulate_seconds": simulate_seconds,
@@ -399,6 +414,11 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
             "privacy_price_matching": "(nodes' build + an epoch without applicants over the same indexes: "
             "no identity queries, no codes) / plaintext: the matching alone, which is all the plaintext join "
             "does (last repetition)",
+            "crypto_floor_seconds": "the libsodium calls the private epoch cannot avoid, at raw speed, "
+            "spread over the workers: per index entry one hash-to-group and scalar multiplication; per "
+            "queried element the same to blind it, then five scalar multiplications (the node's evaluation, "
+            "the proof's composite on each side, the second composite to verify, the unblinding). "
+            "crypto_floor_price: that floor / plaintext seconds (last repetition)",
             "peak_rss_bytes": "largest resident set of this process plus every child (worker and node "
             "processes) during the nodes' build and the epoch, sampled every 50 ms",
             "other_processes_cpu_share": "share of the machine's CPU time other processes used during the "
