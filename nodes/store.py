@@ -143,12 +143,11 @@ class AgencyStore:
         parts = []
         for chunk in column.chunks:
             if pa.types.is_dictionary(chunk.type):
-                ok = np.append(ids.valid_mask(pd.Series(chunk.dictionary.to_pandas(), dtype="str")), True)
+                ok = np.append(ids.parse(chunk.dictionary)[0], True)
                 idx = pc.fill_null(chunk.indices, len(ok) - 1).to_numpy(zero_copy_only=False)
                 parts.append(ok[idx])
             else:
-                values = pd.Series(chunk.to_pandas(), dtype="str")
-                parts.append(ids.valid_mask(values) | values.isna().to_numpy())
+                parts.append(ids.parse(chunk)[0] | chunk.is_null().to_numpy(zero_copy_only=False))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
     def _read(self, ds: Dataset, group: int) -> pa.Table:

@@ -27,6 +27,8 @@ import itertools
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from proto import tokens as tk
 
@@ -96,8 +98,18 @@ def explode(first: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Expand row i into counts[i] consecutive integers from first[i]: (source row, value) per output row."""
     counts = np.maximum(np.asarray(counts, dtype=np.int64), 0)
     row = np.repeat(np.arange(len(counts)), counts)
-    offset = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
-    return row, np.asarray(first, dtype=np.int64)[row] + offset
+    value = np.arange(len(row), dtype=np.int64)
+    value += (np.asarray(first, dtype=np.int64) - (np.cumsum(counts) - counts))[row]
+    return row, value
+
+
+def sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, ascending (sorts `values` in place; sorting then comparing
+    neighbours is much faster than hashing for large arrays)."""
+    values.sort()
+    keep = np.ones(len(values), dtype=bool)
+    keep[1:] = values[1:] != values[:-1]
+    return values[keep]
 
 
 def _str(values: np.ndarray | pd.Series) -> pd.Series:
@@ -132,19 +144,22 @@ def assemble(
 
     used_tokens, token_codes = _dense(token_codes, len(tokens))
     tok = np.asarray(tokens, dtype=object)[used_tokens]
-    order = pd.DataFrame({"p": np.asarray(partitions, dtype=object)[used_tokens], "t": tok})
-    order = order.sort_values(["p", "t"], kind="stable")
-    tok_rank = np.empty(len(order), dtype=np.int32)
-    tok_rank[order.index.to_numpy()] = np.arange(len(order), dtype=np.int32)
-    part_codes, part_cats = pd.factorize(order["p"].to_numpy(dtype=object), sort=True)
+    part_of_token, part_cats = pd.factorize(np.asarray(partitions, dtype=object)[used_tokens], sort=True)
+    order = pc.sort_indices(
+        pa.table({"p": part_of_token, "t": pa.array(tok, pa.large_string())}),
+        sort_keys=[("p", "ascending"), ("t", "ascending")],
+    ).to_numpy()
+    tok_rank = np.empty(len(order), dtype=np.int64)
+    tok_rank[order] = np.arange(len(order), dtype=np.int64)
 
     used_subjects, subject_codes = _dense(subject_codes, n_subjects)
     subj = np.asarray(subjects, dtype=object)[used_subjects]
-    subj_order = np.argsort(subj, kind="stable")
-    subj_rank = np.empty(len(subj_order), dtype=np.int32)
-    subj_rank[subj_order] = np.arange(len(subj_order), dtype=np.int32)
+    subj_order = pc.array_sort_indices(pa.array(subj, pa.large_string())).to_numpy()
+    subj_rank = np.empty(len(subj_order), dtype=np.int64)
+    subj_rank[subj_order] = np.arange(len(subj_order), dtype=np.int64)
 
-    rows = tok_rank[token_codes].astype(np.int64) * len(subj)
+    rows = tok_rank[token_codes]
+    rows *= len(subj)
     rows += subj_rank[subject_codes]
     del token_codes, subject_codes
     rows.sort()
@@ -153,11 +168,17 @@ def assemble(
     del rows
     return pd.DataFrame(
         {
-            "subject_id": pd.Categorical.from_codes(row_subj, pd.Index(subj[subj_order], dtype="str")),
-            "token": pd.Categorical.from_codes(row_tok, pd.Index(tok[order.index.to_numpy()], dtype="str")),
-            "partition_id": pd.Categorical.from_codes(part_codes[row_tok], pd.Index(part_cats, dtype="str")),
+            "subject_id": _categorical(row_subj, subj[subj_order]),
+            "token": _categorical(row_tok, tok[order]),
+            "partition_id": _categorical(part_of_token.astype(np.int32)[order][row_tok], part_cats),
         }
     )
+
+
+def _categorical(codes: np.ndarray, categories: np.ndarray) -> pd.Categorical:
+    """A Categorical of `str` categories from int32 codes known to be in range."""
+    dtype = pd.CategoricalDtype(pd.Index(categories, dtype="str"))
+    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
 def _dense(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +230,7 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         h_min = int(s[valid].min() // _HOUR)
         n_hours = int((e[valid].max() - 1) // _HOUR) - h_min + 1
         space = max(len(cell_values), 1) * n_hours
-        order = np.argsort(subj_codes, kind="stable")
+        order = np.argsort(subj_codes)
         sorted_subjects = subj_codes[order]
         cuts = np.searchsorted(
             sorted_subjects, sorted_subjects[np.arange(CHUNK_STAYS, len(s), CHUNK_STAYS) - 1], side="right"
@@ -221,10 +242,10 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
             h0 = cs // _HOUR
             row, hour = explode(h0, np.where(ce > cs, (ce - 1) // _HOUR - h0 + 1, 0))
             overlap = np.minimum(ce[row], (hour + 1) * _HOUR) - np.maximum(cs[row], hour * _HOUR)
-            keep = overlap >= CELL_HOUR_MIN_SECONDS
-            row, hour = idx[row[keep]], hour[keep] - h_min
-            pair = pd.unique(subj_codes[row] * space + cell_codes[row] * n_hours + hour)
-            subj_part, key_part = np.divmod(pair, space)
+            base = subj_codes[idx] * space + cell_codes[idx] * n_hours - h_min
+            pair = (base[row] + hour)[overlap >= CELL_HOUR_MIN_SECONDS]
+            del row, hour, overlap
+            subj_part, key_part = np.divmod(sorted_distinct(pair), space)
             pair_subjects.append(subj_part.astype(np.int32))
             pair_keys.append(key_part)
         key = np.concatenate(pair_keys)

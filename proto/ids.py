@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
 CHECK_CHARS = "10X98765432"
 _CHECK_ARRAY = np.array(list(CHECK_CHARS))
+_CHECK_BYTES = np.frombuffer(CHECK_CHARS.encode(), dtype=np.uint8)
+_POWERS = 10 ** np.arange(16, -1, -1, dtype=np.int64)
 
 
 def check_char(body: str) -> str:
@@ -46,16 +50,36 @@ def from_bodies(bodies: np.ndarray) -> np.ndarray:
     return np.char.add(text, check_chars(bodies)).astype(object)
 
 
+def parse(subject_ids: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised `is_valid` and `to_int`: (valid mask, int64 body, 0 where invalid) of each subject id.
+
+    A Series is read as text (`astype("string")`, so non-strings are judged by their text; nulls are invalid).
+    """
+    if isinstance(subject_ids, pd.Series):
+        subject_ids = pa.array(subject_ids.astype("string[pyarrow]"))
+    if isinstance(subject_ids, pa.ChunkedArray):
+        subject_ids = subject_ids.combine_chunks()
+    text = subject_ids.cast(pa.large_binary())
+    n = len(text)
+    valid, bodies = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    shaped = pc.fill_null(pc.equal(pc.binary_length(text), 18), False).to_numpy(zero_copy_only=False)
+    if not shaped.any():
+        return valid, bodies
+    kept = text.filter(pa.array(shaped))
+    start = int(np.frombuffer(kept.buffers()[1], dtype=np.int64)[kept.offset])
+    raw = np.frombuffer(kept.buffers()[2], dtype=np.uint8)[start : start + 18 * len(kept)].reshape(-1, 18)
+    digits = raw[:, :17].astype(np.int64) - ord("0")
+    ok = ((digits >= 0) & (digits <= 9)).all(axis=1)
+    ok &= _CHECK_BYTES[(digits @ WEIGHTS) % 11] == raw[:, 17]
+    valid[shaped] = ok
+    bodies[shaped] = np.where(ok, digits @ _POWERS, 0)
+    return valid, bodies
+
+
 def valid_mask(subject_ids: pd.Series) -> np.ndarray:
-    """Vectorised is_valid over a Series of subject ids (non-strings are invalid)."""
-    s = subject_ids.astype("string")
-    shape_ok = s.str.fullmatch(r"[0-9]{17}[0-9X]").fillna(False).to_numpy(dtype=bool)
-    out = np.zeros(len(s), dtype=bool)
-    if shape_ok.any():
-        good = s[shape_ok]
-        bodies = good.str.slice(0, 17).astype("int64").to_numpy()
-        out[shape_ok] = check_chars(bodies) == good.str.slice(17, 18).to_numpy(dtype=object)
-    return out
+    """Vectorised is_valid over a Series of subject ids (non-strings are judged by their text; nulls are
+    invalid)."""
+    return parse(subject_ids)[0]
 
 
 def to_int(subject_id: str) -> int:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proto import ids
 from simulation.city import make_ids
@@ -52,6 +55,27 @@ def test_vectorised_matches_scalar() -> None:
     assert list(vec) == [b_str + ids.check_char(b_str) for b_str in (f"{b:017d}" for b in bodies)]
     mask = ids.valid_mask(pd.Series([*vec[:5], KNOWN, "110105194912310021", None, "abc"]))
     assert mask.tolist() == [True] * 6 + [False, False, False]
+
+
+_ID_LIKE = st.one_of(
+    st.integers(0, 10**17 - 1).map(lambda b: ids.from_int(b)),
+    st.text(alphabet="0123456789X", min_size=16, max_size=19),
+    st.text(max_size=20),
+    st.none(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_ID_LIKE, max_size=40))
+def test_parse_matches_the_scalar_functions(values: list[str | None]) -> None:
+    expect_valid = [ids.is_valid(v) for v in values]
+    expect_bodies = [ids.to_int(v) if ok else 0 for v, ok in zip(values, expect_valid, strict=True)]
+    for given_as in (pd.Series(values, dtype=object), pa.array(values, pa.string())):
+        valid, bodies = ids.parse(given_as)
+        assert valid.tolist() == expect_valid
+        assert bodies.tolist() == expect_bodies
+    sliced = pa.chunked_array([pa.array(["x", *values], pa.string()).slice(1)])
+    assert ids.parse(sliced)[0].tolist() == expect_valid
 
 
 def test_int_round_trip() -> None:

@@ -7,6 +7,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nodes import tokenize
 from proto import ids
@@ -115,6 +117,33 @@ def test_output_is_distinct_sorted_and_categorical() -> None:
         (B, "cell-hour|1|2020-01-20T08"),
         (A, "cell-hour|1|2020-01-20T09"),
     }
+
+
+_WORDS = st.text(alphabet=st.sampled_from("aAzZ09|-é€𝄞 "), max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_WORDS, _WORDS, st.sampled_from(["p@1", "p@2", "q"])), max_size=30), st.booleans())
+def test_assemble_matches_a_plain_sort(rows: list[tuple[str, str, str]], distinct: bool) -> None:
+    if distinct:
+        rows = list({(s, t): (s, t, p) for s, t, p in rows}.values())
+    partition = {t: p for _, t, p in rows}  # one partition per token
+    subjects = [*sorted({s for s, _, _ in rows}, reverse=True), "unused"]
+    tokens = [*sorted({t for _, t, _ in rows}, reverse=True), "unused"]
+    out = tokenize.assemble(
+        np.array([subjects.index(s) for s, _, _ in rows], dtype=np.int64),
+        np.array(subjects, dtype=object),
+        np.array([tokens.index(t) for _, t, _ in rows], dtype=np.int64),
+        np.array(tokens, dtype=object),
+        np.array([partition.get(t, "z") for t in tokens], dtype=object),
+        distinct=distinct,
+    )
+    got = list(zip(*(out[c].astype(str) for c in ("partition_id", "token", "subject_id")), strict=True))
+    assert got == sorted({(partition[t], t, s) for s, t, _ in rows})
+    for column in ("subject_id", "partition_id"):
+        assert list(out[column].cat.categories) == sorted(set(out[column].astype(str)))
+    by_partition = sorted({t for _, t, _ in rows}, key=lambda t: (partition[t], t))
+    assert list(out["token"].cat.categories) == by_partition
 
 
 def _naive_stay_tokens(frame: pd.DataFrame) -> set[tuple[str, str]]:
