@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from crypto import labels, oprf
+from nodes import tokenize
 from proto import ids, tokens
 
 ENTRY_HEADER = struct.Struct(">16sI")
@@ -84,16 +85,30 @@ def rows_digest(rows: pd.DataFrame) -> bytes:
     return hashlib.sha256(_ROWS_DIGEST_TAG + np.sort(hashed).astype(">u8").tobytes()).digest()
 
 
+def _ranks(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Each row's rank among the column's distinct values, and those values in ascending order.
+
+    A Categorical with sorted categories (as the tokeniser makes them) is used through its codes.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype) and column.cat.categories.is_monotonic_increasing:
+        codes = column.cat.codes.to_numpy()
+        if not len(codes) or codes.min() >= 0:
+            used, ranks = tokenize.dense_ranks(codes, len(column.cat.categories))
+            return ranks, column.cat.categories[used]
+    ranks, values = pd.factorize(column, sort=True)
+    return ranks, pd.Index(values)
+
+
 def _sorted_groups(rows: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Distinct tokens (sorted), every distinct (token, subject body) pair's body sorted by (token, body),
     and the start of each token's run of bodies (plus the end)."""
-    subject_codes, subjects = pd.factorize(rows["subject_id"])
-    subject_text = pd.Series(np.asarray(subjects, dtype=object), dtype="str")
-    if not ids.valid_mask(subject_text).all():
-        bad = next(s for s in subject_text if not ids.is_valid(s))
-        raise ValueError(f"not a valid subject id: {bad!r}")
-    bodies = subject_text.str.slice(0, 17).astype("int64").to_numpy()[subject_codes]
-    token_codes, token_values = pd.factorize(rows["token"], sort=True)
+    subject_codes, subjects = _ranks(rows["subject_id"])
+    subject_text = pd.Series(subjects, dtype="str")
+    valid, subject_bodies = ids.parse(subject_text)
+    if not valid.all():
+        raise ValueError(f"not a valid subject id: {subject_text[~valid].iloc[0]!r}")
+    bodies = subject_bodies[subject_codes]
+    token_codes, token_values = _ranks(rows["token"])
     step_token, step_body = np.diff(token_codes), np.diff(bodies)
     if not ((step_token >= 0).all() and ((step_token > 0) | (step_body > 0)).all()):
         # not already sorted by (token, body) and distinct, as the store yields partitions

@@ -142,7 +142,7 @@ def assemble(
         pairs = pd.unique(np.asarray(token_codes, dtype=np.int64) * n_subjects + subject_codes)
         token_codes, subject_codes = np.divmod(pairs, n_subjects)
 
-    used_tokens, token_codes = _dense(token_codes, len(tokens))
+    used_tokens, token_codes = dense_ranks(token_codes, len(tokens))
     tok = np.asarray(tokens, dtype=object)[used_tokens]
     part_of_token, part_cats = pd.factorize(np.asarray(partitions, dtype=object)[used_tokens], sort=True)
     order = pc.sort_indices(
@@ -152,7 +152,7 @@ def assemble(
     tok_rank = np.empty(len(order), dtype=np.int64)
     tok_rank[order] = np.arange(len(order), dtype=np.int64)
 
-    used_subjects, subject_codes = _dense(subject_codes, n_subjects)
+    used_subjects, subject_codes = dense_ranks(subject_codes, n_subjects)
     subj = np.asarray(subjects, dtype=object)[used_subjects]
     subj_order = pc.array_sort_indices(pa.array(subj, pa.large_string())).to_numpy()
     subj_rank = np.empty(len(subj_order), dtype=np.int64)
@@ -181,7 +181,7 @@ def _categorical(codes: np.ndarray, categories: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
-def _dense(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def dense_ranks(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values among codes in [0, size), ascending, and each code's rank among them (int32)."""
     present = np.zeros(max(size, 1), dtype=bool)
     present[codes] = True
@@ -191,7 +191,7 @@ def _dense(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 def _dense_keys(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
     """Rank (int32) of each key in [0, space) among the distinct keys, and the distinct keys, ascending."""
     if space <= DENSE_TABLE_LIMIT:
-        distinct, ranks = _dense(keys, space)
+        distinct, ranks = dense_ranks(keys, space)
         return ranks, distinct
     codes, uniques = pd.factorize(keys, sort=True)
     return codes.astype(np.int32), np.asarray(uniques)
