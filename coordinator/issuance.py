@@ -26,7 +26,7 @@ from coordinator.store import CodeRow, CodeStore, Revocation
 from crypto import codes
 from crypto.pki import DEFAULT_ISSUER, PkiPaths, load_signing_key, write_atomic, write_revocations
 
-BATCH_SIZE = 2000
+BATCH_SIZE = 10_000
 CODE_ID_BYTES = 12
 REASON_WORSE = "COLOUR_WORSE"
 """Revocation reason: the holder's colour got worse in a later epoch."""
