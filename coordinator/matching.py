@@ -300,23 +300,6 @@ def _map(executor: Executor | None, fn: Callable[..., Any], calls: Sequence[tupl
 # ---------------------------------------------------------------------------------------------- index
 
 
-def iter_entries(data: bytes | memoryview, what: str) -> Iterator[tuple[bytes, bytes]]:
-    """(tag, sealed label) for each canonical entry in `data`, which must hold whole entries only."""
-    view = memoryview(data)
-    pos, end = 0, len(view)
-    unpack = ENTRY_HEADER.unpack_from
-    size = ENTRY_HEADER.size
-    while pos < end:
-        if end - pos < size:
-            raise IndexIntegrityError(f"{what}: truncated entry header at byte {pos}")
-        tag, length = unpack(view, pos)
-        pos += size
-        if end - pos < length:
-            raise IndexIntegrityError(f"{what}: entry at byte {pos - size} overruns the data")
-        yield tag, bytes(view[pos : pos + length])
-        pos += length
-
-
 def whole_entries_prefix(data: bytes) -> tuple[int, int]:
     """(entries, bytes) of the longest prefix of `data` made of whole entries."""
     pos = count = 0
@@ -337,14 +320,22 @@ class Wanted:
     keys: dict[bytes, tuple[str, bytes]]
     found: dict[str, bytes] = field(default_factory=dict)
 
-    def take(self, entries: Iterable[tuple[bytes, bytes]]) -> int:
-        """Keep the sealed labels of wanted tags among entries; return how many entries were seen."""
-        seen = 0
-        for tag, label in entries:
+    def take(self, data: bytes, what: str) -> int:
+        """Keep the sealed labels of wanted tags among the entries in `data`, which must hold whole entries
+        only (IndexIntegrityError otherwise); return how many entries it holds."""
+        keys, found = self.keys, self.found
+        unpack, size = ENTRY_HEADER.unpack_from, ENTRY_HEADER.size
+        pos, end, seen = 0, len(data), 0
+        while pos < end:
+            if end - pos < size:
+                raise IndexIntegrityError(f"{what}: truncated entry header at byte {pos}")
+            tag, length = unpack(data, pos)
+            start, pos = pos + size, pos + size + length
+            if pos > end:
+                raise IndexIntegrityError(f"{what}: entry at byte {start - size} overruns the data")
+            if tag in keys:  # only the few wanted labels are copied out of the chunk
+                found[keys[tag][0]] = data[start:pos]
             seen += 1
-            hit = self.keys.get(tag)
-            if hit is not None:
-                self.found[hit[0]] = label
         return seen
 
 
@@ -381,7 +372,7 @@ class IndexCache:
         seen = 0
         if data is not None:
             h.update(data)
-            seen = wanted.take(iter_entries(data, str(path)))
+            seen = wanted.take(data, str(path))
         else:
             with path.open("rb") as f:
                 rest = b""
@@ -389,7 +380,7 @@ class IndexCache:
                     h.update(block)
                     buffer = rest + block
                     _, cut = whole_entries_prefix(buffer)
-                    seen += wanted.take(iter_entries(buffer[:cut], str(path)))
+                    seen += wanted.take(buffer[:cut], str(path))
                     rest = buffer[cut:]
                 if rest:
                     raise IndexIntegrityError(f"{path}: trailing partial entry")
@@ -411,7 +402,7 @@ class IndexCache:
             data = part.read_bytes()
             offset, keep = whole_entries_prefix(data)
             h.update(data[:keep])
-            wanted.take(iter_entries(data[:keep], str(part)))
+            wanted.take(data[:keep], str(part))
             with part.open("r+b") as f:
                 f.truncate(keep)
         attempts = 0
@@ -430,7 +421,7 @@ class IndexCache:
                             )
                         if hashlib.sha256(chunk.entries).digest() != chunk.digest:
                             raise IndexIntegrityError(f"{what}: chunk digest does not match its entries")
-                        seen = wanted.take(iter_entries(chunk.entries, what))
+                        seen = wanted.take(chunk.entries, what)
                         if seen != chunk.count:
                             raise IndexIntegrityError(f"{what}: {seen} entries, the chunk says {chunk.count}")
                         out.write(chunk.entries)

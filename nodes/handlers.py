@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from crypto import oprf
 from crypto.auditlog import AuditLog
 from crypto.drbg import Drbg, Rng, default_rng
-from crypto.errors import CryptoError
-from crypto.group import ELEMENT_BYTES, split_packed, validate_element
+from crypto.errors import InvalidElement
+from crypto.group import ELEMENT_BYTES, split_packed
 from crypto.pki import PkiPaths, load_identity_key, load_storage_key, write_atomic
 from nodes import build
 from nodes import index as idx
@@ -244,12 +244,6 @@ class NodeHandlers:
         count = len(data) // ELEMENT_BYTES
         if count > self.max_batch:
             raise InvalidArgument(f"batch of {count} elements exceeds the node's max_batch {self.max_batch}")
-        blinded = split_packed(data)
-        for i, element in enumerate(blinded):
-            try:
-                validate_element(element, f"blinded element {i}")
-            except CryptoError as exc:
-                raise InvalidArgument(str(exc)) from None
         pid = request.partition_id
         with part.lock:
             stored = self.ledger.replay(pid, request.idempotency_key, digest)
@@ -258,11 +252,14 @@ class NodeHandlers:
                 response.ParseFromString(stored)
                 return response, "replayed"
             self.ledger.check(pid, count)
-            evaluated = oprf.blind_evaluate_packed(part.sk, data, self.executor)
+            try:  # the workers check each element (canonical, valid, not the identity) as they evaluate
+                evaluated = oprf.blind_evaluate_packed(part.sk, data, self.executor)
+            except InvalidElement as exc:
+                raise InvalidArgument(f"blinded {exc}") from None
             proof = b""
             if request.verifiable:
                 proof = oprf.generate_proof(
-                    part.sk, part.meta.public_key, blinded, split_packed(evaluated),
+                    part.sk, part.meta.public_key, split_packed(data), split_packed(evaluated),
                     rng=self.proof_rng(pid, digest), executor=self.executor,
                 )
 

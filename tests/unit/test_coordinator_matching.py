@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given
+from hypothesis import strategies as st
 
 from coordinator.matching import (
     IndexCache,
@@ -25,7 +27,6 @@ from coordinator.matching import (
     Wanted,
     assemble_matches,
     frame_digest,
-    iter_entries,
     verify_manifest,
     whole_entries_prefix,
 )
@@ -162,12 +163,33 @@ def entry(tag: int, label: bytes) -> bytes:
 
 def test_entry_parsing() -> None:
     data = entry(1, b"abc") + entry(2, b"") + entry(3, b"xy")
-    assert [(t[0], lab) for t, lab in iter_entries(data, "x")] == [(1, b"abc"), (2, b""), (3, b"xy")]
+    wanted = Wanted({bytes([t]) * 16: (f"t{t}", b"k") for t in (1, 3, 9)})
+    assert wanted.take(data, "x") == 3
+    assert wanted.found == {"t1": b"abc", "t3": b"xy"}
     assert whole_entries_prefix(data[:-1]) == (2, len(entry(1, b"abc") + entry(2, b"")))
     with pytest.raises(IndexIntegrityError, match="overruns"):
-        list(iter_entries(data[:-1], "x"))
+        Wanted({}).take(data[:-1], "x")
     with pytest.raises(IndexIntegrityError, match="header"):
-        list(iter_entries(data + b"\x00", "x"))
+        Wanted({}).take(data + b"\x00", "x")
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 7), st.binary(max_size=40)), max_size=30),
+    st.sets(st.integers(0, 7)),
+)
+def test_take_finds_what_a_plain_parse_finds(entries: list[tuple[int, bytes]], asked: set[int]) -> None:
+    """Wanted.take keeps, per wanted tag, the label of its last entry, as a header-by-header parse does."""
+    data = b"".join(entry(tag, label) for tag, label in entries)
+    expected, pos = {}, 0
+    while pos < len(data):
+        tag, length = struct.unpack_from(">16sI", data, pos)
+        if tag[0] in asked:
+            expected[f"t{tag[0]}"] = data[pos + 20 : pos + 20 + length]
+        pos += 20 + length
+    wanted = Wanted({bytes([t]) * 16: (f"t{t}", b"k") for t in asked})
+    assert wanted.take(data, "x") == len(entries)
+    assert wanted.found == expected
+    assert whole_entries_prefix(data) == (len(entries), len(data))
 
 
 class StreamingNode:
