@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from nodes import index as idx
 from nodes import tokenize
-from nodes.store import _TOKENIZERS, AgencyStore, Dataset, _columns, _day_number
+from nodes.store import _TOKENIZERS, AgencyStore, Dataset, _columns, _day_number, records
 from proto import tokens as tk
 
 _DAY = 86400
@@ -179,7 +179,7 @@ def read_partition(store: AgencyStore, job: PartitionJob) -> pd.DataFrame:
     today = (span_first <= job.day) & (span_last >= job.day)
     if not today.any():
         return _columns(tokenize.empty())
-    rows = table.filter(pa.array(today)).to_pandas(date_as_object=False)
+    rows = records(table.filter(pa.array(today)))
     del table
     tokens = _TOKENIZERS[ds.name](store, rows, job.day)
     del rows

@@ -30,6 +30,8 @@ from proto import tokens as tk
 
 CATEGORIES = ("missing_value", "bad_subject_id", "end_not_after_start", "unknown_cell", "bad_nights")
 _DAY = 86400
+BODY_COLUMN = "subject_body"
+"""The column the store adds to the rows it reads: each subject id's 17-digit body (see `ids.parse`)."""
 
 
 class StoreError(ValueError):
@@ -82,7 +84,7 @@ class AgencyStore:
             path = self.root / f"{ds.name}.parquet"
             if not path.is_file():
                 raise StoreError(f"{agency}: missing data file {path}")
-            pf = pq.ParquetFile(path, read_dictionary=["subject_id"])
+            pf = pq.ParquetFile(path)
             missing = [c for c in ds.columns if c not in pf.schema_arrow.names]
             if missing:
                 raise StoreError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -110,8 +112,8 @@ class AgencyStore:
 
     # -- validation -------------------------------------------------------------------------------------
 
-    def _validate(self, ds: Dataset, table: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
-        """The good-row mask of one row group, recording its malformed counts by category."""
+    def _validate(self, ds: Dataset, table: pa.Table) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """The good-row mask and subject bodies of one row group, and its malformed counts by category."""
         n = table.num_rows
         bad = np.zeros(n, dtype=bool)
         counts = dict.fromkeys(CATEGORIES, 0)
@@ -125,7 +127,8 @@ class AgencyStore:
         for col in ds.columns:
             missing |= table[col].is_null().to_numpy(zero_copy_only=False)
         mark("missing_value", missing)
-        mark("bad_subject_id", ~self._valid_subjects(table["subject_id"]))
+        valid, bodies = ids.parse(table["subject_id"])
+        mark("bad_subject_id", ~valid)
         if ds.name == "stays":
             not_after = pc.fill_null(pc.less_equal(table["end"], table["start"]), False)
             mark("end_not_after_start", not_after.to_numpy(zero_copy_only=False))
@@ -135,28 +138,16 @@ class AgencyStore:
         if ds.name == "hotel_stays":
             few = pc.fill_null(pc.less(table["nights"], 1), False)
             mark("bad_nights", few.to_numpy(zero_copy_only=False))
-        return ~bad, counts
-
-    @staticmethod
-    def _valid_subjects(column: pa.ChunkedArray) -> np.ndarray:
-        """Valid-id mask for a (possibly dictionary-encoded) subject_id column; nulls count as valid here."""
-        parts = []
-        for chunk in column.chunks:
-            if pa.types.is_dictionary(chunk.type):
-                ok = np.append(ids.parse(chunk.dictionary)[0], True)
-                idx = pc.fill_null(chunk.indices, len(ok) - 1).to_numpy(zero_copy_only=False)
-                parts.append(ok[idx])
-            else:
-                parts.append(ids.parse(chunk)[0] | chunk.is_null().to_numpy(zero_copy_only=False))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+        return ~bad, bodies, counts
 
     def _read(self, ds: Dataset, group: int) -> pa.Table:
-        """One row group's token columns, validated (counts recorded once), good rows only."""
+        """One row group's token columns and subject bodies (`BODY_COLUMN`), validated (counts recorded
+        once), good rows only."""
         table = self._files[ds.name].read_row_group(group, columns=list(ds.columns))
-        good, counts = self._validate(ds, table)
+        good, bodies, counts = self._validate(ds, table)
         self._counts[(ds.name, group)] = counts
         self._good[(ds.name, group)] = int(good.sum())
-        return table.filter(pa.array(good))
+        return table.append_column(BODY_COLUMN, pa.array(bodies)).filter(pa.array(good))
 
     def _scan_all(self) -> None:
         """Validate every row group not yet read, so the counts cover the whole files."""
@@ -229,7 +220,7 @@ class AgencyStore:
         tables = [self._read(ds, g) for g in range(pf.num_row_groups)]
         if not tables:
             return _columns(tokenize.empty())
-        frame = pa.concat_tables(tables).to_pandas(date_as_object=False)
+        frame = records(pa.concat_tables(tables))
         return _columns(tokenize.population_tokens(frame))
 
     def _spans(self, ds: Dataset, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +264,7 @@ class AgencyStore:
                 yield pid, _columns(tokenize.empty())
                 continue
             today = (span_first <= day) & (span_last >= day)
-            rows = buffer.filter(pa.array(today)).to_pandas(date_as_object=False)
+            rows = records(buffer.filter(pa.array(today)))
             tokens = tokenizer(self, rows, day)
             del rows
             if len(tokens) and list(tokens["partition_id"].cat.categories) != [pid]:
@@ -285,6 +276,23 @@ class AgencyStore:
             if done.any():
                 buffer = buffer.filter(pa.array(~done))
                 span_first, span_last = span_first[~done], span_last[~done]
+
+
+def records(table: pa.Table) -> pd.DataFrame:
+    """Validated rows read by the store as a DataFrame, the subject ids a Categorical of the distinct ids.
+
+    The categories come in ascending order, found from the subject bodies (`BODY_COLUMN`, dropped): valid ids
+    have equal length and digits before the check character, so they sort as their bodies do.
+    """
+    codes, distinct = pd.factorize(table[BODY_COLUMN].to_numpy(), sort=True)
+    first = np.empty(len(distinct), dtype=np.int64)
+    first[codes] = np.arange(len(codes))  # any row of each subject
+    subjects = pd.Index(table["subject_id"].take(pa.array(first)).to_pandas(), dtype="str")
+    frame = table.drop_columns([BODY_COLUMN, "subject_id"]).to_pandas(date_as_object=False)
+    dtype = pd.CategoricalDtype(subjects)
+    subject = pd.Categorical.from_codes(codes.astype(np.int32), dtype=dtype, validate=False)
+    frame.insert(0, "subject_id", subject)
+    return frame
 
 
 def _date(day: int) -> dt.date:

@@ -155,8 +155,8 @@ def assemble(
     used_subjects, subject_codes = dense_ranks(subject_codes, n_subjects)
     subj = np.asarray(subjects, dtype=object)[used_subjects]
     subj_order = pc.array_sort_indices(pa.array(subj, pa.large_string())).to_numpy()
-    subj_rank = np.empty(len(subj_order), dtype=np.int64)
-    subj_rank[subj_order] = np.arange(len(subj_order), dtype=np.int64)
+    subj_rank = np.empty(len(subj_order), dtype=np.int32)
+    subj_rank[subj_order] = np.arange(len(subj_order), dtype=np.int32)
 
     rows = tok_rank[token_codes]
     rows *= len(subj)

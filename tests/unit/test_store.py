@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from nodes.store import CATEGORIES, AgencyStore, StoreError
+from nodes.store import BODY_COLUMN, CATEGORIES, AgencyStore, StoreError, records
 from proto import ids
 from simulation.writer import SCHEMAS, write_table
 
@@ -210,3 +210,15 @@ def test_tickets_by_service_date(tmp_path: Path) -> None:
         (B, "carriage|G1|2020-01-19|3"),
     }
     assert store.malformed["bad_subject_id"] == 1
+
+
+def test_records_give_the_subject_ids_as_a_sorted_categorical() -> None:
+    rng = np.random.default_rng(4)
+    bodies = rng.integers(10**16, 10**17 - 1, 50)[rng.integers(0, 50, 400)]
+    subject = ids.from_bodies(bodies)
+    table = pa.table({"subject_id": pa.array(subject, pa.string()), "n": np.arange(400), BODY_COLUMN: bodies})
+    frame = records(table)
+    assert list(frame.columns) == ["subject_id", "n"]
+    assert frame["subject_id"].astype(str).tolist() == list(subject)
+    assert list(frame["subject_id"].cat.categories) == sorted(set(subject))
+    assert frame["n"].tolist() == list(range(400))
