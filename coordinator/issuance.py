@@ -77,10 +77,10 @@ class ClaimContext:
     policy_version: str
     issued_at: dt.datetime
 
-    def claims(self, holder: Holder) -> dict[int, Any]:
-        """The claim set of a holder's code."""
+    def claims(self, holder: Holder, holder_code_id: str) -> dict[int, Any]:
+        """The claim set of a holder's code, whose id is `holder_code_id`."""
         return codes.health_claims(
-            code_id=code_id(self.secret, self.epoch, holder.subject_id),
+            code_id=holder_code_id,
             issuer=self.issuer,
             colour=holder.color,
             policy_version=self.policy_version,
@@ -91,9 +91,13 @@ class ClaimContext:
         )
 
 
-def sign_holders_job(key_pem: bytes, kid: bytes, context: ClaimContext, batch: list[Holder]) -> list[str]:
-    """Build the claims of a batch of holders and sign them (a worker's share: claims are built there too)."""
-    return sign_job(key_pem, kid, [context.claims(h) for h in batch])
+def sign_holders_job(
+    key_pem: bytes, kid: bytes, context: ClaimContext, batch: list[Holder]
+) -> tuple[list[str], list[str]]:
+    """Derive the code ids of a batch of holders, build their claims and sign them (a worker's share):
+    (code ids, payloads)."""
+    ids = [code_id(context.secret, context.epoch, h.subject_id) for h in batch]
+    return ids, sign_job(key_pem, kid, [context.claims(h, i) for h, i in zip(batch, ids, strict=True)])
 
 
 @dataclass(frozen=True)
@@ -158,25 +162,17 @@ def issue_codes(
     context = ClaimContext(secret, epoch, signer.issuer, policy_version, issued_at)
     issued_text, expires_text = iso(issued_at), iso(expires_at)
 
-    def store_batch(batch: Sequence[Holder], payloads: list[str]) -> int:
+    def store_batch(batch: Sequence[Holder], signed: tuple[list[str], list[str]]) -> int:
+        ids, payloads = signed
         rows = [
-            CodeRow(
-                code_id(secret, epoch, h.subject_id),
-                h.subject_id,
-                h.color,
-                h.reasons,
-                issued_text,
-                expires_text,
-                payload,
-                epoch,
-            )
-            for h, payload in zip(batch, payloads, strict=True)
+            CodeRow(cid, h.subject_id, h.color, h.reasons, issued_text, expires_text, payload, epoch)
+            for h, cid, payload in zip(batch, ids, payloads, strict=True)
         ]
         return store.insert_codes(rows)
 
     new = handled = 0
     if executor is None:
-        signed: Iterator[list[str]] = (
+        signed: Iterator[tuple[list[str], list[str]]] = (
             sign_holders_job(signer.key_pem, signer.kid, context, list(b)) for b in batches
         )
     else:
@@ -184,8 +180,8 @@ def issue_codes(
             executor.submit(sign_holders_job, signer.key_pem, signer.kid, context, list(b)) for b in batches
         ]
         signed = (future.result() for future in futures)
-    for batch, payloads in zip(batches, signed, strict=True):
-        new += store_batch(batch, payloads)
+    for batch, answer in zip(batches, signed, strict=True):
+        new += store_batch(batch, answer)
         handled += len(batch)
         if progress is not None:
             progress(handled, len(todo))

@@ -7,6 +7,7 @@ code issued twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -55,6 +56,12 @@ CREATE TABLE IF NOT EXISTS revocations (
     revoked_at TEXT NOT NULL
 );
 """
+
+
+@functools.lru_cache(maxsize=1024)
+def reasons_json(reasons: tuple[str, ...]) -> str:
+    """A code's reasons as stored: a JSON list (memoised: an epoch has few distinct reason lists)."""
+    return json.dumps(list(reasons))
 
 
 class StoreError(RuntimeError):
@@ -190,7 +197,7 @@ class CodeStore:
                     r.code_id,
                     r.subject_id,
                     r.color,
-                    json.dumps(list(r.reasons)),
+                    reasons_json(r.reasons),
                     r.issued_at,
                     r.expires_at,
                     r.payload,
