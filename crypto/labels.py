@@ -8,10 +8,11 @@ sorted subject bodies as 8-byte big-endian integers, padded with all-ones entrie
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import itertools
 import operator
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -28,26 +29,55 @@ MAX_BODY = 2**64 - 2
 """The largest body a label can hold (all-ones is padding)."""
 
 _NONCE = bytes(12)
-_SALT = bytes(32)  # RFC 5869: no salt means HashLen zero bytes
 _TAG_INFO = b"healthpsi tag\x01"
 _LABEL_INFO = b"healthpsi label\x01"
-_digest = hmac.digest
+_BLOCK = 64  # SHA-256's block: HMAC pads its key to this
+_IPAD, _OPAD = 0x36, 0x5C
+_sha256 = hashlib.sha256
+# HKDF-Extract has no salt, i.e. an HMAC key of 32 zero bytes: its padded-key hash states are fixed, and
+# are copied per output instead of being recomputed.
+_EXTRACT_INNER = _sha256(bytes([_IPAD]) * _BLOCK)
+_EXTRACT_OUTER = _sha256(bytes([_OPAD]) * _BLOCK)
+_IPAD_KEY = int.from_bytes(bytes([_IPAD]) * 32, "big")
+_OPAD_KEY = int.from_bytes(bytes([_OPAD]) * 32, "big")
+_IPAD_TAIL = bytes([_IPAD]) * (_BLOCK - 32)
+_OPAD_TAIL = bytes([_OPAD]) * (_BLOCK - 32)
+
+
+def _extract(y: bytes) -> tuple[Any, Any]:
+    """HKDF-Extract(salt=none, y): the inner and outer hash states of HMAC keyed by the PRK (RFC 2104)."""
+    if not isinstance(y, bytes | bytearray | memoryview):
+        raise LabelError(f"PRF output: expected bytes, got {type(y).__name__}")
+    inner = _EXTRACT_INNER.copy()
+    inner.update(y)
+    outer = _EXTRACT_OUTER.copy()
+    outer.update(inner.digest())
+    prk = int.from_bytes(outer.digest(), "big")
+    return (
+        _sha256((prk ^ _IPAD_KEY).to_bytes(32, "big") + _IPAD_TAIL),
+        _sha256((prk ^ _OPAD_KEY).to_bytes(32, "big") + _OPAD_TAIL),
+    )
+
+
+def _expand(keyed: tuple[Any, Any], info: bytes) -> bytes:
+    """The first HKDF-Expand block, HMAC(PRK, info || 0x01), from the PRK's HMAC states."""
+    inner = keyed[0].copy()
+    inner.update(info)
+    outer = keyed[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def derive_tag_key(y: bytes) -> tuple[bytes, bytes]:
     """(16-byte index tag, 32-byte label key) from a PRF output, by HKDF-SHA256 with the design's infos."""
-    if not isinstance(y, bytes | bytearray | memoryview):
-        raise LabelError(f"PRF output: expected bytes, got {type(y).__name__}")
-    prk = _digest(_SALT, y, "sha256")  # HKDF-Extract
+    keyed = _extract(y)
     # HKDF-Expand: both outputs fit in the first block T(1) = HMAC(PRK, info || 0x01).
-    return _digest(prk, _TAG_INFO, "sha256")[:TAG_BYTES], _digest(prk, _LABEL_INFO, "sha256")
+    return _expand(keyed, _TAG_INFO)[:TAG_BYTES], _expand(keyed, _LABEL_INFO)
 
 
 def derive_tag(y: bytes) -> bytes:
     """The 16-byte index tag alone (what a lookup needs before any label is opened)."""
-    if not isinstance(y, bytes | bytearray | memoryview):
-        raise LabelError(f"PRF output: expected bytes, got {type(y).__name__}")
-    return _digest(_digest(_SALT, y, "sha256"), _TAG_INFO, "sha256")[:TAG_BYTES]
+    return _expand(_extract(y), _TAG_INFO)[:TAG_BYTES]
 
 
 def padded_entries(count: int) -> int:
