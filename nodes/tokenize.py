@@ -113,8 +113,8 @@ def sorted_distinct(values: np.ndarray) -> np.ndarray:
 
 
 def _str(values: np.ndarray | pd.Series) -> pd.Series:
-    """A Series of pandas `str` dtype, for vectorised concatenation."""
-    return pd.Series(np.asarray(values, dtype=object), dtype="str")
+    """A Series of pandas `str` dtype (with a fresh index), for vectorised concatenation."""
+    return pd.Series(values.array if isinstance(values, pd.Series) else values).astype("str")
 
 
 def _partition_strings(dataset: str, day_numbers: np.ndarray) -> np.ndarray:
@@ -124,37 +124,40 @@ def _partition_strings(dataset: str, day_numbers: np.ndarray) -> np.ndarray:
 
 def assemble(
     subject_codes: np.ndarray,
-    subjects: np.ndarray,
+    subjects: np.ndarray | pa.Array,
     token_codes: np.ndarray,
-    tokens: np.ndarray,
-    partitions: np.ndarray,
+    tokens: np.ndarray | pa.Array,
+    partitions: np.ndarray | pa.Array,
     distinct: bool = False,
 ) -> pd.DataFrame:
     """Build the standard frame from row codes into `subjects` and `tokens` (with each token's partition).
 
-    Duplicate (subject, token) pairs are dropped (the caller may promise there are none: `distinct`),
-    unused categories removed, and rows sorted by (partition_id, token, subject_id).
+    The strings come as object arrays or arrow string arrays. Duplicate (subject, token) pairs are dropped
+    (the caller may promise there are none: `distinct`), unused categories removed, and rows sorted by
+    (partition_id, token, subject_id).
     """
     if len(subject_codes) == 0:
         return empty()
     n_subjects = max(len(subjects), 1)
     if not distinct:
-        pairs = pd.unique(np.asarray(token_codes, dtype=np.int64) * n_subjects + subject_codes)
+        pairs = sorted_distinct(np.asarray(token_codes, dtype=np.int64) * n_subjects + subject_codes)
         token_codes, subject_codes = np.divmod(pairs, n_subjects)
 
     used_tokens, token_codes = dense_ranks(token_codes, len(tokens))
-    tok = np.asarray(tokens, dtype=object)[used_tokens]
-    part_of_token, part_cats = pd.factorize(np.asarray(partitions, dtype=object)[used_tokens], sort=True)
+    tok = _strings(tokens).take(used_tokens)
+    part = _strings(partitions).take(used_tokens)
+    distinct_parts = pc.unique(part)
+    part_cats = distinct_parts.take(pc.array_sort_indices(distinct_parts))
+    part_of_token = pc.index_in(part, value_set=part_cats).to_numpy().astype(np.int32)
     order = pc.sort_indices(
-        pa.table({"p": part_of_token, "t": pa.array(tok, pa.large_string())}),
-        sort_keys=[("p", "ascending"), ("t", "ascending")],
+        pa.table({"p": part_of_token, "t": tok}), sort_keys=[("p", "ascending"), ("t", "ascending")]
     ).to_numpy()
     tok_rank = np.empty(len(order), dtype=np.int64)
     tok_rank[order] = np.arange(len(order), dtype=np.int64)
 
     used_subjects, subject_codes = dense_ranks(subject_codes, n_subjects)
-    subj = np.asarray(subjects, dtype=object)[used_subjects]
-    subj_order = pc.array_sort_indices(pa.array(subj, pa.large_string())).to_numpy()
+    subj = _strings(subjects).take(used_subjects)
+    subj_order = pc.array_sort_indices(subj).to_numpy()
     subj_rank = np.empty(len(subj_order), dtype=np.int32)
     subj_rank[subj_order] = np.arange(len(subj_order), dtype=np.int32)
 
@@ -168,16 +171,25 @@ def assemble(
     del rows
     return pd.DataFrame(
         {
-            "subject_id": _categorical(row_subj, subj[subj_order]),
-            "token": _categorical(row_tok, tok[order]),
-            "partition_id": _categorical(part_of_token.astype(np.int32)[order][row_tok], part_cats),
+            "subject_id": _categorical(row_subj, subj.take(subj_order)),
+            "token": _categorical(row_tok, tok.take(order)),
+            "partition_id": _categorical(part_of_token[order][row_tok], part_cats),
         }
     )
 
 
-def _categorical(codes: np.ndarray, categories: np.ndarray) -> pd.Categorical:
+def _strings(values: np.ndarray | pa.Array) -> pa.Array:
+    """Strings (an object array or an arrow array) as one arrow large_string array."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values.cast(pa.large_string())
+    return pa.array(np.asarray(values, dtype=object), pa.large_string())
+
+
+def _categorical(codes: np.ndarray, categories: pa.Array) -> pd.Categorical:
     """A Categorical of `str` categories from int32 codes known to be in range."""
-    dtype = pd.CategoricalDtype(pd.Index(categories, dtype="str"))
+    dtype = pd.CategoricalDtype(pd.Index(pd.array(categories, dtype="str")))
     return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
 
 
@@ -340,10 +352,17 @@ def population_tokens(population: pd.DataFrame) -> pd.DataFrame:
     """household and identity tokens of the population (subject_id, name, birth_date, household_id)."""
     if len(population) == 0:
         return empty()
-    sid = _str(population["subject_id"])
+    subj_codes, subjects = factorize(population["subject_id"])
+    household_codes, households = pd.factorize(_str(population["household_id"]))
     birth = _str(day_strings(days(population["birth_date"])))
-    household = ("household|" + _str(population["household_id"])).to_numpy(object)
-    identity = ("identity|" + sid + "|" + _str(population["name"]) + "|" + birth).to_numpy(object)
-    part = np.full(2 * len(population), tk.partition_id("population", None), dtype=object)
-    subjects = pd.concat([population["subject_id"], population["subject_id"]], ignore_index=True)
-    return _from_row_strings(subjects, np.concatenate([household, identity]), part)
+    identity = "identity|" + _str(population["subject_id"]) + "|" + _str(population["name"]) + "|" + birth
+    identity_codes, identities = pd.factorize(identity)
+    household = _strings(pa.array("household|" + _str(households)))
+    tokens = pa.concat_arrays([household, _strings(pa.array(identities))])
+    return assemble(
+        np.concatenate([subj_codes, subj_codes]),
+        subjects,
+        np.concatenate([household_codes, identity_codes + len(households)]),
+        tokens,
+        pa.repeat(pa.scalar(tk.partition_id("population", None), pa.large_string()), len(tokens)),
+    )
