@@ -19,21 +19,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from nodes import index as idx
-from nodes import tokenize
-from nodes.store import _TOKENIZERS, AgencyStore, Dataset, _columns, _day_number, records
+from nodes.store import AgencyStore, Counts
 from proto import tokens as tk
 
-_DAY = 86400
-Counts = dict[tuple[str, int], tuple[dict[str, int], int]]
-"""(dataset, row group) → (malformed rows by category, good rows)."""
+_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -102,63 +98,19 @@ class BuildStats:
         return dataclasses.asdict(self)
 
 
-@dataclass
-class _GroupDays:
-    """First and last day (inclusive, days since 1970) a row group's records can contribute tokens to."""
-
-    group: int
-    first: float
-    last: float = field(default=float("inf"))
-
-
-def _stat(pf: Any, group: int, column: str, which: str) -> Any:
-    """A row group's min or max statistic of a column, or None when the file has none."""
-    names = pf.schema_arrow.names
-    if column not in names:
-        return None
-    stats = pf.metadata.row_group(group).column(names.index(column)).statistics
-    if stats is None or not stats.has_min_max:
-        return None
-    return stats.min if which == "min" else stats.max
-
-
-def _group_days(store: AgencyStore, ds: Dataset) -> list[_GroupDays]:
-    """Each row group's day range by the file's statistics (unbounded where a statistic is missing)."""
-    pf = store._files[ds.name]
-    out = []
-    for g in range(pf.num_row_groups):
-        low = _stat(pf, g, str(ds.date_column), "min")
-        first = float(_day_number(low)) if low is not None else float("-inf")
-        last = float("inf")
-        if ds.name == "stays":
-            high = _stat(pf, g, "end", "max")
-            if high is not None:
-                last = float(_day_number(high))
-        elif ds.name == "hotel_stays":
-            high, nights = _stat(pf, g, "check_in", "max"), _stat(pf, g, "nights", "max")
-            if high is not None and nights is not None:
-                last = float(_day_number(high) + max(int(nights), 1) - 1)
-        else:
-            high = _stat(pf, g, str(ds.date_column), "max")
-            if high is not None:
-                last = float(_day_number(high))
-        out.append(_GroupDays(g, first, last))
-    return out
-
-
 def partition_jobs(store: AgencyStore, window: tuple[dt.date, dt.date]) -> list[PartitionJob]:
     """The build jobs of a window, in the order of `AgencyStore.partition_ids`."""
-    first, last = window
+    first, last = ((d - _EPOCH).days for d in window)
     jobs = []
     for ds in store.datasets:
-        groups = tuple(range(store._files[ds.name].num_row_groups))
         if ds.date_column is None:
+            groups = tuple(range(store.row_groups(ds.name)))
             jobs.append(PartitionJob(tk.partition_id(ds.name, None), ds.name, groups, None))
             continue
-        days = _group_days(store, ds)
-        for day in range(_day_number(first), _day_number(last) + 1):
-            reach = tuple(d.group for d in days if d.first <= day <= d.last)
-            date = dt.date(1970, 1, 1) + dt.timedelta(days=day)
+        days = store.row_group_days(ds.name)
+        for day in range(first, last + 1):
+            reach = tuple(g for g, (low, high) in enumerate(days) if low <= day <= high)
+            date = _EPOCH + dt.timedelta(days=day)
             jobs.append(PartitionJob(tk.partition_id(ds.name, date), ds.name, reach, day))
     return jobs
 
@@ -168,36 +120,17 @@ def read_partition(store: AgencyStore, job: PartitionJob) -> pd.DataFrame:
 
     Reads only the job's row groups (their malformed counts are recorded in `store`).
     """
-    ds = next(d for d in store.datasets if d.name == job.dataset)
-    if job.day is None:
-        return store._static(ds)
-    tables = [store._read(ds, g) for g in job.groups]
-    if not tables:
-        return _columns(tokenize.empty())
-    table = pa.concat_tables(tables)
-    span_first, span_last = store._spans(ds, table)
-    today = (span_first <= job.day) & (span_last >= job.day)
-    if not today.any():
-        return _columns(tokenize.empty())
-    rows = records(table.filter(pa.array(today)))
-    del table
-    tokens = _TOKENIZERS[ds.name](store, rows, job.day)
-    del rows
-    if len(tokens) and list(tokens["partition_id"].cat.categories) != [job.partition_id]:
-        return _columns(tokens[tokens["partition_id"] == job.partition_id].reset_index(drop=True))
-    return tokens[["subject_id", "token"]]
+    return store.read_partition(job.dataset, job.groups, job.day)
 
 
 def group_counts(store: AgencyStore) -> Counts:
     """The malformed and good counts of every row group `store` has read."""
-    return {key: (dict(counts), store._good[key]) for key, counts in store._counts.items()}
+    return store.counts()
 
 
 def merge_counts(store: AgencyStore, counts: Counts) -> None:
     """Record row groups' counts measured elsewhere (a row group read twice is counted once)."""
-    for key, (malformed, good) in counts.items():
-        store._counts[key] = dict(malformed)
-        store._good[key] = good
+    store.merge_counts(counts)
 
 
 def build_partition(

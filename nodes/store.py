@@ -14,7 +14,7 @@ than one night (`bad_nights`). Each malformed row is counted once, under the fir
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,10 @@ CATEGORIES = ("missing_value", "bad_subject_id", "end_not_after_start", "unknown
 _DAY = 86400
 BODY_COLUMN = "subject_body"
 """The column the store adds to the rows it reads: each subject id's 17-digit body (see `ids.parse`)."""
+
+
+Counts = dict[tuple[str, int], tuple[dict[str, int], int]]
+"""(dataset, row group) → (malformed rows by category, good rows)."""
 
 
 class StoreError(ValueError):
@@ -185,6 +189,69 @@ class AgencyStore:
             out[name] += n
         return out
 
+    def counts(self) -> Counts:
+        """The malformed and good counts of every row group read so far."""
+        return {key: (dict(counts), self._good[key]) for key, counts in self._counts.items()}
+
+    def merge_counts(self, counts: Counts) -> None:
+        """Record row groups' counts measured elsewhere (a row group read twice is counted once)."""
+        for key, (malformed, good) in counts.items():
+            self._counts[key] = dict(malformed)
+            self._good[key] = good
+
+    # -- row groups -------------------------------------------------------------------------------------
+
+    def _dataset(self, name: str) -> Dataset:
+        """The agency's dataset of that name."""
+        return next(ds for ds in self.datasets if ds.name == name)
+
+    def row_groups(self, dataset: str) -> int:
+        """The number of row groups of a dataset's file."""
+        return self._files[dataset].num_row_groups
+
+    def row_group_days(self, dataset: str) -> list[tuple[float, float]]:
+        """First and last day (inclusive, days since 1970) each row group's records can contribute tokens
+        to, by the file's statistics (unbounded where a statistic is missing); a dated dataset only."""
+        ds, pf = self._dataset(dataset), self._files[dataset]
+        out = []
+        for g in range(pf.num_row_groups):
+            low = _stat(pf, g, str(ds.date_column), "min")
+            first = float(_day_number(low)) if low is not None else float("-inf")
+            last = float("inf")
+            if ds.name == "stays":
+                high = _stat(pf, g, "end", "max")
+                if high is not None:
+                    last = float(_day_number(high))
+            elif ds.name == "hotel_stays":
+                high, nights = _stat(pf, g, "check_in", "max"), _stat(pf, g, "nights", "max")
+                if high is not None and nights is not None:
+                    last = float(_day_number(high) + max(int(nights), 1) - 1)
+            else:
+                high = _stat(pf, g, str(ds.date_column), "max")
+                if high is not None:
+                    last = float(_day_number(high))
+            out.append((first, last))
+        return out
+
+    def read_partition(self, dataset: str, groups: Sequence[int], day: int | None) -> pd.DataFrame:
+        """One partition's distinct (subject_id, token) rows, as `iter_partitions` yields them, from the
+        given row groups only (all of them for a static dataset, whose `day` is None)."""
+        ds = self._dataset(dataset)
+        if day is None:
+            return self._static(ds)
+        tables = [self._read(ds, g) for g in groups]
+        if not tables:
+            return _columns(tokenize.empty())
+        table = pa.concat_tables(tables)
+        del tables
+        span_first, span_last = self._spans(ds, table)
+        today = (span_first <= day) & (span_last >= day)
+        if not today.any():
+            return _columns(tokenize.empty())
+        rows = records(table.filter(pa.array(today)))
+        del table
+        return self._day_tokens(ds, rows, day)
+
     # -- partitions -------------------------------------------------------------------------------------
 
     def partition_ids(self, window: tuple[dt.date, dt.date]) -> list[str]:
@@ -234,23 +301,19 @@ class AgencyStore:
             return first, first + table["nights"].cast(pa.int64()).to_numpy() - 1
         return first, first
 
-    def _group_first_days(self, ds: Dataset) -> list[tuple[float, int]]:
-        """(earliest day by the file's statistics, row group) for every row group, earliest first."""
-        pf = self._files[ds.name]
-        col = pf.schema_arrow.names.index(ds.date_column)
-        out: list[tuple[float, int]] = []
-        for g in range(pf.num_row_groups):
-            stats = pf.metadata.row_group(g).column(col).statistics
-            ok = stats is not None and stats.has_min_max
-            out.append((_day_number(stats.min) if ok else -np.inf, g))
-        return sorted(out)
+    def _day_tokens(self, ds: Dataset, rows: pd.DataFrame, day: int) -> pd.DataFrame:
+        """The partition of `day` from the (validated) rows that reach it."""
+        pid = tk.partition_id(ds.name, _date(day))
+        tokens = _TOKENIZERS[ds.name](self, rows, day)
+        if len(tokens) and list(tokens["partition_id"].cat.categories) != [pid]:
+            return _columns(tokens[tokens["partition_id"] == pid].reset_index(drop=True))
+        return tokens[["subject_id", "token"]]
 
     def _daily(self, ds: Dataset, first: int, last: int) -> Iterator[tuple[str, pd.DataFrame]]:
         """Stream a dated dataset's partitions for days first..last, carrying rows that span days."""
-        pending = self._group_first_days(ds)
+        pending = sorted((low, g) for g, (low, _) in enumerate(self.row_group_days(ds.name)))
         buffer: pa.Table | None = None
         span_first = span_last = np.zeros(0, dtype=np.int64)
-        tokenizer = _TOKENIZERS[ds.name]
         for day in range(first, last + 1):
             while pending and pending[0][0] <= day:
                 table = self._read(ds, pending.pop(0)[1])
@@ -264,14 +327,7 @@ class AgencyStore:
                 yield pid, _columns(tokenize.empty())
                 continue
             today = (span_first <= day) & (span_last >= day)
-            rows = records(buffer.filter(pa.array(today)))
-            tokens = tokenizer(self, rows, day)
-            del rows
-            if len(tokens) and list(tokens["partition_id"].cat.categories) != [pid]:
-                yield pid, _columns(tokens[tokens["partition_id"] == pid].reset_index(drop=True))
-            else:
-                yield pid, tokens[["subject_id", "token"]]
-            del tokens
+            yield pid, self._day_tokens(ds, records(buffer.filter(pa.array(today))), day)
             done = span_last <= day
             if done.any():
                 buffer = buffer.filter(pa.array(~done))
@@ -293,6 +349,17 @@ def records(table: pa.Table) -> pd.DataFrame:
     subject = pd.Categorical.from_codes(codes.astype(np.int32), dtype=dtype, validate=False)
     frame.insert(0, "subject_id", subject)
     return frame
+
+
+def _stat(pf: pq.ParquetFile, group: int, column: str, which: str) -> object:
+    """A row group's min or max statistic of a column, or None when the file has none."""
+    names = pf.schema_arrow.names
+    if column not in names:
+        return None
+    stats = pf.metadata.row_group(group).column(names.index(column)).statistics
+    if stats is None or not stats.has_min_max:
+        return None
+    return stats.min if which == "min" else stats.max
 
 
 def _date(day: int) -> dt.date:
