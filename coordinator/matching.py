@@ -20,7 +20,7 @@ import shutil
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -681,39 +681,59 @@ class Matcher:
     def _send(self, batches: Sequence[Batch]) -> None:
         """Evaluate each batch, check its answer and its proof, log it, then record the answer (a crash
         before the record resends the batch under the same idempotency key: the node replays it, and the
-        identical log entry is not repeated)."""
-        for n, batch in enumerate(batches, 1):
-            where = f"node {batch.agency} partition {batch.partition_id}"
-            try:
-                response = self._transport(batch.agency).evaluate(batch.request())
-            except ProtocolError as exc:
-                raise MatchingError(f"{where}: Evaluate refused ({exc.status}): {exc}") from exc
-            count = len(batch.tokens)
-            if (
-                response.partition_id != batch.partition_id
-                or len(response.evaluated_elements) != count * ELEMENT_BYTES
-            ):
-                raise MatchingError(f"{where}: Evaluate answer does not fit the request of {count} elements")
-            if response.inputs_digest and response.inputs_digest != batch.inputs_digest:
-                raise MatchingError(f"{where}: the node logged a different inputs digest")
-            batch.evaluated = response.evaluated_elements
-            batch.proof = response.proof
-            batch.budget_left = response.budget_left
-            self._verify(batch)
-            self.stats.evaluated += count
-            self.stats.batches += 1
-            self.audit(
-                "evaluate",
-                agency=batch.agency,
-                partition_id=batch.partition_id,
-                purpose=batch.purpose,
-                count=count,
-                inputs_digest=batch.inputs_digest.hex(),
-                idempotency_key=batch.idempotency_key,
-                budget_left=batch.budget_left,
-            )
-            self.openings.save_answer(batch)
-            self.progress("evaluate", n, len(batches))
+        identical log entry is not repeated).
+
+        A batch's proof is checked on a helper thread while the node evaluates the next batch, so the
+        workers always have work; batches are still logged and recorded in order, each after its proof.
+        """
+        checking: tuple[int, Batch, Future[None]] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-proofs") as checker:
+            for n, batch in enumerate(batches, 1):
+                self._ask(batch)
+                future = checker.submit(self._verify, batch)
+                if checking is not None:
+                    self._record(*checking, len(batches))
+                checking = (n, batch, future)
+            if checking is not None:
+                self._record(*checking, len(batches))
+
+    def _ask(self, batch: Batch) -> None:
+        """Call Evaluate for a batch and check the answer fits the request (the proof is checked later)."""
+        where = f"node {batch.agency} partition {batch.partition_id}"
+        try:
+            response = self._transport(batch.agency).evaluate(batch.request())
+        except ProtocolError as exc:
+            raise MatchingError(f"{where}: Evaluate refused ({exc.status}): {exc}") from exc
+        count = len(batch.tokens)
+        if (
+            response.partition_id != batch.partition_id
+            or len(response.evaluated_elements) != count * ELEMENT_BYTES
+        ):
+            raise MatchingError(f"{where}: Evaluate answer does not fit the request of {count} elements")
+        if response.inputs_digest and response.inputs_digest != batch.inputs_digest:
+            raise MatchingError(f"{where}: the node logged a different inputs digest")
+        batch.evaluated = response.evaluated_elements
+        batch.proof = response.proof
+        batch.budget_left = response.budget_left
+
+    def _record(self, n: int, batch: Batch, verified: Future[None], total: int) -> None:
+        """Once a batch's proof has verified (else MatchingError), log the batch and record its answer."""
+        verified.result()
+        count = len(batch.tokens)
+        self.stats.evaluated += count
+        self.stats.batches += 1
+        self.audit(
+            "evaluate",
+            agency=batch.agency,
+            partition_id=batch.partition_id,
+            purpose=batch.purpose,
+            count=count,
+            inputs_digest=batch.inputs_digest.hex(),
+            idempotency_key=batch.idempotency_key,
+            budget_left=batch.budget_left,
+        )
+        self.openings.save_answer(batch)
+        self.progress("evaluate", n, total)
 
     def _verify(self, batch: Batch) -> None:
         """Check a batch's DLEQ proof against the manifest key before its answer is recorded."""

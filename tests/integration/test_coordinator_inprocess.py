@@ -648,6 +648,11 @@ def test_bad_proof_is_rejected(run: Path) -> None:
         flaky = {a: Flaky(t, tamper=True) if a == "transport" else t for a, t in transports.items()}
         with pytest.raises(MatchingError, match="DLEQ proof"):
             run_epoch(run, flaky)
+    # batches are checked while the next one is evaluated, but nothing of a rejected one is logged or kept
+    entries = [json.loads(line) for line in (run / "coordinator" / "audit.jsonl").read_text().splitlines()]
+    assert not [e for e in entries if e["kind"] == "evaluate" and e["data"]["agency"] == "transport"]
+    openings = run / "coordinator" / "openings" / "transport"
+    assert list(openings.rglob("*.query")) and not list(openings.rglob("*.answer"))
 
 
 def test_cli_epoch_in_process_with_workers(run: Path, base: tuple[Path, dict[str, pd.DataFrame]]) -> None:
