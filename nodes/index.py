@@ -18,7 +18,7 @@ import itertools
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -131,7 +131,13 @@ def group_subjects(rows: pd.DataFrame) -> tuple[list[str], list[list[int]]]:
 
 def build_entries(sk: bytes, rows: pd.DataFrame, executor: Executor | None = None) -> list[bytes]:
     """The canonical entries of a partition, sorted by tag: one VOPRF evaluation per distinct token."""
-    token_list, bodies, bounds = _sorted_groups(rows)
+    return _entries(sk, *_sorted_groups(rows), executor)
+
+
+def _entries(
+    sk: bytes, token_list: list[str], bodies: np.ndarray, bounds: np.ndarray, executor: Executor | None
+) -> list[bytes]:
+    """`build_entries` from the partition's grouped rows (see `_sorted_groups`)."""
     outputs = oprf.evaluate_many(sk, [t.encode() for t in token_list], oprf.Mode.VOPRF, executor)
     packed = bodies.astype(">u8").tobytes()
     offsets = (bounds * labels.ENTRY_BYTES).tolist()
@@ -148,16 +154,9 @@ def build_entries(sk: bytes, rows: pd.DataFrame, executor: Executor | None = Non
     return entries
 
 
-def token_kinds(rows: pd.DataFrame) -> tuple[str, ...]:
-    """The sorted distinct kinds of the partition's tokens."""
-    column = rows["token"]
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        codes = column.cat.codes.to_numpy()
-        used = np.bincount(codes[codes >= 0], minlength=len(column.cat.categories)) > 0
-        values = column.cat.categories[used]
-    else:
-        values = pd.unique(column)
-    return tuple(sorted({str(t).split(tokens.SEP, 1)[0] for t in values}))
+def _kinds(distinct_tokens: Iterable[str]) -> tuple[str, ...]:
+    """The sorted distinct kinds of distinct tokens."""
+    return tuple(sorted({str(t).split(tokens.SEP, 1)[0] for t in distinct_tokens}))
 
 
 def paths(directory: Path, partition_id: str) -> tuple[Path, Path]:
@@ -198,7 +197,9 @@ def build_index_with_offsets(
     digest_of_rows: bytes | None = None,
 ) -> tuple[IndexMeta, np.ndarray]:
     """`build_index`, also returning the byte offset of every entry plus the end (see `entry_offsets`)."""
-    entries = build_entries(sk, rows, executor)
+    token_list, bodies, bounds = _sorted_groups(rows)
+    entries = _entries(sk, token_list, bodies, bounds, executor)
+    del bodies
     offsets = np.zeros(len(entries) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in entries], out=offsets[1:])
     data = b"".join(entries)
@@ -207,7 +208,7 @@ def build_index_with_offsets(
         partition_id=partition_id,
         dataset=dataset,
         day=tokens.STATIC if day is None else day.isoformat(),
-        token_kinds=token_kinds(rows),
+        token_kinds=_kinds(token_list),
         entry_count=len(entries),
         index_bytes=len(data),
         index_digest=hashlib.sha256(data).digest(),

@@ -94,13 +94,18 @@ def group_rows(*columns: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return inverse.astype(np.int64), values[::-1]
 
 
+def ranges(first: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The runs of counts[i] consecutive integers from first[i], concatenated (a negative count is 0)."""
+    counts = np.maximum(np.asarray(counts, dtype=np.int64), 0)
+    value = np.arange(int(counts.sum()), dtype=np.int64)
+    value += np.repeat(np.asarray(first, dtype=np.int64) - (np.cumsum(counts) - counts), counts)
+    return value
+
+
 def explode(first: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Expand row i into counts[i] consecutive integers from first[i]: (source row, value) per output row."""
     counts = np.maximum(np.asarray(counts, dtype=np.int64), 0)
-    row = np.repeat(np.arange(len(counts)), counts)
-    value = np.arange(len(row), dtype=np.int64)
-    value += (np.asarray(first, dtype=np.int64) - (np.cumsum(counts) - counts))[row]
-    return row, value
+    return np.repeat(np.arange(len(counts)), counts), ranges(first, counts)
 
 
 def sorted_distinct(values: np.ndarray) -> np.ndarray:
@@ -194,9 +199,12 @@ def _categorical(codes: np.ndarray, categories: pa.Array) -> pd.Categorical:
 
 
 def dense_ranks(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values among codes in [0, size), ascending, and each code's rank among them (int32)."""
+    """The distinct values among codes in [0, size), ascending, and each code's rank among them (int32, or
+    `codes` themselves when every value is used)."""
     present = np.zeros(max(size, 1), dtype=bool)
     present[codes] = True
+    if present.all():
+        return np.arange(len(present)), codes
     return np.flatnonzero(present), (np.cumsum(present, dtype=np.int32) - 1)[codes]
 
 
@@ -251,12 +259,12 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         for lo, hi in itertools.pairwise(np.unique(np.r_[0, cuts, len(s)])):
             idx = order[lo:hi]
             cs, ce = s[idx], e[idx]
-            h0 = cs // _HOUR
-            row, hour = explode(h0, np.where(ce > cs, (ce - 1) // _HOUR - h0 + 1, 0))
-            overlap = np.minimum(ce[row], (hour + 1) * _HOUR) - np.maximum(cs[row], hour * _HOUR)
+            # only a stay's first and last hours can overlap it by less than an hour: drop them if short
+            h0, h1 = cs // _HOUR, (ce - 1) // _HOUR
+            h0 += np.minimum(ce, (h0 + 1) * _HOUR) - cs < CELL_HOUR_MIN_SECONDS
+            h1 -= ce - np.maximum(cs, h1 * _HOUR) < CELL_HOUR_MIN_SECONDS
             base = subj_codes[idx] * space + cell_codes[idx] * n_hours - h_min
-            pair = (base[row] + hour)[overlap >= CELL_HOUR_MIN_SECONDS]
-            del row, hour, overlap
+            pair = ranges(base + h0, np.where(ce > cs, h1 - h0 + 1, 0))
             subj_part, key_part = np.divmod(sorted_distinct(pair), space)
             pair_subjects.append(subj_part.astype(np.int32))
             pair_keys.append(key_part)
