@@ -13,10 +13,9 @@ and optionally "vd": the ISO date until which the colour holds}.
 
 from __future__ import annotations
 
-import array
 import base64
+import functools
 import io
-import sys
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 import base45
 import cbor2
+import numpy as np
 import segno
 import zxingcpp
 from cryptography.exceptions import InvalidSignature
@@ -95,23 +95,23 @@ def b45decode(text: str) -> bytes:
                               "or a dangling character)") from None
 
 
-_B45_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
-_b45_triples: list[str] = []
+_B45_ALPHABET = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+_b45_table: list[np.ndarray] = []
 
 
 def b45encode(data: bytes) -> str:
-    """Encode bytes as base45 text (RFC 9285), through a table of the 65,536 byte pairs' three characters."""
-    if not _b45_triples:
-        a = _B45_ALPHABET
-        _b45_triples.extend(a[n % 45] + a[n // 45 % 45] + a[n // 2025] for n in range(1 << 16))
+    """Encode bytes as base45 text (RFC 9285): each big-endian byte pair's three characters come from a
+    table of all 65,536 pairs (a trailing odd byte gives the first two characters of its row)."""
+    if not _b45_table:
+        n = np.arange(1 << 16)
+        alphabet = np.frombuffer(_B45_ALPHABET, np.uint8)
+        _b45_table.append(np.stack([alphabet[n % 45], alphabet[n // 45 % 45], alphabet[n // 2025]], axis=1))
+    table = _b45_table[0]
     data = bytes(data)
-    pairs = array.array("H", data[: len(data) & ~1])
-    if sys.byteorder == "little":
-        pairs.byteswap()
-    text = "".join(map(_b45_triples.__getitem__, pairs))
+    text = table[np.frombuffer(data, ">u2", count=len(data) // 2)].tobytes()
     if len(data) & 1:
-        text += _b45_triples[data[-1]][:2]
-    return text
+        text += table[data[-1], :2].tobytes()
+    return text.decode("ascii")
 
 
 def decompress(data: bytes) -> bytes:
@@ -170,12 +170,34 @@ class CoseSign1:
 
     def to_be_signed(self) -> bytes:
         """The Sig_structure bytes: ["Signature1", protected, external_aad = b"", payload]."""
-        return cbor2.dumps(["Signature1", self.protected_bytes, b"", self.payload])
+        return sig_structure(self.protected_bytes, self.payload)
 
     def encode(self) -> bytes:
         """The tagged COSE_Sign1 encoding."""
         body = [self.protected_bytes, self.unprotected, self.payload, self.signature]
         return cbor2.dumps(cbor2.CBORTag(TAG_COSE_SIGN1, body), canonical=True)
+
+
+def _bstr(data: bytes) -> bytes:
+    """A CBOR byte string: the head (major type 2, the length in its shortest form) and the bytes."""
+    n = len(data)
+    if n < 24:
+        return bytes([0x40 | n]) + data
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * size):
+            return bytes([0x40 | info]) + n.to_bytes(size, "big") + data
+    raise ValueError(f"byte string of {n} bytes is too long for CBOR")  # pragma: no cover
+
+
+_SIG_STRUCTURE_HEAD = bytes([0x84]) + cbor2.dumps("Signature1")
+_SIGN1_HEAD = cbor2.dumps(cbor2.CBORTag(TAG_COSE_SIGN1, None))[:-1] + bytes([0x84])
+_EMPTY_BSTR, _EMPTY_MAP = bytes([0x40]), bytes([0xA0])
+
+
+def sig_structure(protected_bytes: bytes, payload: bytes) -> bytes:
+    """The COSE Sig_structure ["Signature1", protected, b"", payload] in CBOR, built directly (no
+    encoder pass: it is the same bytes on every path, signing and verifying)."""
+    return _SIG_STRUCTURE_HEAD + _bstr(protected_bytes) + _EMPTY_BSTR + _bstr(payload)
 
 
 def decode_cose(data: bytes) -> CoseSign1:
@@ -235,14 +257,23 @@ def issue_code(claims: Mapping[Any, Any], key: ec.EllipticCurvePrivateKey, kid: 
         raise TypeError("issue_code: the signing key must be an ECDSA P-256 private key")
     if not isinstance(kid, bytes) or not kid:
         raise ValueError("issue_code: kid must be a non-empty byte string")
-    protected = cbor2.dumps({HEADER_ALG: ALG_ES256, HEADER_KID: kid}, canonical=True)
+    protected = _es256_protected(kid)
     payload = cbor2.dumps(dict(claims), canonical=True)
-    unsigned = CoseSign1(protected, {HEADER_ALG: ALG_ES256, HEADER_KID: kid}, {}, payload, b"")
-    der = key.sign(unsigned.to_be_signed(), ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    der = key.sign(sig_structure(protected, payload), _ES256_DETERMINISTIC)
     r, s = decode_dss_signature(der)
     signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
-    cose = CoseSign1(protected, unsigned.protected, {}, payload, signature).encode()
+    # the tagged COSE_Sign1 [protected, {}, payload, signature], as CoseSign1.encode writes it
+    cose = _SIGN1_HEAD + _bstr(protected) + _EMPTY_MAP + _bstr(payload) + _bstr(signature)
     return HCP_PREFIX + b45encode(zlib.compress(cose, 9))
+
+
+_ES256_DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _es256_protected(kid: bytes) -> bytes:
+    """The protected header of an ES256 code signed under `kid` (canonical CBOR)."""
+    return cbor2.dumps({HEADER_ALG: ALG_ES256, HEADER_KID: kid}, canonical=True)
 
 
 def verify_signature(cose: CoseSign1, public_key: PublicKey) -> None:

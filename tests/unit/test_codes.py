@@ -8,6 +8,7 @@ import io
 import zlib
 from datetime import UTC, date, datetime, timedelta
 
+import base45
 import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -115,6 +116,27 @@ def test_issue_is_deterministic_and_layered(payload: str, signer: tuple) -> None
     raw = codes.decompress(codes.b45decode(payload[5:]))
     assert cbor2.loads(raw).tag == 18
     assert codes.decode_claims(cose.payload) == _claims()
+
+
+@given(data=st.binary(max_size=600))
+def test_b45encode_is_rfc9285(data: bytes) -> None:
+    assert codes.b45encode(data) == base45.b45encode(data).decode("ascii")
+    assert codes.b45decode(codes.b45encode(data)) == data
+
+
+@settings(max_examples=60, deadline=None)
+@given(protected=st.binary(max_size=300), payload=st.binary(max_size=70000))
+def test_sig_structure_is_cbor2s(protected: bytes, payload: bytes) -> None:
+    assert codes.sig_structure(protected, payload) == cbor2.dumps(["Signature1", protected, b"", payload])
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.text(min_size=1, max_size=40).filter(str.strip), vd=st.none() | st.dates())
+def test_issued_envelope_is_the_encoders(signer: tuple, name: str, vd: date | None) -> None:
+    """issue_code writes the COSE_Sign1 bytes directly: the same bytes as CoseSign1.encode."""
+    payload = codes.issue_code(_claims(name=name, colour_until=vd), *signer)
+    raw = codes.decompress(codes.b45decode(payload[5:]))
+    assert _cose(payload).encode() == raw
 
 
 def test_kid_is_sha256_of_spki(signer: tuple, pki: PkiPaths) -> None:
