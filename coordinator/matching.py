@@ -47,6 +47,8 @@ SUITE = "ristretto255-SHA512"
 MODE = oprf.Mode.VOPRF
 ENTRY_HEADER = struct.Struct(">16sI")
 OPENING_VERSION = 1
+OPEN_PART = 16384
+"""Labels opened per executor job."""
 MATCHES_SCHEMA = pa.schema(
     [("subject_id", pa.string()), ("agency", pa.string()), ("token", pa.string()), ("case_id", pa.string())]
 )
@@ -288,6 +290,23 @@ def finish_job(
         oprf.verify_proof(public_key, split_packed(blinded), split_packed(evaluated), proof)
     outputs = oprf.finalize_many([t.encode() for t in tokens], blinds, evaluated)
     return [labels.derive_tag_key(y) for y in outputs]
+
+
+def open_job(labels_found: list[tuple[str, bytes, bytes]]) -> dict[str, list[str]]:
+    """Open sealed labels, (token, label key, sealed label) each: token → subject ids (CryptoError if one
+    does not open)."""
+    tokens, bodies, counts = [], [], []
+    for token, label_key, sealed in labels_found:
+        opened = labels.open_label(label_key, sealed)
+        tokens.append(token)
+        bodies.extend(opened)
+        counts.append(len(opened))
+    subjects = list(ids.from_bodies(np.array(bodies, dtype=np.int64))) if bodies else []
+    out, first = {}, 0
+    for token, n in zip(tokens, counts, strict=True):
+        out[token] = subjects[first : first + n]
+        first += n
+    return out
 
 
 def _map(executor: Executor | None, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -595,7 +614,7 @@ class Matcher:
 
         start, before = time.perf_counter(), self._bytes()
         waited = 0.0
-        results: dict[tuple[str, str], dict[str, list[str]]] = {}
+        opening: dict[tuple[str, str], list[Callable[[], dict[str, list[str]]]]] = {}
         for n, (key, info) in enumerate(sorted(live.items()), 1):
             tokens = by_part[key]
             started_wait = time.perf_counter()
@@ -616,8 +635,18 @@ class Matcher:
                 bytes=info.index_bytes,
                 found=len(wanted.found),
             )
-            results[key] = self._open(key, wanted)
+            opening[key] = self._open_async(wanted)
             self.progress("index", n, len(live))
+        results: dict[tuple[str, str], dict[str, list[str]]] = {}
+        for key, parts in opening.items():
+            results[key] = {}
+            for part in parts:
+                try:
+                    results[key].update(part())
+                except CryptoError as exc:
+                    raise IndexIntegrityError(
+                        f"node {key[0]} partition {key[1]}: label does not open ({exc})"
+                    ) from exc
         for agency, manifest in self.manifests.items():
             self.cache.prune(agency, [p.partition_id for p in manifest.partitions])
         self.stats.add("finalize", waited, 0)
@@ -795,26 +824,19 @@ class Matcher:
             )
         return out
 
-    def _open(self, key: tuple[str, str], wanted: Wanted) -> dict[str, list[str]]:
-        """Open the labels found: token → subject ids."""
+    def _open_async(self, wanted: Wanted) -> list[Callable[[], dict[str, list[str]]]]:
+        """Open the labels found (token → subject ids) on the executor, in parts of `OPEN_PART` labels, while
+        the caller streams the next partition; each call returns one part's result."""
         keys_by_token = {token: label_key for token, label_key in wanted.keys.values()}
-        tokens, bodies, counts = [], [], []
-        for token, sealed in sorted(wanted.found.items()):
-            try:
-                opened = labels.open_label(keys_by_token[token], sealed)
-            except CryptoError as exc:
-                raise IndexIntegrityError(
-                    f"node {key[0]} partition {key[1]}: label does not open ({exc})"
-                ) from exc
-            tokens.append(token)
-            bodies.extend(opened)
-            counts.append(len(opened))
-        subjects = list(ids.from_bodies(np.array(bodies, dtype=np.int64))) if bodies else []
-        out, first = {}, 0
-        for token, n in zip(tokens, counts, strict=True):
-            out[token] = subjects[first : first + n]
-            first += n
-        return out
+        found = sorted(wanted.found.items())
+        calls = [
+            ([(token, keys_by_token[token], sealed) for token, sealed in found[first : first + OPEN_PART]],)
+            for first in range(0, len(found), OPEN_PART)
+        ]
+        if self.executor is None:
+            return [lambda args=args: open_job(*args) for args in calls]
+        futures = [self.executor.submit(open_job, *args) for args in calls]
+        return [future.result for future in futures]
 
 
 # -------------------------------------------------------------------------------------------- matches
