@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from coordinator import matching
 from coordinator.epoch import run_epoch
 from coordinator.matching import BudgetError, MatchingError, read_openings
 from coordinator.sealing import storage_key
@@ -631,6 +632,15 @@ def test_cut_index_stream_resumes(run: Path, done: Path) -> None:
         flaky = {a: Flaky(t, cut_after_chunks=2) if a == "carrier" else t for a, t in transports.items()}
         run_epoch(run, flaky)
         assert flaky["carrier"].cuts > 0
+    pd.testing.assert_frame_equal(read_matches(run), read_matches(done))
+
+
+def test_labels_opened_in_parts_give_the_same_matches(
+    run: Path, done: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(matching, "OPEN_PART", 3)
+    with in_process_nodes(run) as transports:
+        run_epoch(run, transports)
     pd.testing.assert_frame_equal(read_matches(run), read_matches(done))
 
 
