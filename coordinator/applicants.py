@@ -75,9 +75,12 @@ def prepare(applicants: pd.DataFrame) -> Declarations:
     duplicates = len(applicants) - len(first)
     refused: list[tuple[str, str]] = []
     rows = []
-    for subject, name, birth in zip(first["subject_id"], first["name"], first["birth_date"], strict=True):
+    valid = ids.valid_mask(first["subject_id"])
+    for subject, name, birth, ok in zip(
+        first["subject_id"], first["name"], first["birth_date"], valid, strict=True
+    ):
         subject = "" if subject is None else str(subject)
-        if not ids.is_valid(subject):
+        if not ok:
             refused.append((subject, REASON_BAD_ID))
             continue
         day = _birth(birth)

@@ -12,10 +12,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from coordinator.applicants import prepare
 from coordinator.issuance import Holder, Signer, code_id, issue_codes, revoke_worsened
 from coordinator.store import CodeRow, CodeStore, Revocation, StoreError
 from crypto import codes
@@ -214,3 +216,21 @@ def test_killed_issuance_resumes_without_duplicates(tmp_path: Path) -> None:
     hcp = claims[codes.CLAIM_HCERT][codes.HCERT_ENTRY]
     assert hcp["id"] == sample.code_id == code_id(SECRET, "e1", sample.subject_id)
     assert hcp["c"] == sample.color
+
+
+def test_prepare_refuses_the_ids_is_valid_refuses() -> None:
+    """Applicants' ids are checked vectorised; the verdicts are `ids.is_valid`'s over each id's text."""
+    good = ids.from_int(41010219900101001)
+    values = [good, None, "", "4101021990010100", good[:17] + "Y", 12345, "４１" + good[2:]]
+    values.append(good)
+    applicants = pd.DataFrame(
+        {
+            "subject_id": pd.Series(values, dtype=object),
+            "name": ["张三"] * len(values),
+            "birth_date": ["1990-01-01"] * len(values),
+        }
+    )
+    declarations = prepare(applicants)
+    bad = {"" if v is None else str(v) for v in values if not ids.is_valid("" if v is None else str(v))}
+    assert {s for s, reason in declarations.refused} == bad
+    assert list(declarations.checked["subject_id"]) == [good] and declarations.duplicates == 1
