@@ -145,8 +145,9 @@ def assemble(
         return empty()
     n_subjects = max(len(subjects), 1)
     if not distinct:
-        pairs = sorted_distinct(np.asarray(token_codes, dtype=np.int64) * n_subjects + subject_codes)
-        token_codes, subject_codes = np.divmod(pairs, n_subjects)
+        bits = _bits(n_subjects)
+        pairs = sorted_distinct((np.asarray(token_codes, dtype=np.int64) << bits) | subject_codes)
+        token_codes, subject_codes = pairs >> bits, pairs & ((1 << bits) - 1)
 
     used_tokens, token_codes = dense_ranks(token_codes, len(tokens))
     tok = _strings(tokens).take(used_tokens)
@@ -166,13 +167,14 @@ def assemble(
     subj_rank = np.empty(len(subj_order), dtype=np.int32)
     subj_rank[subj_order] = np.arange(len(subj_order), dtype=np.int32)
 
+    bits = _bits(len(subj))
     rows = tok_rank[token_codes]
-    rows *= len(subj)
-    rows += subj_rank[subject_codes]
+    rows <<= bits
+    rows |= subj_rank[subject_codes]
     del token_codes, subject_codes
     rows.sort()
-    row_tok = (rows // len(subj)).astype(np.int32)
-    row_subj = (rows % len(subj)).astype(np.int32)
+    row_tok = (rows >> bits).astype(np.int32)
+    row_subj = (rows & ((1 << bits) - 1)).astype(np.int32)
     del rows
     return pd.DataFrame(
         {
@@ -206,6 +208,11 @@ def dense_ranks(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     if present.all():
         return np.arange(len(present)), codes
     return np.flatnonzero(present), (np.cumsum(present, dtype=np.int32) - 1)[codes]
+
+
+def _bits(size: int) -> int:
+    """The number of bits that hold any integer in [0, size)."""
+    return max(size - 1, 0).bit_length()
 
 
 def _dense_keys(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +257,7 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         h_min = int(s[valid].min() // _HOUR)
         n_hours = int((e[valid].max() - 1) // _HOUR) - h_min + 1
         space = max(len(cell_values), 1) * n_hours
+        key_bits = _bits(space)  # (subject, cell-hour) pairs as one integer, the cell-hour in the low bits
         order = np.argsort(subj_codes)
         sorted_subjects = subj_codes[order]
         cuts = np.searchsorted(
@@ -263,9 +271,10 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
             h0, h1 = cs // _HOUR, (ce - 1) // _HOUR
             h0 += np.minimum(ce, (h0 + 1) * _HOUR) - cs < CELL_HOUR_MIN_SECONDS
             h1 -= ce - np.maximum(cs, h1 * _HOUR) < CELL_HOUR_MIN_SECONDS
-            base = subj_codes[idx] * space + cell_codes[idx] * n_hours - h_min
+            base = (subj_codes[idx] << key_bits) + cell_codes[idx] * n_hours - h_min
             pair = ranges(base + h0, np.where(ce > cs, h1 - h0 + 1, 0))
-            subj_part, key_part = np.divmod(sorted_distinct(pair), space)
+            pair = sorted_distinct(pair)
+            subj_part, key_part = pair >> key_bits, pair & ((1 << key_bits) - 1)
             pair_subjects.append(subj_part.astype(np.int32))
             pair_keys.append(key_part)
         key = np.concatenate(pair_keys)
