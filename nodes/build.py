@@ -123,16 +123,6 @@ def read_partition(store: AgencyStore, job: PartitionJob) -> pd.DataFrame:
     return store.read_partition(job.dataset, job.groups, job.day)
 
 
-def group_counts(store: AgencyStore) -> Counts:
-    """The malformed and good counts of every row group `store` has read."""
-    return store.counts()
-
-
-def merge_counts(store: AgencyStore, counts: Counts) -> None:
-    """Record row groups' counts measured elsewhere (a row group read twice is counted once)."""
-    store.merge_counts(counts)
-
-
 def build_partition(
     run_dir: str,
     agency: str,
@@ -147,7 +137,7 @@ def build_partition(
     started = time.perf_counter()
     store = AgencyStore(run_dir, agency)
     rows = read_partition(store, job)
-    counts = group_counts(store)
+    counts = store.counts()
     tokenised = time.perf_counter()
     if rows.empty:
         return BuildOutcome(job.partition_id, 0, None, None, False, counts, tokenised - started, 0.0)
@@ -162,7 +152,7 @@ def build_partition(
                 job.partition_id, len(rows), fingerprint, None, True, counts, tokenised - started,
                 time.perf_counter() - tokenised,
             )
-    meta, offsets = idx.build_index_with_offsets(Path(index_dir), job.partition_id, sk, pk, rows, None,
+    meta, offsets = idx.build_index(Path(index_dir), job.partition_id, sk, pk, rows, None,
                                                  fingerprint)
     return BuildOutcome(
         job.partition_id, len(rows), fingerprint, meta.to_json(), False, counts, tokenised - started,

@@ -628,7 +628,7 @@ def _build_partitions(
     partitions: dict[str, Partition] = {}
     for done, (plan, outcome) in enumerate(zip(plans, outcomes, strict=True), start=1):
         pid = plan.job.partition_id
-        build.merge_counts(store, outcome.counts)
+        store.merge_counts(outcome.counts)
         part = None
         if outcome.fingerprint is not None and outcome.reused:
             part = _reuse(pid, index_dir, keystore, outcome.fingerprint)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from crypto import labels, oprf
+from crypto.pki import write_atomic
 from nodes import tokenize
 from proto import ids, tokens
 
@@ -164,16 +165,6 @@ def paths(directory: Path, partition_id: str) -> tuple[Path, Path]:
     return directory / f"{partition_id}.idx", directory / f"{partition_id}.json"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a temporary name and an fsync, then rename it into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def build_index(
     directory: Path,
     partition_id: str,
@@ -182,21 +173,9 @@ def build_index(
     rows: pd.DataFrame,
     executor: Executor | None = None,
     digest_of_rows: bytes | None = None,
-) -> IndexMeta:
-    """Build a partition's index from its distinct (subject_id, token) rows and write it to `directory`."""
-    return build_index_with_offsets(directory, partition_id, sk, pk, rows, executor, digest_of_rows)[0]
-
-
-def build_index_with_offsets(
-    directory: Path,
-    partition_id: str,
-    sk: bytes,
-    pk: bytes,
-    rows: pd.DataFrame,
-    executor: Executor | None = None,
-    digest_of_rows: bytes | None = None,
 ) -> tuple[IndexMeta, np.ndarray]:
-    """`build_index`, also returning the byte offset of every entry plus the end (see `entry_offsets`)."""
+    """Build a partition's index from its distinct (subject_id, token) rows and write it to `directory`:
+    its metadata, and the byte offset of every entry plus the end (see `entry_offsets`)."""
     token_list, bodies, bounds = _sorted_groups(rows)
     entries = _entries(sk, token_list, bodies, bounds, executor)
     del bodies
@@ -215,11 +194,10 @@ def build_index_with_offsets(
         public_key=pk,
         rows_digest=digest_of_rows if digest_of_rows is not None else rows_digest(rows),
     )
-    directory.mkdir(parents=True, exist_ok=True)
     index_path, meta_path = paths(directory, partition_id)
     meta_path.unlink(missing_ok=True)
-    _write_atomic(index_path, data)
-    _write_atomic(meta_path, meta.to_json().encode())
+    write_atomic(index_path, data)
+    write_atomic(meta_path, meta.to_json().encode())
     return meta, offsets
 
 

@@ -44,7 +44,7 @@ def _same_partitions(run: Path, agency: str) -> None:
     for job in jobs:
         worker = AgencyStore(run, agency)
         assert _rows(build.read_partition(worker, job)) == streamed[job.partition_id], job
-        build.merge_counts(planner, build.group_counts(worker))
+        planner.merge_counts(worker.counts())
     assert planner.malformed == streamed_store.malformed
     assert planner.good_rows == streamed_store.good_rows
 

@@ -102,7 +102,7 @@ def test_build_write_open_and_chunk(tmp_path: Path, key: tuple[bytes, bytes]) ->
     sk, pk = key
     spec = {f"trip|T{i}|2020-01-20": [10000000000000000 + j for j in range(i % 7 + 1)] for i in range(200)}
     rows = rows_for(spec)
-    meta = idx.build_index(tmp_path, PID, sk, pk, rows)
+    meta = idx.build_index(tmp_path, PID, sk, pk, rows)[0]
     data = (tmp_path / f"{PID}.idx").read_bytes()
     assert meta.entry_count == 200
     assert meta.index_bytes == len(data)
@@ -129,13 +129,13 @@ def test_build_write_open_and_chunk(tmp_path: Path, key: tuple[bytes, bytes]) ->
     finally:
         index.close()
     # the same key and rows give the same bytes
-    again = idx.build_index(tmp_path / "again", PID, sk, pk, rows.iloc[::-1])
+    again = idx.build_index(tmp_path / "again", PID, sk, pk, rows.iloc[::-1])[0]
     assert again.index_digest == meta.index_digest
 
 
 def test_tampered_index_is_detected(tmp_path: Path, key: tuple[bytes, bytes]) -> None:
     sk, pk = key
-    meta = idx.build_index(tmp_path, PID, sk, pk, rows_for(SPEC))
+    meta = idx.build_index(tmp_path, PID, sk, pk, rows_for(SPEC))[0]
     path = tmp_path / f"{PID}.idx"
     data = bytearray(path.read_bytes())
     data[40] ^= 0x01
