@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from coordinator.features import FEATURE_NAMES
+from crypto.codes import COLOURS
 
-COLORS: tuple[str, ...] = ("green", "yellow", "red")
-"""Colours, from best to worst."""
+COLORS: tuple[str, ...] = COLOURS
+"""Colours, from best to worst (those a health code can carry)."""
 SEVERITY: dict[str, int] = {c: i for i, c in enumerate(COLORS)}
 DEFAULT_POLICY = Path(__file__).resolve().parent / "policies" / "default.toml"
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-COLORS = ("green", "yellow", "red")
+from crypto.codes import COLOURS
+
 CACHE_KIB = 256 * 1024
 """SQLite page cache size (an upper bound: pages are allocated as they are read)."""
 CHECKPOINT_PAGES = 100_000
@@ -80,6 +81,15 @@ class CodeRow:
     expires_at: str
     payload: str
     epoch: str
+
+
+_CODE_COLUMNS = "code_id, subject_id, color, reasons, issued_at, expires_at, payload, epoch"
+"""The codes table's columns in `CodeRow` order."""
+
+
+def _code_row(row: tuple[Any, ...]) -> CodeRow:
+    """A CodeRow from a row selected as `_CODE_COLUMNS` (reasons stored as a JSON list)."""
+    return CodeRow(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
 
 
 @dataclass(frozen=True)
@@ -186,9 +196,9 @@ class CodeStore:
     def insert_codes(self, rows: Iterable[CodeRow]) -> int:
         """Store codes in one transaction, ignoring any already stored; return how many were new."""
         rows = list(rows)
-        bad = [r.code_id for r in rows if r.color not in COLORS]
+        bad = [r.code_id for r in rows if r.color not in COLOURS]
         if bad:
-            raise StoreError(f"codes {bad[:3]} have a colour outside {COLORS}")
+            raise StoreError(f"codes {bad[:3]} have a colour outside {COLOURS}")
         return self._write(
             "INSERT OR IGNORE INTO codes (code_id, subject_id, color, reasons, issued_at, expires_at, "
             "payload, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -213,12 +223,12 @@ class CodeStore:
 
     def codes(self, epoch: str | None = None) -> Iterator[CodeRow]:
         """Stored codes (of one epoch, or all), ordered by code id."""
-        sql = "SELECT code_id, subject_id, color, reasons, issued_at, expires_at, payload, epoch FROM codes"
+        sql = f"SELECT {_CODE_COLUMNS} FROM codes"
         args: tuple[Any, ...] = ()
         if epoch is not None:
             sql, args = sql + " WHERE epoch = ?", (epoch,)
         for row in self._db.execute(sql + " ORDER BY code_id", args):
-            yield CodeRow(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
+            yield _code_row(row)
 
     def code_colours(self, epoch: str) -> list[tuple[str, str, str]]:
         """(code_id, subject_id, color) of an epoch's codes, ordered by code id (no payloads read)."""
@@ -227,7 +237,7 @@ class CodeStore:
 
     def colour_counts(self, epoch: str) -> dict[str, int]:
         """How many codes of each colour an epoch issued (every colour listed)."""
-        counts = dict.fromkeys(COLORS, 0)
+        counts = dict.fromkeys(COLOURS, 0)
         for color, n in self._db.execute("SELECT color, COUNT(*) FROM codes WHERE epoch = ? GROUP BY color",
                                          (epoch,)):
             counts[str(color)] = int(n)
@@ -235,12 +245,8 @@ class CodeStore:
 
     def first_codes(self, epoch: str, color: str, limit: int) -> list[CodeRow]:
         """An epoch's first `limit` codes of one colour, by code id."""
-        sql = ("SELECT code_id, subject_id, color, reasons, issued_at, expires_at, payload, epoch FROM codes "
-               "WHERE epoch = ? AND color = ? ORDER BY code_id LIMIT ?")
-        return [
-            CodeRow(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
-            for row in self._db.execute(sql, (epoch, color, limit))
-        ]
+        sql = f"SELECT {_CODE_COLUMNS} FROM codes WHERE epoch = ? AND color = ? ORDER BY code_id LIMIT ?"
+        return [_code_row(row) for row in self._db.execute(sql, (epoch, color, limit))]
 
     def count_codes(self, epoch: str | None = None) -> int:
         """Number of stored codes (of one epoch, or all)."""
