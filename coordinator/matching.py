@@ -159,6 +159,12 @@ class Batch:
             idempotency_key=self.idempotency_key,
         )
 
+    def finish_args(self, check_proof: bool) -> tuple[Any, ...]:
+        """The arguments of `finish_job` for this answered batch."""
+        return (
+            self.public_key, self.tokens, self.blinds, self.blinded, self.evaluated, self.proof, check_proof
+        )
+
     def opening(self) -> dict[str, Any]:
         """The sealed-at-rest record of the query: what an auditor needs to re-derive the blinded inputs."""
         return {
@@ -792,8 +798,7 @@ class Matcher:
             return {key: (lambda key=key: done[key]) for key in done}
         futures: dict[tuple[str, str], list[tuple[Batch, Future[list[tuple[bytes, bytes]]]]]] = {}
         for b in batches:
-            call = (b.public_key, b.tokens, b.blinds, b.blinded, b.evaluated, b.proof, False)
-            future = self.executor.submit(finish_job, *call)
+            future = self.executor.submit(finish_job, *b.finish_args(check_proof=False))
             futures.setdefault((b.agency, b.partition_id), []).append((b, future))
 
         def resolve(key: tuple[str, str]) -> dict[str, tuple[bytes, bytes]]:
@@ -809,10 +814,7 @@ class Matcher:
 
     def _finish(self, batches: Sequence[Batch]) -> dict[tuple[str, str], dict[str, tuple[bytes, bytes]]]:
         """(tag, label key) per token of every answered batch (proofs read back from disk checked again)."""
-        calls = [
-            (b.public_key, b.tokens, b.blinds, b.blinded, b.evaluated, b.proof, not b.verified)
-            for b in batches
-        ]
+        calls = [b.finish_args(check_proof=not b.verified) for b in batches]
         try:
             derived = _map(self.executor, finish_job, calls)
         except CryptoError as exc:

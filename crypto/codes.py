@@ -96,17 +96,20 @@ def b45decode(text: str) -> bytes:
 
 
 _B45_ALPHABET = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
-_b45_table: list[np.ndarray] = []
+
+
+@functools.cache
+def _b45_pairs() -> np.ndarray:
+    """The three base45 characters of every big-endian byte pair (65,536 × 3 bytes, built once)."""
+    n = np.arange(1 << 16)
+    alphabet = np.frombuffer(_B45_ALPHABET, np.uint8)
+    return np.stack([alphabet[n % 45], alphabet[n // 45 % 45], alphabet[n // 2025]], axis=1)
 
 
 def b45encode(data: bytes) -> str:
     """Encode bytes as base45 text (RFC 9285): each big-endian byte pair's three characters come from a
     table of all 65,536 pairs (a trailing odd byte gives the first two characters of its row)."""
-    if not _b45_table:
-        n = np.arange(1 << 16)
-        alphabet = np.frombuffer(_B45_ALPHABET, np.uint8)
-        _b45_table.append(np.stack([alphabet[n % 45], alphabet[n // 45 % 45], alphabet[n // 2025]], axis=1))
-    table = _b45_table[0]
+    table = _b45_pairs()
     data = bytes(data)
     text = table[np.frombuffer(data, ">u2", count=len(data) // 2)].tobytes()
     if len(data) & 1:
