@@ -18,13 +18,13 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import psutil
 import pysodium
 
 from crypto import group, labels, oprf
 from crypto.drbg import Drbg
 from crypto.oprf import Mode
 from healthpsi.benchmarks import Step
+from healthpsi.benchmarks.measure import busy_seconds, other_cpu_share, rate
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,6 @@ def _tokens(prefix: str, start: int, count: int) -> list[bytes]:
     ]
 
 
-def _rate(count: int, fn: Callable[[], object]) -> float:
-    """Items per second of one call of fn over `count` items."""
-    start = time.perf_counter()
-    fn()
-    return count / (time.perf_counter() - start)
-
-
 def _raw_scalar_mult(sk: bytes, elements: list[bytes]) -> None:
     """Baseline: libsodium scalar multiplication in a bare ctypes loop."""
     out = ctypes.create_string_buffer(group.ELEMENT_BYTES)
@@ -95,8 +88,8 @@ def raw_operation_seconds(items: int = 2_000, repeat: int = 3) -> dict[str, floa
     elements = [group.hash_to_group(u, b"raw operations") for u in _tokens("r", 0, items)]
     hash_mult, mult = [], []
     for _ in range(repeat):
-        hash_mult.append(1 / _rate(items, lambda: _raw_hash_mult(sk, uniforms)))
-        mult.append(1 / _rate(items, lambda: _raw_scalar_mult(sk, elements)))
+        hash_mult.append(1 / rate(items, lambda: _raw_hash_mult(sk, uniforms)))
+        mult.append(1 / rate(items, lambda: _raw_scalar_mult(sk, elements)))
     return {"hash_to_group_mult": statistics.median(hash_mult), "scalar_mult": statistics.median(mult)}
 
 
@@ -117,14 +110,14 @@ def _rates(settings: CryptoBenchSettings, pool: Executor, step: Step) -> dict[st
     uniforms = [rng.random_bytes(group.UNIFORM_BYTES) for _ in inputs]
     n = settings.items
     measurements: dict[str, Callable[[], float]] = {
-        "raw_scalar_mult_per_s": lambda: _rate(n, lambda: _raw_scalar_mult(sk, elements)),
-        "blind_evaluate_per_s": lambda: _rate(n, lambda: oprf.blind_evaluate_packed(sk, packed)),
-        "raw_hash_to_group_mult_per_s": lambda: _rate(n, lambda: _raw_hash_mult(sk, uniforms)),
-        "evaluate_per_s": lambda: _rate(n, lambda: oprf.evaluate_many(sk, inputs, Mode.VOPRF)),
-        "blind_evaluate_two_cores_per_s": lambda: _rate(
+        "raw_scalar_mult_per_s": lambda: rate(n, lambda: _raw_scalar_mult(sk, elements)),
+        "blind_evaluate_per_s": lambda: rate(n, lambda: oprf.blind_evaluate_packed(sk, packed)),
+        "raw_hash_to_group_mult_per_s": lambda: rate(n, lambda: _raw_hash_mult(sk, uniforms)),
+        "evaluate_per_s": lambda: rate(n, lambda: oprf.evaluate_many(sk, inputs, Mode.VOPRF)),
+        "blind_evaluate_two_cores_per_s": lambda: rate(
             n, lambda: oprf.blind_evaluate_packed(sk, packed, pool)
         ),
-        "evaluate_two_cores_per_s": lambda: _rate(
+        "evaluate_two_cores_per_s": lambda: rate(
             n, lambda: oprf.evaluate_many(sk, inputs, Mode.VOPRF, pool)
         ),
     }
@@ -228,29 +221,19 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _busy_seconds() -> tuple[float, float, float]:
-    """(CPU seconds the whole machine has been busy, CPU seconds of this process and its reaped children,
-    wall clock), for telling how much of the machine other processes took during the run."""
-    machine = psutil.cpu_times()
-    busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
-    own = os.times()
-    return busy, own.user + own.system + own.children_user + own.children_system, time.perf_counter()
-
-
 def run_crypto_bench(settings: CryptoBenchSettings, step: Step | None = None) -> dict[str, Any]:
     """Run the crypto benchmark and return its figures (the `crypto` section of `healthpsi bench --json`)."""
     report = step or (lambda _: None)
     machine = _machine()
-    busy_start, own_start, wall_start = _busy_seconds()
+    before = busy_seconds()
     with ProcessPoolExecutor(max_workers=settings.workers) as pool:
         _warm(pool, settings.workers)
         report("worker processes started")
         rates = _rates(settings, pool, report)
         comparison = _comparison(settings, pool, report)
-    busy_end, own_end, wall_end = _busy_seconds()
-    foreign = max(0.0, (busy_end - busy_start) - (own_end - own_start))
+    foreign = other_cpu_share(before, busy_seconds())
     machine["load_average_end"] = list(os.getloadavg())
-    machine["other_processes_cpu_share"] = foreign / ((wall_end - wall_start) * (psutil.cpu_count() or 1))
+    machine["other_processes_cpu_share"] = foreign
     two_core = {
         "blind_evaluate": _median_ratio(
             rates["blind_evaluate_two_cores_per_s"], rates["blind_evaluate_per_s"]

@@ -39,6 +39,7 @@ from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
 from healthpsi.benchmarks import Step
 from healthpsi.benchmarks.crypto import raw_operation_seconds
+from healthpsi.benchmarks.measure import busy_seconds, other_cpu_share
 from healthpsi.executors import default_workers, make_executor
 from healthpsi.keys import init_keys
 from healthpsi.pipeline import RunResult, serving_nodes
@@ -156,21 +157,6 @@ class RssSampler:
     def peak(self) -> int:
         """The largest sample of any phase."""
         return max(self.peaks.values(), default=0)
-
-
-def busy_seconds() -> tuple[float, float, float]:
-    """(CPU seconds the whole machine has been busy, CPU seconds of this process and its reaped children,
-    wall clock): the difference over a run tells how much of the machine other processes took."""
-    machine = psutil.cpu_times()
-    busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
-    own = os.times()
-    return busy, own.user + own.system + own.children_user + own.children_system, time.perf_counter()
-
-
-def other_cpu_share(start: tuple[float, float, float], end: tuple[float, float, float]) -> float:
-    """Share of the machine's CPU time that other processes used between two `busy_seconds` readings."""
-    foreign = max(0.0, (end[0] - start[0]) - (end[1] - start[1]))
-    return min(1.0, foreign / max((end[2] - start[2]) * (psutil.cpu_count() or 1), 1e-9))
 
 
 def _reset(run_dir: Path) -> None:

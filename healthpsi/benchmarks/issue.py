@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from crypto.pki import (
     load_trust_list,
 )
 from healthpsi.benchmarks import Step
+from healthpsi.benchmarks.measure import rate
 from proto import ids
 from proto.tokens import AGENCIES
 
@@ -84,13 +84,6 @@ def _claims(count: int, secret: bytes) -> list[dict[int, Any]]:
     return out
 
 
-def _rate(count: int, fn: Callable[[], object]) -> float:
-    """Items per second of one call of fn over `count` items."""
-    start = time.perf_counter()
-    fn()
-    return count / (time.perf_counter() - start)
-
-
 def _sign_two_workers(pool: ProcessPoolExecutor, key_pem: bytes, kid: bytes, claims: list[dict[int, Any]],
                       workers: int) -> None:
     """Sign claim sets in `workers` equal shares on the pool, as the epoch's issuance does."""
@@ -134,11 +127,11 @@ def run_issue_bench(settings: IssueBenchSettings, step: Step | None = None) -> d
         _sign_two_workers(pool, key_pem, kid, claims[: settings.workers * 4], settings.workers)  # warm
         report("worker processes started")
         measurements: dict[str, Callable[[], float]] = {
-            "raw_sign_per_s": lambda: _rate(n, lambda: [key.sign(m, algorithm) for m in messages]),
-            "sign_per_s": lambda: _rate(n, lambda: [codes.issue_code(c, key, kid) for c in claims]),
-            "raw_verify_per_s": lambda: _rate(n, raw_verify_all),
-            "verify_per_s": lambda: _rate(n, verify_all),
-            "sign_workers_per_s": lambda: _rate(
+            "raw_sign_per_s": lambda: rate(n, lambda: [key.sign(m, algorithm) for m in messages]),
+            "sign_per_s": lambda: rate(n, lambda: [codes.issue_code(c, key, kid) for c in claims]),
+            "raw_verify_per_s": lambda: rate(n, raw_verify_all),
+            "verify_per_s": lambda: rate(n, verify_all),
+            "sign_workers_per_s": lambda: rate(
                 n, lambda: _sign_two_workers(pool, key_pem, kid, claims, settings.workers)
             ),
         }
