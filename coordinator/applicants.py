@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from coordinator.matching import Query
@@ -69,26 +70,45 @@ def _birth(value: object) -> dt.date | None:
     return None if pd.isna(stamp) else stamp.date()
 
 
+def _births(values: pd.Series) -> list[dt.date | None]:
+    """`_birth` of every value: converted in one pass, value by value only where that pass gives up."""
+    try:
+        stamps = pd.to_datetime(values, errors="coerce")
+    except (TypeError, ValueError):  # e.g. mixed time zones: every value on its own
+        return [_birth(v) for v in values]
+    days = [None if pd.isna(d) else d for d in stamps.dt.date]
+    for i in np.flatnonzero(stamps.isna().to_numpy() & values.notna().to_numpy()):
+        days[i] = _birth(values.iloc[i])
+    return days
+
+
 def prepare(applicants: pd.DataFrame) -> Declarations:
     """Identity tokens of the well-formed declarations (first per subject id); refusals for the others."""
-    first = applicants.drop_duplicates("subject_id", keep="first")
+    first = applicants.drop_duplicates("subject_id", keep="first").reset_index(drop=True)
     duplicates = len(applicants) - len(first)
-    refused: list[tuple[str, str]] = []
-    rows = []
     valid = ids.valid_mask(first["subject_id"])
-    for subject, name, birth, ok in zip(
-        first["subject_id"], first["name"], first["birth_date"], valid, strict=True
-    ):
-        subject = "" if subject is None else str(subject)
-        if not ok:
-            refused.append((subject, REASON_BAD_ID))
-            continue
-        day = _birth(birth)
-        if not isinstance(name, str) or not name.strip() or day is None:
-            refused.append((subject, REASON_INCOMPLETE))
-            continue
-        rows.append((subject, name, day, tk.identity(subject, name, day)))
-    checked = pd.DataFrame(rows, columns=["subject_id", "name", "birth_date", "token"])
+    names = first["name"]
+    named = np.array([isinstance(n, str) and bool(n.strip()) for n in names], dtype=bool)
+    days = _births(first["birth_date"])
+    dated = np.array([d is not None for d in days], dtype=bool)
+    bad = ~(valid & named & dated)
+    refused = [
+        ("" if subject is None else str(subject), REASON_INCOMPLETE if ok else REASON_BAD_ID)
+        for subject, ok in zip(first["subject_id"][bad], valid[bad], strict=True)
+    ]
+    keep = np.flatnonzero(~bad)
+    subjects = [str(s) for s in first["subject_id"].to_numpy()[keep]]
+    kept_names = names.to_numpy()[keep].tolist()
+    kept_days = [days[i] for i in keep]
+    checked = pd.DataFrame(
+        {
+            "subject_id": subjects,
+            "name": kept_names,
+            "birth_date": kept_days,
+            "token": [tk.identity(s, n, d) for s, n, d in zip(subjects, kept_names, kept_days, strict=True)],
+        },
+        columns=["subject_id", "name", "birth_date", "token"],
+    )
     return Declarations(checked=checked, refused=refused, duplicates=duplicates)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 from cryptography.hazmat.primitives import serialization
@@ -100,9 +100,8 @@ def sign_holders_job(
     return ids, sign_job(key_pem, kid, [context.claims(h, i) for h, i in zip(batch, ids, strict=True)])
 
 
-@dataclass(frozen=True)
-class Holder:
-    """An accepted applicant and the colour assessed for them."""
+class Holder(NamedTuple):
+    """An accepted applicant and the colour assessed for them (a tuple: batches of them go to workers)."""
 
     subject_id: str
     name: str

@@ -14,10 +14,12 @@ tokens it has not asked before and only downloads indexes whose digest changed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import shutil
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -371,6 +373,13 @@ class IndexCache:
         self.directory = Path(directory)
         self.resume_attempts = resume_attempts
         self.backoff = backoff
+        self.streamed_bytes = 0
+        """Bytes of the index chunks received so far (their serialized messages)."""
+        self._fresh: set[Path] = set()
+        """Indexes this cache downloaded and checked against their digest since it was made."""
+        self._prefetched: set[Path] = set()
+        """Indexes a `prefetch` downloaded that no `lookup` has used yet."""
+        self._lock = threading.Lock()
 
     def path(self, agency: str, info: node_pb2.PartitionInfo) -> Path:
         """Where a partition's index with the manifest's digest is cached."""
@@ -378,44 +387,61 @@ class IndexCache:
 
     def lookup(self, transport: NodeTransport, info: node_pb2.PartitionInfo, wanted: Wanted) -> bool:
         """Fill `wanted.found` from the partition's index, downloading it unless cached; return True if
-        it was downloaded now."""
+        it was downloaded for this lookup (now or by a `prefetch`)."""
         path = self.path(transport.agency, info)
         if path.exists():
             try:
                 self._scan(path, info, wanted)
+                if path in self._prefetched:
+                    self._prefetched.discard(path)
+                    return True
                 return False
             except IndexIntegrityError:
                 path.unlink()
                 wanted.found.clear()
-        self._download(transport, info, path, wanted)
+        self._download(transport, info, path, wanted, self.resume_attempts)
         return True
 
+    def prefetch(self, transport: NodeTransport, info: node_pb2.PartitionInfo) -> None:
+        """Download a partition's index ahead of its `lookup`, unless cached; one attempt, no resuming (the
+        lookup tries again, and reports what went wrong)."""
+        path = self.path(transport.agency, info)
+        if not path.exists():
+            self._download(transport, info, path, Wanted({}), 0)
+            self._prefetched.add(path)
+
     def _scan(self, path: Path, info: node_pb2.PartitionInfo, wanted: Wanted) -> None:
-        """Look up wanted tags in a cached index, re-checking its digest and entry count."""
+        """Look up wanted tags in a cached index, re-checking its digest (unless this cache downloaded and
+        checked it) and its entry count."""
+        checked = path in self._fresh
         data = path.read_bytes() if info.index_bytes <= (64 << 20) else None
         h = hashlib.sha256()
         seen = 0
         if data is not None:
-            h.update(data)
+            if not checked:
+                h.update(data)
             seen = wanted.take(data, str(path))
         else:
             with path.open("rb") as f:
                 rest = b""
                 while block := f.read(8 << 20):
-                    h.update(block)
+                    if not checked:
+                        h.update(block)
                     buffer = rest + block
                     _, cut = whole_entries_prefix(buffer)
                     seen += wanted.take(buffer[:cut], str(path))
                     rest = buffer[cut:]
                 if rest:
                     raise IndexIntegrityError(f"{path}: trailing partial entry")
-        if h.digest() != info.index_digest or seen != info.entry_count:
+        if (not checked and h.digest() != info.index_digest) or seen != info.entry_count:
+            self._fresh.discard(path)
             raise IndexIntegrityError(f"{path}: cached index does not match the manifest")
 
     def _download(
-        self, transport: NodeTransport, info: node_pb2.PartitionInfo, path: Path, wanted: Wanted
+        self, transport: NodeTransport, info: node_pb2.PartitionInfo, path: Path, wanted: Wanted, resumes: int
     ) -> None:
-        """Stream an index into the cache (resuming from a partial file or a cut stream), then check it."""
+        """Stream an index into the cache (resuming from a partial file, and up to `resumes` times from a cut
+        stream), then check it."""
         agency, pid = transport.agency, info.partition_id
         part = path.with_name(path.name + ".part")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -452,12 +478,14 @@ class IndexCache:
                         out.write(chunk.entries)
                         h.update(chunk.entries)
                         offset += seen
+                        with self._lock:
+                            self.streamed_bytes += chunk.ByteSize()
                     if offset < info.entry_count:
                         raise NodeUnavailable(f"node {agency}: index stream of {pid} ended at entry {offset}")
                 except NodeUnavailable:
                     attempts += 1
                     out.flush()
-                    if attempts > self.resume_attempts:
+                    if attempts > resumes:
                         raise
                     time.sleep(self.backoff * 2 ** min(attempts - 1, 5))
             out.flush()
@@ -467,6 +495,7 @@ class IndexCache:
                 f"node {agency} partition {pid}: downloaded index does not match the manifest digest"
             )
         part.replace(path)
+        self._fresh.add(path)
 
     def prune(self, agency: str, keep: Iterable[str]) -> None:
         """Remove cached indexes of an agency's partitions that are no longer served."""
@@ -588,7 +617,28 @@ class Matcher:
             else:
                 live[key] = info
 
-        start, before = time.perf_counter(), self._bytes()
+        # the indexes stream in on a helper thread while the batches are evaluated: both need the nodes,
+        # but neither needs the other until the tags are looked up
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch-indexes") as fetcher:
+            prefetched = {
+                key: fetcher.submit(self.cache.prefetch, self._transport(key[0]), info)
+                for key, info in sorted(live.items())
+            }
+            try:
+                return self._match(by_part, purposes, live, prefetched)
+            finally:
+                for future in prefetched.values():
+                    future.cancel()
+
+    def _match(
+        self,
+        by_part: Mapping[tuple[str, str], set[str]],
+        purposes: Mapping[tuple[str, str, str], str],
+        live: dict[tuple[str, str], node_pb2.PartitionInfo],
+        prefetched: Mapping[tuple[str, str], Future[None]],
+    ) -> dict[tuple[str, str], dict[str, list[str]]]:
+        """`run` once the live partitions are known and their indexes are being fetched."""
+        start, before, streamed = time.perf_counter(), self._bytes(), self.cache.streamed_bytes
         stored = {key: self.openings.batches(key[0], key[1]) for key in live}
         stored = {
             key: [b for b in batches if b.public_key == live[key].public_key]
@@ -610,7 +660,8 @@ class Matcher:
         for batch in new_batches:
             self.openings.save_query(batch)
         self._send(new_batches)
-        self.stats.add("evaluate", time.perf_counter() - start, self._bytes() - before)
+        evaluated_bytes = self._bytes() - before - (self.cache.streamed_bytes - streamed)
+        self.stats.add("evaluate", time.perf_counter() - start, evaluated_bytes)
 
         start = time.perf_counter()
         answered = [b for batches in stored.values() for b in batches] + new_batches
@@ -618,7 +669,7 @@ class Matcher:
         keys = self._finish_async(answered)
         self.stats.add("finalize", time.perf_counter() - start, 0)
 
-        start, before = time.perf_counter(), self._bytes()
+        start = time.perf_counter()
         waited = 0.0
         opening: dict[tuple[str, str], list[Callable[[], dict[str, list[str]]]]] = {}
         for n, (key, info) in enumerate(sorted(live.items()), 1):
@@ -627,6 +678,9 @@ class Matcher:
             part_keys = keys[key]()
             waited += time.perf_counter() - started_wait
             wanted = Wanted({part_keys[t][0]: (t, part_keys[t][1]) for t in tokens})
+            # a failed prefetch is retried (and reported) by the lookup
+            with contextlib.suppress(ProtocolError, IndexIntegrityError, OSError):
+                prefetched[key].result()
             downloaded = self.cache.lookup(self._transport(key[0]), info, wanted)
             if downloaded:
                 self.stats.indexes_downloaded += 1
@@ -656,7 +710,8 @@ class Matcher:
         for agency, manifest in self.manifests.items():
             self.cache.prune(agency, [p.partition_id for p in manifest.partitions])
         self.stats.add("finalize", waited, 0)
-        self.stats.add("index", time.perf_counter() - start - waited, self._bytes() - before)
+        streamed_bytes = self._bytes() - before - evaluated_bytes
+        self.stats.add("index", time.perf_counter() - start - waited, streamed_bytes)
         return results
 
     def _check_budgets(

@@ -8,6 +8,7 @@ worth retrying (the node is down or the connection was cut).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -60,11 +61,19 @@ class NodeTransport(Protocol):
 
 
 class ByteCounter:
-    """Bytes sent and received by a transport, as serialized protobuf messages."""
+    """Bytes sent and received by a transport, as serialized protobuf messages (safe across threads: the
+    coordinator streams an index while it evaluates)."""
 
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
+        self._lock = threading.Lock()
+
+    def add(self, sent: int = 0, received: int = 0) -> None:
+        """Count one message's bytes."""
+        with self._lock:
+            self.sent += sent
+            self.received += received
 
     @property
     def total(self) -> int:
@@ -138,7 +147,7 @@ class GrpcTransport:
 
     def _unary(self, call: Callable[..., T], request: Any) -> T:
         """One unary call with a deadline, retried on UNAVAILABLE; errors mapped to protocol errors."""
-        self.counter.sent += request.ByteSize()
+        self.counter.add(sent=request.ByteSize())
         for attempt in range(self.retries + 1):
             try:
                 response = call(request, timeout=self.deadline)
@@ -148,7 +157,7 @@ class GrpcTransport:
                     raise error from exc
                 time.sleep(self.backoff * 2**attempt * (1 + random.random() / 2))
                 continue
-            self.counter.received += response.ByteSize()
+            self.counter.add(received=response.ByteSize())
             return response
         raise AssertionError("unreachable")
 
@@ -168,10 +177,10 @@ class GrpcTransport:
         request = node_pb2.StreamIndexRequest(
             partition_id=partition_id, offset=offset, index_digest=index_digest
         )
-        self.counter.sent += request.ByteSize()
+        self.counter.add(sent=request.ByteSize())
         try:
             for chunk in self._stub.StreamIndex(request):
-                self.counter.received += chunk.ByteSize()
+                self.counter.add(received=chunk.ByteSize())
                 yield chunk
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.agency) from exc
@@ -193,9 +202,9 @@ class InProcessTransport:
         """A copy of a message through its serialized bytes, counted."""
         data = message.SerializeToString()  # type: ignore[attr-defined]
         if outgoing:
-            self.counter.sent += len(data)
+            self.counter.add(sent=len(data))
         else:
-            self.counter.received += len(data)
+            self.counter.add(received=len(data))
         return type(message).FromString(data)  # type: ignore[attr-defined]
 
     def get_manifest(self) -> node_pb2.SignedManifest:

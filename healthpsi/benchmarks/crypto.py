@@ -68,6 +68,14 @@ def _raw_scalar_mult(sk: bytes, elements: list[bytes]) -> None:
         mult(out, sk, element)
 
 
+def _raw_point_add(elements: list[bytes]) -> None:
+    """Baseline: libsodium ristretto255 point addition (a running sum, as a proof's composite makes)."""
+    acc = ctypes.create_string_buffer(group.ELEMENT_BYTES)
+    add = pysodium.sodium.crypto_core_ristretto255_add
+    for element in elements:
+        add(acc, acc, element)
+
+
 def _raw_hash_mult(sk: bytes, uniforms: list[bytes]) -> None:
     """Baseline: libsodium's ristretto255 map from 64 uniform bytes, then scalar multiplication."""
     point = ctypes.create_string_buffer(group.ELEMENT_BYTES)
@@ -81,16 +89,21 @@ def _raw_hash_mult(sk: bytes, uniforms: list[bytes]) -> None:
 
 def raw_operation_seconds(items: int = 2_000, repeat: int = 3) -> dict[str, float]:
     """Median seconds per raw libsodium operation on one core: `hash_to_group_mult` (map 64 uniform bytes
-    to the group, then a scalar multiplication) and `scalar_mult`."""
+    to the group, then a scalar multiplication), `scalar_mult` and `point_add`."""
     rng = Drbg(b"healthpsi raw operations")
     sk, _ = oprf.generate_key_pair(rng.child("key"))
     uniforms = [rng.random_bytes(group.UNIFORM_BYTES) for _ in range(items)]
     elements = [group.hash_to_group(u, b"raw operations") for u in _tokens("r", 0, items)]
-    hash_mult, mult = [], []
+    hash_mult, mult, add = [], [], []
     for _ in range(repeat):
         hash_mult.append(1 / rate(items, lambda: _raw_hash_mult(sk, uniforms)))
         mult.append(1 / rate(items, lambda: _raw_scalar_mult(sk, elements)))
-    return {"hash_to_group_mult": statistics.median(hash_mult), "scalar_mult": statistics.median(mult)}
+        add.append(1 / rate(items, lambda: _raw_point_add(elements)))
+    return {
+        "hash_to_group_mult": statistics.median(hash_mult),
+        "scalar_mult": statistics.median(mult),
+        "point_add": statistics.median(add),
+    }
 
 
 def _warm(pool: Executor, workers: int) -> None:

@@ -311,8 +311,8 @@ def _run_directory(settings: EpochBenchSettings) -> Iterator[Path]:
 def crypto_floor_seconds(counts: dict[str, int], raw: dict[str, float], workers: int) -> float:
     """Wall seconds of the epoch's unavoidable libsodium work at raw speed on `workers` cores (see the
     `crypto_floor_seconds` note)."""
-    hash_mult, mult = raw["hash_to_group_mult"], raw["scalar_mult"]
-    cpu = counts["index_entries"] * hash_mult + counts["queried"] * (hash_mult + 5 * mult)
+    hash_mult, mult, add = raw["hash_to_group_mult"], raw["scalar_mult"], raw["point_add"]
+    cpu = counts["index_entries"] * hash_mult + counts["queried"] * (hash_mult + 5 * mult + 3 * add)
     return cpu / workers
 
 
@@ -391,8 +391,10 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
             "coordinator's epoch (load, manifests, evaluate, finalize, stream, match, issue, revocations); "
             "simulation and key generation are not included",
             "stages": "tokenise and index run in the same build jobs; the nodes' wall time is split between "
-            "them in proportion to the jobs' time in each. bytes: serialized messages over the transport "
-            "(evaluate: blinded and evaluated elements with proofs; stream: the indexes)",
+            "them in proportion to the jobs' time in each. The indexes download on a helper thread while the "
+            "batches are evaluated, so stream is what is left after evaluate: waiting for the rest of the "
+            "download, looking up the tags and opening the labels. bytes: serialized messages over the "
+            "transport (evaluate: blinded and evaluated elements with proofs; stream: the indexes)",
             "privacy_price": "median over repetitions of private seconds / plaintext seconds; the plaintext "
             "join is the oracle's pandas computation on one core, the private epoch uses the workers",
             "privacy_price_without_issuance": "the same without the issue stage (applicant decisions, "
@@ -403,7 +405,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
             "crypto_floor_seconds": "the libsodium calls the private epoch cannot avoid, at raw speed, "
             "spread over the workers: per index entry one hash-to-group and scalar multiplication; per "
             "queried element the same to blind it, then five scalar multiplications (the node's evaluation, "
-            "the proof's composite on each side, the second composite to verify, the unblinding). "
+            "the proof's composite on each side, the second composite to verify, the unblinding) and three "
+            "point additions (the three composites are sums). "
             "crypto_floor_price: that floor / plaintext seconds (last repetition)",
             "peak_rss_bytes": "largest resident set of this process plus every child (worker and node "
             "processes) during the nodes' build and the epoch, sampled every 50 ms",

@@ -41,14 +41,15 @@ def test_bench_epoch_quick_json(tmp_path: Path) -> None:
     assert 0 < epoch["crypto_floor_seconds"] < epoch["seconds"]
     assert epoch["crypto_floor_price"] == epoch["crypto_floor_seconds"] / epoch["plaintext_seconds"]
     raw = epoch["raw_operation_seconds"]
-    assert 0 < raw["scalar_mult"] < raw["hash_to_group_mult"]
+    assert 0 < raw["point_add"] < raw["scalar_mult"] < raw["hash_to_group_mult"]
     assert "price of privacy" in result.stderr  # the table, kept off stdout with --json
 
 
 def test_crypto_floor_counts_each_entry_and_query() -> None:
-    raw = {"hash_to_group_mult": 3.0, "scalar_mult": 2.0}
+    raw = {"hash_to_group_mult": 3.0, "scalar_mult": 2.0, "point_add": 0.5}
     assert crypto_floor_seconds({"index_entries": 10, "queried": 0}, raw, 1) == 30.0
-    assert crypto_floor_seconds({"index_entries": 0, "queried": 4}, raw, 2) == 4 * (3.0 + 5 * 2.0) / 2
+    per_query = 3.0 + 5 * 2.0 + 3 * 0.5
+    assert crypto_floor_seconds({"index_entries": 0, "queried": 4}, raw, 2) == 4 * per_query / 2
 
 
 def test_bench_issue_quick_json(tmp_path: Path) -> None:

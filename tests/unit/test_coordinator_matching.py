@@ -245,6 +245,25 @@ def test_index_cache_downloads_once_and_checks_digests(tmp_path: Path) -> None:
         IndexCache(tmp_path / "third").lookup(StreamingNode(entries), forged, Wanted({}))
 
 
+def test_prefetch_downloads_ahead_and_leaves_failures_to_the_lookup(tmp_path: Path) -> None:
+    entries = [entry(i, bytes([i]) * 3) for i in range(5)]
+    node, info = StreamingNode(entries), info_for(entries)
+    cache = IndexCache(tmp_path)
+    cache.prefetch(node, info)
+    assert node.calls == 1 and cache.path("carrier", info).exists()
+    wanted = Wanted({bytes([1]) * 16: ("t1", b"k")})
+    assert cache.lookup(node, info, wanted) is True and node.calls == 1  # downloaded by the prefetch
+    assert wanted.found == {"t1": b"\x01\x01\x01"}
+    assert cache.lookup(node, info, Wanted({})) is False and node.calls == 1
+    cache.prefetch(node, info)  # already cached: nothing to fetch
+    assert node.calls == 1
+    bad = IndexCache(tmp_path / "bad")
+    with pytest.raises(IndexIntegrityError, match="chunk digest"):
+        bad.prefetch(StreamingNode(entries, corrupt=2), info)
+    assert not bad.path("carrier", info).exists()
+    assert bad.lookup(node, info, Wanted({})) is True and node.calls == 2  # the lookup fetches it itself
+
+
 def test_manifest_must_be_signed_by_the_listed_identity() -> None:
     key, other = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
     identities = Identities(nodes={"carrier": key.public_key()}, coordinator=other.public_key())
