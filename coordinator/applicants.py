@@ -117,7 +117,7 @@ def identity_query(declarations: Declarations) -> list[Query]:
     if declarations.checked.empty:
         return []
     pid = tk.parse(declarations.checked["token"].iloc[0]).partition_id
-    return [Query("police", pid, PURPOSE, tuple(sorted(set(declarations.checked["token"]))))]
+    return [Query("police", pid, PURPOSE, tuple(sorted(set(declarations.checked["token"].tolist()))))]
 
 
 def decide(
@@ -126,9 +126,10 @@ def decide(
     """Split declarations by the register's answer (identity token → subject ids recorded at it):
     (accepted subject_id/name/birth_date, refusals including the malformed ones)."""
     checked = declarations.checked
+    get = found.get
     ok = [
-        subject in found.get(token, ())
-        for subject, token in zip(checked["subject_id"], checked["token"], strict=True)
+        subject in get(token, ())
+        for subject, token in zip(checked["subject_id"].tolist(), checked["token"].tolist(), strict=True)
     ]
     mask = pd.Series(ok, index=checked.index, dtype=bool)
     accepted = checked[mask][["subject_id", "name", "birth_date"]].reset_index(drop=True)

@@ -120,10 +120,9 @@ def holders(accepted: pd.DataFrame, colours: pd.DataFrame) -> list[Holder]:
         )
     }
     green: tuple[str, tuple[str, ...], dt.date | None] = ("green", (), None)
-    return [
-        Holder(subject, name, *assessed.get(subject, green))
-        for subject, name in sorted(zip(accepted["subject_id"], accepted["name"], strict=True))
-    ]
+    people = sorted(zip(accepted["subject_id"].tolist(), accepted["name"].tolist(), strict=True))
+    make, get = Holder._make, assessed.get
+    return [make((subject, name, *get(subject, green))) for subject, name in people]
 
 
 @dataclass(frozen=True)

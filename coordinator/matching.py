@@ -327,19 +327,6 @@ def _map(executor: Executor | None, fn: Callable[..., Any], calls: Sequence[tupl
 # ---------------------------------------------------------------------------------------------- index
 
 
-def whole_entries_prefix(data: bytes) -> tuple[int, int]:
-    """(entries, bytes) of the longest prefix of `data` made of whole entries."""
-    pos = count = 0
-    size = ENTRY_HEADER.size
-    while pos + size <= len(data):
-        _, length = ENTRY_HEADER.unpack_from(data, pos)
-        if pos + size + length > len(data):
-            break
-        pos += size + length
-        count += 1
-    return count, pos
-
-
 @dataclass
 class Wanted:
     """The tags asked about in one partition: tag → (token, label key); and what was found."""
@@ -350,20 +337,34 @@ class Wanted:
     def take(self, data: bytes, what: str) -> int:
         """Keep the sealed labels of wanted tags among the entries in `data`, which must hold whole entries
         only (IndexIntegrityError otherwise); return how many entries it holds."""
+        return self._walk(data, what)[0]
+
+    def take_prefix(self, data: bytes) -> tuple[int, int]:
+        """`take` over the whole entries at the head of `data`: (entries, bytes) of that prefix."""
+        return self._walk(data, None)
+
+    def _walk(self, data: bytes, what: str | None) -> tuple[int, int]:
+        """Walk the entries of `data`, keeping wanted labels; a partial entry at the end raises
+        IndexIntegrityError naming `what`, or (when `what` is None) ends the walk."""
         keys, found = self.keys, self.found
         unpack, size = ENTRY_HEADER.unpack_from, ENTRY_HEADER.size
         pos, end, seen = 0, len(data), 0
         while pos < end:
             if end - pos < size:
+                if what is None:
+                    break
                 raise IndexIntegrityError(f"{what}: truncated entry header at byte {pos}")
             tag, length = unpack(data, pos)
-            start, pos = pos + size, pos + size + length
-            if pos > end:
-                raise IndexIntegrityError(f"{what}: entry at byte {start - size} overruns the data")
+            stop = pos + size + length
+            if stop > end:
+                if what is None:
+                    break
+                raise IndexIntegrityError(f"{what}: entry at byte {pos} overruns the data")
             if tag in keys:  # only the few wanted labels are copied out of the chunk
-                found[keys[tag][0]] = data[start:pos]
+                found[keys[tag][0]] = data[pos + size : stop]
+            pos = stop
             seen += 1
-        return seen
+        return seen, pos
 
 
 class IndexCache:
@@ -428,8 +429,8 @@ class IndexCache:
                     if not checked:
                         h.update(block)
                     buffer = rest + block
-                    _, cut = whole_entries_prefix(buffer)
-                    seen += wanted.take(buffer[:cut], str(path))
+                    count, cut = wanted.take_prefix(buffer)
+                    seen += count
                     rest = buffer[cut:]
                 if rest:
                     raise IndexIntegrityError(f"{path}: trailing partial entry")
@@ -451,9 +452,8 @@ class IndexCache:
         offset = 0
         if part.exists():
             data = part.read_bytes()
-            offset, keep = whole_entries_prefix(data)
+            offset, keep = wanted.take_prefix(data)
             h.update(data[:keep])
-            wanted.take(data[:keep], str(part))
             with part.open("r+b") as f:
                 f.truncate(keep)
         attempts = 0

@@ -90,10 +90,9 @@ def files_digest(paths: Iterable[Path], extra: Iterable[str] = ()) -> str:
 
 def tokens_digest(tokens: Iterable[str]) -> str:
     """The commitment to a set of tokens: SHA-256 (hex) of the sorted distinct tokens, each UTF-8 + "\\n"."""
-    h = hashlib.sha256()
-    for token in sorted(set(tokens)):
-        h.update(token.encode() + b"\n")
-    return h.hexdigest()
+    distinct = sorted(set(tokens.tolist() if isinstance(tokens, pd.Series) else tokens))
+    text = "".join(token + "\n" for token in distinct)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,10 @@ def build_partition(
     tokenised = time.perf_counter()
     if rows.empty:
         return BuildOutcome(job.partition_id, 0, None, None, False, counts, tokenised - started, 0.0)
-    fingerprint = idx.rows_digest(rows)
+    n_rows = len(rows)
+    groups = idx.group_rows(rows)
+    del rows  # only the grouped rows are needed from here on
+    fingerprint = groups.digest()
     if previous is not None:
         try:
             old = idx.IndexMeta.from_json(previous)
@@ -149,13 +152,11 @@ def build_partition(
             old = None
         if old is not None and old.rows_digest == fingerprint and old.public_key == pk:
             return BuildOutcome(
-                job.partition_id, len(rows), fingerprint, None, True, counts, tokenised - started,
+                job.partition_id, n_rows, fingerprint, None, True, counts, tokenised - started,
                 time.perf_counter() - tokenised,
             )
-    meta, offsets = idx.build_index(Path(index_dir), job.partition_id, sk, pk, rows, None,
-                                                 fingerprint)
+    meta, offsets = idx.build_index(Path(index_dir), job.partition_id, sk, pk, groups)
     return BuildOutcome(
-        job.partition_id, len(rows), fingerprint, meta.to_json(), False, counts, tokenised - started,
+        job.partition_id, n_rows, fingerprint, meta.to_json(), False, counts, tokenised - started,
         time.perf_counter() - tokenised, offsets.tobytes(),
     )
-

@@ -79,11 +79,30 @@ class IndexMeta:
             raise IndexFileError(f"malformed index metadata: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class Groups:
+    """A partition's distinct (token, subject) rows, grouped: the distinct tokens (sorted), every pair's
+    subject body sorted by (token, body), and where each token's run of bodies starts (plus the end)."""
+
+    tokens: list[str]
+    bodies: np.ndarray
+    bounds: np.ndarray
+
+    def digest(self) -> bytes:
+        """A fingerprint of the rows behind the groups: the same for the same set of distinct rows, whatever
+        their order or dtype."""
+        text = [t.encode() for t in self.tokens]
+        h = hashlib.sha256(_ROWS_DIGEST_TAG)
+        h.update(np.array([len(t) for t in text], dtype="<u4").tobytes())
+        h.update(b"".join(text))
+        h.update(self.bounds.astype("<i8").tobytes())
+        h.update(self.bodies.astype("<u8").tobytes())
+        return h.digest()
+
+
 def rows_digest(rows: pd.DataFrame) -> bytes:
     """A fingerprint of a partition's distinct (subject_id, token) rows, independent of their order."""
-    # categorical columns hash like their values, so the fingerprint does not depend on the dtype
-    hashed = pd.util.hash_pandas_object(rows[["subject_id", "token"]], index=False).to_numpy()
-    return hashlib.sha256(_ROWS_DIGEST_TAG + np.sort(hashed).astype(">u8").tobytes()).digest()
+    return group_rows(rows).digest()
 
 
 def _ranks(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -100,9 +119,8 @@ def _ranks(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return ranks, pd.Index(values)
 
 
-def _sorted_groups(rows: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Distinct tokens (sorted), every distinct (token, subject body) pair's body sorted by (token, body),
-    and the start of each token's run of bodies (plus the end)."""
+def group_rows(rows: pd.DataFrame) -> Groups:
+    """Group a partition's (subject_id, token) rows by token (duplicates dropped)."""
     subject_codes, subjects = _ranks(rows["subject_id"])
     subject_text = pd.Series(subjects, dtype="str")
     valid, subject_bodies = ids.parse(subject_text)
@@ -121,27 +139,25 @@ def _sorted_groups(rows: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarra
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(token_codes)) + 1, [len(bodies)]])
     if not len(bodies):
         bounds = np.zeros(1, dtype=np.int64)
-    return [str(t) for t in token_values], bodies, bounds
+    return Groups([str(t) for t in token_values], bodies, bounds)
 
 
 def group_subjects(rows: pd.DataFrame) -> tuple[list[str], list[list[int]]]:
     """Distinct tokens (sorted) and, for each, the sorted distinct subject bodies recorded at it."""
-    token_list, bodies, bounds = _sorted_groups(rows)
-    return token_list, [bodies[a:b].tolist() for a, b in itertools.pairwise(bounds)]
+    groups = group_rows(rows)
+    return groups.tokens, [groups.bodies[a:b].tolist() for a, b in itertools.pairwise(groups.bounds)]
 
 
 def build_entries(sk: bytes, rows: pd.DataFrame, executor: Executor | None = None) -> list[bytes]:
     """The canonical entries of a partition, sorted by tag: one VOPRF evaluation per distinct token."""
-    return _entries(sk, *_sorted_groups(rows), executor)
+    return _entries(sk, group_rows(rows), executor)
 
 
-def _entries(
-    sk: bytes, token_list: list[str], bodies: np.ndarray, bounds: np.ndarray, executor: Executor | None
-) -> list[bytes]:
-    """`build_entries` from the partition's grouped rows (see `_sorted_groups`)."""
-    outputs = oprf.evaluate_many(sk, [t.encode() for t in token_list], oprf.Mode.VOPRF, executor)
-    packed = bodies.astype(">u8").tobytes()
-    offsets = (bounds * labels.ENTRY_BYTES).tolist()
+def _entries(sk: bytes, groups: Groups, executor: Executor | None) -> list[bytes]:
+    """`build_entries` from the partition's grouped rows."""
+    outputs = oprf.evaluate_many(sk, [t.encode() for t in groups.tokens], oprf.Mode.VOPRF, executor)
+    packed = groups.bodies.astype(">u8").tobytes()
+    offsets = (groups.bounds * labels.ENTRY_BYTES).tolist()
     derive, seal, header = labels.derive_tag_key, labels.seal_packed, ENTRY_HEADER.pack
     entries = []
     for y, first, stop in zip(outputs, offsets[:-1], offsets[1:], strict=True):
@@ -170,15 +186,14 @@ def build_index(
     partition_id: str,
     sk: bytes,
     pk: bytes,
-    rows: pd.DataFrame,
+    rows: pd.DataFrame | Groups,
     executor: Executor | None = None,
-    digest_of_rows: bytes | None = None,
 ) -> tuple[IndexMeta, np.ndarray]:
-    """Build a partition's index from its distinct (subject_id, token) rows and write it to `directory`:
-    its metadata, and the byte offset of every entry plus the end (see `entry_offsets`)."""
-    token_list, bodies, bounds = _sorted_groups(rows)
-    entries = _entries(sk, token_list, bodies, bounds, executor)
-    del bodies
+    """Build a partition's index from its distinct (subject_id, token) rows (or those rows grouped) and
+    write it to `directory`: its metadata, and the byte offset of every entry plus the end (see
+    `entry_offsets`)."""
+    groups = rows if isinstance(rows, Groups) else group_rows(rows)
+    entries = _entries(sk, groups, executor)
     offsets = np.zeros(len(entries) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in entries], out=offsets[1:])
     data = b"".join(entries)
@@ -187,12 +202,12 @@ def build_index(
         partition_id=partition_id,
         dataset=dataset,
         day=tokens.STATIC if day is None else day.isoformat(),
-        token_kinds=_kinds(token_list),
+        token_kinds=_kinds(groups.tokens),
         entry_count=len(entries),
         index_bytes=len(data),
         index_digest=hashlib.sha256(data).digest(),
         public_key=pk,
-        rows_digest=digest_of_rows if digest_of_rows is not None else rows_digest(rows),
+        rows_digest=groups.digest(),
     )
     index_path, meta_path = paths(directory, partition_id)
     meta_path.unlink(missing_ok=True)
@@ -265,17 +280,25 @@ def load_meta(directory: Path, partition_id: str) -> IndexMeta | None:
 def open_index(directory: Path, meta: IndexMeta, offsets: np.ndarray | None = None) -> PartitionIndex:
     """Open a built index after checking its size, entry structure and digest against its metadata.
 
-    `offsets`: the entry offsets the builder computed (else they are parsed from the file).
+    `offsets`: the entry offsets the builder computed as it wrote the file and its digest just now; the
+    file's size and the offsets are checked, but its bytes are not read and hashed again.
     """
     index_path, _ = paths(directory, meta.partition_id)
+    if offsets is not None and len(offsets) == meta.entry_count + 1 and offsets[0] == 0:
+        try:
+            size = index_path.stat().st_size
+        except OSError as exc:
+            raise IndexFileError(f"{index_path}: {exc}") from exc
+        if size != meta.index_bytes or offsets[-1] != size:
+            raise IndexFileError(f"{index_path}: {size} bytes, metadata says {meta.index_bytes}")
+        return PartitionIndex(meta, index_path, offsets)
     try:
         data = index_path.read_bytes()
     except OSError as exc:
         raise IndexFileError(f"{index_path}: {exc}") from exc
     if len(data) != meta.index_bytes or hashlib.sha256(data).digest() != meta.index_digest:
         raise IndexFileError(f"{index_path}: contents do not match the recorded digest")
-    if offsets is None or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(data):
-        offsets = entry_offsets(data)
+    offsets = entry_offsets(data)
     if len(offsets) - 1 != meta.entry_count:
         raise IndexFileError(f"{index_path}: {len(offsets) - 1} entries, metadata says {meta.entry_count}")
     return PartitionIndex(meta, index_path, offsets)

@@ -28,7 +28,6 @@ from coordinator.matching import (
     assemble_matches,
     frame_digest,
     verify_manifest,
-    whole_entries_prefix,
 )
 from coordinator.sealing import SealedFileError, read_sealed_json, seal, unseal, write_sealed_json
 from coordinator.transport import (
@@ -166,7 +165,9 @@ def test_entry_parsing() -> None:
     wanted = Wanted({bytes([t]) * 16: (f"t{t}", b"k") for t in (1, 3, 9)})
     assert wanted.take(data, "x") == 3
     assert wanted.found == {"t1": b"abc", "t3": b"xy"}
-    assert whole_entries_prefix(data[:-1]) == (2, len(entry(1, b"abc") + entry(2, b"")))
+    head = Wanted({bytes([t]) * 16: (f"t{t}", b"k") for t in (1, 3)})
+    assert head.take_prefix(data[:-1]) == (2, len(entry(1, b"abc") + entry(2, b"")))
+    assert head.found == {"t1": b"abc"}  # the cut entry is not taken
     with pytest.raises(IndexIntegrityError, match="overruns"):
         Wanted({}).take(data[:-1], "x")
     with pytest.raises(IndexIntegrityError, match="header"):
@@ -189,7 +190,8 @@ def test_take_finds_what_a_plain_parse_finds(entries: list[tuple[int, bytes]], a
     wanted = Wanted({bytes([t]) * 16: (f"t{t}", b"k") for t in asked})
     assert wanted.take(data, "x") == len(entries)
     assert wanted.found == expected
-    assert whole_entries_prefix(data) == (len(entries), len(data))
+    assert Wanted({}).take_prefix(data) == (len(entries), len(data))
+    assert Wanted({}).take_prefix(data + entry(9, b"x" * 100)[:30])[1] == len(data)
 
 
 class StreamingNode:

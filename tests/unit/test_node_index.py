@@ -135,9 +135,13 @@ def test_build_write_open_and_chunk(tmp_path: Path, key: tuple[bytes, bytes]) ->
 
 def test_tampered_index_is_detected(tmp_path: Path, key: tuple[bytes, bytes]) -> None:
     sk, pk = key
-    meta = idx.build_index(tmp_path, PID, sk, pk, rows_for(SPEC))[0]
+    meta, offsets = idx.build_index(tmp_path, PID, sk, pk, rows_for(SPEC))
     path = tmp_path / f"{PID}.idx"
     data = bytearray(path.read_bytes())
+    idx.open_index(tmp_path, meta, offsets).close()  # the builder's offsets: only the size is checked
+    path.write_bytes(bytes(data[:-1]))
+    with pytest.raises(idx.IndexFileError, match="bytes, metadata says"):
+        idx.open_index(tmp_path, meta, offsets)
     data[40] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(idx.IndexFileError, match="digest"):
