@@ -162,8 +162,9 @@ def issue_codes(
 
     def store_batch(batch: Sequence[Holder], signed: tuple[list[str], list[str]]) -> int:
         ids, payloads = signed
+        make = CodeRow._make
         rows = [
-            CodeRow(cid, h.subject_id, h.color, h.reasons, issued_text, expires_text, payload, epoch)
+            make((cid, h.subject_id, h.color, h.reasons, issued_text, expires_text, payload, epoch))
             for h, cid, payload in zip(batch, ids, payloads, strict=True)
         ]
         return store.insert_codes(rows)

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from crypto.codes import COLOURS
 
@@ -69,9 +69,9 @@ class StoreError(RuntimeError):
     """The code store is unusable or inconsistent (e.g. an epoch id reused for different inputs)."""
 
 
-@dataclass(frozen=True)
-class CodeRow:
-    """One issued code as stored: `reasons` is a tuple of reason codes, times are ISO 8601 UTC strings."""
+class CodeRow(NamedTuple):
+    """One issued code as stored: `reasons` is a tuple of reason codes, times are ISO 8601 UTC strings (a
+    tuple: millions are made per epoch)."""
 
     code_id: str
     subject_id: str
