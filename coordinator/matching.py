@@ -17,10 +17,12 @@ import base64
 import contextlib
 import hashlib
 import itertools
+import os
 import shutil
 import struct
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -334,21 +336,25 @@ class Wanted:
     keys: dict[bytes, tuple[str, bytes]]
     found: dict[str, bytes] = field(default_factory=dict)
 
-    def take(self, data: bytes, what: str) -> int:
+    def take(self, data: bytes, what: str, entry_map: EntryMap | None = None) -> int:
         """Keep the sealed labels of wanted tags among the entries in `data`, which must hold whole entries
-        only (IndexIntegrityError otherwise); return how many entries it holds."""
-        return self._walk(data, what)[0]
+        only (IndexIntegrityError otherwise), noting each entry in `entry_map`; return how many entries it
+        holds."""
+        return self._walk(data, what, entry_map)[0]
 
-    def take_prefix(self, data: bytes) -> tuple[int, int]:
+    def take_prefix(self, data: bytes, entry_map: EntryMap | None = None) -> tuple[int, int]:
         """`take` over the whole entries at the head of `data`: (entries, bytes) of that prefix."""
-        return self._walk(data, None)
+        return self._walk(data, None, entry_map)
 
-    def _walk(self, data: bytes, what: str | None) -> tuple[int, int]:
-        """Walk the entries of `data`, keeping wanted labels; a partial entry at the end raises
-        IndexIntegrityError naming `what`, or (when `what` is None) ends the walk."""
+    def _walk(self, data: bytes, what: str | None, entry_map: EntryMap | None = None) -> tuple[int, int]:
+        """Walk the entries of `data`, keeping wanted labels (and noting each entry in `entry_map`); a
+        partial entry at the end raises IndexIntegrityError naming `what`, or (when `what` is None) ends
+        the walk."""
         keys, found = self.keys, self.found
         unpack, size = ENTRY_HEADER.unpack_from, ENTRY_HEADER.size
         pos, end, seen = 0, len(data), 0
+        if entry_map is not None:
+            tags, starts, base = entry_map.tags, entry_map.starts, entry_map.size
         while pos < end:
             if end - pos < size:
                 if what is None:
@@ -362,9 +368,50 @@ class Wanted:
                 raise IndexIntegrityError(f"{what}: entry at byte {pos} overruns the data")
             if tag in keys:  # only the few wanted labels are copied out of the chunk
                 found[keys[tag][0]] = data[pos + size : stop]
+            if entry_map is not None:
+                tags += tag
+                starts.append(base + pos)
             pos = stop
             seen += 1
+        if entry_map is not None:
+            entry_map.size = base + pos
         return seen, pos
+
+
+class EntryMap:
+    """Where each entry of an index starts, by tag: noted while the index streams in, so that a later lookup
+    of a few tags reads just their labels from the cached file instead of the whole file again."""
+
+    SPARSE = 16
+    """Used when at most one entry in SPARSE is wanted; a denser lookup reads the whole file."""
+
+    def __init__(self) -> None:
+        self.tags = bytearray()
+        self.starts = array("q")
+        self.size = 0
+
+    def read_labels(self, path: Path, wanted: Wanted) -> bool:
+        """Fill `wanted.found` from the labels of the wanted tags in the index at `path`; False (nothing
+        read) when too many tags are wanted or the tags are not in order."""
+        count = len(self.starts)
+        if len(wanted.keys) * self.SPARSE > count:
+            return False
+        heads = np.frombuffer(self.tags, dtype=">u8")[0::2]  # each 16-byte tag's first 8 bytes, in order
+        if count and not bool(np.all(heads[1:] >= heads[:-1])):
+            return False
+        asked = list(wanted.keys)
+        firsts = np.searchsorted(heads, np.frombuffer(b"".join(asked), dtype=">u8")[0::2]).tolist()
+        tags, starts, header, width = self.tags, self.starts, ENTRY_HEADER.size, labels.TAG_BYTES
+        with path.open("rb") as f:
+            for tag, at in zip(asked, firsts, strict=True):
+                while at < count and tags[at * width : at * width + 8] == tag[:8]:
+                    if tags[at * width : (at + 1) * width] == tag:
+                        stop = starts[at + 1] if at + 1 < count else self.size
+                        start = starts[at] + header
+                        wanted.found[wanted.keys[tag][0]] = os.pread(f.fileno(), stop - start, start)
+                        break
+                    at += 1
+        return True
 
 
 class IndexCache:
@@ -378,8 +425,8 @@ class IndexCache:
         """Bytes of the index chunks received so far (their serialized messages)."""
         self._fresh: set[Path] = set()
         """Indexes this cache downloaded and checked against their digest since it was made."""
-        self._prefetched: set[Path] = set()
-        """Indexes a `prefetch` downloaded that no `lookup` has used yet."""
+        self._prefetched: dict[Path, EntryMap] = {}
+        """Indexes a `prefetch` downloaded that no `lookup` has used yet, and where their entries start."""
         self._lock = threading.Lock()
 
     def path(self, agency: str, info: node_pb2.PartitionInfo) -> Path:
@@ -390,13 +437,13 @@ class IndexCache:
         """Fill `wanted.found` from the partition's index, downloading it unless cached; return True if
         it was downloaded for this lookup (now or by a `prefetch`)."""
         path = self.path(transport.agency, info)
+        entry_map = self._prefetched.pop(path, None)
         if path.exists():
+            if entry_map is not None and path in self._fresh and entry_map.read_labels(path, wanted):
+                return True
             try:
                 self._scan(path, info, wanted)
-                if path in self._prefetched:
-                    self._prefetched.discard(path)
-                    return True
-                return False
+                return entry_map is not None
             except IndexIntegrityError:
                 path.unlink()
                 wanted.found.clear()
@@ -408,8 +455,9 @@ class IndexCache:
         lookup tries again, and reports what went wrong)."""
         path = self.path(transport.agency, info)
         if not path.exists():
-            self._download(transport, info, path, Wanted({}), 0)
-            self._prefetched.add(path)
+            entry_map = EntryMap()
+            self._download(transport, info, path, Wanted({}), 0, entry_map)
+            self._prefetched[path] = entry_map
 
     def _scan(self, path: Path, info: node_pb2.PartitionInfo, wanted: Wanted) -> None:
         """Look up wanted tags in a cached index, re-checking its digest (unless this cache downloaded and
@@ -439,10 +487,16 @@ class IndexCache:
             raise IndexIntegrityError(f"{path}: cached index does not match the manifest")
 
     def _download(
-        self, transport: NodeTransport, info: node_pb2.PartitionInfo, path: Path, wanted: Wanted, resumes: int
+        self,
+        transport: NodeTransport,
+        info: node_pb2.PartitionInfo,
+        path: Path,
+        wanted: Wanted,
+        resumes: int,
+        entry_map: EntryMap | None = None,
     ) -> None:
         """Stream an index into the cache (resuming from a partial file, and up to `resumes` times from a cut
-        stream), then check it."""
+        stream), noting where its entries start in `entry_map`, then check it."""
         agency, pid = transport.agency, info.partition_id
         part = path.with_name(path.name + ".part")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -452,7 +506,7 @@ class IndexCache:
         offset = 0
         if part.exists():
             data = part.read_bytes()
-            offset, keep = wanted.take_prefix(data)
+            offset, keep = wanted.take_prefix(data, entry_map)
             h.update(data[:keep])
             with part.open("r+b") as f:
                 f.truncate(keep)
@@ -472,7 +526,7 @@ class IndexCache:
                             )
                         if hashlib.sha256(chunk.entries).digest() != chunk.digest:
                             raise IndexIntegrityError(f"{what}: chunk digest does not match its entries")
-                        seen = wanted.take(chunk.entries, what)
+                        seen = wanted.take(chunk.entries, what, entry_map)
                         if seen != chunk.count:
                             raise IndexIntegrityError(f"{what}: {seen} entries, the chunk says {chunk.count}")
                         out.write(chunk.entries)

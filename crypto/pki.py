@@ -692,15 +692,20 @@ def save_json(path: str | os.PathLike[str], doc: Any) -> None:
     write_atomic(Path(path), text.encode("utf-8"))
 
 
-def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Write a file atomically (temporary file, fsync, rename); private files get mode 0600."""
+def write_atomic(path: Path, data: bytes, *, private: bool = False, durable: bool = True) -> None:
+    """Write a file atomically (temporary file, fsync, rename); private files get mode 0600.
+
+    `durable=False` skips the fsync, for large files whose digest is checked before they are used again
+    (after a crash they may be incomplete, never half-replaced).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     with os.fdopen(fd, "wb") as fh:  # a buffered write loops until every byte is written
         fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 

@@ -211,7 +211,8 @@ def build_index(
     )
     index_path, meta_path = paths(directory, partition_id)
     meta_path.unlink(missing_ok=True)
-    write_atomic(index_path, data)
+    # no fsync for the index itself: an index is reused only after its digest is checked again
+    write_atomic(index_path, data, durable=False)
     write_atomic(meta_path, meta.to_json().encode())
     return meta, offsets
 

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import socket
 import struct
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coordinator.matching import (
+    EntryMap,
     IndexCache,
     IndexIntegrityError,
     ManifestError,
@@ -192,6 +194,44 @@ def test_take_finds_what_a_plain_parse_finds(entries: list[tuple[int, bytes]], a
     assert wanted.found == expected
     assert Wanted({}).take_prefix(data) == (len(entries), len(data))
     assert Wanted({}).take_prefix(data + entry(9, b"x" * 100)[:30])[1] == len(data)
+
+
+@given(
+    st.lists(st.binary(min_size=16, max_size=16), unique=True, max_size=120),
+    st.lists(st.binary(max_size=30), min_size=120, max_size=120),
+    st.data(),
+)
+def test_entry_map_reads_what_a_walk_takes(
+    tags: list[bytes], bodies: list[bytes], data: st.DataObject
+) -> None:
+    """Labels read through an EntryMap are those a walk over the whole index keeps; too many wanted tags or
+    tags out of order leave it to the walk."""
+    tags = sorted(tags)
+    index = b"".join(struct.pack(">16sI", t, len(b)) + b for t, b in zip(tags, bodies, strict=False))
+    most = max(0, len(tags) // EntryMap.SPARSE - 1)  # with the absent tag, still a sparse lookup
+    asked = data.draw(st.lists(st.sampled_from(tags), unique=True, max_size=most) if tags else st.just([]))
+    absent = data.draw(st.binary(min_size=16, max_size=16))
+    keys = {t: (t.hex(), b"k") for t in [*asked, absent]}
+    walked, entry_map = Wanted(dict(keys)), EntryMap()
+    cut = data.draw(st.integers(0, len(index)))
+    _, used = walked.take_prefix(index[:cut], entry_map)  # as a resumed download does, then the rest
+    walked.take(index[used:], "x", entry_map)
+    path = Path(tempfile.mkdtemp()) / "index"
+    path.write_bytes(index)
+    if len(keys) * EntryMap.SPARSE > len(tags):
+        assert not entry_map.read_labels(path, Wanted(dict(keys)))
+        return
+    read = Wanted(dict(keys))
+    assert entry_map.read_labels(path, read)
+    assert read.found == walked.found
+
+
+def test_entry_map_leaves_unordered_tags_to_the_walk(tmp_path: Path) -> None:
+    entries = [entry(i, bytes([i])) for i in (5, 3, *range(10, 40))]
+    entry_map = EntryMap()
+    Wanted({}).take(b"".join(entries), "x", entry_map)
+    (tmp_path / "index").write_bytes(b"".join(entries))
+    assert not entry_map.read_labels(tmp_path / "index", Wanted({bytes([3]) * 16: ("t3", b"k")}))
 
 
 class StreamingNode:
