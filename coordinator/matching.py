@@ -624,8 +624,6 @@ class Matcher:
         self.progress = progress
         self.stats = MatchStats()
         self.manifests: dict[str, node_pb2.Manifest] = {}
-        self._finishing: dict[int, Future[list[tuple[bytes, bytes]]]] = {}
-        """Finalizing started on the executor as soon as a batch's proof verified, by id of the batch."""
 
     def _bytes(self) -> int:
         return sum(int(getattr(getattr(t, "counter", None), "total", 0)) for t in self.transports.values())
@@ -879,9 +877,6 @@ class Matcher:
             budget_left=batch.budget_left,
         )
         self.openings.save_answer(batch)
-        if self.executor is not None:  # finalize now, in the gaps between the next batches' evaluations
-            args = batch.finish_args(check_proof=False)
-            self._finishing[id(batch)] = self.executor.submit(finish_job, *args)
         self.progress("evaluate", n, total)
 
     def _verify(self, batch: Batch) -> None:
@@ -912,9 +907,7 @@ class Matcher:
             return {key: (lambda key=key: done[key]) for key in done}
         futures: dict[tuple[str, str], list[tuple[Batch, Future[list[tuple[bytes, bytes]]]]]] = {}
         for b in batches:
-            future = self._finishing.pop(id(b), None)
-            if future is None:
-                future = self.executor.submit(finish_job, *b.finish_args(check_proof=False))
+            future = self.executor.submit(finish_job, *b.finish_args(check_proof=False))
             futures.setdefault((b.agency, b.partition_id), []).append((b, future))
 
         def resolve(key: tuple[str, str]) -> dict[str, tuple[bytes, bytes]]:
@@ -930,12 +923,9 @@ class Matcher:
 
     def _finish(self, batches: Sequence[Batch]) -> dict[tuple[str, str], dict[str, tuple[bytes, bytes]]]:
         """(tag, label key) per token of every answered batch (proofs read back from disk checked again)."""
-        started = [self._finishing.pop(id(b), None) for b in batches]
-        todo = [b for b, f in zip(batches, started, strict=True) if f is None]
-        calls = [b.finish_args(check_proof=not b.verified) for b in todo]
+        calls = [b.finish_args(check_proof=not b.verified) for b in batches]
         try:
-            rest = iter(_map(self.executor, finish_job, calls))
-            derived = [next(rest) if f is None else f.result() for f in started]
+            derived = _map(self.executor, finish_job, calls)
         except CryptoError as exc:
             raise MatchingError(f"a recorded Evaluate answer does not verify: {exc}") from exc
         out: dict[tuple[str, str], dict[str, tuple[bytes, bytes]]] = {}
