@@ -20,7 +20,6 @@ import itertools
 import os
 import shutil
 import struct
-import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -421,13 +420,11 @@ class IndexCache:
         self.directory = Path(directory)
         self.resume_attempts = resume_attempts
         self.backoff = backoff
-        self.streamed_bytes = 0
-        """Bytes of the index chunks received so far (their serialized messages)."""
         self._fresh: set[Path] = set()
         """Indexes this cache downloaded and checked against their digest since it was made."""
-        self._prefetched: dict[Path, EntryMap] = {}
-        """Indexes a `prefetch` downloaded that no `lookup` has used yet, and where their entries start."""
-        self._lock = threading.Lock()
+        self._prefetched: dict[Path, EntryMap | None] = {}
+        """Indexes a `prefetch` downloaded that no `lookup` has used yet, and where their entries start
+        (when the lookup will want few enough of them)."""
 
     def path(self, agency: str, info: node_pb2.PartitionInfo) -> Path:
         """Where a partition's index with the manifest's digest is cached."""
@@ -437,25 +434,26 @@ class IndexCache:
         """Fill `wanted.found` from the partition's index, downloading it unless cached; return True if
         it was downloaded for this lookup (now or by a `prefetch`)."""
         path = self.path(transport.agency, info)
+        prefetched = path in self._prefetched
         entry_map = self._prefetched.pop(path, None)
         if path.exists():
-            if entry_map is not None and path in self._fresh and entry_map.read_labels(path, wanted):
+            if entry_map is not None and entry_map.read_labels(path, wanted):
                 return True
             try:
                 self._scan(path, info, wanted)
-                return entry_map is not None
+                return prefetched
             except IndexIntegrityError:
                 path.unlink()
                 wanted.found.clear()
         self._download(transport, info, path, wanted, self.resume_attempts)
         return True
 
-    def prefetch(self, transport: NodeTransport, info: node_pb2.PartitionInfo) -> None:
-        """Download a partition's index ahead of its `lookup`, unless cached; one attempt, no resuming (the
-        lookup tries again, and reports what went wrong)."""
+    def prefetch(self, transport: NodeTransport, info: node_pb2.PartitionInfo, wanted: int) -> None:
+        """Download a partition's index ahead of its `lookup` of `wanted` tags, unless cached; one attempt, no
+        resuming (the lookup tries again, and reports what went wrong)."""
         path = self.path(transport.agency, info)
         if not path.exists():
-            entry_map = EntryMap()
+            entry_map = EntryMap() if wanted * EntryMap.SPARSE <= info.entry_count else None
             self._download(transport, info, path, Wanted({}), 0, entry_map)
             self._prefetched[path] = entry_map
 
@@ -532,8 +530,6 @@ class IndexCache:
                         out.write(chunk.entries)
                         h.update(chunk.entries)
                         offset += seen
-                        with self._lock:
-                            self.streamed_bytes += chunk.ByteSize()
                     if offset < info.entry_count:
                         raise NodeUnavailable(f"node {agency}: index stream of {pid} ended at entry {offset}")
                 except NodeUnavailable:
@@ -625,8 +621,9 @@ class Matcher:
         self.stats = MatchStats()
         self.manifests: dict[str, node_pb2.Manifest] = {}
 
-    def _bytes(self) -> int:
-        return sum(int(getattr(getattr(t, "counter", None), "total", 0)) for t in self.transports.values())
+    def _bytes(self, kind: str = "total") -> int:
+        """Bytes the transports have counted so far: all of them, or (`kind="streamed"`) the indexes'."""
+        return sum(int(getattr(getattr(t, "counter", None), kind, 0)) for t in self.transports.values())
 
     def _transport(self, agency: str) -> NodeTransport:
         try:
@@ -675,7 +672,7 @@ class Matcher:
         # but neither needs the other until the tags are looked up
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch-indexes") as fetcher:
             prefetched = {
-                key: fetcher.submit(self.cache.prefetch, self._transport(key[0]), info)
+                key: fetcher.submit(self.cache.prefetch, self._transport(key[0]), info, len(by_part[key]))
                 for key, info in sorted(live.items())
             }
             try:
@@ -692,7 +689,7 @@ class Matcher:
         prefetched: Mapping[tuple[str, str], Future[None]],
     ) -> dict[tuple[str, str], dict[str, list[str]]]:
         """`run` once the live partitions are known and their indexes are being fetched."""
-        start, before, streamed = time.perf_counter(), self._bytes(), self.cache.streamed_bytes
+        start, before, streamed = time.perf_counter(), self._bytes(), self._bytes("streamed")
         stored = {key: self.openings.batches(key[0], key[1]) for key in live}
         stored = {
             key: [b for b in batches if b.public_key == live[key].public_key]
@@ -714,7 +711,7 @@ class Matcher:
         for batch in new_batches:
             self.openings.save_query(batch)
         self._send(new_batches)
-        evaluated_bytes = self._bytes() - before - (self.cache.streamed_bytes - streamed)
+        evaluated_bytes = self._bytes() - before - (self._bytes("streamed") - streamed)
         self.stats.add("evaluate", time.perf_counter() - start, evaluated_bytes)
 
         start = time.perf_counter()

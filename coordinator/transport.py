@@ -67,13 +67,17 @@ class ByteCounter:
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
+        self.streamed = 0
+        """Of those, the bytes of StreamIndex requests and chunks."""
         self._lock = threading.Lock()
 
-    def add(self, sent: int = 0, received: int = 0) -> None:
-        """Count one message's bytes."""
+    def add(self, sent: int = 0, received: int = 0, *, stream: bool = False) -> None:
+        """Count one message's bytes (`stream`: a StreamIndex message)."""
         with self._lock:
             self.sent += sent
             self.received += received
+            if stream:
+                self.streamed += sent + received
 
     @property
     def total(self) -> int:
@@ -177,10 +181,10 @@ class GrpcTransport:
         request = node_pb2.StreamIndexRequest(
             partition_id=partition_id, offset=offset, index_digest=index_digest
         )
-        self.counter.add(sent=request.ByteSize())
+        self.counter.add(sent=request.ByteSize(), stream=True)
         try:
             for chunk in self._stub.StreamIndex(request):
-                self.counter.add(received=chunk.ByteSize())
+                self.counter.add(received=chunk.ByteSize(), stream=True)
                 yield chunk
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.agency) from exc
@@ -198,13 +202,13 @@ class InProcessTransport:
         self.agency = agency if agency is not None else str(getattr(handlers, "agency", ""))
         self.counter = ByteCounter()
 
-    def _wire(self, message: T, outgoing: bool) -> T:
-        """A copy of a message through its serialized bytes, counted."""
+    def _wire(self, message: T, outgoing: bool, stream: bool = False) -> T:
+        """A copy of a message through its serialized bytes, counted (`stream`: a StreamIndex message)."""
         data = message.SerializeToString()  # type: ignore[attr-defined]
         if outgoing:
-            self.counter.add(sent=len(data))
+            self.counter.add(sent=len(data), stream=stream)
         else:
-            self.counter.add(received=len(data))
+            self.counter.add(received=len(data), stream=stream)
         return type(message).FromString(data)  # type: ignore[attr-defined]
 
     def get_manifest(self) -> node_pb2.SignedManifest:
@@ -223,5 +227,5 @@ class InProcessTransport:
         request = node_pb2.StreamIndexRequest(
             partition_id=partition_id, offset=offset, index_digest=index_digest
         )
-        for chunk in self.handlers.stream_index(self._wire(request, True)):
-            yield self._wire(chunk, False)
+        for chunk in self.handlers.stream_index(self._wire(request, True, stream=True)):
+            yield self._wire(chunk, False, stream=True)

@@ -140,6 +140,12 @@ def test_in_process_transport_copies_counts_and_passes_errors() -> None:
     with pytest.raises(ResourceExhausted):
         transport.evaluate(node_pb2.EvaluateRequest(partition_id="p", blinded_elements=bytes(32)))
     assert transport.counter.sent > 0 and transport.counter.received > 0
+    # the index stream is counted apart too: its request and its one chunk
+    streamed = (
+        node_pb2.StreamIndexRequest(partition_id="p", offset=1).ByteSize()
+        + node_pb2.IndexChunk(partition_id="p", offset=1, count=1).ByteSize()
+    )
+    assert transport.counter.streamed == streamed < transport.counter.total
 
 
 def test_sealed_files(tmp_path: Path) -> None:
@@ -291,17 +297,17 @@ def test_prefetch_downloads_ahead_and_leaves_failures_to_the_lookup(tmp_path: Pa
     entries = [entry(i, bytes([i]) * 3) for i in range(5)]
     node, info = StreamingNode(entries), info_for(entries)
     cache = IndexCache(tmp_path)
-    cache.prefetch(node, info)
+    cache.prefetch(node, info, 1)
     assert node.calls == 1 and cache.path("carrier", info).exists()
     wanted = Wanted({bytes([1]) * 16: ("t1", b"k")})
     assert cache.lookup(node, info, wanted) is True and node.calls == 1  # downloaded by the prefetch
     assert wanted.found == {"t1": b"\x01\x01\x01"}
     assert cache.lookup(node, info, Wanted({})) is False and node.calls == 1
-    cache.prefetch(node, info)  # already cached: nothing to fetch
+    cache.prefetch(node, info, 1)  # already cached: nothing to fetch
     assert node.calls == 1
     bad = IndexCache(tmp_path / "bad")
     with pytest.raises(IndexIntegrityError, match="chunk digest"):
-        bad.prefetch(StreamingNode(entries, corrupt=2), info)
+        bad.prefetch(StreamingNode(entries, corrupt=2), info, 1)
     assert not bad.path("carrier", info).exists()
     assert bad.lookup(node, info, Wanted({})) is True and node.calls == 2  # the lookup fetches it itself
 
