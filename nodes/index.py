@@ -100,11 +100,6 @@ class Groups:
         return h.digest()
 
 
-def rows_digest(rows: pd.DataFrame) -> bytes:
-    """A fingerprint of a partition's distinct (subject_id, token) rows, independent of their order."""
-    return group_rows(rows).digest()
-
-
 def _ranks(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Each row's rank among the column's distinct values, and those values in ascending order.
 
@@ -140,12 +135,6 @@ def group_rows(rows: pd.DataFrame) -> Groups:
     if not len(bodies):
         bounds = np.zeros(1, dtype=np.int64)
     return Groups([str(t) for t in token_values], bodies, bounds)
-
-
-def group_subjects(rows: pd.DataFrame) -> tuple[list[str], list[list[int]]]:
-    """Distinct tokens (sorted) and, for each, the sorted distinct subject bodies recorded at it."""
-    groups = group_rows(rows)
-    return groups.tokens, [groups.bodies[a:b].tolist() for a, b in itertools.pairwise(groups.bounds)]
 
 
 def build_entries(sk: bytes, rows: pd.DataFrame, executor: Executor | None = None) -> list[bytes]:

@@ -89,13 +89,13 @@ def test_one_evaluation_per_distinct_token(key: tuple[bytes, bytes], monkeypatch
     assert sorted(seen[0]) == sorted(t.encode() for t in SPEC)
 
 
-def test_rows_digest_ignores_order_but_not_content() -> None:
+def test_rows_fingerprint_ignores_order_but_not_content() -> None:
     rows = rows_for(SPEC)
     shuffled = rows.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    assert idx.rows_digest(rows) == idx.rows_digest(shuffled)
+    assert idx.group_rows(rows).digest() == idx.group_rows(shuffled).digest()
     changed = rows.copy()
     changed.loc[0, "subject_id"] = ids.from_int(99000000000000001)
-    assert idx.rows_digest(rows) != idx.rows_digest(changed)
+    assert idx.group_rows(rows).digest() != idx.group_rows(changed).digest()
 
 
 def test_build_write_open_and_chunk(tmp_path: Path, key: tuple[bytes, bytes]) -> None:
