@@ -3,7 +3,9 @@ happens to it; revocation of still-valid codes whose colour got worse; QR images
 
 Code ids are an HMAC of (epoch, subject) under a coordinator secret, so they are deterministic — a resumed
 epoch re-derives the same ids and `INSERT OR IGNORE` keeps each code once — yet reveal nothing about the
-subject. Signing runs in batches over the executor; each batch is committed in one transaction.
+subject. Signing runs in batches over the executor; signed batches are stored together, up to
+`COMMIT_CODES` codes per transaction (each commit rewrites the pages of the code-id index it touched, and
+ids are random: fewer, larger commits write far fewer pages).
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pandas as pd
 from cryptography.hazmat.primitives import serialization
 
 from coordinator.policy import worse
-from coordinator.store import CodeRow, CodeStore, Revocation
+from coordinator.store import CodeFields, CodeStore, Revocation
 from crypto import codes
 from crypto.pki import DEFAULT_ISSUER, PkiPaths, load_signing_key, write_atomic, write_revocations
 
 BATCH_SIZE = 10_000
+COMMIT_CODES = 250_000
+"""Codes stored per transaction (whole batches): a killed epoch signs at most this many again."""
 CODE_ID_BYTES = 12
 REASON_WORSE = "COLOUR_WORSE"
 """Revocation reason: the holder's colour got worse in a later epoch."""
@@ -77,52 +81,83 @@ class ClaimContext:
     policy_version: str
     issued_at: dt.datetime
 
-    def claims(self, holder: Holder, holder_code_id: str) -> dict[int, Any]:
+    def claims(
+        self, holder_code_id: str, subject_id: str, name: str, color: str, until: dt.date | None
+    ) -> dict[int, Any]:
         """The claim set of a holder's code, whose id is `holder_code_id`."""
         return codes.health_claims(
             code_id=holder_code_id,
             issuer=self.issuer,
-            colour=holder.color,
+            colour=color,
             policy_version=self.policy_version,
-            name=holder.name,
-            subject_id=holder.subject_id,
+            name=name,
+            subject_id=subject_id,
             issued_at=self.issued_at,
-            colour_until=holder.until if holder.color != "green" else None,
+            colour_until=until if color != "green" else None,
         )
 
 
+@dataclass(frozen=True)
+class Holders:
+    """Accepted applicants and the colours assessed for them, as columns in subject-id order (columns, not
+    one object per holder: there are millions, and batches of them go to workers)."""
+
+    subject_ids: list[str]
+    names: list[str]
+    colors: list[str]
+    reasons: list[tuple[str, ...]]
+    untils: list[dt.date | None]
+
+    def __len__(self) -> int:
+        return len(self.subject_ids)
+
+    def select(self, keep: Sequence[int] | slice) -> Holders:
+        """The holders at the given positions (or slice), in that order."""
+        if isinstance(keep, slice):
+            return Holders(*(column[keep] for column in self._columns()))
+        return Holders(*([column[i] for i in keep] for column in self._columns()))
+
+    def _columns(self) -> tuple[list[Any], ...]:
+        return self.subject_ids, self.names, self.colors, self.reasons, self.untils
+
+
 def sign_holders_job(
-    key_pem: bytes, kid: bytes, context: ClaimContext, batch: list[Holder]
+    key_pem: bytes, kid: bytes, context: ClaimContext, batch: Holders
 ) -> tuple[list[str], list[str]]:
     """Derive the code ids of a batch of holders, build their claims and sign them (a worker's share):
     (code ids, payloads)."""
-    ids = [code_id(context.secret, context.epoch, h.subject_id) for h in batch]
-    return ids, sign_job(key_pem, kid, [context.claims(h, i) for h, i in zip(batch, ids, strict=True)])
+    ids = [code_id(context.secret, context.epoch, subject) for subject in batch.subject_ids]
+    claims = context.claims
+    return ids, sign_job(
+        key_pem,
+        kid,
+        [
+            claims(*fields)
+            for fields in zip(ids, batch.subject_ids, batch.names, batch.colors, batch.untils, strict=True)
+        ],
+    )
 
 
-class Holder(NamedTuple):
-    """An accepted applicant and the colour assessed for them (a tuple: batches of them go to workers)."""
-
-    subject_id: str
-    name: str
-    color: str
-    reasons: tuple[str, ...]
-    until: dt.date | None
-
-
-def holders(accepted: pd.DataFrame, colours: pd.DataFrame) -> list[Holder]:
+def holders(accepted: pd.DataFrame, colours: pd.DataFrame) -> Holders:
     """Join accepted applicants (subject_id, name, ...) with assessed colours (green when not assessed),
-    sorted by subject id."""
-    assessed = {
-        subject: (str(color), tuple(reasons), until if isinstance(until, dt.date) else None)
+    sorted by subject id (accepted subject ids are distinct)."""
+    assessed = {  # NaT is a date too, but unequal to itself
+        subject: (
+            str(color), tuple(reasons), until if isinstance(until, dt.date) and until == until else None
+        )
         for subject, color, reasons, until in zip(
             colours["subject_id"], colours["color"], colours["reasons"], colours["until"], strict=True
         )
     }
+    subjects, names = accepted["subject_id"].tolist(), accepted["name"].tolist()
+    order = sorted(range(len(subjects)), key=subjects.__getitem__)
+    subjects, names = [subjects[i] for i in order], [names[i] for i in order]
     green: tuple[str, tuple[str, ...], dt.date | None] = ("green", (), None)
-    people = sorted(zip(accepted["subject_id"].tolist(), accepted["name"].tolist(), strict=True))
-    make, get = Holder._make, assessed.get
-    return [make((subject, name, *get(subject, green))) for subject, name in people]
+    get = assessed.get
+    assessments = [get(s, green) for s in subjects]
+    return Holders(
+        subjects, names, [a[0] for a in assessments], [a[1] for a in assessments], [a[2] for a in assessments]
+    )
 
 
 @dataclass(frozen=True)
@@ -133,15 +168,15 @@ class IssueStats:
     total: int
 
 
-def _chunks(items: Sequence[Holder], size: int) -> Iterator[Sequence[Holder]]:
-    for first in range(0, len(items), size):
-        yield items[first : first + size]
+def _chunks(people: Holders, size: int) -> Iterator[Holders]:
+    for first in range(0, len(people), size):
+        yield people.select(slice(first, first + size))
 
 
 def issue_codes(
     store: CodeStore,
     epoch: str,
-    people: Sequence[Holder],
+    people: Holders,
     *,
     signer: Signer,
     secret: bytes,
@@ -149,41 +184,48 @@ def issue_codes(
     issued_at: dt.datetime,
     executor: Executor | None = None,
     batch_size: int = BATCH_SIZE,
+    commit_codes: int = COMMIT_CODES,
     progress: Callable[[int, int], None] | None = None,
 ) -> IssueStats:
     """Issue and store one code per holder for the epoch, skipping holders who already have one (a resumed
-    epoch). Batches are signed over the executor and each is stored in one transaction."""
+    epoch). Batches are signed over the executor; whole batches are stored in transactions of at least
+    `commit_codes` codes (the last one smaller)."""
     done = store.issued_subjects(epoch)
-    todo = [h for h in people if h.subject_id not in done]
+    todo = people.select([i for i, s in enumerate(people.subject_ids) if s not in done]) if done else people
     expires_at = issued_at + codes.CODE_VALIDITY
     batches = list(_chunks(todo, batch_size))
     context = ClaimContext(secret, epoch, signer.issuer, policy_version, issued_at)
     issued_text, expires_text = iso(issued_at), iso(expires_at)
 
-    def store_batch(batch: Sequence[Holder], signed: tuple[list[str], list[str]]) -> int:
+    def rows(batch: Holders, signed: tuple[list[str], list[str]]) -> list[CodeFields]:
         ids, payloads = signed
-        make = CodeRow._make
-        rows = [
-            make((cid, h.subject_id, h.color, h.reasons, issued_text, expires_text, payload, epoch))
-            for h, cid, payload in zip(batch, ids, payloads, strict=True)
-        ]
-        return store.insert_codes(rows)
+        n = len(batch)
+        return list(
+            zip(
+                ids, batch.subject_ids, batch.colors, batch.reasons, [issued_text] * n, [expires_text] * n,
+                payloads, [epoch] * n, strict=True,
+            )
+        )
 
     new = handled = 0
+    pending: list[CodeFields] = []
     if executor is None:
         signed: Iterator[tuple[list[str], list[str]]] = (
-            sign_holders_job(signer.key_pem, signer.kid, context, list(b)) for b in batches
+            sign_holders_job(signer.key_pem, signer.kid, context, b) for b in batches
         )
     else:
-        futures = [
-            executor.submit(sign_holders_job, signer.key_pem, signer.kid, context, list(b)) for b in batches
-        ]
+        futures = [executor.submit(sign_holders_job, signer.key_pem, signer.kid, context, b) for b in batches]
         signed = (future.result() for future in futures)
     for batch, answer in zip(batches, signed, strict=True):
-        new += store_batch(batch, answer)
+        pending += rows(batch, answer)
+        if len(pending) >= commit_codes:
+            new += store.insert_codes(pending)
+            pending = []
         handled += len(batch)
         if progress is not None:
             progress(handled, len(todo))
+    if pending:
+        new += store.insert_codes(pending)
     return IssueStats(new=new, total=store.count_codes(epoch))
 
 

@@ -83,6 +83,9 @@ class CodeRow(NamedTuple):
     epoch: str
 
 
+CodeFields = tuple[str, str, str, tuple[str, ...], str, str, str, str]
+"""A code's fields in `CodeRow` order: a CodeRow, or a plain tuple where millions are made at once."""
+
 _CODE_COLUMNS = "code_id, subject_id, color, reasons, issued_at, expires_at, payload, epoch"
 """The codes table's columns in `CodeRow` order."""
 
@@ -193,27 +196,18 @@ class CodeStore:
 
     # -- codes
 
-    def insert_codes(self, rows: Iterable[CodeRow]) -> int:
-        """Store codes in one transaction, ignoring any already stored; return how many were new."""
+    def insert_codes(self, rows: Iterable[CodeFields]) -> int:
+        """Store codes (CodeRows, or tuples in their field order) in one transaction, ignoring any already
+        stored; return how many were new."""
         rows = list(rows)
-        bad = [r.code_id for r in rows if r.color not in COLOURS]
+        bad = [r[0] for r in rows if r[2] not in COLOURS]
         if bad:
             raise StoreError(f"codes {bad[:3]} have a colour outside {COLOURS}")
         return self._write(
-            "INSERT OR IGNORE INTO codes (code_id, subject_id, color, reasons, issued_at, expires_at, "
-            "payload, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR IGNORE INTO codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (
-                    r.code_id,
-                    r.subject_id,
-                    r.color,
-                    reasons_json(r.reasons),
-                    r.issued_at,
-                    r.expires_at,
-                    r.payload,
-                    r.epoch,
-                )
-                for r in rows
+                (code, subject, color, reasons_json(reasons), issued, expires, payload, epoch)
+                for code, subject, color, reasons, issued, expires, payload, epoch in rows
             ),
         )
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from coordinator.applicants import prepare
-from coordinator.issuance import Holder, Signer, code_id, issue_codes, revoke_worsened
+from coordinator.issuance import Holders, Signer, code_id, holders, issue_codes, revoke_worsened
 from coordinator.store import CodeRow, CodeStore, Revocation, StoreError
 from crypto import codes
 from crypto.pki import spki_kid
@@ -132,21 +132,19 @@ def test_revoke_worsened(store: CodeStore) -> None:
 
 PEOPLE = 1200
 BATCH = 20
+COMMIT = 3 * BATCH
 
 
-def people() -> list[Holder]:
+def people() -> Holders:
     """Accepted applicants with a mix of colours."""
     colours = ("green", "yellow", "red")
-    return [
-        Holder(
-            ids.from_int(41010219800000000 + i),
-            f"王{chr(0x4E00 + i % 500)}明",
-            colours[i % 3],
-            ("X",) if i % 3 else (),
-            dt.date(2020, 2, 20) if i % 3 else None,
-        )
-        for i in range(PEOPLE)
-    ]
+    return Holders(
+        [ids.from_int(41010219800000000 + i) for i in range(PEOPLE)],
+        [f"王{chr(0x4E00 + i % 500)}明" for i in range(PEOPLE)],
+        [colours[i % 3] for i in range(PEOPLE)],
+        [("X",) if i % 3 else () for i in range(PEOPLE)],
+        [dt.date(2020, 2, 20) if i % 3 else None for i in range(PEOPLE)],
+    )
 
 
 def signer() -> Signer:
@@ -171,6 +169,7 @@ def issue_all(path: Path, slow: float = 0.0) -> None:
             policy_version="v",
             issued_at=ISSUED,
             batch_size=BATCH,
+            commit_codes=COMMIT,
             progress=lambda done, total: time.sleep(slow),
         )
 
@@ -196,13 +195,13 @@ def test_killed_issuance_resumes_without_duplicates(tmp_path: Path) -> None:
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 60
-    while count(path) < 5 * BATCH and time.monotonic() < deadline and proc.poll() is None:
+    while count(path) < 5 * COMMIT and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = count(path)
-    assert BATCH <= partial < PEOPLE, "the kill should land mid-issuance"
-    assert partial % BATCH == 0, "each batch is committed whole"
+    assert COMMIT <= partial < PEOPLE, "the kill should land mid-issuance"
+    assert partial % COMMIT == 0, "whole batches are committed together, COMMIT codes at a time"
 
     issue_all(path)
     reference = tmp_path / "reference.sqlite"
@@ -216,6 +215,29 @@ def test_killed_issuance_resumes_without_duplicates(tmp_path: Path) -> None:
     hcp = claims[codes.CLAIM_HCERT][codes.HCERT_ENTRY]
     assert hcp["id"] == sample.code_id == code_id(SECRET, "e1", sample.subject_id)
     assert hcp["c"] == sample.color
+
+
+def test_holders_join_colours_in_subject_order() -> None:
+    """Every accepted applicant is a holder, in subject-id order; the unassessed are green without reasons
+    or a colour end date, the assessed keep their colour, reasons and end date."""
+    subjects = [ids.from_int(41010219800000000 + i) for i in (5, 1, 9, 3)]
+    accepted = pd.DataFrame({"subject_id": subjects, "name": ["甲", "乙", "丙", "丁"]})
+    colours = pd.DataFrame(
+        {
+            "subject_id": [subjects[2], subjects[1], ids.from_int(41010219800000077)],
+            "color": ["red", "yellow", "red"],
+            "reasons": [("A", "B"), ("C",), ("D",)],
+            "until": [dt.date(2020, 2, 20), pd.NaT, dt.date(2020, 2, 21)],
+        }
+    )
+    people = holders(accepted, colours)
+    order = [1, 3, 0, 2]
+    assert people.subject_ids == [subjects[i] for i in order]
+    assert people.names == ["乙", "丁", "甲", "丙"]
+    assert people.colors == ["yellow", "green", "green", "red"]
+    assert people.reasons == [("C",), (), (), ("A", "B")]
+    assert people.untils == [None, None, None, dt.date(2020, 2, 20)]
+    assert people.select([3, 0]).names == ["丙", "乙"] and len(people.select(slice(1, 3))) == 2
 
 
 def test_prepare_refuses_the_ids_is_valid_refuses() -> None:
