@@ -117,7 +117,9 @@ def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: p
             cases[["subject_id", "report_date"]].rename(columns={"report_date": "day"}),
         ]
     )
-    last = days.groupby("subject_id")["day"].max()
+    # as datetime64 (a grouped max of date objects would run in Python), then dates again
+    latest = pd.Series(np.array(days["day"].tolist(), dtype="datetime64[D]"), index=days.index)
+    last = latest.groupby(days["subject_id"]).max().dt.date
     out["last_exposure"] = last.reindex(out.index)
     out = out.reset_index()
     return out[[f.name for f in SCHEMA]]

@@ -14,6 +14,7 @@ than one night (`bad_nights`). Each malformed row is counted once, under the fir
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,14 @@ DATASETS: dict[str, tuple[Dataset, ...]] = {
         Dataset("hotel_stays", ("subject_id", "hotel_id", "room", "check_in", "nights"), "check_in"),
     ),
 }
+
+
+_SPAN_COLUMNS = {
+    "stays": ("start", "end"),
+    "tickets": ("service_date",),
+    "hotel_stays": ("check_in", "nights"),
+}
+"""The columns `AgencyStore._spans` reads, per dated dataset."""
 
 
 def _day_number(value: object) -> int:
@@ -144,13 +153,25 @@ class AgencyStore:
             mark("bad_nights", few.to_numpy(zero_copy_only=False))
         return ~bad, bodies, counts
 
-    def _read(self, ds: Dataset, group: int) -> pa.Table:
-        """One row group's token columns and subject bodies (`BODY_COLUMN`), validated (counts recorded
-        once), good rows only."""
+    def _read(self, ds: Dataset, group: int, reaching: int | None = None) -> pa.Table:
+        """One row group's token columns and subject bodies (`BODY_COLUMN`), validated, good rows only; its
+        malformed counts are recorded.
+
+        With `reaching` (a day), only the rows whose dates reach that day are validated and kept, and nothing
+        is recorded: the group's own day reads it whole. Validation is row by row, so the rows kept are the
+        same either way — a day's partition reads the day before for the few stays over midnight, and no
+        longer checks the whole day again for them.
+        """
         table = self._files[ds.name].read_row_group(group, columns=list(ds.columns))
+        if reaching is not None:
+            dated = functools.reduce(pc.and_, [pc.is_valid(table[c]) for c in _SPAN_COLUMNS[ds.name]])
+            table = table.filter(dated)
+            first, last = self._spans(ds, table)
+            table = table.filter(pa.array((first <= reaching) & (last >= reaching)))
         good, bodies, counts = self._validate(ds, table)
-        self._counts[(ds.name, group)] = counts
-        self._good[(ds.name, group)] = int(good.sum())
+        if reaching is None:
+            self._counts[(ds.name, group)] = counts
+            self._good[(ds.name, group)] = int(good.sum())
         return table.append_column(BODY_COLUMN, pa.array(bodies)).filter(pa.array(good))
 
     def _scan_all(self) -> None:
@@ -239,7 +260,8 @@ class AgencyStore:
         ds = self._dataset(dataset)
         if day is None:
             return self._static(ds)
-        tables = [self._read(ds, g) for g in groups]
+        starts = self.row_group_days(dataset)
+        tables = [self._read(ds, g, day if starts[g][0] < day else None) for g in groups]
         if not tables:
             return _columns(tokenize.empty())
         table = pa.concat_tables(tables)
