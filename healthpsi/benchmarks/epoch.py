@@ -64,8 +64,9 @@ MEMORY_DETAIL = (
     "reach it), keeps that partition's records and tokens, and writes its index; the node process keeps "
     "only index metadata and entry offsets, and serves index chunks of 1 MiB read from disk. The "
     "coordinator keeps its own risk set, streams each partition's index in 1 MiB chunks and keeps only the "
-    "sealed labels of the tags it asked for; codes are signed in batches of 10,000. What grows with the city "
-    "is the output held until it is written: the matches, the features and one code per applicant. With "
+    "sealed labels of the tags it asked for; codes are signed in batches of 10,000 and stored 250,000 to a "
+    "transaction. What grows with the city is the output held until it is written: the matches, the "
+    "features and one code per applicant. With "
     "N workers, N partitions are in memory at once, one per worker."
 )
 
