@@ -936,7 +936,7 @@ class Matcher:
         """Open the labels found (token → subject ids) on the executor, in parts of `OPEN_PART` labels, while
         the caller streams the next partition; each call returns one part's result."""
         keys_by_token = {token: label_key for token, label_key in wanted.keys.values()}
-        found = sorted(wanted.found.items())
+        found = list(wanted.found.items())  # the results are keyed by token: their order does not matter
         calls = [
             ([(token, keys_by_token[token], sealed) for token, sealed in found[first : first + OPEN_PART]],)
             for first in range(0, len(found), OPEN_PART)

@@ -86,3 +86,21 @@ def test_rss_sampler_counts_children() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_rss_sampler_lists_new_children_at_a_phase_change() -> None:
+    with RssSampler(interval=0.01, refresh=3600.0) as rss:
+        before = rss.sample()
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; b = bytearray(200 << 20); sys.stdout.write('x\\n'); "
+             "sys.stdout.flush(); time.sleep(30)"],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline() == b"x\n"
+            assert rss.sample() < before + (200 << 20)  # not listed yet: the list is an hour old at most
+            rss.enter("with child")
+            assert rss.peaks["with child"] >= before + (200 << 20)
+        finally:
+            child.kill()
+            child.wait()
