@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
+from healthpsi import allocator
 from healthpsi.benchmarks import Step
 from healthpsi.benchmarks.crypto import raw_operation_seconds
 from healthpsi.benchmarks.measure import busy_seconds, other_cpu_share
@@ -125,6 +126,7 @@ class RssSampler:
         self._me = psutil.Process()
         self._children: list[psutil.Process] = []
         self._listed_at: float | None = None
+        self._since = 0
 
     def sample(self, relist: bool = False) -> int:
         """The current resident set of the process tree, in bytes (`relist`: list the descendants anew)."""
@@ -143,6 +145,13 @@ class RssSampler:
         rss = self.sample(relist)
         if rss > self.peaks.get(self.phase, 0):
             self.peaks[self.phase] = rss
+        self._since = max(self._since, rss)
+
+    def take_peak(self) -> int:
+        """The peak since the last call (or the start), whatever the phase; the next call starts afresh."""
+        self._record(relist=True)
+        peak, self._since = self._since, 0
+        return peak
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -232,6 +241,10 @@ def _repetition(
     """One measurement of the private epoch and the plaintext join, from fresh node and coordinator state
     (and, when asked, of the matching alone, after them)."""
     _reset(run_dir)
+    # the workers are forked below: give back the heap the last repetition freed, or every worker's resident
+    # set would count those pages again
+    allocator.release()
+    rss.take_peak()
     result = RunResult(run_dir=run_dir)
     rss.enter("nodes")
     with make_executor(settings.workers, settings.dask) as executor:
@@ -242,6 +255,7 @@ def _repetition(
             rss.enter("epoch")
             epoch: EpochResult = run_epoch(run_dir, nodes, executor)
         step("coordinator epoch")
+    private_peak = rss.take_peak()
     bad = {agency: code for agency, code in result.node_exit_codes.items() if code != 0}
     if bad:
         raise RuntimeError(f"node processes did not stop cleanly: {bad}")
@@ -277,6 +291,7 @@ def _repetition(
         "epoch_seconds": epoch.seconds["total"],
         "plaintext_seconds": plaintext_seconds,
         "issue_seconds": epoch.seconds.get("issuance", 0.0),
+        "peak_rss_bytes": private_peak,
         "matching_epoch_seconds": matching_seconds,
         "stages": stages,
         "bytes": sum(epoch.bytes.values()),
@@ -381,7 +396,10 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         "counts": runs[-1]["counts"],
         "node_builds": runs[-1]["builds"],
         "repetitions": [
-            {k: run[k] for k in ("seconds", "nodes_seconds", "epoch_seconds", "plaintext_seconds")}
+            {
+                k: run[k]
+                for k in ("seconds", "nodes_seconds", "epoch_seconds", "plaintext_seconds", "peak_rss_bytes")
+            }
             for run in runs
         ],
         "matches_equal_plaintext": True,
