@@ -3,9 +3,11 @@ memory sampler. No timing assertions: the figures only have to be there and be p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -70,37 +72,37 @@ def test_bench_epoch_and_issue_help_have_an_example() -> None:
         assert f"Example: healthpsi bench {section}" in result.output
 
 
-def test_rss_sampler_counts_children() -> None:
+CHILD_BYTES = 200 << 20
+
+
+@contextlib.contextmanager
+def child_holding_memory() -> Iterator[None]:
+    """A child process holding CHILD_BYTES, from when it says so until the block ends."""
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; b = bytearray(200 << 20); sys.stdout.write('x\\n'); "
+        [sys.executable, "-c", f"import sys, time; b = bytearray({CHILD_BYTES}); sys.stdout.write('x\\n'); "
          "sys.stdout.flush(); time.sleep(30)"],
         stdout=subprocess.PIPE,
     )
     try:
         assert child.stdout is not None and child.stdout.readline() == b"x\n"
-        with RssSampler(interval=0.01) as rss:
-            rss.enter("with child")
-            own = rss.sample()
-        assert own >= 200 << 20
-        assert rss.peaks["with child"] >= 200 << 20
+        yield
     finally:
         child.kill()
         child.wait()
 
 
+def test_rss_sampler_counts_children() -> None:
+    with child_holding_memory(), RssSampler(interval=0.01) as rss:
+        rss.enter("with child")
+        own = rss.sample()
+    assert own >= CHILD_BYTES
+    assert rss.peaks["with child"] >= CHILD_BYTES
+
+
 def test_rss_sampler_lists_new_children_at_a_phase_change() -> None:
     with RssSampler(interval=0.01, refresh=3600.0) as rss:
         before = rss.sample()
-        child = subprocess.Popen(
-            [sys.executable, "-c", "import sys, time; b = bytearray(200 << 20); sys.stdout.write('x\\n'); "
-             "sys.stdout.flush(); time.sleep(30)"],
-            stdout=subprocess.PIPE,
-        )
-        try:
-            assert child.stdout is not None and child.stdout.readline() == b"x\n"
-            assert rss.sample() < before + (200 << 20)  # not listed yet: the list is an hour old at most
+        with child_holding_memory():
+            assert rss.sample() < before + CHILD_BYTES  # the list predates the child and is kept an hour
             rss.enter("with child")
-            assert rss.peaks["with child"] >= before + (200 << 20)
-        finally:
-            child.kill()
-            child.wait()
+            assert rss.peaks["with child"] >= before + CHILD_BYTES
