@@ -377,7 +377,7 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         "dask": settings.dask,
         "repeat": settings.repetitions,
         "seconds": seconds,
-        "peak_rss_bytes": max(peaks.get(p, 0) for p in ("nodes", "epoch")),
+        "peak_rss_bytes": max(run["peak_rss_bytes"] for run in runs),
         "privacy_price": price,
         "privacy_price_without_issuance": unissued,
         "privacy_price_matching": matching_price,
@@ -437,7 +437,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
             "point additions (the three composites are sums). "
             "crypto_floor_price: that floor / plaintext seconds (last repetition)",
             "peak_rss_bytes": "largest resident set of this process plus every child (worker and node "
-            "processes) during the nodes' build and the epoch, sampled every 50 ms",
+            "processes) during the nodes' build and the epoch, sampled every 50 ms (the processes listed "
+            "once a second); the largest over the repetitions, each one's own in `repetitions`",
             "other_processes_cpu_share": "share of the machine's CPU time other processes used during the "
             "repetitions; above a few percent every figure here is slower than the machine can do",
         },
