@@ -1,27 +1,39 @@
 # healthpsi — two commands: `make demo` and `make test`.
 VENV    := .venv
 PY      := $(VENV)/bin/python
+UV      := $(VENV)/bin/uv
+UV_VERSION := 0.13.10
 STAMP   := $(VENV)/.installed
 PRESET  ?= city-20k
 SEED    ?= 7
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test proto bench lint clean venv
+.PHONY: demo test test-fast proto bench lint typecheck lock clean venv
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/system-deps.sh
+# The environment comes from uv.lock only (exact versions and hashes); `make lock` refreshes it on purpose.
+$(STAMP): uv.lock pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	test -x $(UV) || $(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) sync --quiet --frozen --all-extras
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/healthpsi run --preset $(PRESET) --seed $(SEED) --out runs/demo
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint typecheck
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m 'not slow' -x -q
 
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
@@ -29,8 +41,8 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/healthpsi bench all --out runs/bench
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check .
+lock:
+	uv lock --upgrade || $(UV) lock --upgrade
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache

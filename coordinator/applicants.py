@@ -64,7 +64,7 @@ def _birth(value: object) -> dt.date | None:
     if value is None or (isinstance(value, float) and value != value):
         return None
     try:
-        stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+        stamp = pd.Timestamp(value)
     except (TypeError, ValueError):
         return None
     return None if pd.isna(stamp) else stamp.date()
@@ -99,7 +99,7 @@ def prepare(applicants: pd.DataFrame) -> Declarations:
     keep = np.flatnonzero(~bad)
     subjects = [str(s) for s in first["subject_id"].to_numpy()[keep]]
     kept_names = names.to_numpy()[keep].tolist()
-    kept_days = [days[i] for i in keep]
+    kept_days = [day for day in (days[i] for i in keep) if day is not None]
     checked = pd.DataFrame(
         {
             "subject_id": subjects,

@@ -290,7 +290,7 @@ def run_epoch(
             store.insert_refusals(epoch, refused)
             audit(
                 "applicants_checked",
-                applicants=len(applicants),
+                applicants=0 if applicants is None else len(applicants),
                 accepted=len(accepted),
                 refused=len(refused),
                 duplicates=declarations.duplicates,

@@ -71,7 +71,7 @@ def region_levels(region_tokens: pd.Series, risk_regions: pd.DataFrame) -> pd.Se
     for token in pd.unique(region_tokens):
         parsed = tk.parse(token)
         day = parsed.day
-        hit = {level for first, last, level in spans.get(parsed.fields[0], ()) if first <= day <= last}
+        hit = {lvl for first, last, lvl in spans.get(parsed.fields[0], ()) if day and first <= day <= last}
         levels[token] = "high" if "high" in hit else "medium" if "medium" in hit else None
     return region_tokens.map(levels).astype(object)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -901,7 +902,7 @@ class Matcher:
         epoch) have their proofs checked first, before anything is streamed."""
         if self.executor is None or len(batches) < 2 or not all(b.verified for b in batches):
             done = self._finish(batches)
-            return {key: (lambda key=key: done[key]) for key in done}
+            return {key: functools.partial(done.__getitem__, key) for key in done}
         futures: dict[tuple[str, str], list[tuple[Batch, Future[list[tuple[bytes, bytes]]]]]] = {}
         for b in batches:
             future = self.executor.submit(finish_job, *b.finish_args(check_proof=False))
@@ -916,7 +917,7 @@ class Matcher:
                     raise MatchingError(f"an Evaluate answer does not finalize: {exc}") from exc
             return out
 
-        return {key: (lambda key=key: resolve(key)) for key in futures}
+        return {key: functools.partial(resolve, key) for key in futures}
 
     def _finish(self, batches: Sequence[Batch]) -> dict[tuple[str, str], dict[str, tuple[bytes, bytes]]]:
         """(tag, label key) per token of every answered batch (proofs read back from disk checked again)."""
@@ -942,7 +943,7 @@ class Matcher:
             for first in range(0, len(found), OPEN_PART)
         ]
         if self.executor is None:
-            return [lambda args=args: open_job(*args) for args in calls]
+            return [functools.partial(open_job, *args) for args in calls]
         futures = [self.executor.submit(open_job, *args) for args in calls]
         return [future.result for future in futures]
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import grpc
+from google.protobuf.message import Message
 
 from crypto.pki import DNS_SUFFIX, PkiPaths
 from proto.errors import BY_STATUS, ProtocolError
@@ -23,6 +24,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest gRPC message either way (an Evaluate batch or an index chunk stays far below)."""
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
 class NodeUnavailable(ProtocolError):
@@ -149,7 +151,7 @@ class GrpcTransport:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _unary(self, call: Callable[..., T], request: Any) -> T:
+    def _unary(self, call: Callable[..., M], request: Any) -> M:
         """One unary call with a deadline, retried on UNAVAILABLE; errors mapped to protocol errors."""
         self.counter.add(sent=request.ByteSize())
         for attempt in range(self.retries + 1):

@@ -302,7 +302,8 @@ def verify_chain(lines: Iterable[str | bytes], public_key: Ed25519PublicKey) -> 
     n = len(parsed)
     seqs_after: list[set[int]] = [set() for _ in range(n + 1)]
     for k in range(n - 1, -1, -1):
-        seqs_after[k] = seqs_after[k + 1] | ({parsed[k].seq} if parsed[k].seq is not None else set())
+        seq = parsed[k].seq
+        seqs_after[k] = seqs_after[k + 1] | ({seq} if seq is not None else set())
 
     def link_ok(k: int) -> bool:
         entry = parsed[k].entry

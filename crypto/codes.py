@@ -524,8 +524,9 @@ def check_payload(
         signature_ok = False
         reasons.append(str(exc))
     try:
-        claims: dict[Any, Any] | None = decode_claims(decoded.cose.payload)
-        health_certificate(claims, decoded.format)
+        decoded_claims = decode_claims(decoded.cose.payload)
+        health_certificate(decoded_claims, decoded.format)
+        claims: dict[Any, Any] | None = decoded_claims
     except CodeFormatError:
         if signature_ok:
             raise
@@ -600,7 +601,8 @@ def read_qr_png(png: bytes) -> str:
     try:
         with Image.open(io.BytesIO(png)) as image:
             image.load()
-            results = zxingcpp.read_barcodes(image.convert("L"), formats=zxingcpp.BarcodeFormat.QRCode)
+            qr_only = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+            results = zxingcpp.read_barcodes(image.convert("L"), formats=qr_only)
     except Exception as exc:  # PIL raises many types on a damaged image; all mean "unreadable"
         raise CodeFormatError(f"image: not a readable image ({type(exc).__name__}: {exc})") from None
     texts = [r.text for r in results if r.valid and r.text]

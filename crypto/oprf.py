@@ -42,7 +42,7 @@ def context_string(mode: Mode) -> bytes:
     return b"OPRFV1-" + bytes([_mode(mode)]) + b"-" + SUITE_ID
 
 
-def _mode(mode: object) -> Mode:
+def _mode(mode: int) -> Mode:
     """Return `mode` as a Mode, or raise CryptoError."""
     try:
         return Mode(mode)

@@ -7,6 +7,7 @@ to `DIR/bench-<section>.json`. A benchmark joins `bench all` by an entry in `SEC
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -286,7 +287,7 @@ def run_all(as_json: bool = JsonOption, out: Path | None = OutOption, quick: boo
     """
     document = {}
     for name, section in SECTIONS.items():
-        result = with_progress(section.steps(quick), lambda step, section=section: section.run(quick, step))
+        result = with_progress(section.steps(quick), functools.partial(section.run, quick))
         show(section.table(result), as_json)
         write_section(out, name, result)
         document[name] = result

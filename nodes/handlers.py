@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,7 +160,7 @@ class NodeHandlers:
         )
         return signed
 
-    def stream_index(self, request: node_pb2.StreamIndexRequest) -> Iterator[node_pb2.IndexChunk]:
+    def stream_index(self, request: node_pb2.StreamIndexRequest) -> Generator[node_pb2.IndexChunk]:
         """A partition's index from an entry offset, in chunks each carrying its SHA-256.
 
         Raises (before the first chunk) NotFound, FailedPrecondition for a stale digest, InvalidArgument
@@ -180,7 +180,7 @@ class NodeHandlers:
             )
         return self._chunks(part, request.offset)
 
-    def _chunks(self, part: Partition, offset: int) -> Iterator[node_pb2.IndexChunk]:
+    def _chunks(self, part: Partition, offset: int) -> Generator[node_pb2.IndexChunk]:
         """Yield the chunks of an index from `offset`, logging how much was sent when the stream ends."""
         meta = part.meta
         sent = 0

@@ -52,9 +52,11 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
             if not ok:
                 log.warning("refused a call from peer %s: not the coordinator's certificate", context.peer())
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, "this node serves only the coordinator")
-        if self.handlers is None:
+        handlers = self.handlers
+        if handlers is None:
             context.abort(grpc.StatusCode.UNAVAILABLE, "the node is still building its indexes")
-        return self.handlers
+            raise AssertionError("context.abort raises")
+        return handlers
 
     @staticmethod
     def _fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
@@ -63,6 +65,7 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
             context.abort(status_code(exc), str(exc))
         log.exception("internal error while serving a call")
         context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("context.abort raises")
 
     def GetManifest(
         self, request: node_pb2.GetManifestRequest, context: grpc.ServicerContext

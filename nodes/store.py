@@ -72,7 +72,7 @@ _SPAN_COLUMNS = {
 
 def _day_number(value: object) -> int:
     """A date or timestamp statistic as days since 1970-01-01."""
-    return int(np.datetime64(value, "D").astype(np.int64))
+    return int(np.datetime64(value, "D").astype(np.int64))  # type: ignore[call-overload]
 
 
 def _as_day_numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -246,7 +246,7 @@ class AgencyStore:
             elif ds.name == "hotel_stays":
                 high, nights = _stat(pf, g, "check_in", "max"), _stat(pf, g, "nights", "max")
                 if high is not None and nights is not None:
-                    last = float(_day_number(high) + max(int(nights), 1) - 1)
+                    last = float(_day_number(high) + max(int(str(nights)), 1) - 1)
             else:
                 high = _stat(pf, g, str(ds.date_column), "max")
                 if high is not None:

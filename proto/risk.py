@@ -31,7 +31,7 @@ def window(as_of: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
 def _as_date(value: object, what: str) -> dt.date:
     """A datetime.date from a date, datetime, pandas Timestamp or ISO string."""
     try:
-        stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+        stamp = pd.Timestamp(value)
     except (TypeError, ValueError) as exc:
         raise RiskSetError(f"bad {what}: {value!r}") from exc
     if pd.isna(stamp):

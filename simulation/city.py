@@ -181,8 +181,8 @@ def build_cells(preset: Preset, rng: np.random.Generator) -> Cells:
     shares /= shares.sum()
     bounds = np.concatenate([[0], np.cumsum(np.maximum(2, np.round(shares * w)).astype(int))])
     w = int(bounds[-1])
-    gx, gy = np.meshgrid(np.arange(w), np.arange(h))
-    gx, gy = gx.ravel(), gy.ravel()
+    grid_x, grid_y = np.meshgrid(np.arange(w), np.arange(h))
+    gx, gy = grid_x.ravel(), grid_y.ravel()
     county = (np.searchsorted(bounds, gx, side="right") - 1).astype(np.int16)
     km = preset.cell_km
     x, y = gx * km, gy * km

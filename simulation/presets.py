@@ -196,6 +196,6 @@ def get_preset(name: str, persons: int | None = None, **overrides: object) -> Pr
             raise PresetError(f"persons must be at least 100, got {persons}")
         changes["persons"] = persons
     try:
-        return dataclasses.replace(PRESETS[name], **changes)
+        return dataclasses.replace(PRESETS[name], **changes)  # type: ignore[arg-type]
     except TypeError as exc:
         raise PresetError(str(exc)) from exc
