@@ -36,8 +36,8 @@ from nodes import index as idx
 from nodes.budget import BudgetLedger, BudgetPolicy
 from nodes.keys import KeyStore, KeyStoreError
 from nodes.manifest import build_manifest, partition_info, sign_manifest
-from nodes.store import AgencyStore
-from proto import risk, tokens
+from nodes.store import AgencyStore, StoreError
+from proto import layout, risk, tokens
 from proto.errors import FailedPrecondition, InvalidArgument, NotFound, ProtocolError
 from proto.healthpsi.v1 import node_pb2
 
@@ -437,7 +437,7 @@ def _open(
                                                      "window": [d.isoformat() for d in settings.window]})
             log.info("partition %s left the window: key destroyed", pid)
 
-    sources = source_digest(run_dir, agency)
+    sources = source_digest(run_dir, agency, settings.as_of)
     reused_all = _reuse_all(state / SOURCES_FILE, sources, settings, index_dir, keystore)
     stats = build.BuildStats()
     if reused_all is not None:
@@ -447,7 +447,7 @@ def _open(
             if progress is not None:
                 progress(pid, done, len(partitions), True)
     else:
-        store = AgencyStore(run_dir, agency)
+        store = AgencyStore(run_dir, agency, settings.as_of)
         partitions, stats = _build_partitions(
             run_dir, agency, store, settings, index_dir, keystore, audit, executor, partition_rng, progress
         )
@@ -495,12 +495,19 @@ def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: i
         audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
 
 
-def source_digest(run_dir: Path, agency: str) -> str:
-    """Hex SHA-256 over the names and contents of the agency's data files (RUN/data/<agency>/*)."""
+def source_digest(run_dir: Path, agency: str, as_of: dt.date | None = None) -> str:
+    """Hex SHA-256 over the paths (relative to RUN/data/<agency>/) and contents of the agency's data files
+    delivered by `as_of` (`proto.layout.agency_files`)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in (Path(run_dir) / "data" / agency).glob("*") if p.is_file()):
+    root = Path(run_dir) / "data" / agency
+    try:
+        paths = layout.agency_files(root, as_of) if root.is_dir() else []
+    except layout.LayoutError as exc:
+        raise StoreError(str(exc)) from None
+    for path in paths:
         with path.open("rb") as fh:
-            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+            name = path.relative_to(root).as_posix()
+            digest.update(name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
     return digest.hexdigest()
 
 

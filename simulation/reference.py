@@ -3,6 +3,9 @@
 matches = the (subject, token) pairs every node records (through `nodes.store` and `nodes.tokenize`, the
 nodes' own code) joined on token with the risk set (`proto.risk.risk_tokens`, the coordinator's rule),
 without the case's own subject. One row per (subject_id, agency, token, case_id), sorted by those.
+
+The oracle of epoch date X (`compute_reference(run, as_of=X)`) sees what that day's epoch sees: the window of
+`window_days` ending on X, health records known by X, and agency files delivered by X (`proto.layout`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Reference:
     table: pa.Table
     risk: pd.DataFrame
     malformed: dict[str, dict[str, dict[str, int]]]
+    as_of: dt.date
 
 
 def load_scenario(run_dir: str | Path) -> dict[str, object]:
@@ -48,10 +52,28 @@ def load_scenario(run_dir: str | Path) -> dict[str, object]:
         raise ReferenceError(f"cannot read {path}: {exc}") from exc
 
 
-def run_risk_tokens(run_dir: str | Path) -> pd.DataFrame:
-    """The risk set of a RUN, from its health files and scenario (as_of, window_days)."""
+def epoch_dates(run_dir: str | Path) -> list[dt.date]:
+    """The run's epoch dates: scenario.json's `as_of` and the `days` − 1 days after it."""
+    scenario = load_scenario(run_dir)
+    try:
+        first, days = dt.date.fromisoformat(str(scenario["as_of"])), int(str(scenario.get("days", 1)))
+    except (KeyError, ValueError) as exc:
+        path = Path(run_dir) / "scenario.json"
+        raise ReferenceError(f"{path}: needs as_of (YYYY-MM-DD) and a number of days ({exc})") from None
+    return [first + dt.timedelta(days=i) for i in range(days)]
+
+
+def _as_of(run_dir: str | Path, as_of: dt.date | None) -> tuple[dt.date, int]:
+    """The epoch date (the scenario's first when None) and the window's length."""
+    scenario = load_scenario(run_dir)
+    date = as_of or epoch_dates(run_dir)[0]
+    return date, int(str(scenario.get("window_days", 14)))
+
+
+def run_risk_tokens(run_dir: str | Path, as_of: dt.date | None = None) -> pd.DataFrame:
+    """The risk set of a RUN's epoch `as_of` (the scenario's first by default), from its health files."""
     run = Path(run_dir)
-    scenario = load_scenario(run)
+    date, window_days = _as_of(run, as_of)
     frames = {}
     for name in ("cases", "investigations", "risk_regions"):
         path = run / "health" / f"{name}.parquet"
@@ -59,26 +81,25 @@ def run_risk_tokens(run_dir: str | Path) -> pd.DataFrame:
             raise ReferenceError(f"missing health file {path}")
         frames[name] = pd.read_parquet(path)
     return risk.risk_tokens(
-        frames["investigations"],
-        frames["risk_regions"],
-        frames["cases"],
-        dt.date.fromisoformat(str(scenario["as_of"])),
-        int(scenario["window_days"]),  # type: ignore[call-overload]
+        frames["investigations"], frames["risk_regions"], frames["cases"], date, window_days
     )
 
 
 def compute_reference(
-    run_dir: str | Path, progress: Callable[[str, int, int], None] | None = None
+    run_dir: str | Path,
+    progress: Callable[[str, int, int], None] | None = None,
+    as_of: dt.date | None = None,
 ) -> Reference:
-    """Join every agency's recorded tokens with the risk set, partition by partition."""
+    """The oracle as of `as_of` (the scenario's first epoch by default): every agency's tokens recorded in
+    the files delivered by then, joined with that day's risk set, partition by partition."""
     run = Path(run_dir)
-    scenario = load_scenario(run)
-    window = risk.window(dt.date.fromisoformat(str(scenario["as_of"])), int(scenario["window_days"]))  # type: ignore[call-overload]
-    tokens = run_risk_tokens(run)
+    date, window_days = _as_of(run, as_of)
+    window = risk.window(date, window_days)
+    tokens = run_risk_tokens(run, date)
     parts: list[pa.Table] = []
     malformed: dict[str, dict[str, dict[str, int]]] = {}
     for agency in AGENCIES:
-        store = AgencyStore(run, agency)
+        store = AgencyStore(run, agency, date)
         wanted = {pid: frame for pid, frame in tokens[tokens.agency == agency].groupby("partition_id")}
         pids = store.partition_ids(window)
         for i, (pid, frame) in enumerate(store.iter_partitions(window)):
@@ -100,11 +121,28 @@ def compute_reference(
     # (token, case) pairs are distinct, and no token lies in two partitions
     table = pa.concat_tables(parts) if parts else SCHEMAS["matches"].empty_table()
     table = table.sort_by([(c, "ascending", "at_end") for c in MATCH_COLUMNS])
-    return Reference(matches=table.to_pandas(), table=table, risk=tokens, malformed=malformed)
+    return Reference(matches=table.to_pandas(), table=table, risk=tokens, malformed=malformed, as_of=date)
 
 
-def reference_matches(run_dir: str | Path) -> pd.DataFrame:
-    """The exact matches of a RUN; also writes RUN/reference/matches.parquet."""
-    ref = compute_reference(run_dir)
-    write_table(Path(run_dir) / "reference" / "matches.parquet", ref.table)
+def epoch_path(run_dir: str | Path, as_of: dt.date) -> Path:
+    """RUN/reference/epochs/<date>/matches.parquet: the oracle of one epoch among several."""
+    return Path(run_dir) / "reference" / "epochs" / as_of.isoformat() / "matches.parquet"
+
+
+def write_reference(run_dir: str | Path, ref: Reference, latest: bool, per_epoch: bool) -> list[Path]:
+    """Write an oracle's matches: to RUN/reference/matches.parquet when it is the `latest`, and under
+    epochs/<date>/ when `per_epoch`; returns the paths written."""
+    paths = ([Path(run_dir) / "reference" / "matches.parquet"] if latest else []) + (
+        [epoch_path(run_dir, ref.as_of)] if per_epoch else []
+    )
+    for path in paths:
+        write_table(path, ref.table)
+    return paths
+
+
+def reference_matches(run_dir: str | Path, as_of: dt.date | None = None) -> pd.DataFrame:
+    """The exact matches of a RUN's epoch `as_of` (the scenario's first by default); also writes
+    RUN/reference/matches.parquet."""
+    ref = compute_reference(run_dir, as_of=as_of)
+    write_reference(run_dir, ref, latest=True, per_epoch=False)
     return ref.matches

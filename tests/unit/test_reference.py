@@ -25,7 +25,8 @@ AS_OF = dt.date(2020, 1, 31)
 
 def _table(name: str, columns: dict[str, list[object]]) -> pa.Table:
     schema = SCHEMAS[name]
-    return pa.table([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
+    n = len(next(iter(columns.values())))
+    return pa.table([pa.array(columns.get(f.name, [None] * n), f.type) for f in schema], schema=schema)
 
 
 def ts(text: str) -> np.datetime64:
@@ -145,7 +146,14 @@ def run(tmp_path: Path) -> Path:
     ]
     write_table(
         tmp_path / "health/investigations.parquet",
-        _table("investigations", {"case_id": [i[0] for i in inv], "token": [i[1] for i in inv]}),
+        _table(
+            "investigations",
+            {
+                "case_id": [i[0] for i in inv],
+                "token": [i[1] for i in inv],
+                "recorded_on": [d("2020-01-23") if i[0] == "C1" else d("2020-01-24") for i in inv],
+            },
+        ),
     )
     write_table(
         tmp_path / "health/risk_regions.parquet",
