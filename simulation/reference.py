@@ -52,22 +52,27 @@ def load_scenario(run_dir: str | Path) -> dict[str, object]:
         raise ReferenceError(f"cannot read {path}: {exc}") from exc
 
 
-def epoch_dates(run_dir: str | Path) -> list[dt.date]:
-    """The run's epoch dates: scenario.json's `as_of` and the `days` − 1 days after it."""
+def _epochs(run_dir: str | Path) -> tuple[list[dt.date], int]:
+    """The run's epoch dates (scenario.json's `as_of` and the `days` − 1 days after it) and window length."""
     scenario = load_scenario(run_dir)
     try:
         first, days = dt.date.fromisoformat(str(scenario["as_of"])), int(str(scenario.get("days", 1)))
+        window_days = int(str(scenario.get("window_days", 14)))
     except (KeyError, ValueError) as exc:
         path = Path(run_dir) / "scenario.json"
-        raise ReferenceError(f"{path}: needs as_of (YYYY-MM-DD) and a number of days ({exc})") from None
-    return [first + dt.timedelta(days=i) for i in range(days)]
+        raise ReferenceError(f"{path}: needs as_of (YYYY-MM-DD), days and window_days ({exc})") from None
+    return [first + dt.timedelta(days=i) for i in range(days)], window_days
+
+
+def epoch_dates(run_dir: str | Path) -> list[dt.date]:
+    """The run's epoch dates: scenario.json's `as_of` and the `days` − 1 days after it."""
+    return _epochs(run_dir)[0]
 
 
 def _as_of(run_dir: str | Path, as_of: dt.date | None) -> tuple[dt.date, int]:
     """The epoch date (the scenario's first when None) and the window's length."""
-    scenario = load_scenario(run_dir)
-    date = as_of or epoch_dates(run_dir)[0]
-    return date, int(str(scenario.get("window_days", 14)))
+    dates, window_days = _epochs(run_dir)
+    return as_of or dates[0], window_days
 
 
 def run_risk_tokens(run_dir: str | Path, as_of: dt.date | None = None) -> pd.DataFrame:

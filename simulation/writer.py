@@ -151,13 +151,14 @@ class DayPartitionedWriter:
     `last_delivery` (the run's last day) have not arrived by the end of the run and are not written."""
 
     def __init__(self, run_dir: Path, dataset: str, late_rate: float, last_delivery: dt.date) -> None:
-        """Prepare RUN/data/<agency>/<dataset>/ (emptied of any earlier run's partitions)."""
+        """Prepare RUN/data/<agency>/<dataset>/ (emptied of any earlier run's files of the dataset)."""
         if not 0.0 <= late_rate < 1.0:
             raise ValueError(f"late_rate must be in [0, 1), got {late_rate}")
         self.directory = run_dir / "data" / DAY_PARTITIONED[dataset] / dataset
         self.schema = SCHEMAS[dataset]
         self.late_rate, self.last_delivery = late_rate, last_delivery
         self.rows = self.late = self.undelivered = 0
+        self.directory.with_name(f"{dataset}.parquet").unlink(missing_ok=True)
         if self.directory.is_dir():
             for old in self.directory.glob(f"{layout.DAY_PREFIX}*/*.parquet"):
                 old.unlink()
