@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from healthpsi import allocator, audit, bench, coordinator, keys, node, reference, run, simulate, verify
+from healthpsi import (
+    allocator,
+    audit,
+    bench,
+    coordinator,
+    keys,
+    node,
+    reference,
+    run,
+    serve,
+    simulate,
+    verify,
+)
 
 app = typer.Typer(
     help="healthpsi: privacy-preserving federated matching for epidemic health codes.",
@@ -27,6 +39,7 @@ app.add_typer(coordinator.app, name="coordinator")
 app.command("run")(run.run)
 app.command("reference")(reference.reference)
 app.command("verify")(verify.verify)
+app.command("serve")(serve.serve)
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
 
