@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from coordinator import applicants as appl
 from coordinator.features import compute_features, features_table
+from coordinator.index_cache import IndexCache
 from coordinator.issuance import (
     Signer,
     holders,
@@ -32,16 +33,10 @@ from coordinator.issuance import (
     revoke_worsened,
     write_qr_sample,
 )
-from coordinator.matching import (
-    IndexCache,
-    Matcher,
-    OpeningStore,
-    Query,
-    assemble_matches,
-    frame_digest,
-    matches_table,
-)
+from coordinator.matching import Matcher
+from coordinator.openings import OpeningStore, Query
 from coordinator.policy import Policy
+from coordinator.results import assemble_matches, epoch_codes_digest, frame_digest, matches_table
 from coordinator.risk import (
     HEALTH_FILES,
     build_risk_set,
@@ -389,9 +384,3 @@ def run_epoch(
     finally:
         audit.close()
         store.close()
-
-
-def epoch_codes_digest(store: CodeStore, epoch: str) -> str:
-    """Digest of an epoch's codes: "code_id|subject_id|color" lines in code id order."""
-    rows = pd.DataFrame(store.code_colours(epoch), columns=["code_id", "subject_id", "color"], dtype=object)
-    return frame_digest(rows, ["code_id", "subject_id", "color"])

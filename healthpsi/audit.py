@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from audit.replay import replay
+from audit.verdicts import ReplayReport, Verdict
 from healthpsi.executors import make_executor
 from healthpsi.progress import stage_progress
-from simulation.replay import ReplayReport, Verdict, replay
 
 app = typer.Typer(
     help="Audit a run: its logs, queries, budgets and results.", no_args_is_help=True, rich_markup_mode="rich"

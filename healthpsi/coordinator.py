@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.epoch import EpochResult, run_epoch
-from coordinator.matching import MatchingError
+from coordinator.errors import MatchingError
 from coordinator.policy import PolicyError
 from coordinator.risk import InputError
 from coordinator.sealing import SealedFileError

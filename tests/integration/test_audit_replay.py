@@ -23,8 +23,11 @@ import pytest
 from typer.testing import CliRunner
 
 import coordinator.epoch as coordinator_epoch
+from audit.replay import replay
+from audit.verdicts import ReplayReport, Verdict
 from coordinator.epoch import run_epoch
-from coordinator.matching import Batch, frame_digest
+from coordinator.openings import Batch
+from coordinator.results import frame_digest
 from coordinator.risk import RiskSet, group_by_partition
 from coordinator.sealing import read_sealed_json, write_sealed_json
 from coordinator.transport import InProcessTransport
@@ -37,7 +40,6 @@ from nodes.handlers import open_node
 from proto import tokens as tk
 from proto.errors import ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
-from simulation.replay import ReplayReport, Verdict, replay
 from simulation.scenario import simulate
 
 PERSONS = 1500

@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 
 from coordinator import matching
 from coordinator.epoch import run_epoch
-from coordinator.matching import BudgetError, MatchingError, read_openings
+from coordinator.errors import BudgetError, MatchingError
+from coordinator.openings import read_openings
 from coordinator.sealing import storage_key
 from coordinator.store import CodeStore
 from coordinator.transport import InProcessTransport, NodeUnavailable

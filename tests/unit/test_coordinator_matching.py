@@ -21,16 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.matching import (
-    EntryMap,
-    IndexCache,
-    IndexIntegrityError,
-    ManifestError,
-    Wanted,
-    assemble_matches,
-    frame_digest,
-    verify_manifest,
-)
+from coordinator.errors import IndexIntegrityError, ManifestError
+from coordinator.index_cache import EntryMap, IndexCache, Wanted
+from coordinator.matching import verify_manifest
+from coordinator.results import assemble_matches, frame_digest
 from coordinator.sealing import SealedFileError, read_sealed_json, seal, unseal, write_sealed_json
 from coordinator.transport import (
     GrpcTransport,

@@ -25,53 +25,39 @@ published result, trusting neither the coordinator nor the nodes.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
+from audit.justify import Justifier
+from audit.logs import Log, read_log
+from audit.openings import Opening, Progress, read_openings
+from audit.rerun import codes_digests, compare, compare_log, file_frame_digest
+from audit.verdicts import Notes, ReplayReport, Status, Verdict, named, short
 from coordinator import applicants as appl
-from coordinator.epoch import epoch_codes_digest
-from coordinator.matching import MODE, Batch, frame_digest
+from coordinator.results import epoch_codes_digest, frame_digest
 from coordinator.risk import (
     DEFAULT_WINDOW_DAYS,
-    Health,
     InputError,
     Scenario,
     load_health,
     load_scenario,
     tokens_digest,
 )
-from coordinator.sealing import SealedFileError, read_sealed_json
 from coordinator.store import CodeStore, StoreError
-from crypto import oprf
-from crypto.auditlog import ChainReport, read_lines, verify_chain
 from crypto.errors import CryptoError
-from crypto.group import ELEMENT_BYTES, split_packed
 from crypto.pki import Identities, PkiPaths, load_identities, load_storage_key
-from proto import tokens as tk
-from proto.risk import RiskSetError, risk_tokens, window
 
-Status = Literal["ok", "warn", "fail"]
-"""A verdict: the item holds; holds with a caveat (not a failure); does not hold."""
-STATUSES: tuple[Status, ...] = ("ok", "warn", "fail")
 COORDINATOR_LOG = "coordinator/audit.jsonl"
 MATCH_COLUMNS = ["subject_id", "agency", "token", "case_id"]
-NAMED = 3
-"""How many offending items a reason names before it says "and N more"."""
 
-Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total); stages "logs", "openings", "results", "rerun"."""
 Key = tuple[str, str, str]
 """(agency, partition id, idempotency key): names one query on both sides."""
 
@@ -80,402 +66,6 @@ def _no_progress(stage: str, done: int, total: int) -> None:
     """Discard progress."""
 
 
-def _named(items: Iterable[str], total: int | None = None) -> str:
-    """The first few items, and how many more there are."""
-    items = list(items)
-    total = len(items) if total is None else total
-    return ", ".join(items[:NAMED]) + (f" and {total - NAMED} more" if total > NAMED else "")
-
-
-def _short(digest: object) -> str:
-    """A digest shortened for a message."""
-    return f"{str(digest)[:16]}…"
-
-
-# ------------------------------------------------------------------------------------------------- report
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The verdict on one item: a log entry, an opening, a partition's budget, a result file, a comparison."""
-
-    section: str
-    """Where the item lives: "inputs", a log ("coordinator/audit.jsonl", "nodes/carrier/audit.jsonl"),
-    "risk set", "openings", "budgets", "results" or "rerun"."""
-    item: str
-    """Which item: "line 12 (seq 11)", "carrier/stays@2020-01-18/<key>", "matches.parquet", ..."""
-    kind: str
-    """The entry kind, or what was checked ("opening", "budget", "matches", ...)."""
-    status: Status
-    reason: str
-
-
-@dataclass
-class ReplayReport:
-    """Every verdict of a replay, the tokens nothing justifies, counts, and the time the replay took."""
-
-    run_dir: str
-    verdicts: list[Verdict] = field(default_factory=list)
-    unjustified: list[dict[str, str]] = field(default_factory=list)
-    """One row per queried token nothing justifies: agency, partition_id, token, purpose, epoch, query
-    (the opening's idempotency key) and reason."""
-    counts: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """Whether every verdict holds (warnings allowed)."""
-        return all(v.status != "fail" for v in self.verdicts)
-
-    @property
-    def failures(self) -> list[Verdict]:
-        """The verdicts that do not hold."""
-        return [v for v in self.verdicts if v.status == "fail"]
-
-    def summary(self) -> dict[str, dict[str, int]]:
-        """Per section (in report order), how many verdicts are ok, warn and fail."""
-        out: dict[str, dict[str, int]] = {}
-        for v in self.verdicts:
-            out.setdefault(v.section, dict.fromkeys(STATUSES, 0))[v.status] += 1
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as a JSON-ready dict."""
-        return {
-            "run": self.run_dir,
-            "ok": self.ok,
-            "summary": self.summary(),
-            "counts": self.counts,
-            "seconds": round(self.seconds, 3),
-            "unjustified": self.unjustified,
-            "verdicts": [asdict(v) for v in self.verdicts],
-        }
-
-
-class _Notes:
-    """What the checks found about one item: problems (fail), caveats (warn) and what held."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-        self.caveats: list[str] = []
-        self.held: list[str] = []
-
-    def fail(self, text: str) -> None:
-        """Record a problem: the item does not hold."""
-        self.problems.append(text)
-
-    def warn(self, text: str) -> None:
-        """Record a caveat."""
-        self.caveats.append(text)
-
-    def ok(self, text: str) -> None:
-        """Record something that held."""
-        self.held.append(text)
-
-    def verdict(self, section: str, item: str, kind: str) -> Verdict:
-        """The item's verdict: its problems, else its caveats, else what held."""
-        if self.problems:
-            return Verdict(section, item, kind, "fail", "; ".join(self.problems))
-        if self.caveats:
-            return Verdict(section, item, kind, "warn", "; ".join(self.caveats + self.held))
-        return Verdict(section, item, kind, "ok", "; ".join(self.held) or "ok")
-
-
-# --------------------------------------------------------------------------------------------------- logs
-
-
-@dataclass
-class _Log:
-    """One audit log: its chain verdicts, its parsed entries and notes per line."""
-
-    section: str
-    chain: ChainReport | None
-    entries: list[dict[str, Any] | None]
-    notes: list[_Notes]
-    unusable: str | None = None
-
-    def items(self) -> Iterator[tuple[int, dict[str, Any], _Notes]]:
-        """(line number from 1, entry, notes) for every line that parses as an entry, in log order."""
-        for k, (entry, notes) in enumerate(zip(self.entries, self.notes, strict=True), 1):
-            if entry is not None:
-                yield k, entry, notes
-
-    def verdicts(self) -> list[Verdict]:
-        """One verdict per line: a broken chain first, then what the entry says."""
-        if self.chain is None:
-            return [Verdict(self.section, "log", "log", "fail", self.unusable or "unusable")]
-        out = []
-        for chained, notes in zip(self.chain.entries, self.notes, strict=True):
-            item = f"line {chained.line}" + ("" if chained.seq is None else f" (seq {chained.seq})")
-            kind = chained.kind or "?"
-            if not chained.ok:
-                also = f" (also: {'; '.join(notes.problems)})" if notes.problems else ""
-                out.append(Verdict(self.section, item, kind, "fail", chained.reason + also))
-                continue
-            if chained.reason != "ok":
-                notes.warn(chained.reason)
-            out.append(notes.verdict(self.section, item, kind))
-        return out
-
-
-def _read_log(section: str, path: Path, public_key: Any) -> _Log:
-    """Read and chain-check one log; an unreadable log, or one without a key, is one failing verdict."""
-    if public_key is None:
-        return _Log(section, None, [], [], "no identity key for this log in identities.json")
-    try:
-        lines = read_lines(path)
-    except OSError as exc:
-        return _Log(section, None, [], [], f"cannot read {path} ({exc.strerror or exc})")
-    chain = verify_chain(lines, public_key)
-    entries: list[dict[str, Any] | None] = []
-    for raw in lines[: len(chain.entries)]:
-        try:
-            entry = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            entry = None
-        usable = (
-            isinstance(entry, dict)
-            and isinstance(entry.get("data"), dict)
-            and isinstance(entry.get("kind"), str)
-        )
-        entries.append(entry if usable else None)
-    return _Log(section, chain, entries, [_Notes() for _ in entries])
-
-
-# ----------------------------------------------------------------------------------------------- openings
-
-
-@dataclass
-class _Opening:
-    """One sealed query opening and what re-deriving it found."""
-
-    name: str
-    batch: Batch | None = None
-    recorded: dict[str, Any] = field(default_factory=dict)
-    digest: str | None = None
-    """Hex SHA-256 of the re-derived blinded elements (None when they do not re-derive)."""
-    notes: _Notes = field(default_factory=_Notes)
-
-
-def rederive(
-    tokens: list[str],
-    blinds: bytes,
-    blinded: bytes,
-    public_key: bytes,
-    evaluated: bytes | None,
-    proof: bytes | None,
-) -> tuple[str | None, str | None, str | None]:
-    """Re-derive one query from its opening: (a problem with its blinded elements or None, hex SHA-256 of
-    the re-derived blinded elements or None, a problem with its answer's DLEQ proof or None).
-
-    Each blinded element must equal RFC 9497 Blind (verifiable mode) of its token under its stored blind;
-    the proof must show the answer was computed with the key behind `public_key`.
-    """
-    try:
-        scalars = split_packed(blinds)
-        if len(scalars) != len(tokens):
-            return f"{len(tokens)} tokens but {len(scalars)} blinds", None, None
-        derived = [oprf.blind(t.encode(), MODE, blind=b)[1] for t, b in zip(tokens, scalars, strict=True)]
-    except CryptoError as exc:
-        return f"blinds do not re-derive ({exc})", None, None
-    packed = b"".join(derived)
-    if packed != blinded:
-        stored = [blinded[i : i + ELEMENT_BYTES] for i in range(0, len(blinded), ELEMENT_BYTES)]
-        bad = [i for i, e in enumerate(derived) if i >= len(stored) or stored[i] != e]
-        first = f"; first: {tokens[bad[0]]!r}" if bad else f"; {len(stored)} stored for {len(tokens)} tokens"
-        return (
-            (
-                f"stored blinded elements do not re-derive from the tokens and blinds (element "
-                f"{_named(str(i) for i in bad)}{first})"
-            ),
-            None,
-            None,
-        )
-    proof_problem = None
-    if evaluated is not None and proof is not None:
-        try:
-            oprf.verify_proof(public_key, derived, split_packed(evaluated), proof)
-        except CryptoError as exc:
-            proof_problem = f"the answer's DLEQ proof does not verify under the query's partition key ({exc})"
-    return None, hashlib.sha256(packed).hexdigest(), proof_problem
-
-
-def _open(directory: Path, path: Path, key: bytes) -> _Opening:
-    """Open one sealed query (and its answer, if any) and check that its files are where it says."""
-    opening = _Opening(str(path.relative_to(directory)))
-    answer_path = path.with_suffix(".answer")
-    try:
-        opening.recorded = read_sealed_json(key, path)
-        answer = read_sealed_json(key, answer_path) if answer_path.exists() else None
-        opening.batch = Batch.from_records(opening.recorded, answer)
-    except (SealedFileError, OSError, ValueError, KeyError, TypeError, binascii.Error, CryptoError) as exc:
-        opening.notes.fail(f"does not open or is malformed ({type(exc).__name__}: {exc})")
-        return opening
-    batch = opening.batch
-    recorded_key = opening.recorded.get("idempotency_key")
-    if (path.parent.parent.name, path.parent.name, path.stem) != (
-        batch.agency,
-        batch.partition_id,
-        recorded_key,
-    ):
-        opening.notes.fail("its file name does not match the agency, partition and key it records")
-    if answer is not None and answer.get("idempotency_key") != recorded_key:
-        opening.notes.fail("its answer file belongs to another query")
-    return opening
-
-
-def _read_openings(
-    run: Path, key: bytes | None, executor: Executor | None, progress: Progress
-) -> list[_Opening]:
-    """Open and re-derive every query opening under RUN/coordinator/openings/."""
-    directory = run / "coordinator" / "openings"
-    paths = sorted(directory.glob("*/*/*.query")) if directory.is_dir() else []
-    if key is None:
-        openings = [_Opening(str(p.relative_to(directory))) for p in paths]
-        for o in openings:
-            o.notes.fail("cannot be opened: the coordinator's storage key is unusable")
-        return openings
-    openings = [_open(directory, p, key) for p in paths]
-    todo = [o for o in openings if o.batch is not None]
-    calls = [
-        (b.tokens, b"".join(b.blinds), b.blinded, b.public_key, b.evaluated, b.proof)
-        for b in (o.batch for o in todo)
-        if b is not None
-    ]
-    if executor is None or len(calls) < 2:
-        results = []
-        for n, args in enumerate(calls, 1):
-            results.append(rederive(*args))
-            progress("openings", n, len(calls))
-    else:
-        futures = [executor.submit(rederive, *args) for args in calls]
-        results = []
-        for n, future in enumerate(futures, 1):
-            results.append(future.result())
-            progress("openings", n, len(calls))
-    for opening, (problem, digest, proof_problem) in zip(todo, results, strict=True):
-        batch = opening.batch
-        assert batch is not None
-        if problem is not None:
-            opening.notes.fail(problem)
-            continue
-        opening.digest = digest
-        opening.notes.ok(f"{len(batch.tokens)} blinded elements re-derive")
-        if opening.recorded.get("inputs_digest") != digest:
-            opening.notes.fail(
-                f"its recorded inputs digest {_short(opening.recorded.get('inputs_digest'))} is not the "
-                f"re-derived {_short(digest)}"
-            )
-        if batch.idempotency_key != opening.recorded.get("idempotency_key"):
-            opening.notes.fail("its recorded idempotency key does not recompute from the query")
-        if proof_problem is not None:
-            opening.notes.fail(proof_problem)
-        elif batch.answered:
-            opening.notes.ok("answer proof verifies")
-    return openings
-
-
-# ---------------------------------------------------------------------------------------- justification
-
-
-@dataclass
-class _RiskSet:
-    """The risk set the health records give for one epoch's window."""
-
-    as_of: dt.date
-    window_days: int
-    cases: dict[tuple[str, str, str], list[str | None]]
-    """(agency, partition, token) → the cases behind it (None: a risk region)."""
-    partitions: dict[tuple[str, str], list[str]]
-    """(agency, partition) → its sorted distinct tokens."""
-
-    @property
-    def window(self) -> tuple[dt.date, dt.date]:
-        """First and last day of the window."""
-        return window(self.as_of, self.window_days)
-
-
-class _Justifier:
-    """Says why each queried token is justified — a case investigation record, a risk region or an
-    application record — or why nothing justifies it."""
-
-    def __init__(self, health: Health | None, identity_tokens: set[str] | None) -> None:
-        self.health = health
-        self.identity_tokens = identity_tokens
-        self._sets: dict[tuple[dt.date, int], _RiskSet | None] = {}
-        self.errors: dict[tuple[dt.date, int], str] = {}
-        inv = health.investigations if health is not None else pd.DataFrame(columns=["case_id", "token"])
-        self._investigated: dict[str, list[str]] = defaultdict(list)
-        for case_id, token in zip(inv["case_id"].astype(str), inv["token"].astype(str), strict=True):
-            self._investigated[token].append(case_id)
-
-    def risk_set(self, as_of: dt.date, window_days: int) -> _RiskSet | None:
-        """The risk set of a window (None when the health records cannot give one; see `errors`)."""
-        key = (as_of, window_days)
-        if key not in self._sets:
-            self._sets[key] = self._build(as_of, window_days)
-        return self._sets[key]
-
-    def _build(self, as_of: dt.date, window_days: int) -> _RiskSet | None:
-        if self.health is None:
-            return None
-        h = self.health
-        try:
-            rows = risk_tokens(h.investigations, h.risk_regions, h.cases, as_of, window_days)
-        except RiskSetError as exc:
-            self.errors[(as_of, window_days)] = str(exc)
-            return None
-        cases: dict[tuple[str, str, str], list[str | None]] = defaultdict(list)
-        parts: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for agency, pid, token, case_id in zip(
-            rows["agency"], rows["partition_id"], rows["token"], rows["case_id"], strict=True
-        ):
-            cases[(agency, pid, token)].append(
-                None if case_id is None or case_id != case_id else str(case_id)
-            )
-            parts[(agency, pid)].add(token)
-        return _RiskSet(as_of, window_days, dict(cases), {k: sorted(v) for k, v in parts.items()})
-
-    def why_not(self, risk: _RiskSet | None, purpose: str, agency: str, pid: str, token: str) -> str | None:
-        """None if the token is justified for this query, else why not."""
-        try:
-            parsed = tk.parse(token)
-        except tk.TokenError as exc:
-            return f"not a canonical token ({exc})"
-        if (parsed.agency, parsed.partition_id) != (agency, pid):
-            return f"belongs to {parsed.agency} {parsed.partition_id}, yet was asked of {agency} {pid}"
-        if purpose == appl.PURPOSE:
-            if parsed.kind != "identity":
-                return f"a {parsed.kind} token in an identity query"
-            if self.identity_tokens is None:
-                return "identity query, but the run has no application records"
-            return None if token in self.identity_tokens else "no application record declares this identity"
-        if purpose != "risk":
-            return f"unknown query purpose {purpose!r}"
-        if risk is None:
-            return "no risk set: the health records are unusable"
-        if (agency, pid, token) in risk.cases:
-            return None
-        first, last = risk.window
-        if token in self._investigated:
-            return (
-                f"investigated for case {_named(self._investigated[token])}, but its day {parsed.day} lies "
-                f"outside the window {first}..{last}"
-            )
-        if parsed.kind == "region-day":
-            return f"no risk region {parsed.fields[0]} covers {parsed.day} within the window {first}..{last}"
-        return "no case investigation record or risk region names it"
-
-    def cases_of(
-        self, risk: _RiskSet | None, purpose: str, agency: str, pid: str, token: str
-    ) -> list[str | None]:
-        """The cases (None: a region, "application": an applicant) behind a justified token."""
-        if purpose == appl.PURPOSE:
-            return ["application"]
-        return [] if risk is None else risk.cases.get((agency, pid, token), [])
-
-
-# -------------------------------------------------------------------------------------------------- budget
 
 
 @dataclass
@@ -508,11 +98,11 @@ class _Replay:
         self.progress = progress
         self.report = ReplayReport(str(run))
         self.inputs: list[Verdict] = []
-        self.logs: list[_Log] = []
-        self.coordinator: _Log | None = None
-        self.nodes: dict[str, _Log] = {}
-        self.openings: list[_Opening] = []
-        self.by_key: dict[Key, _Opening] = {}
+        self.logs: list[Log] = []
+        self.coordinator: Log | None = None
+        self.nodes: dict[str, Log] = {}
+        self.openings: list[Opening] = []
+        self.by_key: dict[Key, Opening] = {}
         self.node_evals: dict[Key, list[dict[str, Any]]] = defaultdict(list)
         self.coord_evals: set[Key] = set()
         self.node_keys: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -532,7 +122,7 @@ class _Replay:
     def _input(self, item: str, status: Status, reason: str) -> None:
         self.inputs.append(Verdict("inputs", item, "input", status, reason))
 
-    def load_inputs(self) -> tuple[Identities | None, bytes | None, _Justifier]:
+    def load_inputs(self) -> tuple[Identities | None, bytes | None, Justifier]:
         """Scenario, identity keys, storage key, health records and applications (each gets a verdict)."""
         run = self.run_dir
         paths = PkiPaths(run)
@@ -582,7 +172,7 @@ class _Replay:
                 self._input("health/applicants.parquet", "ok", f"{len(applicants)} applications")
         except (OSError, ValueError) as exc:
             self._input("health/applicants.parquet", "fail", f"unusable ({exc})")
-        return identities, storage, _Justifier(health, identity_tokens)
+        return identities, storage, Justifier(health, identity_tokens)
 
     # -------------------------------------------------------------------------------------------- logs
 
@@ -593,13 +183,13 @@ class _Replay:
             {p.parent.name for p in (run / "nodes").glob("*/audit.jsonl")}
             | (set(identities.nodes) if identities is not None else set())
         )
-        self.coordinator = _read_log(
+        self.coordinator = read_log(
             COORDINATOR_LOG, run / COORDINATOR_LOG, None if identities is None else identities.coordinator
         )
         self.logs.append(self.coordinator)
         for n, agency in enumerate(agencies, 1):
             key = None if identities is None else identities.nodes.get(agency)
-            log = _read_log(f"nodes/{agency}/audit.jsonl", run / "nodes" / agency / "audit.jsonl", key)
+            log = read_log(f"nodes/{agency}/audit.jsonl", run / "nodes" / agency / "audit.jsonl", key)
             self.nodes[agency] = log
             self.logs.append(log)
             self.progress("logs", n, len(agencies))
@@ -632,7 +222,7 @@ class _Replay:
                 elif kind == "evaluate":
                     self._node_evaluate(agency, pid, data, notes)
 
-    def _budget_set(self, agency: str, pid: str, data: dict[str, Any], notes: _Notes) -> None:
+    def _budget_set(self, agency: str, pid: str, data: dict[str, Any], notes: Notes) -> None:
         budget = self.budgets.setdefault((agency, pid), _Budget())
         total, used = data.get("total"), data.get("used")
         if not isinstance(total, int) or not isinstance(used, int):
@@ -648,7 +238,7 @@ class _Replay:
         budget.total, budget.used = total, used
         notes.ok(f"cap {total} elements, {used} used")
 
-    def _node_evaluate(self, agency: str, pid: str, data: dict[str, Any], notes: _Notes) -> None:
+    def _node_evaluate(self, agency: str, pid: str, data: dict[str, Any], notes: Notes) -> None:
         outcome, count, left = data.get("outcome"), data.get("count"), data.get("budget_left")
         key, inputs = str(data.get("idempotency_key", "")), str(data.get("inputs_sha256", ""))
         budget = self.budgets.get((agency, pid), _Budget())
@@ -690,14 +280,14 @@ class _Replay:
             notes.fail(f"its opening {opening.name} does not re-derive")
         elif opening.digest != inputs:
             notes.fail(
-                f"inputs digest {_short(inputs)} is not its opening's re-derived {_short(opening.digest)}"
+                f"inputs digest {short(inputs)} is not its opening's re-derived {short(opening.digest)}"
             )
         elif opening.batch is not None and len(opening.batch.tokens) != count:
             notes.fail(f"{count} elements, its opening holds {len(opening.batch.tokens)}")
         else:
             notes.ok("inputs digest equals its re-derived opening")
 
-    def _charge(self, budget: _Budget, key: str, inputs: str, count: int, left: Any, notes: _Notes) -> None:
+    def _charge(self, budget: _Budget, key: str, inputs: str, count: int, left: Any, notes: Notes) -> None:
         budget.evaluations += 1
         if key and key in budget.charged:
             notes.fail("charged twice under one idempotency key")
@@ -726,7 +316,7 @@ class _Replay:
 
     # ------------------------------------------------------------------------------- coordinator log
 
-    def check_coordinator_log(self, justifier: _Justifier) -> None:
+    def check_coordinator_log(self, justifier: Justifier) -> None:
         """What each coordinator entry says, against the health records, the openings and the node logs."""
         log = self.coordinator
         if log is None:
@@ -760,7 +350,7 @@ class _Replay:
                     notes.ok("the node logged building this index")
                 else:
                     notes.fail(
-                        f"the {agency} node never logged building index {_short(data.get('index_digest'))} "
+                        f"the {agency} node never logged building index {short(data.get('index_digest'))} "
                         f"of {pid}"
                     )
             elif kind in ("matches_written", "features_written", "codes_issued", "revocations"):
@@ -770,7 +360,7 @@ class _Replay:
             elif kind == "head":
                 self._head(epoch, data, notes)
 
-    def _risk_committed(self, justifier: _Justifier, epoch: str, data: dict[str, Any], notes: _Notes) -> None:
+    def _risk_committed(self, justifier: Justifier, epoch: str, data: dict[str, Any], notes: Notes) -> None:
         span = self.epoch_window(epoch)
         risk = None if span is None else justifier.risk_set(*span)
         if risk is None:
@@ -780,13 +370,13 @@ class _Replay:
         digest = tokens_digest(expected)
         if digest != data.get("tokens_digest") or len(expected) != data.get("count"):
             notes.fail(
-                f"risk commitment ({data.get('count')} tokens, {_short(data.get('tokens_digest'))}) is not "
-                f"the risk set the health records give ({len(expected)} tokens, {_short(digest)})"
+                f"risk commitment ({data.get('count')} tokens, {short(data.get('tokens_digest'))}) is not "
+                f"the risk set the health records give ({len(expected)} tokens, {short(digest)})"
             )
         else:
             notes.ok(f"{len(expected)} tokens, as the health records give")
 
-    def _identities_committed(self, justifier: _Justifier, data: dict[str, Any], notes: _Notes) -> None:
+    def _identities_committed(self, justifier: Justifier, data: dict[str, Any], notes: Notes) -> None:
         tokens = justifier.identity_tokens
         if tokens is None:
             notes.fail("identity tokens committed, but the run has no application records")
@@ -795,12 +385,12 @@ class _Replay:
         if digest != data.get("tokens_digest") or len(tokens) != data.get("count"):
             notes.fail(
                 f"identity commitment ({data.get('count')} tokens) is not the application records' "
-                f"({len(tokens)} tokens, {_short(digest)})"
+                f"({len(tokens)} tokens, {short(digest)})"
             )
         else:
             notes.ok(f"{len(tokens)} identity tokens, as the application records give")
 
-    def _coordinator_evaluate(self, data: dict[str, Any], notes: _Notes) -> None:
+    def _coordinator_evaluate(self, data: dict[str, Any], notes: Notes) -> None:
         agency, pid = str(data.get("agency")), str(data.get("partition_id"))
         key = (agency, pid, str(data.get("idempotency_key")))
         self.coord_evals.add(key)
@@ -813,8 +403,8 @@ class _Replay:
             batch = opening.batch
             if data.get("inputs_digest") != opening.digest:
                 notes.fail(
-                    f"inputs digest {_short(data.get('inputs_digest'))} is not its opening's re-derived "
-                    f"{_short(opening.digest)}"
+                    f"inputs digest {short(data.get('inputs_digest'))} is not its opening's re-derived "
+                    f"{short(opening.digest)}"
                 )
             if (
                 data.get("count") != len(batch.tokens)
@@ -834,7 +424,7 @@ class _Replay:
         else:
             notes.ok(f"the {agency} node logged the same inputs")
 
-    def _head(self, epoch: str, data: dict[str, Any], notes: _Notes) -> None:
+    def _head(self, epoch: str, data: dict[str, Any], notes: Notes) -> None:
         logged = self.logged.get(epoch, {})
         for field_name, kind in (("matches_digest", "matches_written"), ("codes_digest", "codes_issued")):
             if field_name not in data:
@@ -848,7 +438,7 @@ class _Replay:
 
     # ----------------------------------------------------------------------------------------- openings
 
-    def opening_verdicts(self, justifier: _Justifier) -> list[Verdict]:
+    def opening_verdicts(self, justifier: Justifier) -> list[Verdict]:
         """Per opening: re-derivation, both logs, the partition key, and what justifies each token."""
         out = []
         for opening in self.openings:
@@ -894,12 +484,12 @@ class _Replay:
                 first = self.report.unjustified[-len(bad)]
                 notes.fail(
                     f"query with no case behind it: {len(bad)} of {len(batch.tokens)} tokens unjustified "
-                    f"({_named(bad)}); {first['reason']}"
+                    f"({named(bad)}); {first['reason']}"
                 )
             else:
                 cases = sorted(k for k in behind if k not in ("risk region", "application"))
                 what = [
-                    f"cases {_named(cases)}" if cases else "",
+                    f"cases {named(cases)}" if cases else "",
                     "a risk region" if "risk region" in behind else "",
                     "application records" if "application" in behind else "",
                 ]
@@ -908,7 +498,7 @@ class _Replay:
             out.append(notes.verdict("openings", item, "opening"))
         return out
 
-    def risk_verdicts(self, justifier: _Justifier) -> list[Verdict]:
+    def risk_verdicts(self, justifier: Justifier) -> list[Verdict]:
         """Per epoch: the recomputed risk set, every partition of it committed and its tokens queried."""
         out = []
         asked = {
@@ -919,7 +509,7 @@ class _Replay:
         }
         for epoch, span in sorted(self.epochs.items()):
             risk = justifier.risk_set(*span)
-            notes = _Notes()
+            notes = Notes()
             if risk is None:
                 notes.fail(f"the health records give no risk set: {justifier.errors.get(span, 'unusable')}")
                 out.append(notes.verdict("risk set", epoch, "risk set"))
@@ -930,13 +520,13 @@ class _Replay:
             if missing:
                 notes.fail(
                     f"{len(missing)} partitions of the risk set never committed: "
-                    f"{_named(f'{a} {p}' for a, p in missing)}"
+                    f"{named(f'{a} {p}' for a, p in missing)}"
                 )
             unasked = [k for k in risk.cases if k not in asked and self.node_indexes.get(k[:2])]
             if unasked:
                 notes.warn(
                     f"{len(unasked)} risk tokens in partitions the nodes serve were never queried: "
-                    f"{_named(t for _, _, t in unasked)}"
+                    f"{named(t for _, _, t in unasked)}"
                 )
             out.append(notes.verdict("risk set", epoch, "risk set"))
         return out
@@ -945,7 +535,7 @@ class _Replay:
         """Per partition: charges within the cap, budget_left consistent."""
         out = []
         for (agency, pid), budget in sorted(self.budgets.items()):
-            notes = _Notes()
+            notes = Notes()
             if budget.total is not None and budget.used > budget.total:
                 notes.fail(f"over budget: {budget.used} elements charged, cap {budget.total}")
             for problem in dict.fromkeys(budget.problems):
@@ -959,7 +549,7 @@ class _Replay:
 
     # ------------------------------------------------------------------------------------------ results
 
-    def result_verdicts(self, justifier: _Justifier) -> list[Verdict]:
+    def result_verdicts(self, justifier: Justifier) -> list[Verdict]:
         """The published files against the digests the coordinator logged."""
         coordinator = self.run_dir / "coordinator"
         out = [
@@ -972,9 +562,9 @@ class _Replay:
         return out
 
     def _frame_verdict(
-        self, path: Path, kind: str, columns: list[str] | None, justifier: _Justifier
+        self, path: Path, kind: str, columns: list[str] | None, justifier: Justifier
     ) -> Verdict:
-        notes = _Notes()
+        notes = Notes()
         name = path.name
         if kind not in self.last:
             if path.exists():
@@ -991,8 +581,8 @@ class _Replay:
         digest = frame_digest(frame, columns or list(frame.columns))
         if digest != data.get("digest") or len(frame) != data.get("rows"):
             notes.fail(
-                f"altered: {len(frame)} rows, digest {_short(digest)}, but the {kind} entry at {where} "
-                f"logged {data.get('rows')} rows, digest {_short(data.get('digest'))}"
+                f"altered: {len(frame)} rows, digest {short(digest)}, but the {kind} entry at {where} "
+                f"logged {data.get('rows')} rows, digest {short(data.get('digest'))}"
             )
         else:
             notes.ok(f"{len(frame)} rows, digest equals the {kind} entry at {where} (epoch {epoch})")
@@ -1001,7 +591,7 @@ class _Replay:
         return notes.verdict("results", name, kind)
 
     def _matches_justified(
-        self, frame: pd.DataFrame, epoch: str, justifier: _Justifier, notes: _Notes
+        self, frame: pd.DataFrame, epoch: str, justifier: Justifier, notes: Notes
     ) -> None:
         """Every match row names a token that was queried and that its case (or a risk region) justifies."""
         span = self.epoch_window(epoch)
@@ -1027,11 +617,11 @@ class _Replay:
             for t, c in zip(frame["token"][queried & ~backed], cases[queried & ~backed], strict=True)
         ]
         if never:
-            notes.fail(f"{len(never)} match rows name tokens never queried: {_named(dict.fromkeys(never))}")
+            notes.fail(f"{len(never)} match rows name tokens never queried: {named(dict.fromkeys(never))}")
         if unjustified:
             notes.fail(
                 f"{len(unjustified)} match rows not justified by their case or a risk region: "
-                f"{_named(dict.fromkeys(unjustified))}"
+                f"{named(dict.fromkeys(unjustified))}"
             )
         if not never and not unjustified:
             notes.ok("every row from a queried, justified token")
@@ -1052,12 +642,12 @@ class _Replay:
         try:
             with CodeStore(path) as store:
                 for epoch, (where, data) in sorted(epochs.items()):
-                    notes = _Notes()
+                    notes = Notes()
                     digest, count = epoch_codes_digest(store, epoch), store.count_codes(epoch)
                     if digest != data.get("digest") or count != data.get("count"):
                         notes.fail(
-                            f"altered: {count} codes, digest {_short(digest)}, but the codes_issued entry "
-                            f"at {where} logged {data.get('count')}, digest {_short(data.get('digest'))}"
+                            f"altered: {count} codes, digest {short(digest)}, but the codes_issued entry "
+                            f"at {where} logged {data.get('count')}, digest {short(data.get('digest'))}"
                         )
                     else:
                         notes.ok(f"{count} codes, digest equals the codes_issued entry at {where}")
@@ -1070,7 +660,7 @@ class _Replay:
 
     def _revocations_verdict(self, store: CodeStore) -> Verdict:
         """Every code the log says was revoked is revoked in the store, and the last total matches."""
-        notes = _Notes()
+        notes = Notes()
         stored = {r.code_id for r in store.revocations()}
         logged = {
             str(c)
@@ -1081,7 +671,7 @@ class _Replay:
         _, where, data = self.last["revocations"]
         if logged - stored:
             notes.fail(
-                f"codes logged as revoked but not revoked in the store: {_named(sorted(logged - stored))}"
+                f"codes logged as revoked but not revoked in the store: {named(sorted(logged - stored))}"
             )
         if data.get("total") != len(stored):
             notes.fail(
@@ -1115,16 +705,16 @@ class _Replay:
         except InputError as exc:
             out.append(Verdict("rerun", "scenario.json", "scenario", "fail", str(exc)))
         for name, columns in (("matches.parquet", MATCH_COLUMNS), ("features.parquet", None)):
-            digests = [_file_frame_digest(run / "coordinator" / name, columns) for run in (mine, theirs)]
-            out.append(_compare("rerun", name, "results", *digests))
-        codes = [_codes_digests(run / "coordinator" / "codes.sqlite") for run in (mine, theirs)]
-        out.append(_compare("rerun", "codes.sqlite", "codes", *codes))
+            digests = [file_frame_digest(run / "coordinator" / name, columns) for run in (mine, theirs)]
+            out.append(compare("rerun", name, "results", *digests))
+        codes = [codes_digests(run / "coordinator" / "codes.sqlite") for run in (mine, theirs)]
+        out.append(compare("rerun", "codes.sqlite", "codes", *codes))
         deterministic = self.scenario is not None and self.scenario.seed is not None
         nodes = {
             str(p.relative_to(run)) for run in (mine, theirs) for p in (run / "nodes").glob("*/audit.jsonl")
         }
         for name in [COORDINATOR_LOG, *sorted(nodes)]:
-            out.append(_compare_log(name, mine / name, theirs / name, deterministic))
+            out.append(compare_log(name, mine / name, theirs / name, deterministic))
         return out
 
     # ---------------------------------------------------------------------------------------------- run
@@ -1134,7 +724,7 @@ class _Replay:
         start = time.perf_counter()
         identities, storage, justifier = self.load_inputs()
         self.read_logs(identities)
-        self.openings = _read_openings(self.run_dir, storage, self.executor, self.progress)
+        self.openings = read_openings(self.run_dir, storage, self.executor, self.progress)
         for opening in self.openings:
             if opening.batch is not None:
                 b = opening.batch
@@ -1162,69 +752,6 @@ class _Replay:
         }
         report.seconds = time.perf_counter() - start
         return report
-
-
-# ----------------------------------------------------------------------------------------- comparisons
-
-
-def _file_frame_digest(path: Path, columns: list[str] | None) -> str | None:
-    """A result file's row digest (None when it is absent or unreadable)."""
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError):
-        return None
-    return frame_digest(frame, columns or list(frame.columns))
-
-
-def _codes_digests(path: Path) -> str | None:
-    """One digest over every epoch's codes digest and the codes' signed payloads (None when absent)."""
-    if not path.exists():
-        return None
-    try:
-        with CodeStore(path) as store:
-            rows = list(store.codes())
-            h = hashlib.sha256()
-            for epoch in sorted({r.epoch for r in rows}):
-                h.update(f"{epoch}|{epoch_codes_digest(store, epoch)}\n".encode())
-            for r in rows:
-                h.update(f"{r.code_id}|{r.payload}\n".encode())
-            return h.hexdigest()
-    except (StoreError, OSError, ValueError):
-        return None
-
-
-def _compare(section: str, item: str, kind: str, mine: str | None, theirs: str | None) -> Verdict:
-    """Equal digests hold; a missing or different one does not."""
-    if mine is None or theirs is None:
-        where = "this run" if mine is None else "the re-run"
-        return Verdict(section, item, kind, "fail", f"absent or unreadable in {where}")
-    if mine != theirs:
-        return Verdict(
-            section,
-            item,
-            kind,
-            "fail",
-            f"differs from the re-run: {_short(mine)} here, {_short(theirs)} re-run",
-        )
-    return Verdict(section, item, kind, "ok", f"equals the re-run ({_short(mine)})")
-
-
-def _compare_log(name: str, mine: Path, theirs: Path, deterministic: bool) -> Verdict:
-    """A log byte for byte against the re-run's; a difference fails only in a deterministic run."""
-    try:
-        a, b = mine.read_bytes(), theirs.read_bytes()
-    except OSError as exc:
-        return Verdict("rerun", name, "log", "fail", f"cannot compare ({exc.strerror or exc})")
-    la, lb = a.split(b"\n"), b.split(b"\n")
-    if a == b:
-        return Verdict(
-            "rerun", name, "log", "ok", f"byte for byte equal to the re-run ({len(la) - 1} entries)"
-        )
-    line = next((i for i, (x, y) in enumerate(zip(la, lb, strict=False)) if x != y), min(len(la), len(lb)))
-    reason = f"differs from the re-run from line {line + 1} ({len(la) - 1} lines here, {len(lb) - 1} re-run)"
-    if not deterministic:
-        return Verdict("rerun", name, "log", "warn", reason + "; the run is not seeded, so logs may differ")
-    return Verdict("rerun", name, "log", "fail", reason)
 
 
 # ---------------------------------------------------------------------------------------------- public
