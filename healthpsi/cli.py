@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from healthpsi import allocator, audit, bench, coordinator, keys, node, reference, run, simulate, verify
+from healthpsi import audit, bench, coordinator, keys, node, reference, run, simulate, verify
+from runner import allocator
 
 app = typer.Typer(
     help="healthpsi: privacy-preserving federated matching for epidemic health codes.",

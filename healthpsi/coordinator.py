@@ -22,11 +22,11 @@ from coordinator.store import StoreError
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto.errors import CryptoError
 from crypto.pki import PkiPaths
-from healthpsi.executors import make_executor
-from healthpsi.pipeline import in_process_nodes
 from healthpsi.progress import stage_progress
 from proto.errors import ProtocolError
 from proto.tokens import AGENCIES
+from runner.executors import make_executor
+from runner.pipeline import in_process_nodes
 
 app = typer.Typer(
     help="Coordinator: matches cases against the nodes and issues health codes.",

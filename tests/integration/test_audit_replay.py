@@ -34,12 +34,12 @@ from coordinator.transport import InProcessTransport
 from crypto.auditlog import AuditLog
 from crypto.pki import PkiPaths, load_identity_key, load_storage_key
 from healthpsi import cli
-from healthpsi.keys import init_keys
 from nodes.budget import BudgetPolicy
 from nodes.handlers import open_node
 from proto import tokens as tk
 from proto.errors import ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
+from runctx.pki import init_keys
 from simulation.scenario import simulate
 
 PERSONS = 1500

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from crypto import codes
 from crypto.pki import PkiPaths, load_signing_key, write_revocations
 from healthpsi.cli import app
-from healthpsi.keys import init_keys
+from runctx.pki import init_keys
 
 AS_OF = "2020-02-10"
 ISSUED = datetime(2020, 2, 10, 6, 0, tzinfo=UTC)

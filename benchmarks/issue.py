@@ -23,6 +23,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from benchmarks import Step
+from benchmarks.measure import rate
 from coordinator.issuance import code_id, sign_job
 from crypto import codes
 from crypto.drbg import Drbg
@@ -34,8 +36,6 @@ from crypto.pki import (
     load_signing_key,
     load_trust_list,
 )
-from healthpsi.benchmarks import Step
-from healthpsi.benchmarks.measure import rate
 from proto import ids
 from proto.tokens import AGENCIES
 

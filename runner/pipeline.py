@@ -24,10 +24,10 @@ from coordinator.epoch import EpochResult, run_epoch
 from coordinator.transport import GrpcTransport, InProcessTransport, NodeTransport
 from crypto.codes import check_payload
 from crypto.pki import PkiPaths, load_certificate, load_revocations, load_trust_list
-from healthpsi.executors import make_executor
-from healthpsi.keys import init_keys
 from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
+from runctx.pki import init_keys
+from runner.executors import make_executor
 from simulation.processes import NodeProcess, start_nodes
 from simulation.reference import reference_matches
 from simulation.run_report import build_report
