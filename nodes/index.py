@@ -28,8 +28,7 @@ import pandas as pd
 
 from crypto import labels, oprf
 from crypto.pki import write_atomic
-from nodes import tokenize
-from proto import ids, tokens
+from proto import ids, tokenize, tokens
 
 ENTRY_HEADER = struct.Struct(">16sI")
 """Tag and label length at the head of every canonical entry."""

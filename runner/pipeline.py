@@ -28,9 +28,9 @@ from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys
 from runner.executors import make_executor
-from simulation.processes import NodeProcess, start_nodes
+from runner.processes import NodeProcess, start_nodes
+from runner.report import build_report
 from simulation.reference import reference_matches
-from simulation.run_report import build_report
 from simulation.scenario import simulate
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from proto.errors import FailedPrecondition, InvalidArgument, NotFound
 from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys
-from simulation.processes import NodeProcess, start_nodes
+from runner.processes import NodeProcess, start_nodes
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
 

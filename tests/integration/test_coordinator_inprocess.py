@@ -34,10 +34,9 @@ from crypto.auditlog import verify_file
 from crypto.drbg import Drbg
 from crypto.pki import PkiPaths, create_pki, load_certificate, load_identities, load_revocations
 from healthpsi import cli
-from nodes import tokenize
 from nodes.budget import BudgetPolicy
 from nodes.handlers import open_node
-from proto import ids
+from proto import ids, tokenize
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
 from runctx.pki import init_keys
