@@ -13,6 +13,8 @@ from typing import Any
 from audit.verdicts import Notes, Verdict
 from crypto.auditlog import ChainReport, read_lines, verify_chain
 
+COORDINATOR_LOG = "coordinator/audit.jsonl"
+"""The coordinator's audit log, relative to the run directory."""
 
 @dataclass
 class Log:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,7 @@ from coordinator.sealing import SealedFileError, read_sealed_json
 from crypto import oprf
 from crypto.errors import CryptoError
 from crypto.group import ELEMENT_BYTES, split_packed
-
-Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total); stages "logs", "openings", "results", "rerun"."""
+from runctx.progress import Progress
 
 
 @dataclass

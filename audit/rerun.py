@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from audit.logs import COORDINATOR_LOG
+from audit.results import MATCH_COLUMNS
 from audit.verdicts import Verdict, short
 from coordinator.results import epoch_codes_digest, frame_digest
+from coordinator.risk import InputError, load_scenario
 from coordinator.store import CodeStore, StoreError
 
 
@@ -74,3 +77,35 @@ def compare_log(name: str, mine: Path, theirs: Path, deterministic: bool) -> Ver
     return Verdict("rerun", name, "log", "fail", reason)
 
 
+def rerun_verdicts(mine: Path, theirs: Path, deterministic: bool) -> list[Verdict]:
+    """Compare a run with a fresh re-run of its scenario: results by digest, logs byte for byte (a difference
+    in a log fails only in a deterministic, seeded run)."""
+    out = []
+    try:
+        a, b = load_scenario(mine).raw, load_scenario(theirs).raw
+        same = {k: (a.get(k), b.get(k)) for k in ("preset", "seed", "persons", "as_of")}
+        differ = {k: v for k, v in same.items() if v[0] != v[1]}
+        out.append(
+            Verdict(
+                "rerun",
+                "scenario.json",
+                "scenario",
+                "fail" if differ else "ok",
+                f"differs: {differ}"
+                if differ
+                else f"same scenario {same['preset'][0]} seed {same['seed'][0]}",
+            )
+        )
+    except InputError as exc:
+        out.append(Verdict("rerun", "scenario.json", "scenario", "fail", str(exc)))
+    for name, columns in (("matches.parquet", MATCH_COLUMNS), ("features.parquet", None)):
+        digests = [file_frame_digest(run / "coordinator" / name, columns) for run in (mine, theirs)]
+        out.append(compare("rerun", name, "results", *digests))
+    codes = [codes_digests(run / "coordinator" / "codes.sqlite") for run in (mine, theirs)]
+    out.append(compare("rerun", "codes.sqlite", "codes", *codes))
+    nodes = {
+        str(p.relative_to(run)) for run in (mine, theirs) for p in (run / "nodes").glob("*/audit.jsonl")
+    }
+    for name in [COORDINATOR_LOG, *sorted(nodes)]:
+        out.append(compare_log(name, mine / name, theirs / name, deterministic))
+    return out

@@ -40,7 +40,7 @@ from benchmarks.crypto import raw_operation_seconds
 from benchmarks.measure import busy_seconds, other_cpu_share
 from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
-from nodes.handlers import BUILD_FILE, SOURCES_FILE
+from nodes.startup import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys
 from runner import allocator

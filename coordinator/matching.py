@@ -37,6 +37,7 @@ from crypto.pki import Identities
 from proto import ids
 from proto.errors import ProtocolError
 from proto.healthpsi.v1 import node_pb2
+from runctx.progress import Progress, no_progress
 
 SUITE = "ristretto255-SHA512"
 OPEN_PART = 16384
@@ -45,17 +46,12 @@ OPEN_PART = 16384
 
 AuditSink = Callable[..., None]
 """audit(event, **fields): append one entry to the coordinator's audit log."""
-Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total)."""
 
 
 
 def _no_audit(event: str, **fields: Any) -> None:
     """Discard an audit entry."""
 
-
-def _no_progress(stage: str, done: int, total: int) -> None:
-    """Discard a progress report."""
 
 
 # ------------------------------------------------------------------------------------------ manifests
@@ -160,6 +156,44 @@ class MatchStats:
         self.bytes[stage] = self.bytes.get(stage, 0) + nbytes
 
 
+def _counted(transports: Mapping[str, NodeTransport], kind: str = "total") -> int:
+    """Bytes the transports have counted so far: all of them, or (`kind="streamed"`) the indexes'."""
+    return sum(int(getattr(getattr(t, "counter", None), kind, 0)) for t in transports.values())
+
+
+def _transport(transports: Mapping[str, NodeTransport], agency: str) -> NodeTransport:
+    """The transport to a node; MatchingError when there is none."""
+    try:
+        return transports[agency]
+    except KeyError:
+        raise MatchingError(f"no transport for node {agency!r}; give one for every agency") from None
+
+
+def fetch_manifests(
+    transports: Mapping[str, NodeTransport],
+    identities: Identities,
+    agencies: Iterable[str],
+    as_of: str,
+    window_days: int,
+    stats: MatchStats,
+) -> dict[str, node_pb2.Manifest]:
+    """Fetch and verify the manifests of these nodes, whose window must be the epoch's (as_of, window_days);
+    their malformed counts, time and bytes go to `stats`."""
+    start, before = time.perf_counter(), _counted(transports)
+    manifests = {}
+    for agency in sorted(set(agencies)):
+        manifest = verify_manifest(_transport(transports, agency).get_manifest(), agency, identities)
+        if (manifest.as_of, manifest.window_days) != (as_of, window_days):
+            raise ManifestError(
+                f"node {agency} serves the {manifest.window_days} days ending {manifest.as_of}; "
+                f"this epoch is for the {window_days} days ending {as_of}"
+            )
+        manifests[agency] = manifest
+        stats.malformed[agency] = dict(manifest.malformed)
+    stats.add("manifests", time.perf_counter() - start, _counted(transports) - before)
+    return manifests
+
+
 class Matcher:
     """Runs one epoch's queries against the nodes (see the module docstring)."""
 
@@ -174,9 +208,11 @@ class Matcher:
         as_of: str,
         window_days: int,
         blind_rng: Callable[[str, str], Rng | None],
+        manifests: Mapping[str, node_pb2.Manifest] | None = None,
+        stats: MatchStats | None = None,
         executor: Executor | None = None,
         audit: AuditSink = _no_audit,
-        progress: Progress = _no_progress,
+        progress: Progress = no_progress,
     ) -> None:
         self.epoch = epoch
         self.transports = dict(transports)
@@ -189,33 +225,20 @@ class Matcher:
         self.executor = executor
         self.audit = audit
         self.progress = progress
-        self.stats = MatchStats()
-        self.manifests: dict[str, node_pb2.Manifest] = {}
+        self.stats = stats or MatchStats()
+        self.manifests: dict[str, node_pb2.Manifest] = dict(manifests or {})
 
     def _bytes(self, kind: str = "total") -> int:
         """Bytes the transports have counted so far: all of them, or (`kind="streamed"`) the indexes'."""
-        return sum(int(getattr(getattr(t, "counter", None), kind, 0)) for t in self.transports.values())
-
-    def _transport(self, agency: str) -> NodeTransport:
-        try:
-            return self.transports[agency]
-        except KeyError:
-            raise MatchingError(f"no transport for node {agency!r}; give one for every agency") from None
+        return _counted(self.transports, kind)
 
     def fetch_manifests(self, agencies: Iterable[str]) -> dict[str, node_pb2.Manifest]:
-        """Fetch and verify the manifests of these nodes (their window must end on the epoch's as_of); return
-        every manifest fetched so far."""
-        start, before = time.perf_counter(), self._bytes()
-        for agency in sorted(set(agencies)):
-            manifest = verify_manifest(self._transport(agency).get_manifest(), agency, self.identities)
-            if (manifest.as_of, manifest.window_days) != (self.as_of, self.window_days):
-                raise ManifestError(
-                    f"node {agency} serves the {manifest.window_days} days ending {manifest.as_of}; "
-                    f"this epoch is for the {self.window_days} days ending {self.as_of}"
-                )
-            self.manifests[agency] = manifest
-            self.stats.malformed[agency] = dict(manifest.malformed)
-        self.stats.add("manifests", time.perf_counter() - start, self._bytes() - before)
+        """Fetch and verify the manifests of these nodes (`fetch_manifests`); return every manifest fetched so
+        far."""
+        fetched = fetch_manifests(
+            self.transports, self.identities, agencies, self.as_of, self.window_days, self.stats
+        )
+        self.manifests.update(fetched)
         return self.manifests
 
     def _info(self, agency: str, partition_id: str) -> node_pb2.PartitionInfo | None:
@@ -243,7 +266,9 @@ class Matcher:
         # but neither needs the other until the tags are looked up
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch-indexes") as fetcher:
             prefetched = {
-                key: fetcher.submit(self.cache.prefetch, self._transport(key[0]), info, len(by_part[key]))
+                key: fetcher.submit(
+                    self.cache.prefetch, _transport(self.transports, key[0]), info, len(by_part[key])
+                )
                 for key, info in sorted(live.items())
             }
             try:
@@ -303,7 +328,7 @@ class Matcher:
             # a failed prefetch is retried (and reported) by the lookup
             with contextlib.suppress(ProtocolError, IndexIntegrityError, OSError):
                 prefetched[key].result()
-            downloaded = self.cache.lookup(self._transport(key[0]), info, wanted)
+            downloaded = self.cache.lookup(_transport(self.transports, key[0]), info, wanted)
             if downloaded:
                 self.stats.indexes_downloaded += 1
             else:
@@ -413,7 +438,7 @@ class Matcher:
         """Call Evaluate for a batch and check the answer fits the request (the proof is checked later)."""
         where = f"node {batch.agency} partition {batch.partition_id}"
         try:
-            response = self._transport(batch.agency).evaluate(batch.request())
+            response = _transport(self.transports, batch.agency).evaluate(batch.request())
         except ProtocolError as exc:
             raise MatchingError(f"{where}: Evaluate refused ({exc.status}): {exc}") from exc
         count = len(batch.tokens)

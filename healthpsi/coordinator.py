@@ -21,10 +21,10 @@ from coordinator.sealing import SealedFileError
 from coordinator.store import StoreError
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto.errors import CryptoError
-from crypto.pki import PkiPaths
 from healthpsi.progress import stage_progress
 from proto.errors import ProtocolError
 from proto.tokens import AGENCIES
+from runctx.pki import PkiPaths
 from runner.executors import make_executor
 from runner.pipeline import in_process_nodes
 

@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from crypto.pki import load_signing_key, load_trust_list
+from crypto.pki import load_trust_list
 from proto.tokens import AGENCIES
-from runctx.pki import KeysError, init_keys
+from runctx.pki import KeysError, init_keys, load_signing_key
 
 app = typer.Typer(help="Keys and certificates of a run.", no_args_is_help=True, rich_markup_mode="rich")
 

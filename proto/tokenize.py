@@ -9,7 +9,7 @@ pandas Categoricals whose categories are the (sorted) strings actually used: a d
 tens of millions of (subject, token) pairs but few distinct strings, so this keeps memory small while
 behaving like string columns (`==`, `isin`, `merge`, `.str`, iteration all see `str` values).
 
-Rules (README, "Canonical tokens"):
+Rules (docs/tokens.md, "Canonical tokens"):
 
 - cell-hour: each clock hour that overlaps a stay by at least 10 minutes;
 - region-day: a subject's total time in a region's cells that day is at least 120 minutes;

@@ -9,8 +9,7 @@ row per (subject_id, agency, token, case_id), sorted by those. The oracle shares
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,8 @@ import pyarrow.parquet as pq
 from proto import ids, risk
 from proto import tokenize as tz
 from proto.tokens import AGENCIES, partition_id
+from runctx.progress import Progress
+from runctx.scenario import Scenario, ScenarioError
 from simulation.writer import SCHEMAS, write_table
 
 MATCH_COLUMNS = ("subject_id", "agency", "token", "case_id")
@@ -46,13 +47,12 @@ class Reference:
     malformed: dict[str, dict[str, dict[str, int]]]
 
 
-def load_scenario(run_dir: str | Path) -> dict[str, object]:
-    """RUN/scenario.json as a dict (raises ReferenceError if missing or unreadable)."""
-    path = Path(run_dir) / "scenario.json"
+def load_scenario(run_dir: str | Path) -> Scenario:
+    """RUN/scenario.json (raises ReferenceError if missing or unusable)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReferenceError(f"cannot read {path}: {exc}") from exc
+        return Scenario.load(run_dir)
+    except ScenarioError as exc:
+        raise ReferenceError(str(exc)) from exc
 
 
 def run_risk_tokens(run_dir: str | Path) -> pd.DataFrame:
@@ -69,18 +69,18 @@ def run_risk_tokens(run_dir: str | Path) -> pd.DataFrame:
         frames["investigations"],
         frames["risk_regions"],
         frames["cases"],
-        dt.date.fromisoformat(str(scenario["as_of"])),
-        int(scenario["window_days"]),  # type: ignore[call-overload]
+        scenario.as_of,
+        scenario.window_days,
     )
 
 
 def compute_reference(
-    run_dir: str | Path, progress: Callable[[str, int, int], None] | None = None
+    run_dir: str | Path, progress: Progress | None = None
 ) -> Reference:
     """Join every agency's recorded tokens with the risk set, partition by partition."""
     run = Path(run_dir)
     scenario = load_scenario(run)
-    window = risk.window(dt.date.fromisoformat(str(scenario["as_of"])), int(scenario["window_days"]))  # type: ignore[call-overload]
+    window = scenario.window
     tokens = run_risk_tokens(run)
     parts: list[pa.Table] = []
     malformed: dict[str, dict[str, dict[str, int]]] = {}

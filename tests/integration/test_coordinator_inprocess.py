@@ -32,14 +32,14 @@ from coordinator.transport import InProcessTransport, NodeUnavailable
 from crypto import codes
 from crypto.auditlog import verify_file
 from crypto.drbg import Drbg
-from crypto.pki import PkiPaths, create_pki, load_certificate, load_identities, load_revocations
+from crypto.pki import load_certificate, load_revocations
 from healthpsi import cli
 from nodes.budget import BudgetPolicy
-from nodes.handlers import open_node
+from nodes.startup import open_node
 from proto import ids, tokenize
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
-from runctx.pki import init_keys
+from runctx.pki import PkiPaths, create_pki, init_keys, load_identities
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
 

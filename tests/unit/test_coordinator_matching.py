@@ -33,9 +33,10 @@ from coordinator.transport import (
     TransportError,
     error_from_rpc,
 )
-from crypto.pki import Identities, PkiPaths, create_pki
+from crypto.pki import Identities
 from proto.errors import NotFound, ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
+from runctx.pki import PkiPaths, create_pki
 
 KEY = bytes(range(32))
 

@@ -13,7 +13,7 @@ import pytest
 
 from crypto import labels
 from nodes import build
-from nodes.handlers import open_node
+from nodes.startup import open_node
 from nodes.store import AgencyStore
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys

@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from crypto import pki
 from crypto.drbg import Drbg
 from crypto.errors import TrustListError, UnknownKeyError
-from crypto.pki import PkiPaths
+from runctx.pki import PkiPaths
 
 NOW = datetime(2020, 2, 10, tzinfo=UTC)
 AGENCIES = ["carrier", "transport", "police"]
