@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from healthpsi import audit, bench, coordinator, keys, node, reference, run, simulate, verify
+from healthpsi import audit, bench, coordinator, keys, node, reference, run, serve, simulate, verify
 from runner import allocator
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(coordinator.app, name="coordinator")
 app.command("run")(run.run)
 app.command("reference")(reference.reference)
 app.command("verify")(verify.verify)
+app.command("serve")(serve.serve)
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
 
