@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nodes.store import StoreError
 from proto.risk import RiskSetError
 from simulation.reference import ReferenceError, compute_reference, epoch_dates, write_reference
 
@@ -69,7 +68,7 @@ def reference(
                 ref = compute_reference(run, progress=report, as_of=date)
                 paths = write_reference(run, ref, latest=date == dates[-1], per_epoch=len(dates) > 1)
                 console.print(f"{date}: {len(ref.matches):,} matches → {', '.join(map(str, paths))}")
-        except (ReferenceError, StoreError, RiskSetError, OSError) as exc:
+        except (ReferenceError, RiskSetError, OSError, ValueError) as exc:
             console.print(f"[red]reference failed:[/red] {exc}")
             raise typer.Exit(2) from None
     path = run / "reference" / "matches.parquet"

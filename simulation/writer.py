@@ -109,7 +109,7 @@ DAY_PARTITIONED: dict[str, str] = {
 LATE_DELAYS = (1, 2)
 LATE_DELAY_WEIGHTS = (0.7, 0.3)
 """How late a late row is: one day after its day, or two."""
-# malformed categories injected per dataset (as nodes.store names them)
+# malformed categories injected per dataset (as proto.tokenize.CATEGORIES names them)
 MALFORMED: dict[str, tuple[str, ...]] = {
     "stays": ("bad_subject_id", "end_not_after_start", "unknown_cell", "missing_value"),
     "tickets": ("bad_subject_id", "missing_value"),

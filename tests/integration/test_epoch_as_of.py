@@ -12,9 +12,9 @@ import pytest
 
 from coordinator.epoch import run_epoch
 from coordinator.transport import InProcessTransport
-from healthpsi.keys import init_keys
-from nodes.handlers import open_node
+from nodes.startup import open_node
 from proto.tokens import AGENCIES
+from runctx.pki import init_keys
 from simulation.reference import compute_reference
 from simulation.scenario import simulate
 

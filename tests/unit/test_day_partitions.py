@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nodes import build
-from nodes.handlers import source_digest
+from nodes.startup import source_digest
 from nodes.store import AgencyStore, StoreError
 from proto import ids, layout
 from simulation.writer import SCHEMAS, DayPartitionedWriter, write_table
