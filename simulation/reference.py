@@ -7,7 +7,7 @@ row per (subject_id, agency, token, case_id), sorted by those. The oracle shares
 
 The oracle of epoch date X (`compute_reference(run, as_of=X)`) sees what that day's epoch sees: the window of
 `window_days` ending on X, health records known by X (`proto.risk.known_by`), and the agency files delivered
-by X (`proto.layout`), one day's files at a time.
+by X (`proto.layout`); a day reads only the row groups of its own and earlier days' files that can reach it.
 """
 
 from __future__ import annotations
