@@ -101,3 +101,19 @@ def test_report_has_tables_plots_and_truth(run_dir: Path) -> None:
     assert 0.0 <= metrics["sensitivity"] <= 1.0
     assert 0.0 <= metrics["specificity"] <= 1.0
     assert sum(report["colours"].values()) == metrics["coded_subjects"]
+
+
+def test_report_reads_as_a_report(run_dir: Path) -> None:
+    report = json.loads((run_dir / "report.json").read_text())
+    sections = {s["title"]: s for s in report["sections"]}
+    stages = {row["stage"]: row["bytes on the wire"] for row in sections[next(
+        t for t in sections if t.startswith("Epoch stages"))]["rows"]}
+    assert stages["total"] == sum(v for k, v in stages.items() if k != "total") > 0
+    shares = [row["share"] for row in sections["Health codes"]["rows"]]
+    assert all(re.fullmatch(r"\d+\.\d%", s) for s in shares), shares
+    checks = {row["check"]: row["result"] for row in sections["Checks"]["rows"]}
+    assert checks["private matches equal the plaintext join"] == "yes, row for row"
+    assert re.fullmatch(r"[\d,]+ of [\d,]+ valid", checks["sample of codes verified offline"])
+    html = (run_dir / "report.html").read_text()
+    for raw in ("True", "None", '{"checked"', "coded_subjects"):
+        assert raw not in html, raw
