@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from healthpsi.checks import require_run
 from proto.risk import RiskSetError
 from simulation.reference import ReferenceError, compute_reference, epoch_dates, write_reference
 
@@ -43,6 +44,7 @@ def reference(
             dates.append(dt.date.fromisoformat(text))
         except ValueError:
             raise typer.BadParameter(f"not a date (YYYY-MM-DD): {text!r}", param_hint="--as-of") from None
+    require_run(run, "scenario", "data")
     console = Console()
     started = time.perf_counter()
     columns = (
