@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from healthpsi import allocator, audit, bench, coordinator, keys, node, policy, reference, run, simulate, verify
+from healthpsi import allocator, audit, bench, coordinator, keys, node, reference, run, simulate, verify
+from healthpsi import policy as policy_commands
 
 app = typer.Typer(
     help="healthpsi: privacy-preserving federated matching for epidemic health codes.",
@@ -29,7 +30,7 @@ app.command("reference")(reference.reference)
 app.command("verify")(verify.verify)
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
-app.add_typer(policy.app, name="policy")
+app.add_typer(policy_commands.app, name="policy")
 
 if __name__ == "__main__":
     app()
