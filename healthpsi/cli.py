@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from healthpsi import allocator, audit, bench, coordinator, keys, node, reference, run, simulate, verify
+from healthpsi import audit, bench, coordinator, keys, node, reference, run, serve, simulate, verify
 from healthpsi import policy as policy_commands
+from runner import allocator
 
 app = typer.Typer(
     help="healthpsi: privacy-preserving federated matching for epidemic health codes.",
@@ -28,6 +29,7 @@ app.add_typer(coordinator.app, name="coordinator")
 app.command("run")(run.run)
 app.command("reference")(reference.reference)
 app.command("verify")(verify.verify)
+app.command("serve")(serve.serve)
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
 app.add_typer(policy_commands.app, name="policy")

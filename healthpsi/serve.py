@@ -1,0 +1,89 @@
+"""`healthpsi serve`: the code service (FastAPI on uvicorn) over a run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from service.settings import APPS, ENV_SETTINGS, ServiceSettings, SettingsError
+
+
+def _listen(value: str) -> tuple[str, int]:
+    """HOST:PORT, or exit 2 naming --listen."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise typer.BadParameter(
+            f"expected HOST:PORT (port 0 = any free port), got {value!r}", param_hint="--listen"
+        )
+    return host.strip("[]"), int(port)
+
+
+def _nodes(values: list[str]) -> dict[str, str]:
+    """AGENCY=HOST:PORT pairs, or exit 2 naming --node."""
+    out: dict[str, str] = {}
+    for value in values:
+        agency, sep, address = value.partition("=")
+        if not sep or not agency or ":" not in address or not address.rpartition(":")[2].isdigit():
+            raise typer.BadParameter(f"expected AGENCY=HOST:PORT, got {value!r}", param_hint="--node")
+        out[agency] = address
+    return out
+
+
+def serve(
+    run: Path = typer.Option(..., "--run", help="The run directory to serve."),
+    listen: str = typer.Option("127.0.0.1:8000", "--listen", help="HOST:PORT; port 0 = any free port."),
+    app: str = typer.Option(",".join(APPS), "--app", help=f"Comma-separated apps among {', '.join(APPS)}."),
+    node: list[str] = typer.Option([], "--node", help="AGENCY=HOST:PORT of a node the service queries."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes behind one listener."),
+) -> None:
+    """Serve the citizen, verifier, venue, host and commander apps over a run.
+
+    The bound port is written to RUN/service/port while serving; Ctrl-C stops gracefully.
+
+    [bold]Example:[/bold]
+
+    [cyan]healthpsi serve --run runs/demo --listen 127.0.0.1:8000[/cyan]
+    """
+    host, port = _listen(listen)
+    try:
+        settings = ServiceSettings(
+            run=run, apps=tuple(a.strip() for a in app.split(",") if a.strip()), nodes=_nodes(node)
+        )
+    except SettingsError as exc:
+        typer.echo(f"serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings.secret_key()  # made once, before the workers race to make it
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        typer.echo(f"serve: cannot listen on {listen}: {exc.strerror}; pick another --listen", err=True)
+        raise typer.Exit(2) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    bound = sock.getsockname()[1]
+    port_file = settings.state_dir / "port"
+    port_file.write_text(f"{bound}\n")
+    os.environ[ENV_SETTINGS] = settings.to_env()
+    apps = ", ".join(settings.apps)
+    typer.echo(f"serving {run} on http://{host}:{bound} (apps: {apps}; workers: {workers})")
+    try:
+        uvicorn.run(
+            "service.app:create_app_from_env",
+            factory=True,
+            fd=sock.fileno(),
+            workers=workers,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            port_file.unlink()
+        sock.close()

@@ -1,0 +1,42 @@
+"""The ASGI application: settings, middleware, static assets and one router per enabled party app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from service.middleware import ServiceMiddleware
+from service.routers import home
+from service.settings import ServiceSettings
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """The service for `settings`: APIs under /api/v1 (OpenAPI at /docs) and server-rendered pages."""
+    app = FastAPI(
+        title="healthpsi code service",
+        version="1",
+        description="Apply for, show and verify health codes; watch the epidemic.",
+    )
+    app.state.settings = settings
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key().hex(),
+        session_cookie="healthpsi_session",
+        max_age=settings.session_max_age,
+        same_site="strict",
+        https_only=False,
+    )
+    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(home.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory each uvicorn worker calls: settings from the environment `healthpsi serve` set."""
+    return create_app(ServiceSettings.from_env())

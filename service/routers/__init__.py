@@ -1,0 +1,1 @@
+"""One router per party; each writes only its owner's files."""
