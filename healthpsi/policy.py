@@ -190,7 +190,9 @@ def sweep(
 
     [bold]Example:[/bold]
 
-    [cyan]healthpsi policy sweep --run runs/demo --rule CELL_HOURS --min 1..6 --out runs/demo/sweep.png[/cyan]
+    [cyan]healthpsi policy sweep --run runs/demo --rule LONG_CELL_HOURS --min 2..8 --out sweep.png[/cyan]
+
+    [cyan]healthpsi policy sweep --run runs/demo --rule LONG_CELL_HOURS --quarantine-days 9..14[/cyan]
     """
     if not 1 <= len(rule) <= 2:
         raise typer.BadParameter("give one or two rules", param_hint="--rule")
