@@ -21,7 +21,7 @@ STAGE_TEXT = {
 STEP_TEXT = {
     "simulate": "Simulating the city and its epidemic",
     "keys": "Creating the PKI and signing keys",
-    "nodes": "Starting carrier, transport and police nodes (building indexes)",
+    "nodes": "Starting the carrier, transport, police and venues nodes (building indexes)",
     "epoch": "Coordinator epoch: risk set, OPRF queries, indexes, matches, codes",
     "verify": "Verifying a sample of codes offline",
     "reference": "Checking matches against the plaintext join",

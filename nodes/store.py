@@ -10,8 +10,10 @@ kept.
 
 A row is malformed when a token-relevant value is missing (`missing_value`), its subject id is not
 17 digits and the right MOD 11-2 check character (`bad_subject_id`), a stay's end is not after its start
-(`end_not_after_start`), a stay's cell is not in cells.parquet (`unknown_cell`), or a hotel stay has fewer
-than one night (`bad_nights`). Each malformed row is counted once, under the first of these that applies.
+(`end_not_after_start`; also a check-in whose `leave` is not after its `at`, a declaration whose `to_date` is
+before its `from_date`), a stay's cell is not in cells.parquet (`unknown_cell`), a hotel stay has fewer
+than one night (`bad_nights`), or a check-in lasts more than 31 days (`too_long`). Each malformed row is
+counted once, under the first of these that applies.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ _SPAN_COLUMNS = {
     "stays": ("start", "end"),
     "tickets": ("service_date",),
     "hotel_stays": ("check_in", "nights"),
+    "checkins": ("at",),
+    "declarations": ("from_date", "to_date"),
 }
 """The columns `AgencyStore._spans` reads, per dated dataset."""
 
@@ -147,7 +151,7 @@ class AgencyStore:
             bad[:] |= new
 
         missing = np.zeros(n, dtype=bool)
-        for col in ds.columns:
+        for col in ds.required:
             missing |= table[col].is_null().to_numpy(zero_copy_only=False)
         mark("missing_value", missing)
         valid, bodies = ids.parse(table["subject_id"])
@@ -161,6 +165,17 @@ class AgencyStore:
         if ds.name == "hotel_stays":
             few = pc.fill_null(pc.less(table["nights"], 1), False)
             mark("bad_nights", few.to_numpy(zero_copy_only=False))
+        if ds.name == "checkins":
+            at = table["at"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            leave = table["leave"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            length = pc.subtract(leave, at)
+            not_after = pc.fill_null(pc.less_equal(length, 0), False)
+            mark("end_not_after_start", not_after.to_numpy(zero_copy_only=False))
+            too_long = pc.fill_null(pc.greater(length, tokenize.MAX_VISIT_SECONDS), False)
+            mark("too_long", too_long.to_numpy(zero_copy_only=False))
+        if ds.name == "declarations":
+            before = pc.fill_null(pc.less(table["to_date"], table["from_date"]), False)
+            mark("end_not_after_start", before.to_numpy(zero_copy_only=False))
         return ~bad, bodies, counts
 
     def _read(self, ds: Dataset, group: int, reaching: int | None = None) -> pa.Table:
@@ -264,6 +279,16 @@ class AgencyStore:
                 high, nights = _stat(pf, g, "check_in", "max"), _stat(pf, g, "nights", "max")
                 if high is not None and nights is not None:
                     last = float(_day_number(high) + max(int(str(nights)), 1) - 1)
+            elif ds.name == "checkins":
+                high, leave = _stat(pf, g, "at", "max"), _stat(pf, g, "leave", "max")
+                if high is not None:  # an hour assumed after `at` may cross midnight
+                    last = float(_day_number(high) + 1)
+                    if leave is not None:
+                        last = max(last, float(_day_number(leave)))
+            elif ds.name == "declarations":
+                high = _stat(pf, g, "to_date", "max")
+                if high is not None:
+                    last = float(_day_number(high))
             else:
                 high = _stat(pf, g, str(ds.date_column), "max")
                 if high is not None:
@@ -337,6 +362,13 @@ class AgencyStore:
         first = _as_day_numbers(table[ds.date_column])
         if ds.name == "hotel_stays":
             return first, first + table["nights"].cast(pa.int64()).to_numpy() - 1
+        if ds.name == "checkins":
+            at = table["at"].cast(pa.timestamp("s"), safe=False).cast(pa.int64()).to_numpy()
+            leave = table["leave"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            end = pc.coalesce(leave, pa.array(at + tokenize.VENUE_DEFAULT_SECONDS)).to_numpy()
+            return at // _DAY, np.maximum(end - 1, at) // _DAY
+        if ds.name == "declarations":
+            return first, _as_day_numbers(table["to_date"])
         return first, first
 
     def _day_tokens(self, ds: Dataset, rows: pd.DataFrame, day: int) -> pd.DataFrame:
@@ -435,8 +467,21 @@ def _hotel_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame
     return tokenize.hotel_tokens(night)
 
 
+def _checkins_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame:
+    """Tokens of the check-ins reaching one day (those of other days are dropped by the caller)."""
+    return tokenize.checkin_tokens(rows)
+
+
+def _declarations_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame:
+    """Tokens of the one day `day` of each declaration covering it."""
+    one = np.datetime64(day, "D")
+    return tokenize.declaration_tokens(rows.assign(from_date=one, to_date=one))
+
+
 _TOKENIZERS: dict[str, Callable[[AgencyStore, pd.DataFrame, int], pd.DataFrame]] = {
     "stays": _stays_day,
     "tickets": _tickets_day,
     "hotel_stays": _hotel_day,
+    "checkins": _checkins_day,
+    "declarations": _declarations_day,
 }
