@@ -42,6 +42,7 @@ from proto.risk import risk_tokens
 from runctx.pki import PkiPaths, create_pki, init_keys, load_identities
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
+from simulation.writer import SCHEMAS, write_table
 
 AS_OF = dt.date(2020, 2, 14)
 PERSONS = 48
@@ -297,6 +298,7 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
             ]
         ),
     )
+    write_table(data / "police" / "declarations.parquet", SCHEMAS["declarations"].empty_table())
     write_parquet(
         data / "police" / "hotel_stays.parquet",
         frames["hotel_stays"],

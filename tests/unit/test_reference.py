@@ -105,6 +105,8 @@ def run(tmp_path: Path) -> Path:
             },
         ),
     )
+    write_table(tmp_path / "data/police/declarations.parquet", SCHEMAS["declarations"].empty_table())
+    write_table(tmp_path / "data/venues/checkins.parquet", SCHEMAS["checkins"].empty_table())
     write_table(
         tmp_path / "data/police/hotel_stays.parquet",
         _table(
