@@ -21,12 +21,16 @@ COUNTED_KINDS: dict[str, str] = {
     "same_room_night": "room-night",
     "same_hotel_night": "hotel-night",
     "same_household": "household",
+    "same_place_days": "place-day",
 }
 COUNT_FEATURES: tuple[str, ...] = (
     "shared_cell_hours",
     *COUNTED_KINDS,
     "high_risk_region_days",
     "medium_risk_region_days",
+    "shared_venue_hours",
+    "shared_hospital_hours",
+    "declared_symptoms",
 )
 FEATURE_NAMES: tuple[str, ...] = ("is_case", *COUNT_FEATURES)
 """Every feature a policy rule may test (numeric; `is_case` counts as 0/1)."""
@@ -76,19 +80,30 @@ def region_levels(region_tokens: pd.Series, risk_regions: pd.DataFrame) -> pd.Se
     return region_tokens.map(levels).astype(object)
 
 
-def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: pd.DataFrame) -> pd.DataFrame:
-    """Features per subject (see SCHEMA) from matches (subject_id, agency, token, case_id) and the cases.
+def compute_features(
+    matches: pd.DataFrame,
+    cases: pd.DataFrame,
+    risk_regions: pd.DataFrame,
+    symptoms: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Features per subject (see SCHEMA) from matches (subject_id, agency, token, case_id), the cases and
+    the applicants who declared symptoms (`symptoms`: subject_id, applied_on).
 
     The last exposure is the latest day of any matched token; a household contact's exposure lasts until
-    the case's report date, and a case's own date is its report date.
+    the case's report date, a case's own date is its report date, and a declaration of symptoms dates from
+    the application. Shared venue-hours are split by the venue's kind: hours at a hospital count apart.
     """
+    symptoms = symptoms if symptoms is not None else pd.DataFrame({"subject_id": [], "applied_on": []})
+    symptoms = symptoms.assign(applied_on=pd.to_datetime(symptoms["applied_on"]).dt.date)
     cases = cases.assign(report_date=pd.to_datetime(cases["report_date"]).dt.date)
     m = matches.merge(token_kind_and_day(matches["token"]), on="token", how="left")
     case_report = dict(zip(cases["case_id"], cases["report_date"], strict=True))
     household = m["kind"] == "household"
     m.loc[household, "day"] = m.loc[household, "case_id"].map(case_report)
 
-    subjects = pd.Index(sorted(set(m["subject_id"]) | set(cases["subject_id"])), name="subject_id")
+    subjects = pd.Index(
+        sorted(set(m["subject_id"]) | set(cases["subject_id"]) | set(symptoms["subject_id"])), name="subject_id"
+    )
     out = pd.DataFrame(index=subjects)
 
     cell = m[m["kind"] == "cell-hour"]
@@ -100,6 +115,11 @@ def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: p
     level = region_levels(region["token"], risk_regions) if len(region) else pd.Series(dtype=object)
     out["high_risk_region_days"] = region[level == "high"].groupby("subject_id")["token"].nunique()
     out["medium_risk_region_days"] = region[level == "medium"].groupby("subject_id")["token"].nunique()
+    venue = m[m["kind"] == "venue-hour"]
+    at_hospital = np.array([tk.venue_kind(tk.parse(t).fields[0]) == "hospital" for t in venue["token"]], bool)
+    out["shared_venue_hours"] = venue[~at_hospital].groupby("subject_id")["token"].nunique()
+    out["shared_hospital_hours"] = venue[at_hospital].groupby("subject_id")["token"].nunique()
+    out["declared_symptoms"] = symptoms.groupby("subject_id").size().clip(upper=1)
     for feature in COUNT_FEATURES:
         out[feature] = out[feature].fillna(0).astype(np.int32)
 
@@ -115,6 +135,7 @@ def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: p
         [
             m[["subject_id", "day"]].dropna(),
             cases[["subject_id", "report_date"]].rename(columns={"report_date": "day"}),
+            symptoms[["subject_id", "applied_on"]].rename(columns={"applied_on": "day"}),
         ]
     )
     # as datetime64 (a grouped max of date objects would run in Python), then dates again
