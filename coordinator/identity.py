@@ -12,13 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator import applicants as appl
-from coordinator.matching import IndexCache, Matcher, OpeningStore, Query
+from coordinator.matching import IndexCache, Matcher, MatchingError, OpeningStore, Query
 from coordinator.sealing import storage_key
 from coordinator.transport import NodeTransport
 from crypto.pki import PkiPaths, load_identities
 from proto import tokens as tk
+from proto.errors import ProtocolError
 
 POLICE = "police"
+
+
+class IdentityCheckError(RuntimeError):
+    """The police node could not answer safely (down, over budget, a proof or index that does not verify)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class IdentityChecker:
 
     def check(self, declarations: Sequence[Declaration]) -> list[bool]:
         """For each declaration, whether the register holds a person with that id, name and birth date
-        (MatchingError and its kinds when the node cannot answer safely)."""
+        (IdentityCheckError when the node cannot answer safely)."""
         if not declarations:
             return []
         tokens = [d.token for d in declarations]
@@ -78,6 +83,9 @@ class IdentityChecker:
             window_days=self.window_days,
             blind_rng=lambda agency, partition_id: None,
         )
-        found = matcher.run([Query(POLICE, partition, appl.PURPOSE, tuple(sorted(set(tokens))))])
+        try:
+            found = matcher.run([Query(POLICE, partition, appl.PURPOSE, tuple(sorted(set(tokens))))])
+        except (MatchingError, ProtocolError) as exc:
+            raise IdentityCheckError(str(exc)) from exc
         register = found.get((POLICE, partition), {})
         return [d.subject_id in register.get(d.token, ()) for d in declarations]
