@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from service.settings import APPS, ENV_SETTINGS, ServiceSettings, SettingsError
 
@@ -74,15 +75,19 @@ def serve(
     os.environ[ENV_SETTINGS] = settings.to_env()
     apps = ", ".join(settings.apps)
     typer.echo(f"serving {run} on http://{host}:{bound} (apps: {apps}; workers: {workers})")
+    config = uvicorn.Config(
+        "service.app:create_app_from_env",
+        factory=True,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
     try:
-        uvicorn.run(
-            "service.app:create_app_from_env",
-            factory=True,
-            fd=sock.fileno(),
-            workers=workers,
-            log_level="warning",
-            timeout_graceful_shutdown=10,
-        )
+        # The workers share the socket bound above (uvicorn's own `fd=` takes it for a Unix socket).
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         with contextlib.suppress(FileNotFoundError):
             port_file.unlink()
