@@ -81,6 +81,9 @@ def serve(
         workers=workers,
         log_level="warning",
         timeout_graceful_shutdown=10,
+        # a worker imports the whole command line before it answers: on a busy machine that takes longer
+        # than uvicorn's 5 s, which made the supervisor restart workers over and over
+        timeout_worker_healthcheck=60,
     )
     try:
         # The workers share the socket bound above (uvicorn's own `fd=` takes it for a Unix socket).
