@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -454,3 +455,33 @@ def test_another_citizens_code_and_appeals_stay_private(
     with db(run) as conn:
         reasons = [r for (r,) in conn.execute("SELECT reason FROM appeals WHERE code_id = ?", (code_id,))]
     assert reasons == ["please look again"]
+
+
+def test_an_unreachable_police_node_is_reported_within_seconds_and_nothing_is_written(
+    run: Path, service: ServiceProcess, people: Iterator[dict[str, str]]
+) -> None:
+    """A service whose police node is down answers 503 naming the node; no application or code is stored."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    orphan = ServiceProcess(run, "--node", f"police=127.0.0.1:{dead}").wait_ready()
+    try:
+        phone = new_phone()
+        c = httpx.Client(base_url=orphan.url, headers={"x-forwarded-for": "10.0.8.1"}, timeout=60)
+        assert c.post("/api/v1/citizen/otp", json={"phone": phone}).status_code == 202
+        assert c.post(
+            "/api/v1/citizen/session", json={"phone": phone, "otp": outbox_code(run, phone)}
+        ).is_success
+        person = next(people)
+        response = c.post("/api/v1/citizen/applications", json=application(person, phone))
+        assert response.status_code == 503
+        assert "police" in response.json()["detail"]["message"] and response.headers["retry-after"]
+    finally:
+        orphan.stop()
+    with db(run) as conn:
+        assert conn.execute(
+            "SELECT COUNT(*) FROM applications WHERE subject_id = ?", (person["subject_id"],)
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT COUNT(*) FROM codes WHERE subject_id = ?", (person["subject_id"],)
+        ).fetchone() == (0,)
