@@ -7,13 +7,14 @@ and its label opened — the epoch's own matching code, run over a batch instead
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator import applicants as appl
-from coordinator.matching import IndexCache, Matcher, MatchingError, OpeningStore, Query
-from coordinator.sealing import storage_key
+from coordinator.matching import Batch, IndexCache, Matcher, MatchingError, OpeningStore, Query
+from coordinator.sealing import read_sealed_json, storage_key
 from coordinator.transport import NodeTransport
 from crypto.pki import PkiPaths, load_identities
 from proto import tokens as tk
@@ -40,6 +41,38 @@ class Declaration:
         return tk.identity(self.subject_id, self.name, self.birth_date)
 
 
+class AnsweredOpenings(OpeningStore):
+    """The coordinator's openings store as the identity checks see it: each answered batch is read (and
+    unsealed) once, and a check is shown only the answered batches holding a token it asks about — so
+    those are answered again without a new charge, and the Matcher does not finalize every batch ever
+    recorded for the partition. Batches still unanswered (in flight in another worker) are left alone."""
+
+    def __init__(self, directory: Path, key: bytes) -> None:
+        super().__init__(directory, key)
+        self._read: dict[Path, Batch] = {}
+        self._by_token: dict[str, list[Batch]] = {}
+        self.wanted: frozenset[str] = frozenset()
+
+    def batches(self, agency: str, partition_id: str) -> list[Batch]:
+        """The answered batches of the partition that hold a wanted token."""
+        directory = self.directory / agency / partition_id
+        for query in sorted(directory.glob("*.query")) if directory.is_dir() else []:
+            answer = query.with_suffix(".answer")
+            if query in self._read or not answer.exists():
+                continue
+            batch = Batch.from_records(read_sealed_json(self.key, query), read_sealed_json(self.key, answer))
+            self._read[query] = batch
+            for token in batch.tokens:
+                self._by_token.setdefault(token, []).append(batch)
+        found = {
+            id(b): b
+            for token in self.wanted
+            for b in self._by_token.get(token, ())
+            if (b.agency, b.partition_id) == (agency, partition_id)
+        }
+        return sorted(found.values(), key=lambda b: (b.epoch, b.purpose, b.number))
+
+
 class IdentityChecker:
     """Asks the police node whether declarations are in its population register, over PSI.
 
@@ -63,7 +96,7 @@ class IdentityChecker:
         self.as_of = as_of
         self.window_days = window_days
         self.identities = load_identities(PkiPaths(run))
-        self.openings = OpeningStore(run / "coordinator" / "openings", storage_key(run))
+        self.openings = AnsweredOpenings(run / "coordinator" / "openings", storage_key(run))
         self.cache = IndexCache(run / "coordinator" / "cache")
 
     def check(self, declarations: Sequence[Declaration]) -> list[bool]:
@@ -73,8 +106,10 @@ class IdentityChecker:
             return []
         tokens = [d.token for d in declarations]
         partition = tk.parse(tokens[0]).partition_id
+        self.openings.wanted = frozenset(tokens)
+        # each check is its own batch series: numbered from 0 under a label of its own within the epoch
         matcher = Matcher(
-            self.epoch,
+            f"{self.epoch}/identity/{secrets.token_hex(6)}",
             self.transports,
             self.identities,
             self.openings,

@@ -64,7 +64,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "citizen.show": ("出示", "Show"),
     "citizen.issued": ("签发时间", "Issued"),
     "citizen.valid_until": ("有效期至", "Valid until"),
-    "citizen.expired": ("已过期，请重新申领", "Expired: apply again"),
+    "citizen.expired": ("已过期，下一轮赋码后更新", "Expired: a new code comes with the next epoch"),
     "citizen.revoked": ("已撤销", "Revoked"),
     "citizen.time_now": ("当前时间", "Time now"),
     "citizen.live_note": ("截图无效：时间实时走动", "A screenshot is not a code: the clock runs live"),
