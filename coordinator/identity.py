@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator import applicants as appl
-from coordinator.matching import Batch, IndexCache, Matcher, MatchingError, OpeningStore, Query
+from coordinator.errors import MatchingError
+from coordinator.index_cache import IndexCache
+from coordinator.matching import Matcher
+from coordinator.openings import Batch, OpeningStore, Query
 from coordinator.sealing import read_sealed_json, storage_key
 from coordinator.transport import NodeTransport
-from crypto.pki import PkiPaths, load_identities
 from proto import tokens as tk
 from proto.errors import ProtocolError
+from runctx.pki import PkiPaths, load_identities
 
 POLICE = "police"
 

@@ -18,7 +18,7 @@ from coordinator.issuance import iso
 from coordinator.store import Appeal, Application, CodeRow, CodeStore
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto import codes
-from crypto.pki import PkiPaths
+from runctx.pki import PkiPaths
 from service.citizen.batching import MicroBatcher
 from service.citizen.forms import ApplicationRequest
 from service.citizen.issuing import Issuer, LatestEpoch, Unavailable, latest_epoch

@@ -18,7 +18,7 @@ from coordinator.risk import load_scenario
 from coordinator.sealing import storage_key
 from coordinator.store import CodeFields, CodeStore
 from crypto.codes import CODE_VALIDITY
-from crypto.pki import PkiPaths
+from runctx.pki import PkiPaths
 
 POLICY_FILE = Path("coordinator") / "policy.toml"
 """The run's active policy when present (else the default policy)."""

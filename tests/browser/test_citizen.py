@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
-from crypto import codes
+from coordinator.qr import read_qr_png
 from tests.servers import ServiceProcess, outbox_code, unclaimed_people
 
 Shot = Callable[[Page, str], Path]
@@ -91,7 +91,7 @@ def test_a_citizen_applies_and_shows_a_code_whose_qr_verifies(
     assert subject == person["subject_id"]
     assert card.get_attribute("data-color") == colour
     assert colour in (card.get_attribute("class") or "").split()
-    payload = codes.read_qr_png(page.locator(".qr svg").screenshot())
+    payload = read_qr_png(page.locator(".qr svg").screenshot())
     issued_at = page.locator("article.health-code").get_attribute("data-issued-at") or ""
     report = verify(service_run, payload, issued_at)
     assert report["valid"] is True
