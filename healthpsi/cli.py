@@ -9,6 +9,7 @@ from healthpsi import (
     audit,
     bench,
     coordinator,
+    cotravel,
     keys,
     node,
     reference,
@@ -40,6 +41,7 @@ app.command("run")(run.run)
 app.command("reference")(reference.reference)
 app.command("verify")(verify.verify)
 app.command("serve")(serve.serve)
+app.add_typer(cotravel.app, name="cotravel")
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
 
