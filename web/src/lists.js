@@ -1,6 +1,7 @@
 // The verifier's signed lists (crypto/pki.py): the trust list, its root pinned by the SHA-256 fingerprint of
 // the root certificate's DER, and the revocation list signed by that root. Signatures are ES256 (r || s,
 // base64) over the canonical JSON of the document without its "signature" member.
+import 'reflect-metadata'; // @peculiar/x509's dependency injection needs the Reflect metadata API
 import { X509Certificate } from '@peculiar/x509';
 import canonicalize from 'canonicalize';
 
