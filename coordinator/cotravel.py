@@ -158,23 +158,29 @@ class Evaluation:
     proof: bytes
 
 
-def evaluate(paths: CotravelPaths, request: dict[str, list[bytes]]) -> dict[str, Evaluation]:
-    """Evaluate blinded elements under each day's key: `request` must name every published day with exactly
-    ELEMENTS_PER_DAY elements (so its shape tells nothing). Raises CotravelError naming the problem."""
+def check_request(paths: CotravelPaths, request: dict[str, list[bytes]]) -> None:
+    """Refuse a request unless it names every published day with exactly ELEMENTS_PER_DAY valid elements (so
+    its shape tells nothing). Raises CotravelError naming the problem."""
     published = {p.stem for p in paths.manifests()}
     if not published:
         raise CotravelError("no co-travel manifest is published; run: healthpsi cotravel publish --run RUN")
     if set(request) != published:
         raise CotravelError(f"blinded elements must be sent for every published day ({len(published)} days: "
                             f"{min(published)} to {max(published)}), no more")
-    out = {}
     for day, blinded in sorted(request.items()):
         if len(blinded) != ELEMENTS_PER_DAY:
             raise CotravelError(f"{day}: expected {ELEMENTS_PER_DAY} blinded elements, got {len(blinded)}")
         for i, element in enumerate(blinded):
             problem = group.element_problem(element)
             if problem:
-                raise CotravelError(f"{day}: blinded element {i} {problem}")
+                raise CotravelError(f"{day}: blinded element {i} is {problem}")
+
+
+def evaluate(paths: CotravelPaths, request: dict[str, list[bytes]]) -> dict[str, Evaluation]:
+    """Evaluate a checked request's blinded elements under each day's key (see `check_request`)."""
+    check_request(paths, request)
+    out = {}
+    for day, blinded in sorted(request.items()):
         sk = group.validate_scalar(paths.key(dt.date.fromisoformat(day)).read_bytes(), "co-travel key")
         pk = group.base_mult(sk)
         evaluated = [oprf.blind_evaluate(sk, b) for b in blinded]

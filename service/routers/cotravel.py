@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coordinator.cotravel import ELEMENTS_PER_DAY, CotravelError, CotravelPaths, b64, evaluate, unb64
+from coordinator.cotravel import CotravelError, CotravelPaths, b64, check_request, evaluate, unb64
 from crypto import group
 from crypto.pki import PkiPaths
 from service import counts
@@ -72,18 +72,17 @@ def _charge(request: Request) -> None:
 @router.post("/api/v1/cotravel/evaluate", tags=["cotravel"])
 def evaluate_blinded(request: Request, body: Blinded) -> dict[str, Any]:
     """Evaluate the blinded elements under each day's key, with one DLEQ proof per day."""
+    paths = CotravelPaths(request.app.state.settings.run)
     try:
         blinded = {
             day: [unb64(e, f"{day[:10]}: blinded element {i}", group.ELEMENT_BYTES) for i, e in enumerate(items)]
             for day, items in body.blinded.items()
         }
-        for day, items in blinded.items():
-            if len(items) != ELEMENTS_PER_DAY:
-                raise CotravelError(f"{day[:10]}: expected {ELEMENTS_PER_DAY} blinded elements, got {len(items)}")
-        _charge(request)
-        result = evaluate(CotravelPaths(request.app.state.settings.run), blinded)
+        check_request(paths, blinded)
     except CotravelError as exc:
         raise HTTPException(422, str(exc)) from None
+    _charge(request)
+    result = evaluate(paths, blinded)
     counts.add_cotravel_check(request.app.state.settings.state_dir)
     return {
         "evaluations": {

@@ -45,10 +45,8 @@ function cotravelForm(form) {
 }
 
 if (typeof document !== 'undefined') {
-  if (document.querySelector('[data-clock], [data-expires]')) {
-    tick();
-    setInterval(tick, 1000);
-  }
+  tick();
+  setInterval(tick, 1000); // also picks up clocks and countdowns added to the page later
   const form = document.getElementById('cotravel-form');
   if (form) cotravelForm(form);
 }
