@@ -40,7 +40,7 @@ proto: $(STAMP)
 
 # Browser bundles (service/static/dist, committed) from web/ with the npm lockfile's exact versions.
 assets:
-	cd web && npm ci --no-audit --no-fund && node build.mjs
+	cd web && npm ci --no-audit --no-fund --ignore-scripts && node build.mjs
 
 bench: $(STAMP)
 	$(VENV)/bin/healthpsi bench all --out runs/bench

@@ -108,9 +108,14 @@ def publish(run: Path, as_of: dt.date | None = None, issued_at: dt.datetime | No
     root = None if scenario.seed is None else Drbg(b"healthpsi" + scenario.seed.to_bytes(8, "big"))
     signer = load_identity_key(PkiPaths(run).coordinator_identity_key)
     paths = CotravelPaths(run)
-    if issued_at is None:  # a deterministic run's manifests carry its clock, the day after as_of, like its codes
-        issued_at = dt.datetime.now(dt.UTC) if root is None else dt.datetime(
-            as_of.year, as_of.month, as_of.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
+    if (
+        issued_at is None
+    ):  # a deterministic run's manifests carry its clock, the day after as_of, like its codes
+        issued_at = (
+            dt.datetime.now(dt.UTC)
+            if root is None
+            else dt.datetime(as_of.year, as_of.month, as_of.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
+        )
     stamp = issued_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     written = []
     for offset in range((last - first).days + 1):
@@ -129,15 +134,23 @@ def publish(run: Path, as_of: dt.date | None = None, issued_at: dt.datetime | No
             "issued_at": stamp,
             "deterministic": root is not None,
         }
-        value = signer.sign(canonical_json(body))
-        save_json(paths.manifest(day), {**body, "signature": {"alg": "Ed25519", "value": b64(value)}})
+        save_json(paths.manifest(day), sign_manifest(body, signer))
         written.append(paths.manifest(day))
     return written
 
 
+def sign_manifest(body: dict[str, Any], key: ed25519.Ed25519PrivateKey) -> dict[str, Any]:
+    """The manifest with its `signature`: Ed25519 by the coordinator's identity key, over canonical JSON."""
+    return {**body, "signature": {"alg": "Ed25519", "value": b64(key.sign(canonical_json(body)))}}
+
+
 def verify_manifest(doc: Any, coordinator: ed25519.Ed25519PublicKey) -> dict[str, Any]:
     """Check a manifest's type and its signature by the coordinator's identity key; return its body."""
-    if not isinstance(doc, dict) or doc.get("type") != MANIFEST_TYPE or doc.get("version") != MANIFEST_VERSION:
+    if (
+        not isinstance(doc, dict)
+        or doc.get("type") != MANIFEST_TYPE
+        or doc.get("version") != MANIFEST_VERSION
+    ):
         raise CotravelError(f"expected a {MANIFEST_TYPE} document, version {MANIFEST_VERSION}")
     sig = doc.get("signature")
     if not isinstance(sig, dict) or sig.get("alg") != "Ed25519":
@@ -146,7 +159,9 @@ def verify_manifest(doc: Any, coordinator: ed25519.Ed25519PublicKey) -> dict[str
     try:
         coordinator.verify(unb64(sig.get("value"), "manifest signature", 64), canonical_json(body))
     except InvalidSignature:
-        raise CotravelError("co-travel manifest: the signature does not verify against the coordinator's key") from None
+        raise CotravelError(
+            "co-travel manifest: the signature does not verify against the coordinator's key"
+        ) from None
     return body
 
 
@@ -165,8 +180,10 @@ def check_request(paths: CotravelPaths, request: dict[str, list[bytes]]) -> None
     if not published:
         raise CotravelError("no co-travel manifest is published; run: healthpsi cotravel publish --run RUN")
     if set(request) != published:
-        raise CotravelError(f"blinded elements must be sent for every published day ({len(published)} days: "
-                            f"{min(published)} to {max(published)}), no more")
+        raise CotravelError(
+            f"blinded elements must be sent for every published day ({len(published)} days: "
+            f"{min(published)} to {max(published)}), no more"
+        )
     for day, blinded in sorted(request.items()):
         if len(blinded) != ELEMENTS_PER_DAY:
             raise CotravelError(f"{day}: expected {ELEMENTS_PER_DAY} blinded elements, got {len(blinded)}")

@@ -18,8 +18,12 @@ app = typer.Typer(help="The private co-travel check (同行查询).", no_args_is
 
 @app.command("publish")
 def publish_command(
-    run: Path = typer.Option(..., "--run", help="The run directory (after an epoch: RUN/health/ and RUN/pki/)."),
-    as_of: str | None = typer.Option(None, "--as-of", help="Window end, YYYY-MM-DD (default: the scenario's)."),
+    run: Path = typer.Option(
+        ..., "--run", help="The run directory (after an epoch: RUN/health/ and RUN/pki/)."
+    ),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Window end, YYYY-MM-DD (default: the scenario's)."
+    ),
 ) -> None:
     """Write the signed co-travel manifests: a VOPRF key per day of the window and the tags of the cases'
     trip and carriage tokens (RUN/coordinator/cotravel/).
@@ -61,7 +65,8 @@ def check_command(
 
     [bold]Example:[/bold]
 
-    [cyan]healthpsi cotravel check --service http://127.0.0.1:8000 --trip G1631 --date 2020-01-21 --carriage 3[/cyan]
+    [cyan]healthpsi cotravel check --service http://127.0.0.1:8000 --trip G1631 \
+    --date 2020-01-21 --carriage 3[/cyan]
     """
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", service):
         raise typer.BadParameter(f"expected an http(s) URL, got {service!r}", param_hint="--service")

@@ -21,7 +21,7 @@ from proto import tokens as tk
 
 @dataclass(frozen=True)
 class CotravelAnswer:
-    """Whether a case's trip (and carriage, when one was asked) matched; the fingerprint of the root trusted."""
+    """Whether a case's trip (and carriage, when asked) matched; the fingerprint of the root trusted."""
 
     trip: bool
     carriage: bool | None
@@ -34,22 +34,29 @@ def _json(response: httpx.Response) -> Any:
             detail = response.json().get("detail")
         except ValueError:
             detail = response.text[:200]
-        raise CotravelError(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}: "
-                            f"{detail}")
+        raise CotravelError(
+            f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}: {detail}"
+        )
     return response.json()
 
 
 def check(
-    service: str, trip: str, day: dt.date, carriage: int | None, root_fingerprint: str | None = None,
+    service: str,
+    trip: str,
+    day: dt.date,
+    carriage: int | None,
+    root_fingerprint: str | None = None,
     timeout: float = 30.0,
 ) -> CotravelAnswer:
-    """Ask `service` whether a confirmed or suspected case took `trip` on `day` (and `carriage`) without telling
-    it which trip. The root is pinned by `root_fingerprint` (hex SHA-256 of its DER), else taken from the
-    service's verifier configuration. Raises CotravelError (a ProofError from crypto.errors for a bad proof)."""
+    """Ask `service` whether a confirmed or suspected case took `trip` on `day` (and `carriage`) without
+    telling it which trip. The root is pinned by `root_fingerprint` (hex SHA-256 of its DER), else taken
+    from the service's verifier configuration. Raises CotravelError (ProofError: a bad proof)."""
     try:
         return _check(service, trip, day, carriage, root_fingerprint, timeout)
     except httpx.HTTPError as exc:
-        raise CotravelError(f"cannot reach the service at {service} ({exc}); is `healthpsi serve` running?") from None
+        raise CotravelError(
+            f"cannot reach the service at {service} ({exc}); is `healthpsi serve` running?"
+        ) from None
 
 
 def _check(
@@ -59,21 +66,24 @@ def _check(
         pinned = root_fingerprint or _json(client.get("/api/v1/verifier/config"))["root_fingerprint"]
         bundle = _json(client.get("/api/v1/cotravel/manifest"))
         trust = parse_trust_list(bundle["trustlist"])
-        assert trust.root is not None
+        if trust.root is None:
+            raise CotravelError("the service's trust list carries no root certificate")
         actual = hashlib.sha256(trust.root.public_bytes(serialization.Encoding.DER)).hexdigest()
         if actual != pinned.lower():
             raise CotravelError(f"the service's root {actual} is not the pinned root {pinned}")
         coordinator = parse_identities(bundle["identities"], trust.root).coordinator
         manifests = {m["date"]: m for m in (verify_manifest(doc, coordinator) for doc in bundle["manifests"])}
         if day.isoformat() not in manifests:
-            raise CotravelError(f"--date {day}: outside the published days ({min(manifests)} to {max(manifests)})")
+            raise CotravelError(
+                f"--date {day}: outside the published days ({min(manifests)} to {max(manifests)})"
+            )
         own = [tk.trip(trip, day).encode()]
         own.append(tk.carriage(trip, day, carriage).encode() if carriage is not None else dummy_token())
         kept: dict[str, tuple[list[bytes], list[bytes], list[bytes]]] = {}
         for published in manifests:
             inputs = own if published == day.isoformat() else [dummy_token(), dummy_token()]
-            blinds, blinded = zip(*(oprf.blind(x, oprf.Mode.VOPRF) for x in inputs), strict=True)
-            kept[published] = (inputs, list(blinds), list(blinded))
+            pairs = [oprf.blind(x, oprf.Mode.VOPRF) for x in inputs]
+            kept[published] = (inputs, [r for r, _ in pairs], [b for _, b in pairs])
         request = {d: [b64(e) for e in blinded] for d, (_, _, blinded) in kept.items()}
         answer = _json(client.post("/api/v1/cotravel/evaluate", json={"blinded": request}))
     outputs: list[bytes] = []
@@ -81,9 +91,13 @@ def _check(
         got = answer["evaluations"].get(published)
         if not isinstance(got, dict) or len(got.get("evaluated", [])) != len(inputs):
             raise CotravelError(f"{published}: the service sent no evaluation")
-        evaluated = [unb64(e, f"{published}: evaluated element", group.ELEMENT_BYTES) for e in got["evaluated"]]
+        evaluated = [
+            unb64(e, f"{published}: evaluated element", group.ELEMENT_BYTES) for e in got["evaluated"]
+        ]
         pk = unb64(manifests[published]["public_key"], f"{published}: public key", group.ELEMENT_BYTES)
-        oprf.verify_proof(pk, blinded, evaluated, unb64(got["proof"], f"{published}: proof", oprf.PROOF_BYTES))
+        oprf.verify_proof(
+            pk, blinded, evaluated, unb64(got["proof"], f"{published}: proof", oprf.PROOF_BYTES)
+        )
         if published == day.isoformat():
             outputs = [oprf.finalize(x, r, e) for x, r, e in zip(inputs, blinds, evaluated, strict=True)]
     tags = set(manifests[day.isoformat()]["tags"])
@@ -92,5 +106,3 @@ def _check(
         carriage=None if carriage is None else b64(derive_tag(outputs[1])) in tags,
         root_fingerprint=pinned.lower(),
     )
-
-

@@ -1,5 +1,6 @@
 """Anonymous counts the service keeps in RUN/service/counts.sqlite: checkpoint scans by result and day
-(read by the commander dashboard) and co-travel checks by day — counts only, never what was scanned or asked."""
+(read by the commander dashboard) and co-travel checks by day — counts only, never what was scanned
+or asked."""
 
 from __future__ import annotations
 

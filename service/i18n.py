@@ -28,7 +28,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     "app.host": ("申报租户与员工", "Declare tenants and staff"),
     "app.commander": ("疫情态势与健康码统计", "The epidemic and the codes, by county"),
     "verifier.title": ("扫码核验", "Verify a health code"),
-    "verifier.checkpoint": ("卡口名称（可选，联网时匿名计数）", "Checkpoint (optional; anonymous counts when online)"),
+    "verifier.checkpoint": (
+        "卡口名称（可选，联网时匿名计数）", "Checkpoint (optional; anonymous counts when online)"
+    ),
     "verifier.camera": ("摄像头扫码", "Scan with the camera"),
     "verifier.upload": ("上传图片", "Upload an image"),
     "verifier.check": ("核验", "Verify"),

@@ -44,7 +44,9 @@ def manifest(request: Request) -> dict[str, Any]:
     paths = CotravelPaths(run)
     files = paths.manifests()
     if not files:
-        raise HTTPException(503, "no co-travel manifest is published; run: healthpsi cotravel publish --run RUN")
+        raise HTTPException(
+            503, "no co-travel manifest is published; run: healthpsi cotravel publish --run RUN"
+        )
     pki = PkiPaths(run)
     return {
         "trustlist": _read_json(pki.trustlist, "trust list"),
@@ -65,7 +67,9 @@ def _charge(request: Request) -> None:
     used = request.session.get("cotravel")
     n = used["n"] if isinstance(used, dict) and used.get("day") == day else 0
     if n >= DAILY_CAP:
-        raise HTTPException(429, f"at most {DAILY_CAP} co-travel checks per session per day; try again tomorrow")
+        raise HTTPException(
+            429, f"at most {DAILY_CAP} co-travel checks per session per day; try again tomorrow"
+        )
     request.session["cotravel"] = {"day": day, "n": n + 1}
 
 
@@ -75,7 +79,9 @@ def evaluate_blinded(request: Request, body: Blinded) -> dict[str, Any]:
     paths = CotravelPaths(request.app.state.settings.run)
     try:
         blinded = {
-            day: [unb64(e, f"{day[:10]}: blinded element {i}", group.ELEMENT_BYTES) for i, e in enumerate(items)]
+            day: [
+                unb64(e, f"{day[:10]}: blinded element {i}", group.ELEMENT_BYTES) for i, e in enumerate(items)
+            ]
             for day, items in body.blinded.items()
         }
         check_request(paths, blinded)
@@ -86,6 +92,7 @@ def evaluate_blinded(request: Request, body: Blinded) -> dict[str, Any]:
     counts.add_cotravel_check(request.app.state.settings.state_dir)
     return {
         "evaluations": {
-            day: {"evaluated": [b64(e) for e in ev.evaluated], "proof": b64(ev.proof)} for day, ev in result.items()
+            day: {"evaluated": [b64(e) for e in ev.evaluated], "proof": b64(ev.proof)}
+            for day, ev in result.items()
         }
     }

@@ -26,10 +26,26 @@ TRUSTLIST_URL = "/api/v1/verifier/trustlist"
 REVOCATIONS_URL = "/api/v1/verifier/revocations"
 SCANS_URL = "/api/v1/verifier/scans"
 PAGE_TEXTS = (
-    "lists.ok", "lists.failed", "lists.trust", "lists.revocations", "offline.ready", "offline.failed",
-    "verdict.green", "verdict.yellow", "verdict.red", "verdict.invalid", "result.expires",
-    "reason.not-a-code", "reason.unknown-key", "reason.bad-signature", "reason.expired", "reason.not-yet-valid",
-    "reason.revoked", "reason.no-lists", "reason.no-camera", "reason.no-qr",
+    "lists.ok",
+    "lists.failed",
+    "lists.trust",
+    "lists.revocations",
+    "offline.ready",
+    "offline.failed",
+    "verdict.green",
+    "verdict.yellow",
+    "verdict.red",
+    "verdict.invalid",
+    "result.expires",
+    "reason.not-a-code",
+    "reason.unknown-key",
+    "reason.bad-signature",
+    "reason.expired",
+    "reason.not-yet-valid",
+    "reason.revoked",
+    "reason.no-lists",
+    "reason.no-camera",
+    "reason.no-qr",
 )
 
 
@@ -76,7 +92,9 @@ def _signed_list(path: Path, what: str) -> Response:
     try:
         body = path.read_bytes()
     except OSError:
-        raise HTTPException(503, f"no {what} in this run ({path.name}); create it with healthpsi keys init") from None
+        raise HTTPException(
+            503, f"no {what} in this run ({path.name}); create it with healthpsi keys init"
+        ) from None
     return _no_cache(Response(body, media_type="application/json"))
 
 

@@ -46,6 +46,11 @@ def recoloured(payload: str, colour: str) -> str:
     cose = decode_cose(decompress(b45decode(text)))
     claims = decode_claims(cose.payload)
     claims[-260][1]["c"] = colour
-    forged = CoseSign1(cose.protected_bytes, cose.protected, cose.unprotected,
-                       cbor2.dumps(claims, canonical=True), cose.signature)
+    forged = CoseSign1(
+        cose.protected_bytes,
+        cose.protected,
+        cose.unprotected,
+        cbor2.dumps(claims, canonical=True),
+        cose.signature,
+    )
     return HCP_PREFIX + b45encode(zlib.compress(forged.encode()))

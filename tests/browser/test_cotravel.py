@@ -1,7 +1,7 @@
-"""The private co-travel check against a real `healthpsi serve`: the browser client (citizen.js, @noble/curves)
-passes the RFC 9497 VOPRF vectors in Chromium; a trip and carriage a case took are found and another trip is
-not, from the browser and from `healthpsi cotravel check`; the service's transcript names no trip; the API
-refuses malformed requests and caps checks per session."""
+"""The private co-travel check against a real `healthpsi serve`: the browser client (citizen.js,
+@noble/curves) passes the RFC 9497 VOPRF vectors in Chromium; a trip and carriage a case took are found and
+another trip is not, from the browser and from `healthpsi cotravel check`; the service's transcript names no
+trip; the API refuses malformed requests and caps checks per session; the live clock and countdown tick."""
 
 from __future__ import annotations
 
@@ -25,8 +25,11 @@ from proto import tokens as tk
 from service.routers.cotravel import DAILY_CAP
 from tests.servers import ServiceProcess
 
-TESTDATA = next(p / "shared" / "testdata" for p in Path(__file__).resolve().parents
-                if (p / "shared" / "testdata").is_dir())
+TESTDATA = next(
+    p / "shared" / "testdata"
+    for p in Path(__file__).resolve().parents
+    if (p / "shared" / "testdata").is_dir()
+)
 VECTORS = TESTDATA / "rfc9497" / "ristretto255-SHA512.json"
 
 
@@ -45,8 +48,12 @@ class Trips:
 @pytest.fixture(scope="module")
 def trips(service_run: Path) -> Trips:
     """Publish the run's co-travel manifests (`healthpsi cotravel publish`) and pick the trips to check."""
-    proc = subprocess.run([sys.executable, "-m", "healthpsi.cli", "cotravel", "publish", "--run", str(service_run)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "healthpsi.cli", "cotravel", "publish", "--run", str(service_run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     scenario = load_scenario(service_run)
     risk = set(build_risk_set(load_health(service_run), scenario.as_of, scenario.window_days).rows["token"])
@@ -56,7 +63,8 @@ def trips(service_run: Path) -> Trips:
     tickets = pd.read_parquet(service_run / "data" / "transport" / "tickets.parquet")
     first, last = scenario.as_of - dt.timedelta(days=scenario.window_days - 1), scenario.as_of
     clean = [
-        (str(r.trip_id), r.service_date.isoformat()) for r in tickets.itertuples()
+        (str(r.trip_id), r.service_date.isoformat())
+        for r in tickets.itertuples()
         if first <= r.service_date <= last and tk.trip(str(r.trip_id), r.service_date) not in risk
     ]
     assert clean, "every ticket of the window is a case's trip"
@@ -80,7 +88,8 @@ def test_browser_voprf_client_passes_the_rfc9497_vectors(page: Page, service: Se
           const hex = (s) => Uint8Array.from(s.match(/../g) || [], (h) => parseInt(h, 16));
           const toHex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
           const order = (1n << 252n) + 27742317777372353535851937790883648493n;
-          // @noble/curves draws a blind as (x mod (n - 1)) + 1 from 48 little-endian bytes x: feed it blind - 1
+          // @noble/curves draws a blind as (x mod (n - 1)) + 1 from 48 little-endian bytes x:
+          // feed it blind - 1
           const fixed = (blind) => () => {
             let x = 0n;
             hex(blind).reverse().forEach((b) => { x = (x << 8n) | BigInt(b); });
@@ -99,7 +108,8 @@ def test_browser_voprf_client_passes_the_rfc9497_vectors(page: Page, service: Se
               return { input, blind, blinded, evaluated: evaluated[i] };
             });
             const outs = api.finalizeBatch(items, hex(suite.pkSm), hex(v.Proof.proof));
-            return { blinded: items.map((i) => toHex(i.blinded)).join(','), output: outs.map(toHex).join(',') };
+            const blinded = items.map((i) => toHex(i.blinded)).join(',');
+            return { blinded, output: outs.map(toHex).join(',') };
           });
         }""",
         voprf,
@@ -136,7 +146,11 @@ def check_in_browser(page: Page, trip: str, day: str, carriage: int | None) -> t
 
 
 def test_browser_finds_a_case_trip_and_not_another_and_the_service_learns_neither(
-    page: Page, service: ServiceProcess, service_run: Path, trips: Trips, screenshot: Callable[[Page, str], Path]
+    page: Page,
+    service: ServiceProcess,
+    service_run: Path,
+    trips: Trips,
+    screenshot: Callable[[Page, str], Path],
 ) -> None:
     page.goto(f"{service.url}/cotravel?lang=en")
     assert check_in_browser(page, trips.case_trip, trips.case_day, trips.case_carriage) == ("true", "true")
@@ -154,17 +168,23 @@ def cli_check(service: ServiceProcess, *args: str) -> subprocess.CompletedProces
     """`healthpsi cotravel check --service URL ARGS`."""
     return subprocess.run(
         [sys.executable, "-m", "healthpsi.cli", "cotravel", "check", "--service", service.url, *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
-def test_cli_finds_a_case_trip_and_not_another(service: ServiceProcess, service_run: Path, trips: Trips) -> None:
-    found = cli_check(service, "--trip", trips.case_trip, "--date", trips.case_day,
-                      "--carriage", str(trips.case_carriage))
+def test_cli_finds_a_case_trip_and_not_another(
+    service: ServiceProcess, service_run: Path, trips: Trips
+) -> None:
+    found = cli_check(
+        service, "--trip", trips.case_trip, "--date", trips.case_day, "--carriage", str(trips.case_carriage)
+    )
     assert found.returncode == 1, found.stderr
     assert "in your carriage" in found.stdout
-    on_trip = cli_check(service, "--trip", trips.case_trip, "--date", trips.case_day,
-                        "--carriage", str(trips.other_carriage))
+    on_trip = cli_check(
+        service, "--trip", trips.case_trip, "--date", trips.case_day, "--carriage", str(trips.other_carriage)
+    )
     assert on_trip.returncode == 1 and "on your trip" in on_trip.stdout
     clean = cli_check(service, "--trip", trips.clean_trip, "--date", trips.clean_day)
     assert clean.returncode == 0 and "not found" in clean.stdout, clean.stderr

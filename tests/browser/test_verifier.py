@@ -1,7 +1,7 @@
-"""The verifier page in Chromium: loaded once, then with the service stopped and the browser offline, it checks
-codes from image uploads on the device — the run's codes in their database colour, a tampered one, a revoked
-one, an unknown signer, an expired one, something that is not a code, and an EU DCC (`HC1:`); and it scans
-codes from Chromium's fake camera fed with a Y4M video of the QR image."""
+"""The verifier page in Chromium: loaded once, then with the service stopped and the browser offline,
+it checks codes from image uploads on the device — the run's codes in their database colour, a tampered one,
+a revoked one, an unknown signer, an expired one, something that is not a code, and an EU DCC (`HC1:`); and
+it scans codes from Chromium's fake camera fed with a Y4M video of the QR image."""
 
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, PHONE_VIEWPORT
 from tests.browser.media import qr_y4m, recoloured
 from tests.servers import ServiceProcess
 
-TESTDATA = next(p / "shared" / "testdata" for p in Path(__file__).resolve().parents
-                if (p / "shared" / "testdata").is_dir())
+TESTDATA = next(
+    p / "shared" / "testdata"
+    for p in Path(__file__).resolve().parents
+    if (p / "shared" / "testdata").is_dir()
+)
 DCC_CASE = TESTDATA / "dcc" / "DE" / "2DCode" / "raw" / "1.json"
 """An EU DCC whose kid sits in the unprotected header."""
 RESULT_TIMEOUT = 30_000
@@ -54,7 +57,7 @@ class Case:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A copy of the run's PKI and codes for the verifier tests (one code revoked, an EU DCC signer trusted)."""
+    """A copy of the run's PKI and codes for the verifier tests (a code revoked, an EU DCC signer trusted)."""
 
     run: Path
     device_time: dt.datetime
@@ -83,25 +86,45 @@ def checkpoint(service_run: Path, tmp_path_factory: pytest.TempPathFactory) -> C
     revoked = by_colour["green"][1]
     write_revocations(paths, [revoked[0]], issued_at=issued)
     stranger = ec_private_key()
-    claims = health_claims(code_id="stranger", issuer="elsewhere", colour="green", policy_version="1",
-                           name="王小明", subject_id="410101199001011234", issued_at=issued)
+    claims = health_claims(
+        code_id="stranger",
+        issuer="elsewhere",
+        colour="green",
+        policy_version="1",
+        name="王小明",
+        subject_id="410101199001011234",
+        issued_at=issued,
+    )
     cases = {f"valid-{c}": Case(f"valid-{c}", by_colour[c][0][3], c) for c in sorted(by_colour)}
-    cases.update({
-        "tampered": Case("tampered", recoloured(by_colour["red"][0][3], "green"), "invalid", "bad-signature"),
-        "revoked": Case("revoked", revoked[3], "invalid", "revoked"),
-        "unknown-key": Case("unknown-key", issue_code(claims, stranger, spki_kid(stranger.public_key())),
-                            "invalid", "unknown-key"),
-        "not-a-code": Case("not-a-code", "https://example.org/not-a-health-code", "invalid", "not-a-code"),
-    })
+    cases.update(
+        {
+            "tampered": Case(
+                "tampered", recoloured(by_colour["red"][0][3], "green"), "invalid", "bad-signature"
+            ),
+            "revoked": Case("revoked", revoked[3], "invalid", "revoked"),
+            "unknown-key": Case(
+                "unknown-key",
+                issue_code(claims, stranger, spki_kid(stranger.public_key())),
+                "invalid",
+                "unknown-key",
+            ),
+            "not-a-code": Case(
+                "not-a-code", "https://example.org/not-a-health-code", "invalid", "not-a-code"
+            ),
+        }
+    )
     dcc = json.loads(DCC_CASE.read_text())
     signer = parse_certificate(dcc["TESTCTX"]["CERTIFICATE"])
     root_cert = load_certificate(paths.root_cert)
     entries = [(load_certificate(paths.signing_cert), FORMAT_HEALTHPSI), (signer, FORMAT_DCC)]
-    save_json(paths.trustlist, make_trust_list(entries, root_cert, load_ec_private_key(paths.root_key),
-                                               issued_at=issued))
+    save_json(
+        paths.trustlist,
+        make_trust_list(entries, root_cert, load_ec_private_key(paths.root_key), issued_at=issued),
+    )
     clock = dt.datetime.fromisoformat(dcc["TESTCTX"]["VALIDATIONCLOCK"])
-    return Checkpoint(run, issued + dt.timedelta(hours=1), cases,
-                      Case("eu-dcc", dcc["PREFIX"], "green"), clock)
+    return Checkpoint(
+        run, issued + dt.timedelta(hours=1), cases, Case("eu-dcc", dcc["PREFIX"], "green"), clock
+    )
 
 
 def colour_in_database(service_run: Path, payload: str) -> str:
@@ -185,8 +208,9 @@ def scans(run: Path, checkpoint_name: str, result: str) -> int:
     if not path.exists():
         return 0
     with sqlite3.connect(path) as db:
-        row = db.execute("SELECT SUM(n) FROM scans WHERE checkpoint = ? AND result = ?",
-                         (checkpoint_name, result)).fetchone()
+        row = db.execute(
+            "SELECT SUM(n) FROM scans WHERE checkpoint = ? AND result = ?", (checkpoint_name, result)
+        ).fetchone()
     return int(row[0] or 0)
 
 
@@ -201,8 +225,12 @@ def test_verifier_scans_a_code_from_the_camera(
 ) -> None:
     case = checkpoint.cases[name]
     video = qr_y4m(qr_png(case.payload), tmp_path / f"{name}.y4m")
-    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}"]
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    ]
     camera_browser = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
     try:
         context = camera_browser.new_context(viewport=PHONE_VIEWPORT, locale="zh-CN", permissions=["camera"])
@@ -217,7 +245,9 @@ def test_verifier_scans_a_code_from_the_camera(
         assert page.get_attribute("#result", "data-result") == case.result
         assert page.get_attribute("#result", "data-reason") == case.reason
         if case.reason:
-            assert {"bad-signature": "签名无效", "revoked": "已吊销"}[case.reason] in page.inner_text("#result")
+            assert {"bad-signature": "签名无效", "revoked": "已吊销"}[case.reason] in page.inner_text(
+                "#result"
+            )
         screenshot(page, f"verifier-camera-{name}")
         deadline = time.monotonic() + 10
         while scans(checkpoint.run, "gate-7", case.result) == before and time.monotonic() < deadline:
