@@ -39,6 +39,11 @@ from crypto.pki import FORMAT_DCC, FORMAT_HEALTHPSI, PublicKey, RevocationList, 
 HCP_PREFIX = "HCP1:"
 DCC_PREFIX = "HC1:"
 PREFIXES = {HCP_PREFIX: FORMAT_HEALTHPSI, DCC_PREFIX: FORMAT_DCC}
+_ES256_CURVES = {
+    FORMAT_HEALTHPSI: {"secp256r1": "P-256"},
+    FORMAT_DCC: {"secp256r1": "P-256", "secp384r1": "P-384"},
+}
+"""The curves an ES256 key may be on, per format (code name in `cryptography` → its usual name)."""
 
 CLAIM_ISS = 1
 CLAIM_EXP = 4
@@ -63,6 +68,8 @@ MAX_COSE_BYTES = 65536
 """Largest decompressed COSE message accepted (guards against decompression bombs)."""
 
 _P256_BYTES = 32
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+"""The order n of the P-256 group (SEC 2); a low-S signature has s ≤ n / 2."""
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
 
 
@@ -265,6 +272,7 @@ def issue_code(claims: Mapping[Any, Any], key: ec.EllipticCurvePrivateKey, kid: 
     payload = cbor2.dumps(dict(claims), canonical=True)
     der = key.sign(sig_structure(protected, payload), _ES256_DETERMINISTIC)
     r, s = decode_dss_signature(der)
+    s = min(s, P256_ORDER - s)  # low-S form: verifiers refuse the malleable high-S twin
     signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
     # the tagged COSE_Sign1 [protected, {}, payload, signature], as CoseSign1.encode writes it
     cose = _SIGN1_HEAD + _bstr(protected) + _EMPTY_MAP + _bstr(payload) + _bstr(signature)
@@ -282,19 +290,28 @@ def _es256_protected(kid: bytes) -> bytes:
     return cbor2.dumps({HEADER_ALG: ALG_ES256, HEADER_KID: kid}, canonical=True)
 
 
-def verify_signature(cose: CoseSign1, public_key: PublicKey) -> None:
-    """Check a COSE_Sign1 signature (ES256 with a P-256 key, PS256 with an RSA key); raises SignatureError."""
+def verify_signature(cose: CoseSign1, public_key: PublicKey, fmt: str = FORMAT_HEALTHPSI) -> None:
+    """Check a COSE_Sign1 signature; raises SignatureError.
+
+    healthpsi codes: ES256 with a P-256 key and a low-S signature only. EU DCCs (`fmt` eu-dcc): ES256 with a
+    P-256 or a P-384 key (RFC 8152 does not bind ES256 to a curve and EU verifiers accept both), or PS256
+    with an RSA key.
+    """
     alg = cose.alg
     data = cose.to_be_signed()
     try:
         if alg == ALG_ES256:
-            if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve,
-                                                                                        ec.SECP256R1):
-                raise SignatureError("alg ES256 needs a P-256 key; the trusted key is not one")
-            if len(cose.signature) != 2 * _P256_BYTES:
-                raise SignatureError(f"ES256 signature is {len(cose.signature)} bytes, expected 64")
-            r = int.from_bytes(cose.signature[:_P256_BYTES], "big")
-            s = int.from_bytes(cose.signature[_P256_BYTES:], "big")
+            curves = _ES256_CURVES[fmt]
+            if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in curves:
+                raise SignatureError(f"alg ES256 needs a {' or '.join(curves.values())} key; the trusted key "
+                                     "is not one")
+            size = (public_key.curve.key_size + 7) // 8
+            if len(cose.signature) != 2 * size:
+                raise SignatureError(f"ES256 signature is {len(cose.signature)} bytes, expected {2 * size}")
+            r = int.from_bytes(cose.signature[:size], "big")
+            s = int.from_bytes(cose.signature[size:], "big")
+            if fmt == FORMAT_HEALTHPSI and s > P256_ORDER // 2:
+                raise SignatureError("ES256 signature is high-S (malleable); healthpsi codes are low-S")
             public_key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
         elif alg == ALG_PS256:
             if not isinstance(public_key, rsa.RSAPublicKey):
@@ -319,7 +336,7 @@ def verify_cose(cose: CoseSign1, trust: TrustList, fmt: str) -> None:
     if fmt == FORMAT_HEALTHPSI and cose.protected.get(HEADER_ALG) != ALG_ES256:
         raise SignatureError("healthpsi codes carry ES256 (-7) in the protected header; this one has "
                              f"{cose.protected.get(HEADER_ALG)!r}")
-    verify_signature(cose, trust.find(cose.kid, fmt).public_key)
+    verify_signature(cose, trust.find(cose.kid, fmt).public_key, fmt)
 
 
 # ----------------------------------------------------------------------------------------- claims

@@ -99,6 +99,7 @@ def _manifest_digests(run: Path, executor: ProcessPoolExecutor | None) -> dict[s
     return out
 
 
+@pytest.mark.slow
 def test_open_node_over_a_process_pool_builds_the_same_indexes(city: Path, tmp_path: Path) -> None:
     local, pooled = tmp_path / "local", tmp_path / "pooled"
     for target in (local, pooled):

@@ -319,6 +319,7 @@ def cities(
     return {**out, 7: (run, scenario)}
 
 
+@pytest.mark.slow
 def test_outbreak_is_a_real_city_early_outbreak(cities: dict[int, tuple[Path, dict[str, object]]]) -> None:
     """A handful of imported cases and their first local transmissions, by every route over the seeds."""
     cases = [scenario["counts"]["cases"] for _, scenario in cities.values()]  # type: ignore[index]
