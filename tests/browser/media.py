@@ -13,6 +13,7 @@ from PIL import Image
 
 from crypto.codes import (
     HCP_PREFIX,
+    P256_ORDER,
     CoseSign1,
     b45decode,
     b45encode,
@@ -54,3 +55,19 @@ def recoloured(payload: str, colour: str) -> str:
         cose.signature,
     )
     return HCP_PREFIX + b45encode(zlib.compress(forged.encode()))
+
+
+def high_s_twin(payload: str) -> str:
+    """The payload with its ES256 signature's s replaced by n - s: the same signature for ECDSA, but the
+    malleable high-S form that healthpsi codes must not carry."""
+    _, text = unprefix(payload)
+    cose = decode_cose(decompress(b45decode(text)))
+    r, s = cose.signature[:32], int.from_bytes(cose.signature[32:], "big")
+    twin = CoseSign1(
+        cose.protected_bytes,
+        cose.protected,
+        cose.unprotected,
+        cose.payload,
+        r + (P256_ORDER - s).to_bytes(32, "big"),
+    )
+    return HCP_PREFIX + b45encode(zlib.compress(twin.encode()))

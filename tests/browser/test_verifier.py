@@ -32,7 +32,7 @@ from crypto.pki import (
     write_revocations,
 )
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, PHONE_VIEWPORT
-from tests.browser.media import qr_y4m, recoloured
+from tests.browser.media import high_s_twin, qr_y4m, recoloured
 from tests.servers import ServiceProcess
 
 TESTDATA = next(
@@ -102,6 +102,7 @@ def checkpoint(service_run: Path, tmp_path_factory: pytest.TempPathFactory) -> C
                 "tampered", recoloured(by_colour["red"][0][3], "green"), "invalid", "bad-signature"
             ),
             "revoked": Case("revoked", revoked[3], "invalid", "revoked"),
+            "high-s": Case("high-s", high_s_twin(by_colour["green"][0][3]), "invalid", "bad-signature"),
             "unknown-key": Case(
                 "unknown-key",
                 issue_code(claims, stranger, spki_kid(stranger.public_key())),

@@ -16,6 +16,8 @@ const ALG_PS256 = -37;
 const TAG_COSE_SIGN1 = 18;
 const TAG_CWT = 61;
 const COLOURS = ['green', 'yellow', 'red'];
+const P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551n;
+const bigEndian = (bytes) => bytes.reduce((n, b) => (n << 8n) | BigInt(b), 0n);
 
 export class VerifyError extends Error {
   constructor(reason, detail) {
@@ -90,10 +92,15 @@ async function verifySignature(cose, key) {
   const data = encoder.encode(['Signature1', cose.protectedBytes, new Uint8Array(0), cose.body]);
   let ok;
   if (cose.alg === ALG_ES256) {
-    if (cose.signature.length !== 64) throw new VerifyError('bad-signature', 'ES256 signature is not 64 bytes');
     const pub = await key.ecdsa();
-    if (!pub) throw new VerifyError('bad-signature', 'alg ES256 needs a P-256 key; the trusted key is not one');
-    ok = await crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, pub, cose.signature, data);
+    if (!pub) throw new VerifyError('bad-signature', 'alg ES256 needs a P-256 (or, for a DCC, P-384) key');
+    if (cose.signature.length !== 2 * pub.size) {
+      throw new VerifyError('bad-signature', `ES256 signature is not ${2 * pub.size} bytes`);
+    }
+    if (cose.format === 'healthpsi' && bigEndian(cose.signature.subarray(32)) > P256_ORDER / 2n) {
+      throw new VerifyError('bad-signature', 'ES256 signature is high-S (malleable); healthpsi codes are low-S');
+    }
+    ok = await crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, pub.key, cose.signature, data);
   } else if (cose.alg === ALG_PS256) {
     const pub = await key.rsaPss();
     if (!pub) throw new VerifyError('bad-signature', 'alg PS256 needs an RSA key; the trusted key is not one');

@@ -50,9 +50,13 @@ class TrustedKey {
     this.format = format;
   }
 
+  /** {key, size} for ES256: P-256 for healthpsi codes; P-256 or P-384 for EU DCCs (as crypto/codes.py). */
   async ecdsa() {
-    if (this.cert.publicKey.algorithm.name !== 'ECDSA') return null;
-    return this.cert.publicKey.export({ name: 'ECDSA', namedCurve: 'P-256' }, ['verify']);
+    const { name, namedCurve } = this.cert.publicKey.algorithm;
+    const curves = this.format === 'healthpsi' ? ['P-256'] : ['P-256', 'P-384'];
+    if (name !== 'ECDSA' || !curves.includes(namedCurve)) return null;
+    const key = await this.cert.publicKey.export({ name: 'ECDSA', namedCurve }, ['verify']);
+    return { key, size: namedCurve === 'P-384' ? 48 : 32 };
   }
 
   async rsaPss() {
