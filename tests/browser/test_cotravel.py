@@ -47,7 +47,10 @@ class Trips:
 
 @pytest.fixture(scope="module")
 def trips(service_run: Path) -> Trips:
-    """Publish the run's co-travel manifests (`healthpsi cotravel publish`) and pick the trips to check."""
+    """The manifests `healthpsi run` published, unchanged by `healthpsi cotravel publish` (same day keys, same
+    tags); and the trips to check."""
+    published = {p.name: p.read_bytes() for p in CotravelPaths(service_run).manifests()}
+    assert len(published) == load_scenario(service_run).window_days
     proc = subprocess.run(
         [sys.executable, "-m", "healthpsi.cli", "cotravel", "publish", "--run", str(service_run)],
         capture_output=True,
@@ -55,6 +58,7 @@ def trips(service_run: Path) -> Trips:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    assert {p.name: p.read_bytes() for p in CotravelPaths(service_run).manifests()} == published
     scenario = load_scenario(service_run)
     risk = set(build_risk_set(load_health(service_run), scenario.as_of, scenario.window_days).rows["token"])
     carriages = sorted(t for t in risk if t.startswith("carriage|"))
