@@ -24,11 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from coordinator.risk import build_risk_set, load_health, load_scenario
 from crypto import group, oprf
-from crypto.drbg import Drbg, Rng
+from crypto.drbg import Rng
 from crypto.labels import derive_tag
-from crypto.pki import PkiPaths, canonical_json, load_identity_key, save_json, write_atomic
+from crypto.pki import canonical_json, load_identity_key
 from proto import risk as risk_rule
 from proto import tokens as tk
+from runctx.files import write_atomic
+from runctx.pki import PkiPaths, save_json
 
 MANIFEST_TYPE = "healthpsi-cotravel"
 MANIFEST_VERSION = 1
@@ -105,23 +107,15 @@ def publish(run: Path, as_of: dt.date | None = None, issued_at: dt.datetime | No
         day = tk.parse(str(token)).day
         if day is not None:
             by_day.setdefault(day, set()).add(str(token))
-    root = None if scenario.seed is None else Drbg(b"healthpsi" + scenario.seed.to_bytes(8, "big"))
     signer = load_identity_key(PkiPaths(run).coordinator_identity_key)
     paths = CotravelPaths(run)
-    if (
-        issued_at is None
-    ):  # a deterministic run's manifests carry its clock, the day after as_of, like its codes
-        issued_at = (
-            dt.datetime.now(dt.UTC)
-            if root is None
-            else dt.datetime(as_of.year, as_of.month, as_of.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
-        )
+    # a seeded run's manifests carry its simulated clock (the day after as_of), like its codes
+    issued_at = issued_at or scenario.with_window(as_of).clock()
     stamp = issued_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     written = []
     for offset in range((last - first).days + 1):
         day = first + dt.timedelta(days=offset)
-        rng = None if root is None else root.child(f"coordinator/cotravel/{day.isoformat()}")
-        sk, pk = day_key(paths, day, rng)
+        sk, pk = day_key(paths, day, scenario.rng(f"coordinator/cotravel/{day.isoformat()}"))
         tokens = sorted(by_day.get(day, ()))
         outputs = oprf.evaluate_many(sk, [t.encode() for t in tokens], oprf.Mode.VOPRF)
         body = {
@@ -132,7 +126,7 @@ def publish(run: Path, as_of: dt.date | None = None, issued_at: dt.datetime | No
             "public_key": b64(pk),
             "tags": sorted(b64(derive_tag(y)) for y in outputs),
             "issued_at": stamp,
-            "deterministic": root is not None,
+            "deterministic": scenario.seed is not None,
         }
         save_json(paths.manifest(day), sign_manifest(body, signer))
         written.append(paths.manifest(day))

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from coordinator.cotravel import CotravelError, CotravelPaths, b64, check_request, evaluate, unb64
 from crypto import group
-from crypto.pki import PkiPaths
+from runctx.pki import PkiPaths
 from service import counts
 from service.pages import render
 

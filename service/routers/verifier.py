@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from crypto.errors import TrustListError
-from crypto.pki import PkiPaths, load_certificate
+from crypto.pki import load_certificate
+from runctx.pki import PkiPaths
 from service import counts
 from service.i18n import negotiate, text
 from service.pages import render

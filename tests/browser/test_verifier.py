@@ -17,20 +17,20 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright
 
-from crypto.codes import health_claims, issue_code, qr_png
+from coordinator.claims import health_claims
+from coordinator.qr import qr_png
+from crypto.codes import issue_code
 from crypto.pki import (
     FORMAT_DCC,
     FORMAT_HEALTHPSI,
-    PkiPaths,
     ec_private_key,
     load_certificate,
     load_ec_private_key,
     make_trust_list,
     parse_certificate,
-    save_json,
     spki_kid,
-    write_revocations,
 )
+from runctx.pki import PkiPaths, save_json, write_revocations
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, PHONE_VIEWPORT
 from tests.browser.media import high_s_twin, qr_y4m, recoloured
 from tests.servers import ServiceProcess

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from healthpsi.benchmarks.epoch import MEMORY_NOTE, RssSampler, crypto_floor_seconds
+from benchmarks.epoch import MEMORY_NOTE, RssSampler, crypto_floor_seconds
 from healthpsi.cli import app
 
 STAGES = ("tokenise", "index", "evaluate", "stream", "match", "issue")

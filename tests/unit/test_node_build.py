@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from crypto import labels
-from healthpsi.keys import init_keys
 from nodes import build
-from nodes.handlers import open_node
+from nodes.startup import open_node
 from nodes.store import AgencyStore
 from proto.tokens import AGENCIES
+from runctx.pki import init_keys
 from simulation.scenario import simulate
 
 WINDOW = (dt.date(2020, 1, 18), dt.date(2020, 1, 31))

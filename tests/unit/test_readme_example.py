@@ -13,9 +13,10 @@ import cbor2
 import pytest
 from cryptography.exceptions import InvalidSignature
 
+from coordinator.claims import health_claims
 from crypto import codes
 from crypto.drbg import Drbg
-from crypto.pki import PkiPaths, create_pki, load_signing_key
+from runctx.pki import PkiPaths, create_pki, load_signing_key
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2020, 2, 10, 8, 0, tzinfo=UTC)
@@ -33,8 +34,8 @@ def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     paths = PkiPaths(tmp_path_factory.mktemp("run"))
     create_pki(paths, ["carrier"], rng=Drbg(b"readme-example"), now=NOW)
     key, kid = load_signing_key(paths)
-    claims = codes.health_claims(code_id="c-1", issuer="410100", colour="yellow", policy_version="1",
-                                 name="张小三", subject_id="410101199003071234", issued_at=NOW)
+    claims = health_claims(code_id="c-1", issuer="410100", colour="yellow", policy_version="1",
+                           name="张小三", subject_id="410101199003071234", issued_at=NOW)
     return codes.issue_code(claims, key, kid), paths.trustlist
 
 

@@ -19,9 +19,8 @@ from typer.testing import CliRunner
 from coordinator.features import compute_features
 from coordinator.policy import Policy
 from healthpsi.cli import app
-from nodes import tokenize
 from nodes.store import AgencyStore
-from proto import ids
+from proto import ids, tokenize
 from proto import tokens as tk
 from simulation.epidemic import ROUTES, without_nights_at_base
 from simulation.mobility import HOME, HOSPITAL, HOTEL, WORK
