@@ -11,6 +11,7 @@ import typer
 from coordinator.cotravel import CotravelError, publish
 from crypto.errors import CryptoError
 from crypto.pki import TrustListError
+from healthpsi.checks import require_run
 from service.cotravel_client import check as check_trip
 
 app = typer.Typer(help="The private co-travel check (同行查询).", no_args_is_help=True)
@@ -33,8 +34,7 @@ def publish_command(
     [cyan]healthpsi cotravel publish --run runs/demo[/cyan]
     """
     day = _day(as_of, "--as-of") if as_of else None
-    if not (run / "scenario.json").is_file():
-        raise typer.BadParameter(f"{run} is not a run directory (no scenario.json)", param_hint="--run")
+    require_run(run, "scenario", "pki")
     try:
         written = publish(run, day)
     except (CotravelError, CryptoError, ValueError, OSError) as exc:
