@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 
 from coordinator.cotravel import CotravelError, b64, dummy_token, unb64, verify_manifest
@@ -28,16 +30,19 @@ class CotravelAnswer:
     root_fingerprint: str
 
 
-def _json(response: httpx.Response) -> Any:
-    if response.status_code != 200:
+def _request(url: str, body: Any | None, timeout: float) -> Any:
+    """GET (or POST a JSON body to) `url`; the JSON answer, or CotravelError with the service's reason."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
         try:
-            detail = response.json().get("detail")
+            detail = json.load(exc).get("detail")
         except ValueError:
-            detail = response.text[:200]
-        raise CotravelError(
-            f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}: {detail}"
-        )
-    return response.json()
+            detail = exc.reason
+        raise CotravelError(f"{request.get_method()} {url}: HTTP {exc.code}: {detail}") from None
 
 
 def check(
@@ -52,8 +57,8 @@ def check(
     telling it which trip. The root is pinned by `root_fingerprint` (hex SHA-256 of its DER), else taken
     from the service's verifier configuration. Raises CotravelError (ProofError: a bad proof)."""
     try:
-        return _check(service, trip, day, carriage, root_fingerprint, timeout)
-    except httpx.HTTPError as exc:
+        return _check(service.rstrip("/"), trip, day, carriage, root_fingerprint, timeout)
+    except (urllib.error.URLError, TimeoutError) as exc:
         raise CotravelError(
             f"cannot reach the service at {service} ({exc}); is `healthpsi serve` running?"
         ) from None
@@ -62,30 +67,31 @@ def check(
 def _check(
     service: str, trip: str, day: dt.date, carriage: int | None, root_fingerprint: str | None, timeout: float
 ) -> CotravelAnswer:
-    with httpx.Client(base_url=service.rstrip("/"), timeout=timeout) as client:
-        pinned = root_fingerprint or _json(client.get("/api/v1/verifier/config"))["root_fingerprint"]
-        bundle = _json(client.get("/api/v1/cotravel/manifest"))
-        trust = parse_trust_list(bundle["trustlist"])
-        if trust.root is None:
-            raise CotravelError("the service's trust list carries no root certificate")
-        actual = hashlib.sha256(trust.root.public_bytes(serialization.Encoding.DER)).hexdigest()
-        if actual != pinned.lower():
-            raise CotravelError(f"the service's root {actual} is not the pinned root {pinned}")
-        coordinator = parse_identities(bundle["identities"], trust.root).coordinator
-        manifests = {m["date"]: m for m in (verify_manifest(doc, coordinator) for doc in bundle["manifests"])}
-        if day.isoformat() not in manifests:
-            raise CotravelError(
-                f"--date {day}: outside the published days ({min(manifests)} to {max(manifests)})"
-            )
-        own = [tk.trip(trip, day).encode()]
-        own.append(tk.carriage(trip, day, carriage).encode() if carriage is not None else dummy_token())
-        kept: dict[str, tuple[list[bytes], list[bytes], list[bytes]]] = {}
-        for published in manifests:
-            inputs = own if published == day.isoformat() else [dummy_token(), dummy_token()]
-            pairs = [oprf.blind(x, oprf.Mode.VOPRF) for x in inputs]
-            kept[published] = (inputs, [r for r, _ in pairs], [b for _, b in pairs])
-        request = {d: [b64(e) for e in blinded] for d, (_, _, blinded) in kept.items()}
-        answer = _json(client.post("/api/v1/cotravel/evaluate", json={"blinded": request}))
+    pinned = root_fingerprint
+    if pinned is None:
+        pinned = str(_request(f"{service}/api/v1/verifier/config", None, timeout)["root_fingerprint"])
+    bundle = _request(f"{service}/api/v1/cotravel/manifest", None, timeout)
+    trust = parse_trust_list(bundle["trustlist"])
+    if trust.root is None:
+        raise CotravelError("the service's trust list carries no root certificate")
+    actual = hashlib.sha256(trust.root.public_bytes(serialization.Encoding.DER)).hexdigest()
+    if actual != pinned.lower():
+        raise CotravelError(f"the service's root {actual} is not the pinned root {pinned}")
+    coordinator = parse_identities(bundle["identities"], trust.root).coordinator
+    manifests = {m["date"]: m for m in (verify_manifest(doc, coordinator) for doc in bundle["manifests"])}
+    if day.isoformat() not in manifests:
+        raise CotravelError(
+            f"--date {day}: outside the published days ({min(manifests)} to {max(manifests)})"
+        )
+    own = [tk.trip(trip, day).encode()]
+    own.append(tk.carriage(trip, day, carriage).encode() if carriage is not None else dummy_token())
+    kept: dict[str, tuple[list[bytes], list[bytes], list[bytes]]] = {}
+    for published in manifests:
+        inputs = own if published == day.isoformat() else [dummy_token(), dummy_token()]
+        pairs = [oprf.blind(x, oprf.Mode.VOPRF) for x in inputs]
+        kept[published] = (inputs, [r for r, _ in pairs], [b for _, b in pairs])
+    request = {d: [b64(e) for e in blinded] for d, (_, _, blinded) in kept.items()}
+    answer = _request(f"{service}/api/v1/cotravel/evaluate", {"blinded": request}, timeout)
     outputs: list[bytes] = []
     for published, (inputs, blinds, blinded) in kept.items():
         got = answer["evaluations"].get(published)
