@@ -11,6 +11,7 @@ from healthpsi import (
     coordinator,
     keys,
     node,
+    operator,
     reference,
     run,
     serve,
@@ -40,6 +41,7 @@ app.command("run")(run.run)
 app.command("reference")(reference.reference)
 app.command("verify")(verify.verify)
 app.command("serve")(serve.serve)
+app.add_typer(operator.app, name="operator")
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
 
