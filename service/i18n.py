@@ -46,6 +46,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "cmd.yellow": ("黄码", "Yellow"),
     "cmd.red": ("红码", "Red"),
     "cmd.since_previous": ("较上期", "since previous"),
+    "cmd.first_epoch": ("首期", "first epoch"),
     "cmd.by_county": ("各区县健康码", "Codes by county"),
     "cmd.county": ("区县", "County"),
     "cmd.code": ("代码", "Code"),

@@ -52,7 +52,7 @@ def county_bars(counts: dict[str, dict[str, int]], name: Callable[[str], str], l
 
 def epidemic_curve(points: Sequence[dict[str, Any]], legend: tuple[str, str], label: str) -> str:
     """Cases per day: bars by onset date, a line with dots by report date, day labels every few days."""
-    width, height, left, bottom, top = 640, 240, 36, 40, 24
+    width, height, left, bottom, top = 420, 220, 30, 30, 26
     if not points:
         return _svg(width, 60, ['<text x="10" y="35" class="axis">—</text>'], label)
     peak = max(max(p["onset"], p["report"]) for p in points) or 1
@@ -67,7 +67,7 @@ def epidemic_curve(points: Sequence[dict[str, Any]], legend: tuple[str, str], la
         f'<text x="{left - 6}" y="{y(peak) + 4:.1f}" text-anchor="end" class="axis">{peak}</text>',
         f'<text x="{left - 6}" y="{y(0) + 4:.1f}" text-anchor="end" class="axis">0</text>',
     ]
-    every = max(1, len(points) // 8)
+    every = max(1, len(points) // 6)
     line = []
     for i, p in enumerate(points):
         x = left + i * step
@@ -92,8 +92,8 @@ def epidemic_curve(points: Sequence[dict[str, Any]], legend: tuple[str, str], la
     body.append(f'<polyline points="{" ".join(line)}" fill="none" stroke="#d63031" stroke-width="1.5"/>')
     body.append(f'<rect x="{left}" y="4" width="12" height="12" fill="#8fb8e8"/>')
     body.append(f'<text x="{left + 16}" y="14" class="axis">{escape(legend[0])}</text>')
-    body.append(f'<circle cx="{left + 186}" cy="10" r="4" fill="#d63031"/>')
-    body.append(f'<text x="{left + 196}" y="14" class="axis">{escape(legend[1])}</text>')
+    body.append(f'<circle cx="{left + 156}" cy="10" r="4" fill="#d63031"/>')
+    body.append(f'<text x="{left + 166}" y="14" class="axis">{escape(legend[1])}</text>')
     return _svg(width, height, body, label)
 
 

@@ -1,0 +1,234 @@
+"""The commander dashboard's APIs against a real `healthpsi serve` over a small simulated run: login
+required, wrong passwords refused and rate-limited, argon2id hashes stored, and every count equal to a
+direct query of the coordinator's files."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import argon2
+import httpx
+import pandas as pd
+import pytest
+
+from simulation.presets import COUNTIES
+from tests.conftest import APPEAL_ID, SCANS, ServedRun
+
+APIS = (
+    "summary",
+    "counties",
+    "change",
+    "curve",
+    "cases",
+    "risk-regions",
+    "cells",
+    "refusals",
+    "revocations",
+    "appeals",
+    "checkpoints",
+)
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "the page carries no CSRF token"
+    return found.group(1)
+
+
+def login(
+    served: ServedRun, password: str | None = None, user: str | None = None
+) -> tuple[httpx.Client, int]:
+    """A client that went through the login form; the status of the login POST."""
+    client = httpx.Client(base_url=served.url, timeout=30)
+    token = _csrf(client.get("/commander/login").text)
+    response = client.post(
+        "/commander/login",
+        data={"csrf": token, "username": user or served.user, "password": password or served.password},
+    )
+    return client, response.status_code
+
+
+@pytest.fixture(scope="module")
+def operator(served_run: ServedRun) -> httpx.Client:
+    client, status = login(served_run)
+    assert status == 303
+    return client
+
+
+def _latest_epoch(run: Path) -> str:
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        return str(db.execute("SELECT epoch FROM epochs ORDER BY seq DESC LIMIT 1").fetchone()[0])
+
+
+def test_operator_password_is_stored_as_an_argon2id_hash(served_run: ServedRun) -> None:
+    with sqlite3.connect(served_run.run / "service" / "operators.sqlite") as db:
+        rows = db.execute("SELECT user, hash FROM operators").fetchall()
+    assert [user for user, _ in rows] == [served_run.user]
+    stored = rows[0][1]
+    assert stored.startswith("$argon2id$")
+    assert served_run.password not in stored
+    assert argon2.PasswordHasher().verify(stored, served_run.password)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_apis_refuse_without_a_login(served_run: ServedRun, api: str) -> None:
+    response = httpx.get(f"{served_run.url}/api/v1/commander/{api}")
+    assert response.status_code == 401
+    assert "log in" in response.json()["detail"]
+
+
+def test_the_dashboard_sends_an_anonymous_visitor_to_the_login_page(served_run: ServedRun) -> None:
+    response = httpx.get(f"{served_run.url}/commander")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/commander/login"
+
+
+def test_a_wrong_password_is_refused(served_run: ServedRun) -> None:
+    client, status = login(served_run, password="not-the-password")
+    assert status == 401
+    assert client.get("/api/v1/commander/counties").status_code == 401
+    client, status = login(served_run, user="nobody", password="not-the-password")
+    assert status == 401
+
+
+def test_a_login_without_the_csrf_token_is_refused(served_run: ServedRun) -> None:
+    client = httpx.Client(base_url=served_run.url)
+    client.get("/commander/login")
+    response = client.post(
+        "/commander/login", data={"username": served_run.user, "password": served_run.password}
+    )
+    assert response.status_code == 403
+    assert client.get("/api/v1/commander/counties").status_code == 401
+
+
+def test_failed_logins_are_rate_limited_per_user(served_run: ServedRun) -> None:
+    user = "locked.out"
+    with sqlite3.connect(served_run.run / "service" / "operators.sqlite") as db:
+        hash_ = argon2.PasswordHasher().hash("the-right-password")
+        db.execute("INSERT INTO operators VALUES (?, ?, 0)", (user, hash_))
+    statuses = [login(served_run, user=user, password=f"wrong-{i}")[1] for i in range(5)]
+    assert statuses == [401] * 5
+    client, status = login(served_run, user=user, password="the-right-password")
+    assert status == 429
+    assert client.get("/api/v1/commander/counties").status_code == 401
+
+
+def test_logout_ends_the_session_on_the_server(served_run: ServedRun) -> None:
+    client, status = login(served_run)
+    assert status == 303
+    stolen = dict(client.cookies)
+    page = client.get("/commander")
+    assert page.status_code == 200
+    assert client.post("/commander/logout", data={"csrf": _csrf(page.text)}).status_code == 303
+    replay = httpx.get(f"{served_run.url}/api/v1/commander/counties", cookies=stolen)
+    assert replay.status_code == 401
+
+
+def test_counts_per_county_equal_a_direct_query(served_run: ServedRun, operator: httpx.Client) -> None:
+    body = operator.get("/api/v1/commander/counties").json()
+    epoch = _latest_epoch(served_run.run)
+    assert body["epoch"] == epoch
+    with sqlite3.connect(served_run.run / "coordinator" / "codes.sqlite") as db:
+        db.execute("CREATE TEMP TABLE county (code TEXT PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO county VALUES (?, ?)", [(c.code, c.name) for c in COUNTIES])
+        rows = db.execute(
+            "SELECT coalesce(county.code, 'other'), codes.color, count(*) FROM codes "
+            "LEFT JOIN county ON county.code = substr(codes.subject_id, 1, 6) "
+            "WHERE codes.epoch = ? GROUP BY 1, 2",
+            (epoch,),
+        ).fetchall()
+        total = db.execute("SELECT count(*) FROM codes WHERE epoch = ?", (epoch,)).fetchone()[0]
+    expected = {(code, colour): n for code, colour, n in rows}
+    served = {
+        (row["code"], colour): row[colour]
+        for row in body["counties"]
+        for colour in ("green", "yellow", "red")
+    }
+    assert {k: v for k, v in served.items() if v} == expected
+    assert sum(row["total"] for row in body["counties"]) == total > 0
+    names = {c.code: c.name for c in COUNTIES}
+    assert {row["code"]: row["name_zh"] for row in body["counties"] if row["code"] in names} == names
+
+
+def test_summary_and_change_agree_with_the_counts(served_run: ServedRun, operator: httpx.Client) -> None:
+    counties = operator.get("/api/v1/commander/counties").json()["counties"]
+    summary = operator.get("/api/v1/commander/summary").json()
+    now = summary["change"]["now"]
+    assert now == {c: sum(row[c] for row in counties) for c in ("green", "yellow", "red")}
+    with sqlite3.connect(served_run.run / "coordinator" / "codes.sqlite") as db:
+        epochs = db.execute("SELECT count(*) FROM epochs").fetchone()[0]
+        refused = db.execute("SELECT count(*) FROM refusals").fetchone()[0]
+    if epochs == 1:  # the first epoch is compared with nothing
+        assert summary["change"]["previous"] is None
+        assert summary["change"]["delta"] == now
+    assert summary["refusals"] == refused
+    assert summary["scans"] == sum(n for *_, n in SCANS)
+
+
+def test_curve_cases_and_regions_come_from_the_health_files(
+    served_run: ServedRun, operator: httpx.Client
+) -> None:
+    cases = pd.read_parquet(served_run.run / "health" / "cases.parquet")
+    as_of = operator.get("/api/v1/commander/summary").json()["as_of"]
+    known = cases[cases["report_date"].astype(str) <= as_of]
+    curve = operator.get("/api/v1/commander/curve").json()
+    assert sum(p["onset"] for p in curve) == sum(p["report"] for p in curve) == len(known)
+    listed = operator.get("/api/v1/commander/cases").json()
+    assert listed["total"] == len(known)
+    assert {r["case_id"] for r in listed["rows"]} == set(known["case_id"])
+    assert all("*" in r["subject"] for r in listed["rows"])  # ids are masked
+    regions = operator.get("/api/v1/commander/risk-regions").json()
+    assert {r["region_code"] for r in regions} <= set(
+        pd.read_parquet(served_run.run / "health" / "risk_regions.parquet")["region_code"]
+    )
+
+
+def test_the_map_counts_matched_cell_hours_per_city_cell(
+    served_run: ServedRun, operator: httpx.Client
+) -> None:
+    cells = operator.get("/api/v1/commander/cells").json()
+    all_cells = pd.read_parquet(served_run.run / "data" / "carrier" / "cells.parquet")
+    city = all_cells[all_cells["region_code"].isin({c.code for c in COUNTIES})]
+    assert sorted(c["cell_id"] for c in cells) == sorted(city["cell_id"].tolist())
+    tokens = set(pd.read_parquet(served_run.run / "coordinator" / "matches.parquet")["token"])
+    hours = [t for t in tokens if t.startswith("cell-hour|") and int(t.split("|")[1]) in set(city["cell_id"])]
+    assert sum(c["exposures"] for c in cells) == len(hours) > 0
+
+
+def test_checkpoint_scans_are_summed_per_checkpoint(operator: httpx.Client) -> None:
+    body = operator.get("/api/v1/commander/checkpoints").json()
+    assert body["day"] == max(day for _, day, _, _ in SCANS)
+    per = {row["checkpoint"]: row for row in body["rows"]}
+    assert per["gate-east"]["by_result"] == {"green": 40, "red": 2}
+    assert per["gate-east"]["today"] == 42
+    assert per["gate-west"]["today"] == 0
+
+
+def test_an_operator_decides_an_appeal_once(served_run: ServedRun, operator: httpx.Client) -> None:
+    appeals = operator.get("/api/v1/commander/appeals").json()
+    assert [a["appeal_id"] for a in appeals["rows"]] == [APPEAL_ID]
+    csrf = _csrf(operator.get("/commander").text)
+    bad = operator.post(f"/commander/appeals/{APPEAL_ID}", data={"csrf": csrf, "decision": "maybe"})
+    assert bad.status_code == 400
+    forged = operator.post(f"/commander/appeals/{APPEAL_ID}", data={"csrf": "forged", "decision": "upheld"})
+    assert forged.status_code == 403
+    done = operator.post(f"/commander/appeals/{APPEAL_ID}", data={"csrf": csrf, "decision": "upheld"})
+    assert done.status_code == 303
+    with sqlite3.connect(served_run.run / "coordinator" / "codes.sqlite") as db:
+        status = db.execute("SELECT status FROM appeals WHERE appeal_id = ?", (APPEAL_ID,)).fetchone()[0]
+    assert status == "upheld"
+    again = operator.post(f"/commander/appeals/{APPEAL_ID}", data={"csrf": csrf, "decision": "rejected"})
+    assert again.status_code == 404
+    assert "already upheld" in again.text
+
+
+def test_the_dashboard_page_has_no_inline_script_and_speaks_both_languages(operator: httpx.Client) -> None:
+    zh = operator.get("/commander?lang=zh")
+    assert "script-src 'self'" in zh.headers["content-security-policy"]
+    assert "<script" not in zh.text
+    assert 'http-equiv="refresh"' in zh.text
+    assert "灵宝市" in zh.text and "各区县健康码" in zh.text
+    en = operator.get("/commander?lang=en")
+    assert "Lingbao" in en.text and "Codes by county" in en.text
