@@ -19,16 +19,16 @@ SERVING = re.compile(r"serving .* on (http://[\d.]+:\d+) ")
 
 
 class ServiceProcess:
-    """One `healthpsi serve --run RUN --listen 127.0.0.1:0` process; its output goes to `log_path`."""
+    """One `healthpsi serve --run RUN --listen 127.0.0.1:0 [EXTRA...]` process; its output goes to
+    `log_path` (default RUN/service/serve-<n>.log). Its address is read from what it prints, so that two
+    services over one run do not race for RUN/service/port."""
 
-    def __init__(self, run: Path, log_path: Path, workers: int = 1, apps: str | None = None) -> None:
+    def __init__(self, run: Path, *extra: str, workers: int = 1, log_path: Path | None = None) -> None:
         self.run = run
-        self.log_path = log_path
-        args = ["serve", "--run", str(run), "--listen", "127.0.0.1:0", "--workers", str(workers)]
-        if apps is not None:
-            args += ["--app", apps]
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("wb") as log:
+        self.log_path = log_path or run / "service" / f"serve-{time.monotonic_ns()}.log"
+        args = ["serve", "--run", str(run), "--listen", "127.0.0.1:0", "--workers", str(workers), *extra]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "healthpsi.cli", *args],
                 stdout=log,
@@ -37,6 +37,7 @@ class ServiceProcess:
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )
         self.url = ""
+        self.port = 0
 
     def log(self) -> str:
         """Everything the service printed so far."""
@@ -51,6 +52,7 @@ class ServiceProcess:
             found = SERVING.search(self.log())
             if found:
                 self.url = found.group(1)
+                self.port = int(self.url.rpartition(":")[2])
                 try:
                     with urllib.request.urlopen(f"{self.url}/api/v1/health", timeout=5) as response:
                         if response.status == 200:
@@ -77,4 +79,4 @@ class ServiceProcess:
                 return self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        return self.process.wait(timeout=timeout)
+        return self.process.wait(timeout=30)

@@ -28,7 +28,7 @@ def _svg(width: int, height: int, body: list[str], label: str) -> str:
 def county_bars(counts: dict[str, dict[str, int]], name: Callable[[str], str], label: str) -> str:
     """Horizontal stacked bars: one row per county, green, yellow and red codes, the total at the end."""
     rows = [(county, by) for county, by in counts.items() if sum(by.values()) or county != "other"]
-    width, left, right, row_h = 640, 120, 70, 30
+    width, left, right, row_h = 420, 96, 48, 28
     biggest = max((sum(by.values()) for _, by in rows), default=0) or 1
     span = width - left - right
     body: list[str] = []

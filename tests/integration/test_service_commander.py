@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import argon2
@@ -13,8 +17,18 @@ import httpx
 import pandas as pd
 import pytest
 
+from service.process import ServiceProcess
 from simulation.presets import COUNTIES
-from tests.conftest import APPEAL_ID, SCANS, ServedRun
+from tests.servers import build_run
+
+OPERATOR = "chen.wei"
+OPERATOR_PASSWORD = "a-long-test-passphrase-7"
+APPEAL_ID = "A-test-0001"
+SCANS = [
+    ("gate-east", "2020-01-31", "green", 40),
+    ("gate-east", "2020-01-31", "red", 2),
+    ("gate-west", "2020-01-30", "invalid", 1),
+]
 
 APIS = (
     "summary",
@@ -29,6 +43,70 @@ APIS = (
     "appeals",
     "checkpoints",
 )
+
+
+@dataclass(frozen=True)
+class ServedRun:
+    """A run, its operator's credentials, and the URL of the service serving it."""
+
+    run: Path
+    url: str
+    user: str = OPERATOR
+    password: str = OPERATOR_PASSWORD
+
+
+def _other_parties_files(run: Path) -> None:
+    """What the citizen and verifier routers write: one open appeal, a few checkpoint scans."""
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        subject, code_id = db.execute(
+            "SELECT subject_id, code_id FROM codes WHERE color = 'red' LIMIT 1"
+        ).fetchone()
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS appeals (appeal_id TEXT PRIMARY KEY, subject_id TEXT NOT NULL, "
+            "code_id TEXT, reason TEXT NOT NULL, created_at TEXT NOT NULL, status TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO appeals VALUES (?, ?, ?, ?, ?, 'open')",
+            (APPEAL_ID, subject, code_id, "I was at home all week", "2020-02-01T08:00:00Z"),
+        )
+    with sqlite3.connect(run / "service" / "counts.sqlite") as db:
+        db.execute(
+            "CREATE TABLE scans (checkpoint TEXT, day TEXT, result TEXT, n INTEGER, "
+            "PRIMARY KEY (checkpoint, day, result))"
+        )
+        db.executemany("INSERT INTO scans VALUES (?, ?, ?, ?)", SCANS)
+
+
+@pytest.fixture(scope="module")
+def served_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedRun]:
+    """`healthpsi run --preset city-20k --seed 3 --persons 1500`, an operator added with
+    `healthpsi operator add --password-stdin`, and `healthpsi serve` over it."""
+    run = build_run(tmp_path_factory.mktemp("commander") / "run", seed=3)
+    add = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "healthpsi.cli",
+            "operator",
+            "add",
+            "--run",
+            str(run),
+            "--user",
+            OPERATOR,
+            "--password-stdin",
+        ],
+        input=OPERATOR_PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert add.returncode == 0, add.stderr
+    _other_parties_files(run)
+    service = ServiceProcess(run).wait_ready()
+    try:
+        yield ServedRun(run=run, url=service.url)
+    finally:
+        service.stop()
 
 
 def _csrf(html: str) -> str:
@@ -57,7 +135,24 @@ def operator(served_run: ServedRun) -> httpx.Client:
     return client
 
 
-def _latest_epoch(run: Path) -> str:
+def direct_county_counts(run: Path, epoch: str) -> tuple[dict[tuple[str, str], int], int]:
+    """{(county code or 'other', colour): codes} of `epoch` by a direct SQL query of codes.sqlite joined to
+    the simulation's own county table (not the service's), and the epoch's number of codes."""
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        db.execute("CREATE TEMP TABLE county (code TEXT PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO county VALUES (?, ?)", [(c.code, c.name) for c in COUNTIES])
+        rows = db.execute(
+            "SELECT coalesce(county.code, 'other'), codes.color, count(*) FROM codes "
+            "LEFT JOIN county ON county.code = substr(codes.subject_id, 1, 6) "
+            "WHERE codes.epoch = ? GROUP BY 1, 2",
+            (epoch,),
+        ).fetchall()
+        total = db.execute("SELECT count(*) FROM codes WHERE epoch = ?", (epoch,)).fetchone()[0]
+    return {(code, colour): n for code, colour, n in rows}, int(total)
+
+
+def latest_epoch(run: Path) -> str:
+    """The latest epoch's id, straight from codes.sqlite."""
     with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
         return str(db.execute("SELECT epoch FROM epochs ORDER BY seq DESC LIMIT 1").fetchone()[0])
 
@@ -128,19 +223,9 @@ def test_logout_ends_the_session_on_the_server(served_run: ServedRun) -> None:
 
 def test_counts_per_county_equal_a_direct_query(served_run: ServedRun, operator: httpx.Client) -> None:
     body = operator.get("/api/v1/commander/counties").json()
-    epoch = _latest_epoch(served_run.run)
+    epoch = latest_epoch(served_run.run)
     assert body["epoch"] == epoch
-    with sqlite3.connect(served_run.run / "coordinator" / "codes.sqlite") as db:
-        db.execute("CREATE TEMP TABLE county (code TEXT PRIMARY KEY, name TEXT)")
-        db.executemany("INSERT INTO county VALUES (?, ?)", [(c.code, c.name) for c in COUNTIES])
-        rows = db.execute(
-            "SELECT coalesce(county.code, 'other'), codes.color, count(*) FROM codes "
-            "LEFT JOIN county ON county.code = substr(codes.subject_id, 1, 6) "
-            "WHERE codes.epoch = ? GROUP BY 1, 2",
-            (epoch,),
-        ).fetchall()
-        total = db.execute("SELECT count(*) FROM codes WHERE epoch = ?", (epoch,)).fetchone()[0]
-    expected = {(code, colour): n for code, colour, n in rows}
+    expected, total = direct_county_counts(served_run.run, epoch)
     served = {
         (row["code"], colour): row[colour]
         for row in body["counties"]
