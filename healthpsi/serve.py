@@ -12,6 +12,9 @@ import uvicorn
 
 from service.settings import APPS, ENV_SETTINGS, ServiceSettings, SettingsError
 
+WORKER_HEALTHCHECK_SECONDS = 120
+"""Seconds a uvicorn worker has to answer its supervisor's health check (at start-up too)."""
+
 
 def _listen(value: str) -> tuple[str, int]:
     """HOST:PORT, or exit 2 naming --listen."""
@@ -82,6 +85,9 @@ def serve(
             workers=workers,
             log_level="warning",
             timeout_graceful_shutdown=10,
+            # a spawned worker re-imports the CLI before it can answer the supervisor's pings; on a busy
+            # machine that takes more than uvicorn's 5 s, and the worker was killed and spawned again forever
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         )
     finally:
         with contextlib.suppress(FileNotFoundError):
