@@ -6,10 +6,11 @@ APIs. `BaselineUser` only asks /api/v1/health, the cheapest answer the service g
 of the peak can be read as ratios to it.
 
 Environment (set by the benchmark):
-  HEALTHPSI_BENCH_RUN       the run the service serves (SMS outbox, population, applicants)
+  HEALTHPSI_BENCH_CITIZENS  a JSON file: {"sessions": [{"cookie", "phone", "codes"}], "family": [people]},
+                            citizens the benchmark signed in before the run (their sessions are shared by
+                            the users: one-time codes are rate-limited per address, and every user is on
+                            127.0.0.1) and people without a code, for family applications
   HEALTHPSI_BENCH_PACE      requests per second per user (0 or unset: no wait between requests)
-  HEALTHPSI_BENCH_SESSIONS  citizens signed in before the peak (their sessions are shared by the users;
-                            one-time codes are rate-limited per address, and every user is on 127.0.0.1)
   HEALTHPSI_BENCH_OPERATOR, HEALTHPSI_BENCH_PASSWORD   the commander's login
 
 A route the service does not have (FastAPI's bare 404) is counted as a success, so that the file can weigh
@@ -28,17 +29,14 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-import requests
 from locust import FastHttpUser, constant, constant_throughput, events, task
 from locust.env import Environment
 
 ABSENT = '{"detail":"Not Found"}'
 """FastAPI's body for a route that does not exist (a known route's 404 says more)."""
 
-RUN = Path(os.environ.get("HEALTHPSI_BENCH_RUN", "."))
+CITIZENS = Path(os.environ.get("HEALTHPSI_BENCH_CITIZENS", "/nonexistent"))
 PACE = float(os.environ.get("HEALTHPSI_BENCH_PACE", "0") or 0)
-SESSIONS = int(os.environ.get("HEALTHPSI_BENCH_SESSIONS", "10") or 10)
 
 _sessions: list[tuple[str, str, list[str]]] = []  # (session cookie, phone, the citizen's code ids)
 _family: itertools.cycle[dict[str, str]] | None = None
@@ -50,73 +48,15 @@ def pacing() -> Any:
     return constant_throughput(PACE) if PACE > 0 else constant(0)
 
 
-def _outbox_code(phone: str) -> str | None:
-    path = RUN / "service" / "sms-outbox.jsonl"
-    if not path.exists():
-        return None
-    codes = [
-        m["code"]
-        for m in map(json.loads, path.read_text(encoding="utf-8").splitlines())
-        if m["phone"] == phone
-    ]
-    return str(codes[-1]) if codes else None
-
-
-def _sign_in(host: str, person: dict[str, str]) -> tuple[str, str, list[str]] | None:
-    """Sign one applicant in by phone and one-time code; their session cookie and code ids (None if the
-    service has no citizen app, or refuses)."""
-    web = requests.Session()
-    sent = web.post(f"{host}/api/v1/citizen/otp", json={"phone": person["phone"]}, timeout=30)
-    otp = _outbox_code(person["phone"]) if sent.status_code == 202 else None
-    if otp is None:
-        return None
-    signed = web.post(
-        f"{host}/api/v1/citizen/session", json={"phone": person["phone"], "otp": otp}, timeout=30
-    )
-    if signed.status_code != 200:
-        return None
-    codes = [
-        a["code_id"] for a in web.get(f"{host}/api/v1/citizen/codes", timeout=30).json() if a.get("code_id")
-    ]
-    if not codes:
-        applied = web.post(
-            f"{host}/api/v1/citizen/applications", json={"relation": "self", **person}, timeout=60
-        )
-        if applied.status_code == 201:
-            codes = [applied.json()["code_id"]]
-    cookie = web.cookies.get("healthpsi_session")
-    return (cookie, person["phone"], codes) if cookie else None
-
-
-def _people(path: Path, columns: list[str]) -> list[dict[str, str]]:
-    """The rows of a people table with every one of `columns` (none when the file lacks one)."""
-    if not path.exists() or not set(columns) <= set(pq.read_schema(path).names):
-        return []
-    rows = pq.read_table(path, columns=columns).to_pylist()  # no pandas: its import would eat the run time
-    return [{k: str(v) for k, v in row.items()} for row in rows if None not in row.values()]
-
-
 @events.test_start.add_listener
 def _prepare(environment: Environment, **_: Any) -> None:
-    """Sign the citizens in, and line up people without a code for the family applications."""
+    """Load the signed-in citizens and the people for family applications the benchmark prepared."""
     global _family
-    if CitizenUser not in environment.user_classes:
+    if not CITIZENS.is_file():
         return
-    host = environment.host or ""
-    applicants = [
-        p
-        for p in _people(RUN / "health" / "applicants.parquet", ["subject_id", "name", "birth_date", "phone"])
-        if p["phone"]
-    ]
-    random.Random(7).shuffle(applicants)
-    for person in applicants[:SESSIONS]:
-        signed = _sign_in(host, person)
-        if signed is not None:
-            _sessions.append(signed)
-    claimed = {p["subject_id"] for p in applicants}
-    register = _people(RUN / "data" / "police" / "population.parquet", ["subject_id", "name", "birth_date"])
-    unclaimed = [p for p in register if p["subject_id"] not in claimed] or register
-    _family = itertools.cycle(unclaimed) if unclaimed else None
+    prepared = json.loads(CITIZENS.read_text(encoding="utf-8"))
+    _sessions.extend((s["cookie"], s["phone"], s["codes"]) for s in prepared["sessions"])
+    _family = itertools.cycle(prepared["family"]) if prepared["family"] else None
 
 
 def tolerate_absent(response: Any) -> None:

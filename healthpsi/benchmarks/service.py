@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
+import random
 import secrets
 import subprocess
 import sys
@@ -30,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pyarrow.parquet as pq
+import requests
 
 from healthpsi.benchmarks import Step
 from service.commander.accounts import OperatorStore
@@ -56,6 +60,8 @@ PROBES = {
 """A route per endpoint of the peak, asked once without a session: FastAPI's bare 404 means not deployed."""
 ABSENT = b'{"detail":"Not Found"}'
 SAMPLE_SECONDS = 5.0
+FAMILY = 2000
+"""People without a code lined up for family applications (then cycled)."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,62 @@ def _absent_routes(url: str) -> list[str]:
     return absent
 
 
+def _outbox_code(run: Path, phone: str) -> str | None:
+    """The latest one-time code the SMS outbox holds for `phone`."""
+    path = run / "service" / "sms-outbox.jsonl"
+    if not path.exists():
+        return None
+    messages = map(json.loads, path.read_text(encoding="utf-8").splitlines())
+    codes = [m["code"] for m in messages if m["phone"] == phone]
+    return str(codes[-1]) if codes else None
+
+
+def _sign_in(url: str, run: Path, person: dict[str, str]) -> dict[str, Any] | None:
+    """Sign an applicant in by phone and one-time code: their session cookie, phone and code ids (applying
+    for themselves when they hold none); None when the service has no citizen app or refuses."""
+    web = requests.Session()
+    sent = web.post(f"{url}/api/v1/citizen/otp", json={"phone": person["phone"]}, timeout=60)
+    otp = _outbox_code(run, person["phone"]) if sent.status_code == 202 else None
+    if otp is None:
+        return None
+    signed = web.post(
+        f"{url}/api/v1/citizen/session", json={"phone": person["phone"], "otp": otp}, timeout=60
+    )
+    if signed.status_code != 200:
+        return None
+    listed = web.get(f"{url}/api/v1/citizen/codes", timeout=60).json()
+    codes = [a["code_id"] for a in listed if a.get("code_id")]
+    if not codes:
+        applied = web.post(
+            f"{url}/api/v1/citizen/applications", json={"relation": "self", **person}, timeout=120
+        )
+        if applied.status_code == 201:
+            codes = [applied.json()["code_id"]]
+    cookie = web.cookies.get("healthpsi_session")
+    return {"cookie": cookie, "phone": person["phone"], "codes": codes} if cookie else None
+
+
+def _people(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    """The rows of a people table with every one of `columns` (none when the file lacks one)."""
+    if not path.exists() or not set(columns) <= set(pq.read_schema(path).names):
+        return []
+    rows = pq.read_table(path, columns=columns).to_pylist()
+    return [{k: str(v) for k, v in row.items()} for row in rows if None not in row.values()]
+
+
+def prepare_citizens(url: str, run: Path, sessions: int, out: Path) -> int:
+    """Sign `sessions` applicants in and line up people without a code for family applications, in `out`
+    (the locustfile's HEALTHPSI_BENCH_CITIZENS); how many signed in."""
+    applicants = _people(run / "health" / "applicants.parquet", ["subject_id", "name", "birth_date", "phone"])
+    random.Random(7).shuffle(applicants)
+    signed = [s for s in (_sign_in(url, run, p) for p in applicants[:sessions]) if s is not None]
+    claimed = {p["subject_id"] for p in applicants}
+    register = _people(run / "data" / "police" / "population.parquet", ["subject_id", "name", "birth_date"])
+    family = [p for p in register if p["subject_id"] not in claimed][:FAMILY]
+    out.write_text(json.dumps({"sessions": signed, "family": family}), encoding="utf-8")
+    return len(signed)
+
+
 @contextlib.contextmanager
 def _served_run(settings: ServiceBenchSettings, work: Path, step: Step) -> Iterator[Path]:
     if settings.run is not None:
@@ -294,11 +356,11 @@ def run_service_bench(settings: ServiceBenchSettings, step: Step) -> dict[str, A
             service.wait_ready()
             step("service ready")
             absent = _absent_routes(service.url)
+            signed_in = prepare_citizens(service.url, run, settings.sessions, work / "citizens.json")
             env = dict(
                 os.environ,
-                HEALTHPSI_BENCH_RUN=str(run),
+                HEALTHPSI_BENCH_CITIZENS=str(work / "citizens.json"),
                 HEALTHPSI_BENCH_PACE=str(settings.pace),
-                HEALTHPSI_BENCH_SESSIONS=str(settings.sessions),
                 HEALTHPSI_BENCH_OPERATOR=user,
                 HEALTHPSI_BENCH_PASSWORD=password,
             )
@@ -318,6 +380,7 @@ def run_service_bench(settings: ServiceBenchSettings, step: Step) -> dict[str, A
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
         "cpus": psutil.cpu_count(),
         "absent_routes": absent,
+        "citizens_signed_in": signed_in,
         "phases": {"baseline": baseline, "peak": peak},
         "code_fetch": code_fetch_summary(baseline, peak, absent),
     }

@@ -4,6 +4,7 @@ direct query of the coordinator's files."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from healthpsi.benchmarks.service import PROBES
 from service.process import ServiceProcess
 from simulation.presets import COUNTIES
 from tests.servers import build_run
@@ -317,3 +319,47 @@ def test_the_dashboard_page_has_no_inline_script_and_speaks_both_languages(opera
     assert "灵宝市" in zh.text and "各区县健康码" in zh.text
     en = operator.get("/commander?lang=en")
     assert "Lingbao" in en.text and "Codes by county" in en.text
+
+
+def test_the_load_benchmark_reports_every_phase_and_endpoint(served_run: ServedRun) -> None:
+    """`healthpsi bench service --quick` over the run: the JSON's shape and its invariants (no speeds)."""
+    bench = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "healthpsi.cli",
+            "bench",
+            "service",
+            "--run",
+            str(served_run.run),
+            "--quick",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    result = json.loads(bench.stdout)["service"]
+    assert set(result) == {"settings", "cpus", "absent_routes", "citizens_signed_in", "phases", "code_fetch"}
+    assert set(result["absent_routes"]) <= set(PROBES)
+    baseline, peak = result["phases"]["baseline"], result["phases"]["peak"]
+    assert set(baseline["endpoints"]) == {"/api/v1/health"}
+    assert baseline["endpoints"]["/api/v1/health"]["requests"] > 0
+    assert baseline["failures"] == 0
+    assert peak["endpoints"]["/api/v1/commander/summary"]["requests"] > 0
+    assert peak["requests"] == sum(e["requests"] for e in peak["endpoints"].values())
+    for phase in (baseline, peak):
+        for share in ("service_cpu_share", "locust_cpu_share", "other_cpu_share"):
+            assert 0.0 <= phase[share] <= 1.0
+        assert phase["service_rss_start_bytes"] > 0 and phase["service_rss_end_bytes"] > 0
+        assert phase["service_rss_max_bytes"] >= phase["service_rss_end_bytes"]
+        for endpoint in phase["endpoints"].values():
+            assert (
+                endpoint["p50_ms"] is None
+                or endpoint["p50_ms"] <= endpoint["p99_ms"] <= endpoint["max_ms"] + 1
+            )
+    assert result["code_fetch"]["served"] == ("/api/v1/citizen/codes/[id]" not in result["absent_routes"])
+    # the benchmark's own operator is gone again
+    with sqlite3.connect(served_run.run / "service" / "operators.sqlite") as db:
+        assert not [u for (u,) in db.execute("SELECT user FROM operators") if u.startswith("bench-")]
