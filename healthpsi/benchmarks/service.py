@@ -43,19 +43,19 @@ from simulation.processes import start_nodes
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "benchmarks" / "loadtest" / "locustfile.py"
 PEAK_USERS = ("CitizenUser", "VerifierUser", "CommanderUser")
 BASELINE_USERS = ("BaselineUser",)
-CODE_FETCH = "/api/v1/citizen/codes/[id]"
-BASELINE = "/api/v1/health"
+CODE_FETCH = "GET /api/v1/citizen/codes/[id]"
+BASELINE = "GET /api/v1/health"
 TARGETS = {"code_fetch_per_s": 1000.0, "code_fetch_p99_ms": 100.0, "failures": 0}
 """Issue 20's targets for code fetches on this machine, locust included."""
 PROBES = {
     CODE_FETCH: ("GET", "/api/v1/citizen/codes/probe"),
-    "/citizen/codes/[id]": ("GET", "/citizen/codes/probe"),
-    "/api/v1/citizen/codes": ("GET", "/api/v1/citizen/codes"),
-    "/api/v1/citizen/applications": ("POST", "/api/v1/citizen/applications"),
-    "/api/v1/cotravel/manifest": ("GET", "/api/v1/cotravel/manifest"),
-    "/api/v1/verifier/trustlist": ("GET", "/api/v1/verifier/trustlist"),
-    "/api/v1/verifier/revocations": ("GET", "/api/v1/verifier/revocations"),
-    "/api/v1/commander/summary": ("GET", "/api/v1/commander/summary"),
+    "GET /citizen/codes/[id]": ("GET", "/citizen/codes/probe"),
+    "GET /api/v1/citizen/codes": ("GET", "/api/v1/citizen/codes"),
+    "POST /api/v1/citizen/applications": ("POST", "/api/v1/citizen/applications"),
+    "GET /api/v1/cotravel/manifest": ("GET", "/api/v1/cotravel/manifest"),
+    "GET /api/v1/verifier/trustlist": ("GET", "/api/v1/verifier/trustlist"),
+    "GET /api/v1/verifier/revocations": ("GET", "/api/v1/verifier/revocations"),
+    "GET /api/v1/commander/summary": ("GET", "/api/v1/commander/summary"),
 }
 """A route per endpoint of the peak, asked once without a session: FastAPI's bare 404 means not deployed."""
 ABSENT = b'{"detail":"Not Found"}'
@@ -158,11 +158,12 @@ def _ms(value: str) -> float | None:
 
 
 def _read_stats(path: Path) -> dict[str, dict[str, Any]]:
-    """Locust's `<prefix>_stats.csv`: per endpoint (and 'Aggregated') counts, rate and percentiles."""
+    """Locust's `<prefix>_stats.csv`: per endpoint ("METHOD path", and "Aggregated") counts, rate and
+    percentiles."""
     out: dict[str, dict[str, Any]] = {}
     with path.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            out[row["Name"]] = {
+            out[f"{row['Type']} {row['Name']}".strip()] = {
                 "requests": int(row["Request Count"]),
                 "failures": int(row["Failure Count"]),
                 "requests_per_s": round(float(row["Requests/s"]), 1),

@@ -344,10 +344,10 @@ def test_the_load_benchmark_reports_every_phase_and_endpoint(served_run: ServedR
     assert set(result) == {"settings", "cpus", "absent_routes", "citizens_signed_in", "phases", "code_fetch"}
     assert set(result["absent_routes"]) <= set(PROBES)
     baseline, peak = result["phases"]["baseline"], result["phases"]["peak"]
-    assert set(baseline["endpoints"]) == {"/api/v1/health"}
-    assert baseline["endpoints"]["/api/v1/health"]["requests"] > 0
+    assert set(baseline["endpoints"]) == {"GET /api/v1/health"}
+    assert baseline["endpoints"]["GET /api/v1/health"]["requests"] > 0
     assert baseline["failures"] == 0
-    assert peak["endpoints"]["/api/v1/commander/summary"]["requests"] > 0
+    assert peak["endpoints"]["GET /api/v1/commander/summary"]["requests"] > 0
     assert peak["requests"] == sum(e["requests"] for e in peak["endpoints"].values())
     for phase in (baseline, peak):
         for share in ("service_cpu_share", "locust_cpu_share", "other_cpu_share"):
@@ -359,7 +359,7 @@ def test_the_load_benchmark_reports_every_phase_and_endpoint(served_run: ServedR
                 endpoint["p50_ms"] is None
                 or endpoint["p50_ms"] <= endpoint["p99_ms"] <= endpoint["max_ms"] + 1
             )
-    assert result["code_fetch"]["served"] == ("/api/v1/citizen/codes/[id]" not in result["absent_routes"])
+    assert result["code_fetch"]["served"] == ("GET /api/v1/citizen/codes/[id]" not in result["absent_routes"])
     # the benchmark's own operator is gone again
     with sqlite3.connect(served_run.run / "service" / "operators.sqlite") as db:
         assert not [u for (u,) in db.execute("SELECT user FROM operators") if u.startswith("bench-")]
