@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coordinator.matching import Query
+from coordinator.openings import Query
 from proto import ids
 from proto import tokens as tk
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from coordinator import applicants as appl
 from coordinator.features import compute_features, features_table
+from coordinator.index_cache import IndexCache
 from coordinator.issuance import (
     Signer,
     holders,
@@ -32,16 +33,10 @@ from coordinator.issuance import (
     revoke_worsened,
     write_qr_sample,
 )
-from coordinator.matching import (
-    IndexCache,
-    Matcher,
-    OpeningStore,
-    Query,
-    assemble_matches,
-    frame_digest,
-    matches_table,
-)
+from coordinator.matching import Matcher, MatchStats, fetch_manifests
+from coordinator.openings import OpeningStore, Query
 from coordinator.policy import Policy
+from coordinator.results import assemble_matches, epoch_codes_digest, frame_digest, matches_table
 from coordinator.risk import (
     HEALTH_FILES,
     build_risk_set,
@@ -54,11 +49,11 @@ from coordinator.sealing import storage_key
 from coordinator.store import CodeStore
 from coordinator.transport import NodeTransport
 from crypto.auditlog import AuditLog, read_lines
-from crypto.drbg import Drbg
-from crypto.pki import PkiPaths, canonical_json, load_identities, load_identity_key, write_atomic
-
-Progress = Callable[[str, int, int], None]
-"""progress(stage, done, total) — stages "evaluate", "index", "issuance"."""
+from crypto.drbg import Rng
+from crypto.pki import canonical_json, load_identity_key
+from runctx.files import write_atomic
+from runctx.pki import PkiPaths, load_identities
+from runctx.progress import Progress, no_progress
 
 
 @dataclass
@@ -143,9 +138,6 @@ def _write_parquet(table: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def _no_progress(stage: str, done: int, total: int) -> None:
-    """Discard progress."""
-
 
 def run_epoch(
     run_dir: Path | str,
@@ -165,7 +157,7 @@ def run_epoch(
     `issued_at`, by default the day after as_of at 00:00 UTC in a simulation run (a seeded scenario) and
     the epoch's first start otherwise.
     """
-    report = progress or _no_progress
+    report = progress or no_progress
     clock = time.perf_counter
     seconds: dict[str, float] = {}
     t_start = t0 = clock()
@@ -174,9 +166,8 @@ def run_epoch(
     out_dir.mkdir(parents=True, exist_ok=True)
     scenario = load_scenario(run)
     as_of = as_of or scenario.as_of
-    root = None if scenario.seed is None else Drbg(b"healthpsi" + scenario.seed.to_bytes(8, "big"))
     paths = PkiPaths(run)
-    secret = storage_key(run, None if root is None else root.child("coordinator/storage"))
+    secret = storage_key(run, scenario.rng("coordinator/storage"))
     identities = load_identities(paths)
     policy = Policy.load(policy_path)
     health = load_health(run)
@@ -192,22 +183,18 @@ def run_epoch(
         queries += appl.identity_query(declarations)
     seconds["load"] = clock() - t0
 
-    def blind_rng(agency: str, partition_id: str) -> Drbg | None:
-        return None if root is None else root.child(f"coordinator/blinds/{agency}/{partition_id}")
+    def blind_rng(agency: str, partition_id: str) -> Rng | None:
+        return scenario.rng(f"coordinator/blinds/{agency}/{partition_id}")
 
-    matcher = Matcher(
-        "",
+    match_stats = MatchStats()
+    manifests = fetch_manifests(
         transports,
         identities,
-        OpeningStore(out_dir / "openings", secret),
-        IndexCache(out_dir / "cache"),
-        as_of=as_of.isoformat(),
-        window_days=scenario.window_days,
-        blind_rng=blind_rng,
-        executor=executor,
-        progress=report,
+        {q.agency for q in queries} | set(transports),
+        as_of.isoformat(),
+        scenario.window_days,
+        match_stats,
     )
-    manifests = matcher.fetch_manifests({q.agency for q in queries} | set(transports))
     index_digests = [
         f"{agency}/{p.partition_id}/{p.index_digest.hex()}"
         for agency, m in sorted(manifests.items())
@@ -220,18 +207,27 @@ def run_epoch(
         extra.append(policy_file.read_text(encoding="utf-8"))
     inputs_digest = files_digest(inputs, extra)
     epoch = f"{as_of.isoformat()}.{inputs_digest[:12]}"
-    matcher.epoch = epoch
 
     store = CodeStore(out_dir / "codes.sqlite")
-    default_issue = (
-        dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(0, 0), dt.UTC)
-        if root is not None
-        else dt.datetime.now(dt.UTC).replace(microsecond=0)
-    )
+    default_issue = scenario.with_window(as_of).clock()
     seq, started = store.begin_epoch(epoch, as_of.isoformat(), inputs_digest, iso(issued_at or default_issue))
     issued = issued_at or dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
     audit = EpochAudit(out_dir / "audit.jsonl", epoch)
-    matcher.audit = audit
+    matcher = Matcher(
+        epoch,
+        transports,
+        identities,
+        OpeningStore(out_dir / "openings", secret),
+        IndexCache(out_dir / "cache"),
+        as_of=as_of.isoformat(),
+        window_days=scenario.window_days,
+        blind_rng=blind_rng,
+        manifests=manifests,
+        stats=match_stats,
+        executor=executor,
+        audit=audit,
+        progress=report,
+    )
     try:
         audit(
             "epoch_started",
@@ -389,9 +385,3 @@ def run_epoch(
     finally:
         audit.close()
         store.close()
-
-
-def epoch_codes_digest(store: CodeStore, epoch: str) -> str:
-    """Digest of an epoch's codes: "code_id|subject_id|color" lines in code id order."""
-    rows = pd.DataFrame(store.code_colours(epoch), columns=["code_id", "subject_id", "color"], dtype=object)
-    return frame_digest(rows, ["code_id", "subject_id", "color"])

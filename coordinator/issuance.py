@@ -23,10 +23,14 @@ from typing import Any
 import pandas as pd
 from cryptography.hazmat.primitives import serialization
 
+from coordinator import claims
 from coordinator.policy import worse
+from coordinator.qr import qr_png
 from coordinator.store import CodeFields, CodeStore, Revocation
 from crypto import codes
-from crypto.pki import DEFAULT_ISSUER, PkiPaths, load_signing_key, write_atomic, write_revocations
+from crypto.pki import DEFAULT_ISSUER
+from runctx.files import write_atomic
+from runctx.pki import PkiPaths, load_signing_key, write_revocations
 
 BATCH_SIZE = 10_000
 COMMIT_CODES = 250_000
@@ -85,7 +89,7 @@ class ClaimContext:
         self, holder_code_id: str, subject_id: str, name: str, color: str, until: dt.date | None
     ) -> dict[int, Any]:
         """The claim set of a holder's code, whose id is `holder_code_id`."""
-        return codes.health_claims(
+        return claims.health_claims(
             code_id=holder_code_id,
             issuer=self.issuer,
             colour=color,
@@ -261,7 +265,7 @@ def write_qr_sample(store: CodeStore, epoch: str, directory: Path, per_colour: i
     first = [row for colour in codes.COLOURS for row in store.first_codes(epoch, colour, per_colour)]
     for row in sorted(first, key=lambda r: r.code_id):
         png = directory / f"{row.code_id}.png"
-        write_atomic(png, codes.qr_png(row.payload))
+        write_atomic(png, qr_png(row.payload))
         write_atomic(directory / f"{row.code_id}.txt", (row.payload + "\n").encode())
         written.append(png)
         index.append(

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from proto.risk import risk_tokens
+from runctx.scenario import Scenario, ScenarioError
 
-DEFAULT_WINDOW_DAYS = 14
 HEALTH_FILES = ("cases.parquet", "investigations.parquet", "risk_regions.parquet")
 
 
@@ -23,36 +21,12 @@ class InputError(ValueError):
     """A missing or unusable coordinator input (scenario, health records)."""
 
 
-@dataclass(frozen=True)
-class Scenario:
-    """What the coordinator takes from RUN/scenario.json: the window and, in a simulation run, the seed."""
-
-    as_of: dt.date
-    window_days: int
-    seed: int | None
-    raw: dict[str, Any]
-
-
 def load_scenario(run_dir: Path) -> Scenario:
-    """Read RUN/scenario.json (as_of required)."""
-    path = Path(run_dir) / "scenario.json"
+    """Read RUN/scenario.json (`runctx.scenario.Scenario.load`); InputError names what is wrong."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-    try:
-        as_of = dt.date.fromisoformat(str(raw["as_of"]))
-    except (KeyError, ValueError):
-        raise InputError(f"{path}: needs an as_of date (YYYY-MM-DD), got {raw.get('as_of')!r}") from None
-    seed = raw.get("seed")
-    return Scenario(
-        as_of=as_of,
-        window_days=int(raw.get("window_days") or DEFAULT_WINDOW_DAYS),
-        seed=None if seed is None else int(seed),
-        raw=raw,
-    )
+        return Scenario.load(run_dir)
+    except ScenarioError as exc:
+        raise InputError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -2,26 +2,21 @@
 
 The key lives in `RUN/pki/coordinator.storage.key` (32 bytes), written by `keys init`; a PKI made without
 one gets it on first use — from the run's DRBG in a simulation run, else from the system generator.
-A sealed file is `nonce (12) || AES-256-GCM(key, nonce, plaintext, aad = file name)`; the nonce is synthetic
-(HMAC-SHA256(key, name || plaintext)[:12]), so equal files seal to equal bytes and different plaintexts
-never share a nonce.
+A sealed file is `crypto.sealing.seal(key, file name, plaintext)`: bound to its file name, and equal files
+seal to equal bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+from crypto import sealing
 from crypto.drbg import Rng, default_rng
-from crypto.pki import STORAGE_KEY_BYTES, PkiPaths, load_storage_key, write_atomic
-
-NONCE_BYTES = 12
+from crypto.pki import STORAGE_KEY_BYTES, load_storage_key
+from runctx.files import write_atomic
+from runctx.pki import PkiPaths
 
 
 class SealedFileError(RuntimeError):
@@ -40,19 +35,15 @@ def storage_key(run_dir: Path, rng: Rng | None = None) -> bytes:
 
 def seal(key: bytes, name: str, plaintext: bytes) -> bytes:
     """Seal bytes under the storage key, bound to `name` (the file's name)."""
-    aad = name.encode()
-    nonce = hmac.digest(key, aad + b"\x00" + plaintext, hashlib.sha256)[:NONCE_BYTES]
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+    return sealing.seal(key, name.encode(), plaintext)
 
 
 def unseal(key: bytes, name: str, sealed: bytes) -> bytes:
     """Open bytes sealed with `seal` under the same name; SealedFileError if they do not open."""
-    if len(sealed) < NONCE_BYTES + 16:
-        raise SealedFileError(f"sealed file {name}: {len(sealed)} bytes is too short")
     try:
-        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], name.encode())
-    except InvalidTag:
-        raise SealedFileError(f"sealed file {name} does not open (wrong key or tampered)") from None
+        return sealing.unseal(key, name.encode(), sealed)
+    except sealing.SealError as exc:
+        raise SealedFileError(f"sealed file {name}: {exc}") from None
 
 
 def write_sealed_json(key: bytes, path: Path, doc: Any) -> None:

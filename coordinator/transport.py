@@ -16,9 +16,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import grpc
 from google.protobuf.message import Message
 
-from crypto.pki import DNS_SUFFIX, PkiPaths
+from crypto.pki import DNS_SUFFIX
 from proto.errors import BY_STATUS, ProtocolError
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
+from runctx.pki import PkiPaths
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest gRPC message either way (an Evaluate batch or an index chunk stays far below)."""

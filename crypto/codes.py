@@ -1,4 +1,4 @@
-"""Signed health codes: claims -> CBOR -> COSE_Sign1 (ES256) -> zlib -> base45 -> "HCP1:" -> QR.
+"""Signed health codes: claims -> CBOR -> COSE_Sign1 (ES256) -> zlib -> base45 -> "HCP1:".
 
 The same shape as the EU Digital COVID Certificate, whose "HC1:" payloads the verifier also accepts
 (ES256 and PS256, kid in the protected or the unprotected header, the protected one winning). Each
@@ -8,7 +8,8 @@ those verdicts into a report for the command line.
 
 Claims (a CBOR map, CWT keys): 1 iss, 4 exp, 6 iat (integer seconds since the epoch, UTC), and -260 {1: hcp}
 where hcp = {"id": code id, "c": colour, "pv": policy version, "n": masked name, "sid": masked subject id,
-and optionally "vd": the ISO date until which the colour holds}.
+and optionally "vd": the ISO date until which the colour holds}. The issuer builds them
+(`coordinator.claims`); QR images are made and read in `coordinator.qr`.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ from typing import Any
 import base45
 import cbor2
 import numpy as np
-import segno
-import zxingcpp
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from PIL import Image
 
 from crypto.errors import CodeFormatError, CryptoError, ExpiredError, RevokedError, SignatureError
-from crypto.pki import FORMAT_DCC, FORMAT_HEALTHPSI, PublicKey, RevocationList, TrustList
+from crypto.pki import FORMAT_DCC, FORMAT_HEALTHPSI, PublicKey, RevocationList, TrustList, utc
 
 HCP_PREFIX = "HCP1:"
 DCC_PREFIX = "HC1:"
 PREFIXES = {HCP_PREFIX: FORMAT_HEALTHPSI, DCC_PREFIX: FORMAT_DCC}
+_ES256_CURVES = {
+    FORMAT_HEALTHPSI: {"secp256r1": "P-256"},
+    FORMAT_DCC: {"secp256r1": "P-256", "secp384r1": "P-384"},
+}
+"""The curves an ES256 key may be on, per format (code name in `cryptography` → its usual name)."""
 
 CLAIM_ISS = 1
 CLAIM_EXP = 4
@@ -63,6 +66,8 @@ MAX_COSE_BYTES = 65536
 """Largest decompressed COSE message accepted (guards against decompression bombs)."""
 
 _P256_BYTES = 32
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+"""The order n of the P-256 group (SEC 2); a low-S signature has s ≤ n / 2."""
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
 
 
@@ -265,6 +270,7 @@ def issue_code(claims: Mapping[Any, Any], key: ec.EllipticCurvePrivateKey, kid: 
     payload = cbor2.dumps(dict(claims), canonical=True)
     der = key.sign(sig_structure(protected, payload), _ES256_DETERMINISTIC)
     r, s = decode_dss_signature(der)
+    s = min(s, P256_ORDER - s)  # low-S form: verifiers refuse the malleable high-S twin
     signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
     # the tagged COSE_Sign1 [protected, {}, payload, signature], as CoseSign1.encode writes it
     cose = _SIGN1_HEAD + _bstr(protected) + _EMPTY_MAP + _bstr(payload) + _bstr(signature)
@@ -282,19 +288,28 @@ def _es256_protected(kid: bytes) -> bytes:
     return cbor2.dumps({HEADER_ALG: ALG_ES256, HEADER_KID: kid}, canonical=True)
 
 
-def verify_signature(cose: CoseSign1, public_key: PublicKey) -> None:
-    """Check a COSE_Sign1 signature (ES256 with a P-256 key, PS256 with an RSA key); raises SignatureError."""
+def verify_signature(cose: CoseSign1, public_key: PublicKey, fmt: str = FORMAT_HEALTHPSI) -> None:
+    """Check a COSE_Sign1 signature; raises SignatureError.
+
+    healthpsi codes: ES256 with a P-256 key and a low-S signature only. EU DCCs (`fmt` eu-dcc): ES256 with a
+    P-256 or a P-384 key (RFC 8152 does not bind ES256 to a curve and EU verifiers accept both), or PS256
+    with an RSA key.
+    """
     alg = cose.alg
     data = cose.to_be_signed()
     try:
         if alg == ALG_ES256:
-            if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve,
-                                                                                        ec.SECP256R1):
-                raise SignatureError("alg ES256 needs a P-256 key; the trusted key is not one")
-            if len(cose.signature) != 2 * _P256_BYTES:
-                raise SignatureError(f"ES256 signature is {len(cose.signature)} bytes, expected 64")
-            r = int.from_bytes(cose.signature[:_P256_BYTES], "big")
-            s = int.from_bytes(cose.signature[_P256_BYTES:], "big")
+            curves = _ES256_CURVES[fmt]
+            if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in curves:
+                raise SignatureError(f"alg ES256 needs a {' or '.join(curves.values())} key; the trusted key "
+                                     "is not one")
+            size = (public_key.curve.key_size + 7) // 8
+            if len(cose.signature) != 2 * size:
+                raise SignatureError(f"ES256 signature is {len(cose.signature)} bytes, expected {2 * size}")
+            r = int.from_bytes(cose.signature[:size], "big")
+            s = int.from_bytes(cose.signature[size:], "big")
+            if fmt == FORMAT_HEALTHPSI and s > P256_ORDER // 2:
+                raise SignatureError("ES256 signature is high-S (malleable); healthpsi codes are low-S")
             public_key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
         elif alg == ALG_PS256:
             if not isinstance(public_key, rsa.RSAPublicKey):
@@ -319,15 +334,10 @@ def verify_cose(cose: CoseSign1, trust: TrustList, fmt: str) -> None:
     if fmt == FORMAT_HEALTHPSI and cose.protected.get(HEADER_ALG) != ALG_ES256:
         raise SignatureError("healthpsi codes carry ES256 (-7) in the protected header; this one has "
                              f"{cose.protected.get(HEADER_ALG)!r}")
-    verify_signature(cose, trust.find(cose.kid, fmt).public_key)
+    verify_signature(cose, trust.find(cose.kid, fmt).public_key, fmt)
 
 
 # ----------------------------------------------------------------------------------------- claims
-
-
-def _utc(moment: datetime) -> datetime:
-    """Aware UTC datetime; naive datetimes are taken as UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _epoch(claims: Mapping[Any, Any], key: int) -> datetime | None:
@@ -345,7 +355,7 @@ def _epoch(claims: Mapping[Any, Any], key: int) -> datetime | None:
 
 def check_time(claims: Mapping[Any, Any], at: datetime) -> None:
     """Raise ExpiredError unless iat <= at <= exp (exp required; CodeFormatError if missing or malformed)."""
-    at = _utc(at)
+    at = utc(at)
     issued, expires = _epoch(claims, CLAIM_IAT), _epoch(claims, CLAIM_EXP)
     if expires is None:
         raise CodeFormatError("claims: no expiry (exp, 4)")
@@ -377,60 +387,6 @@ def code_id(claims: Mapping[Any, Any], fmt: str) -> str | None:
         if isinstance(first, Mapping) and isinstance(first.get("ci"), str):
             return first["ci"]
     return None
-
-
-def mask_name(name: str) -> str:
-    """Mask a name for a code: first and last character kept ("张小三" -> "张*三", "张三" -> "张*")."""
-    chars = list(name.strip())
-    if not chars:
-        raise ValueError("mask_name: empty name")
-    if len(chars) == 1:
-        return "*"
-    if len(chars) == 2:
-        return chars[0] + "*"
-    return chars[0] + "*" * (len(chars) - 2) + chars[-1]
-
-
-def mask_id(subject_id: str) -> str:
-    """Mask a subject id: first 3 and last 4 characters kept ("410***********1234")."""
-    if len(subject_id) < 8:
-        raise ValueError(f"mask_id: id of {len(subject_id)} characters is too short to mask")
-    return subject_id[:3] + "*" * (len(subject_id) - 7) + subject_id[-4:]
-
-
-def health_claims(
-    *,
-    code_id: str,
-    issuer: str,
-    colour: str,
-    policy_version: str,
-    name: str,
-    subject_id: str,
-    issued_at: datetime,
-    validity: timedelta = CODE_VALIDITY,
-    colour_until: date | None = None,
-) -> dict[int, Any]:
-    """The claim set of a health code (name and id masked here); naive `issued_at` is taken as UTC."""
-    if colour not in COLOURS:
-        raise ValueError(f"colour {colour!r}: expected one of {COLOURS}")
-    if not code_id:
-        raise ValueError("code_id must be non-empty")
-    iat = int(_utc(issued_at).timestamp())
-    hcp: dict[str, str] = {
-        "id": code_id,
-        "c": colour,
-        "pv": policy_version,
-        "n": mask_name(name),
-        "sid": mask_id(subject_id),
-    }
-    if colour_until is not None:
-        hcp["vd"] = colour_until.isoformat()
-    return {
-        CLAIM_ISS: issuer,
-        CLAIM_IAT: iat,
-        CLAIM_EXP: iat + int(validity.total_seconds()),
-        CLAIM_HCERT: {HCERT_ENTRY: hcp},
-    }
 
 
 # ---------------------------------------------------------------------------------------- verifying
@@ -584,28 +540,3 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
-
-
-# ------------------------------------------------------------------------------------------------- QR
-
-
-def qr_png(payload: str, scale: int = 4) -> bytes:
-    """A PNG of the payload's QR code (error correction Q, alphanumeric mode for base45 payloads)."""
-    buffer = io.BytesIO()
-    segno.make_qr(payload, error="q", boost_error=False).save(buffer, kind="png", scale=scale, border=4)
-    return buffer.getvalue()
-
-
-def read_qr_png(png: bytes) -> str:
-    """The text of the QR code in a PNG (or other image); raises CodeFormatError if none can be read."""
-    try:
-        with Image.open(io.BytesIO(png)) as image:
-            image.load()
-            qr_only = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
-            results = zxingcpp.read_barcodes(image.convert("L"), formats=qr_only)
-    except Exception as exc:  # PIL raises many types on a damaged image; all mean "unreadable"
-        raise CodeFormatError(f"image: not a readable image ({type(exc).__name__}: {exc})") from None
-    texts = [r.text for r in results if r.valid and r.text]
-    if not texts:
-        raise CodeFormatError("image: no readable QR code found")
-    return texts[0]

@@ -1,5 +1,6 @@
-"""A run's PKI: certificate authorities, TLS and code-signing certificates, identity keys, and the signed
-trust list, revocation list and identity list that verifiers, nodes and auditors load.
+"""PKI primitives and signed documents: certificates and key ids, the root-signed trust list, revocation
+list and identity list that verifiers, nodes and auditors load, and key files read back. A run's file layout
+and its bootstrap (`PkiPaths`, `create_pki`) live in `runctx.pki`.
 
 Everything is deterministic when a `Drbg` is given (keys drawn from it, ECDSA signatures per RFC 6979), so
 `keys init` on the same scenario writes the same bytes. The three JSON documents (`trustlist.json`,
@@ -28,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from crypto.drbg import Rng, default_rng
 from crypto.errors import TrustListError, UnknownKeyError
@@ -60,115 +61,7 @@ _ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
-# --------------------------------------------------------------------------------------------- paths
-
-
-@dataclass(frozen=True)
-class PkiPaths:
-    """Where each PKI file of a run lives (`RUN/pki/...`); the only place file names are spelled out."""
-
-    run_dir: Path
-
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
-        object.__setattr__(self, "run_dir", Path(run_dir))
-
-    @property
-    def pki_dir(self) -> Path:
-        """`RUN/pki`."""
-        return self.run_dir / "pki"
-
-    @property
-    def root_cert(self) -> Path:
-        """Health-authority root CA certificate (PEM)."""
-        return self.pki_dir / "root.pem"
-
-    @property
-    def root_key(self) -> Path:
-        """Root CA private key (PKCS8 PEM)."""
-        return self.pki_dir / "root.key"
-
-    @property
-    def nodes_ca_cert(self) -> Path:
-        """CA certificate that issues node TLS server certificates (PEM)."""
-        return self.pki_dir / "nodes-ca.pem"
-
-    @property
-    def nodes_ca_key(self) -> Path:
-        """Nodes CA private key."""
-        return self.pki_dir / "nodes-ca.key"
-
-    @property
-    def coordinator_cert(self) -> Path:
-        """Coordinator TLS client certificate, issued by the root."""
-        return self.pki_dir / "coordinator.pem"
-
-    @property
-    def coordinator_key(self) -> Path:
-        """Coordinator TLS private key."""
-        return self.pki_dir / "coordinator.key"
-
-    @property
-    def coordinator_identity_key(self) -> Path:
-        """Coordinator Ed25519 audit-log key (PKCS8 PEM)."""
-        return self.pki_dir / "coordinator.identity.key"
-
-    @property
-    def coordinator_storage_key(self) -> Path:
-        """Coordinator key-encryption key for query openings at rest (32 raw bytes)."""
-        return self.pki_dir / "coordinator.storage.key"
-
-    @property
-    def signing_cert(self) -> Path:
-        """Code-signing certificate (ECDSA P-256), issued by the root."""
-        return self.pki_dir / "signing.pem"
-
-    @property
-    def signing_key(self) -> Path:
-        """Code-signing private key."""
-        return self.pki_dir / "signing.key"
-
-    @property
-    def identities(self) -> Path:
-        """Root-signed list of Ed25519 identity public keys."""
-        return self.pki_dir / "identities.json"
-
-    @property
-    def trustlist(self) -> Path:
-        """Root-signed trust list for code verifiers."""
-        return self.pki_dir / "trustlist.json"
-
-    @property
-    def revocations(self) -> Path:
-        """Root-signed list of revoked code ids."""
-        return self.pki_dir / "revocations.json"
-
-    @property
-    def nodes_dir(self) -> Path:
-        """`RUN/pki/nodes`."""
-        return self.pki_dir / "nodes"
-
-    def node_cert(self, agency: str) -> Path:
-        """A node's TLS server certificate (issued by the nodes CA)."""
-        return self.nodes_dir / f"{_agency(agency)}.pem"
-
-    def node_key(self, agency: str) -> Path:
-        """A node's TLS private key."""
-        return self.nodes_dir / f"{_agency(agency)}.key"
-
-    def node_identity_key(self, agency: str) -> Path:
-        """A node's Ed25519 identity key (manifest and audit-head signatures)."""
-        return self.nodes_dir / f"{_agency(agency)}.identity.key"
-
-    def node_storage_key(self, agency: str) -> Path:
-        """A node's key-encryption key for partition keys at rest (32 raw bytes)."""
-        return self.nodes_dir / f"{_agency(agency)}.storage.key"
-
-    def exists(self) -> bool:
-        """Whether any PKI has been written for this run."""
-        return self.pki_dir.is_dir() and any(self.pki_dir.iterdir())
-
-
-def _agency(agency: str) -> str:
+def agency_name(agency: str) -> str:
     """Check that an agency name is a safe file name and DNS label."""
     if not isinstance(agency, str) or not _AGENCY_RE.fullmatch(agency):
         raise ValueError(f"agency name {agency!r}: expected lowercase letters, digits and '-'")
@@ -227,14 +120,6 @@ def ed25519_private_key(rng: Rng | None = None) -> ed25519.Ed25519PrivateKey:
 def _serial(rng: Rng) -> int:
     """A positive 159-bit certificate serial number."""
     return (int.from_bytes(rng.random_bytes(20), "big") >> 1) or 1
-
-
-@dataclass(frozen=True)
-class _Issued:
-    """A private key and the certificate issued for it."""
-
-    key: ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
 
 
 def issue_certificate(
@@ -339,10 +224,10 @@ def _b64(value: Any, what: str) -> bytes:
 
 def _iso(moment: datetime) -> str:
     """An aware datetime as ISO 8601 UTC with a Z suffix."""
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _utc(moment: datetime) -> datetime:
+def utc(moment: datetime) -> datetime:
     """Aware UTC datetime; naive datetimes are taken as UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -352,12 +237,12 @@ def _parse_time(value: Any, what: str) -> datetime:
     if not isinstance(value, str):
         raise TrustListError(f"{what}: expected an ISO time string")
     try:
-        return _utc(datetime.fromisoformat(value))
+        return utc(datetime.fromisoformat(value))
     except ValueError:
         raise TrustListError(f"{what}: not an ISO time: {value!r}") from None
 
 
-def _read_json(path: str | os.PathLike[str], what: str) -> Any:
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
     """Read a JSON file, raising TrustListError naming the file on any problem."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -497,7 +382,7 @@ def parse_trust_list(doc: Any, root: x509.Certificate | None = None) -> TrustLis
 
 def load_trust_list(path: str | os.PathLike[str], root: x509.Certificate | None = None) -> TrustList:
     """Read and check `trustlist.json` (optionally against a pinned root). Raises TrustListError."""
-    return parse_trust_list(_read_json(path, "trust list"), root)
+    return parse_trust_list(read_json(path, "trust list"), root)
 
 
 # ----------------------------------------------------------------------------------- revocation list
@@ -552,14 +437,7 @@ def parse_revocations(doc: Any, root: x509.Certificate) -> RevocationList:
 
 def load_revocations(path: str | os.PathLike[str], root: x509.Certificate) -> RevocationList:
     """Read and check `revocations.json` against the root certificate. Raises TrustListError."""
-    return parse_revocations(_read_json(path, "revocation list"), root)
-
-
-def write_revocations(paths: PkiPaths, code_ids: Iterable[str], *, issued_at: datetime) -> RevocationList:
-    """Re-sign and write `revocations.json` with the root key; return the new list."""
-    doc = make_revocations(code_ids, load_ec_private_key(paths.root_key), issued_at=issued_at)
-    save_json(paths.revocations, doc)
-    return parse_revocations(doc, load_certificate(paths.root_cert))
+    return parse_revocations(read_json(path, "revocation list"), root)
 
 
 # ------------------------------------------------------------------------------------------ identities
@@ -589,7 +467,7 @@ def make_identities(
         "type": IDENTITIES_TYPE,
         "version": DOCUMENT_VERSION,
         "issued_at": _iso(issued_at),
-        "nodes": {_agency(a): _ed_hex(k) for a, k in sorted(nodes.items())},
+        "nodes": {agency_name(a): _ed_hex(k) for a, k in sorted(nodes.items())},
         "coordinator": _ed_hex(coordinator),
     }
     return sign_document(body, root_key)
@@ -624,11 +502,6 @@ def parse_identities(doc: Any, root: x509.Certificate) -> Identities:
         nodes={a: _ed_from_hex(v, f"node {a}") for a, v in nodes.items()},
         coordinator=_ed_from_hex(body.get("coordinator"), "coordinator"),
     )
-
-
-def load_identities(paths: PkiPaths) -> Identities:
-    """Read `identities.json` and check it against the run's root certificate."""
-    return parse_identities(_read_json(paths.identities, "identities"), load_certificate(paths.root_cert))
 
 
 # ------------------------------------------------------------------------------------- load and save
@@ -678,123 +551,3 @@ def load_storage_key(path: str | os.PathLike[str]) -> bytes:
     if len(key) != STORAGE_KEY_BYTES:
         raise ValueError(f"storage key {path}: expected {STORAGE_KEY_BYTES} bytes, got {len(key)}")
     return key
-
-
-def load_signing_key(paths: PkiPaths) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    """The code-signing key and its kid (SHA-256 of the SPKI DER, first 8 bytes)."""
-    key = load_ec_private_key(paths.signing_key)
-    return key, spki_kid(key.public_key())
-
-
-def save_json(path: str | os.PathLike[str], doc: Any) -> None:
-    """Write a JSON document (indented, sorted keys) atomically."""
-    text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    write_atomic(Path(path), text.encode("utf-8"))
-
-
-def write_atomic(path: Path, data: bytes, *, private: bool = False, durable: bool = True) -> None:
-    """Write a file atomically (temporary file, fsync, rename); private files get mode 0600.
-
-    `durable=False` skips the fsync, for large files whose digest is checked before they are used again
-    (after a crash they may be incomplete, never half-replaced).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:  # a buffered write loops until every byte is written
-        fh.write(data)
-        fh.flush()
-        if durable:
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _pem_cert(certificate: x509.Certificate) -> bytes:
-    """PEM bytes of a certificate."""
-    return certificate.public_bytes(serialization.Encoding.PEM)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
-    """Unencrypted PKCS8 PEM bytes of a private key."""
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-# -------------------------------------------------------------------------------------------- create
-
-
-def create_pki(
-    paths: PkiPaths,
-    agencies: Sequence[str],
-    *,
-    rng: Rng | None = None,
-    now: datetime | None = None,
-    issuer: str = DEFAULT_ISSUER,
-) -> None:
-    """Write a run's whole PKI (see `PkiPaths`): CAs, TLS certificates, identity and storage keys, the
-    code-signing certificate, and the root-signed identities, trust list and (empty) revocation list.
-
-    With a `Drbg` and a fixed `now` the output is byte-for-byte reproducible. Certificates are valid from
-    `now` - 30 days to `now` + 365 days; but when `now` is given (a simulated clock, e.g. a scenario's
-    as_of in 2020), the CA and TLS certificates never expire, so the run's mutual TLS, which checks the
-    wall clock, keeps working however long after `now` it runs. The code-signing certificate always
-    keeps the one-year window.
-    """
-    rng = default_rng(rng)
-    simulated = now is not None
-    now = _utc(now or datetime.now(UTC)).replace(microsecond=0)
-    signing_validity = {"not_before": now - VALID_BEFORE, "not_after": now + VALID_AFTER}
-    validity = {**signing_validity, "not_after": NO_EXPIRY} if simulated else signing_validity
-    agencies = [_agency(a) for a in agencies]
-    if len(set(agencies)) != len(agencies):
-        raise ValueError(f"duplicate agency names in {agencies}")
-
-    def make(name: str, cn: str, issuer_ca: _Issued | None, **kwargs: Any) -> _Issued:
-        """A key from `rng.child(name)` and its certificate, issued by `issuer_ca` (None: self-signed)."""
-        child = rng.child(name)
-        key = ec_private_key(child)
-        signer_key, signer_cert = (key, None) if issuer_ca is None else (issuer_ca.key, issuer_ca.certificate)
-        cert = issue_certificate(cn, key.public_key(), signer_key, signer_cert, rng=child, **kwargs)
-        return _Issued(key, cert)
-
-    root = make("root", f"{issuer} root CA", None, ca=True, **validity)
-    nodes_ca = make("nodes-ca", "healthpsi nodes CA", None, ca=True, **validity)
-    coordinator = make("coordinator", COORDINATOR_DNS, root, usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-                       dns_names=[COORDINATOR_DNS], **validity)
-    signing = make("signing", f"{issuer} code signing", root, **signing_validity)
-    coordinator_identity = ed25519_private_key(rng.child("coordinator/identity"))
-    coordinator_storage = rng.child("coordinator/storage").random_bytes(STORAGE_KEY_BYTES)
-
-    files: dict[Path, tuple[bytes, bool]] = {
-        paths.root_cert: (_pem_cert(root.certificate), False),
-        paths.root_key: (_pem_key(root.key), True),
-        paths.nodes_ca_cert: (_pem_cert(nodes_ca.certificate), False),
-        paths.nodes_ca_key: (_pem_key(nodes_ca.key), True),
-        paths.coordinator_cert: (_pem_cert(coordinator.certificate), False),
-        paths.coordinator_key: (_pem_key(coordinator.key), True),
-        paths.coordinator_identity_key: (_pem_key(coordinator_identity), True),
-        paths.coordinator_storage_key: (coordinator_storage, True),
-        paths.signing_cert: (_pem_cert(signing.certificate), False),
-        paths.signing_key: (_pem_key(signing.key), True),
-    }
-    node_identities = {}
-    for agency in agencies:
-        node = make(f"node/{agency}", agency + DNS_SUFFIX, nodes_ca, usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-                    dns_names=[agency + DNS_SUFFIX, "localhost"], ip_addresses=["127.0.0.1"], **validity)
-        identity = ed25519_private_key(rng.child(f"node/{agency}/identity"))
-        node_identities[agency] = identity.public_key()
-        files[paths.node_cert(agency)] = (_pem_cert(node.certificate), False)
-        files[paths.node_key(agency)] = (_pem_key(node.key), True)
-        files[paths.node_identity_key(agency)] = (_pem_key(identity), True)
-        storage = rng.child(f"node/{agency}/storage").random_bytes(STORAGE_KEY_BYTES)
-        files[paths.node_storage_key(agency)] = (storage, True)
-
-    for path, (data, private) in files.items():
-        write_atomic(path, data, private=private)
-    root_cert = root.certificate
-    save_json(paths.identities, make_identities(node_identities, coordinator_identity.public_key(), root.key,
-                                                issued_at=now))
-    save_json(paths.trustlist, make_trust_list([(signing.certificate, FORMAT_HEALTHPSI)], root_cert, root.key,
-                                               issuer=issuer, issued_at=now))
-    save_json(paths.revocations, make_revocations([], root.key, issued_at=now, issuer=issuer))

@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthpsi.executors import make_executor
+from audit.replay import replay
+from audit.verdicts import ReplayReport, Verdict
 from healthpsi.progress import stage_progress
-from simulation.replay import ReplayReport, Verdict, replay
+from runner.executors import make_executor
 
 app = typer.Typer(
     help="Audit a run: its logs, queries, budgets and results.", no_args_is_help=True, rich_markup_mode="rich"
@@ -60,7 +61,7 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
         started = time.perf_counter()
         err.print(f"re-running {preset} seed {seed} ({persons or 'preset'} persons) in a scratch directory…")
         try:
-            from healthpsi.pipeline import run_pipeline
+            from runner.pipeline import run_pipeline
 
             run_pipeline(
                 preset, seed, target, persons=persons, transport="inprocess", report=False, step=_step

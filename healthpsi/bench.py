@@ -1,7 +1,8 @@
 """`healthpsi bench`: benchmarks that print a short table and write JSON (`--json`, `--out DIR`).
 
 Each subcommand produces one section of the JSON document (`{"crypto": {...}}`); `--out DIR` writes it
-to `DIR/bench-<section>.json`. A benchmark joins `bench all` by an entry in `SECTIONS`.
+to `DIR/bench-<section>.json`. A benchmark joins `bench all` by an entry in `benchmarks.sections.SECTIONS`
+and one in `TABLES`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from healthpsi.benchmarks import Step
-from healthpsi.benchmarks.crypto import CryptoBenchSettings, run_crypto_bench
-from healthpsi.benchmarks.epoch import EpochBenchSettings, run_epoch_bench
-from healthpsi.benchmarks.issue import IssueBenchSettings, run_issue_bench
-from healthpsi.benchmarks.service import ServiceBenchSettings, run_service_bench
+from benchmarks import Step
+from benchmarks.crypto import run_crypto_bench
+from benchmarks.epoch import run_epoch_bench
+from benchmarks.issue import run_issue_bench
+from benchmarks.sections import (
+    SECTIONS,
+    crypto_settings,
+    epoch_settings,
+    issue_settings,
+    service_settings,
+    write_section,
+)
+from benchmarks.service import run_service_bench
 
 app = typer.Typer(
     help="Benchmarks: medians of several runs, each figure a ratio against a baseline from the same run.",
@@ -40,14 +49,6 @@ QuickOption = typer.Option(False, "--quick", help="Tiny sizes, for a smoke test 
 def show(table: Table, as_json: bool) -> None:
     """Print a summary table: on stdout, or on stderr when stdout carries the JSON document."""
     Console(stderr=as_json).print(table)
-
-
-def write_section(out: Path | None, section: str, result: dict[str, Any]) -> None:
-    """Write `{section: result}` to `out/bench-<section>.json` (nothing when `out` is None)."""
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({section: result}, indent=2) + "\n"
-        (out / f"bench-{section}.json").write_text(text, encoding="utf-8")
 
 
 def with_progress(total: int, work: Callable[[Step], dict[str, Any]]) -> dict[str, Any]:
@@ -172,57 +173,13 @@ def _service_table(result: dict[str, Any]) -> Table:
     return table
 
 
-@dataclasses.dataclass(frozen=True)
-class Section:
-    """One benchmark as `bench all` runs it: its progress steps, its run, and its summary table."""
-
-    steps: Callable[[bool], int]
-    run: Callable[[bool, Step], dict[str, Any]]
-    table: Callable[[dict[str, Any]], Table]
-
-
-def _crypto_settings(quick: bool) -> CryptoBenchSettings:
-    """The crypto benchmark's default or quick sizes."""
-    return CryptoBenchSettings.quick() if quick else CryptoBenchSettings()
-
-
-def _epoch_settings(quick: bool) -> EpochBenchSettings:
-    """The epoch benchmark's default (city-20k) or quick sizes."""
-    return EpochBenchSettings.quick() if quick else EpochBenchSettings()
-
-
-def _issue_settings(quick: bool) -> IssueBenchSettings:
-    """The issuance benchmark's default or quick sizes."""
-    return IssueBenchSettings.quick() if quick else IssueBenchSettings()
-
-
-def _service_settings(quick: bool) -> ServiceBenchSettings:
-    """The load benchmark's default or quick sizes."""
-    return ServiceBenchSettings.quick() if quick else ServiceBenchSettings()
-
-
-SECTIONS: dict[str, Section] = {
-    "crypto": Section(
-        steps=lambda quick: _crypto_settings(quick).steps(),
-        run=lambda quick, step: run_crypto_bench(_crypto_settings(quick), step),
-        table=_crypto_table,
-    ),
-    "epoch": Section(
-        steps=lambda quick: _epoch_settings(quick).steps(),
-        run=lambda quick, step: run_epoch_bench(_epoch_settings(quick), step),
-        table=_epoch_table,
-    ),
-    "issue": Section(
-        steps=lambda quick: _issue_settings(quick).steps(),
-        run=lambda quick, step: run_issue_bench(_issue_settings(quick), step),
-        table=_issue_table,
-    ),
-    "service": Section(
-        steps=lambda quick: _service_settings(quick).steps(),
-        run=lambda quick, step: run_service_bench(_service_settings(quick), step),
-        table=_service_table,
-    ),
+TABLES: dict[str, Callable[[dict[str, Any]], Table]] = {
+    "crypto": _crypto_table,
+    "epoch": _epoch_table,
+    "issue": _issue_table,
+    "service": _service_table,
 }
+"""The summary table of each benchmark section."""
 
 
 def _emit(section: str, result: dict[str, Any], table: Table, as_json: bool, out: Path | None) -> None:
@@ -247,14 +204,11 @@ def crypto(
     \b
     Example: healthpsi bench crypto --json --out runs/bench
     """
-    settings = _crypto_settings(quick)
+    settings = crypto_settings(quick)
     if repeat is not None:
         settings = dataclasses.replace(settings, repeat=repeat)
     result = with_progress(settings.steps(), lambda step: run_crypto_bench(settings, step))
-    show(_crypto_table(result), as_json)
-    write_section(out, "crypto", result)
-    if as_json:
-        typer.echo(json.dumps({"crypto": result}, indent=2))
+    _emit("crypto", result, _crypto_table(result), as_json, out)
 
 
 @app.command("epoch")
@@ -290,7 +244,7 @@ def epoch(
     \b
     Example: healthpsi bench epoch --preset city-240k --json --out runs/bench
     """
-    base = EpochBenchSettings.quick() if quick else EpochBenchSettings()
+    base = epoch_settings(quick)
     settings = dataclasses.replace(
         base,
         preset=preset,
@@ -320,7 +274,7 @@ def issue(
     \b
     Example: healthpsi bench issue --json --out runs/bench
     """
-    settings = _issue_settings(quick)
+    settings = issue_settings(quick)
     if codes is not None:
         settings = dataclasses.replace(settings, codes=codes)
     if repeat is not None:
@@ -358,7 +312,7 @@ def service(
     \b
     Example: healthpsi bench service --users 50 --seconds 60 --json --out runs/bench
     """
-    base = _service_settings(quick)
+    base = service_settings(quick)
     settings = dataclasses.replace(
         base,
         run=run,
@@ -383,7 +337,7 @@ def run_all(as_json: bool = JsonOption, out: Path | None = OutOption, quick: boo
     document = {}
     for name, section in SECTIONS.items():
         result = with_progress(section.steps(quick), functools.partial(section.run, quick))
-        show(section.table(result), as_json)
+        show(TABLES[name](result), as_json)
         write_section(out, name, result)
         document[name] = result
     if as_json:

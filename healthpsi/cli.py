@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from healthpsi import (
-    allocator,
-    audit,
-    bench,
-    coordinator,
-    keys,
-    node,
-    operator,
-    reference,
-    run,
-    serve,
-    simulate,
-    verify,
-)
+from healthpsi import audit, bench, coordinator, keys, node, operator, reference, run, serve, simulate, verify
+from runner import allocator
 
 app = typer.Typer(
     help="healthpsi: privacy-preserving federated matching for epidemic health codes.",

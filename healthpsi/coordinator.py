@@ -14,19 +14,19 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.epoch import EpochResult, run_epoch
-from coordinator.matching import MatchingError
+from coordinator.errors import MatchingError
 from coordinator.policy import PolicyError
 from coordinator.risk import InputError
 from coordinator.sealing import SealedFileError
 from coordinator.store import StoreError
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto.errors import CryptoError
-from crypto.pki import PkiPaths
-from healthpsi.executors import make_executor
-from healthpsi.pipeline import in_process_nodes
 from healthpsi.progress import stage_progress
 from proto.errors import ProtocolError
 from proto.tokens import AGENCIES
+from runctx.pki import PkiPaths
+from runner.executors import make_executor
+from runner.pipeline import in_process_nodes
 
 app = typer.Typer(
     help="Coordinator: matches cases against the nodes and issues health codes.",

@@ -13,12 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from healthpsi.executors import make_executor
 from nodes.budget import BudgetPolicy, BudgetSpecError
-from nodes.handlers import DEFAULT_MAX_BATCH, open_node
-from nodes.handlers import Progress as ProgressCallback
+from nodes.handlers import DEFAULT_MAX_BATCH
 from nodes.server import ServerLimits
 from nodes.server import serve as serve_node
+from nodes.startup import Progress as ProgressCallback
+from nodes.startup import open_node
+from runner.executors import make_executor
 
 app = typer.Typer(
     help="Agency node: answers the coordinator's OPRF queries over the agency's own data.",

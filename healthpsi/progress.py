@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-Advance = Callable[[str, int, int], None]
+from runctx import progress
 
 
 def stage_progress(
     labels: Mapping[str, str], console: Console, *, transient: bool = False
-) -> tuple[Progress, Advance]:
+) -> tuple[Progress, progress.Progress]:
     """A progress display and the callback that adds a bar per stage (labelled from `labels`) and moves it."""
     bar = Progress(
         TextColumn("[bold]{task.description}"),

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nodes.store import StoreError
 from proto.risk import RiskSetError
 from simulation.reference import ReferenceError, compute_reference
 from simulation.writer import write_table
@@ -50,7 +49,7 @@ def reference(
             ref = compute_reference(run, progress=report)
             path = run / "reference" / "matches.parquet"
             write_table(path, ref.table)
-        except (ReferenceError, StoreError, RiskSetError, OSError) as exc:
+        except (ReferenceError, RiskSetError, OSError, ValueError) as exc:
             console.print(f"[red]reference failed:[/red] {exc}")
             raise typer.Exit(2) from None
     m = ref.matches

@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from healthpsi.pipeline import PipelineError, RunResult, run_pipeline
 from healthpsi.progress import stage_progress
+from runner.pipeline import PipelineError, RunResult, run_pipeline
 
 STAGE_TEXT = {
     "nodes": "  nodes serving",

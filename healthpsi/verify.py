@@ -14,7 +14,8 @@ from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 
-from crypto.codes import check_payload, read_qr_png, unprefix
+from coordinator.qr import read_qr_png
+from crypto.codes import check_payload, unprefix
 from crypto.errors import CryptoError
 from crypto.pki import (
     RevocationList,

@@ -27,9 +27,8 @@ import numpy as np
 import pandas as pd
 
 from crypto import labels, oprf
-from crypto.pki import write_atomic
-from nodes import tokenize
-from proto import ids, tokens
+from proto import ids, tokenize, tokens
+from runctx.files import write_atomic
 
 ENTRY_HEADER = struct.Struct(">16sI")
 """Tag and label length at the head of every canonical entry."""

@@ -1,13 +1,13 @@
 """Per-partition OPRF keys: one key pair per partition, sealed at rest, destroyed when the partition expires.
 
-A partition key `k_p` is a ristretto255 scalar. On disk it is sealed with AES-256-GCM under the node's
-storage key (RUN/pki/nodes/<agency>.storage.key), bound by the associated data to the agency and the
-partition, in `<dir>/<partition_id>.key`:
+A partition key `k_p` is a ristretto255 scalar. On disk it is sealed (`crypto.sealing`) under the node's
+storage key (RUN/pki/nodes/<agency>.storage.key), bound to the agency and the partition, in
+`<dir>/<partition_id>.key`:
 
-    magic "HPK1" (4 bytes) || nonce (12 bytes) || AES-GCM(sk) (32 + 16 bytes)
+    magic "HPK2" (4 bytes) || crypto.sealing.seal(storage key, "healthpsi partition key|agency|partition", sk)
 
-In a simulation run the key and the nonce come from the run's DRBG child for the partition, so the
-sealed file is reproducible byte for byte.
+In a simulation run the key comes from the run's DRBG child for the partition and the nonce is synthetic,
+so the sealed file is reproducible byte for byte.
 """
 
 from __future__ import annotations
@@ -15,17 +15,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from crypto import oprf
+from crypto import oprf, sealing
 from crypto.drbg import Rng, default_rng
 from crypto.errors import CryptoError
 from crypto.group import SCALAR_BYTES, base_mult
+from runctx.files import write_atomic
 
-MAGIC = b"HPK1"
-NONCE_BYTES = 12
-SEALED_BYTES = len(MAGIC) + NONCE_BYTES + SCALAR_BYTES + 16
+MAGIC = b"HPK2"
+SEALED_BYTES = len(MAGIC) + sealing.OVERHEAD + SCALAR_BYTES
 SUFFIX = ".key"
 
 
@@ -41,7 +38,7 @@ class KeyStore:
             raise KeyStoreError(f"storage key must be 32 bytes, got {len(storage_key)}")
         self.directory = Path(directory)
         self.agency = agency
-        self._aead = AESGCM(storage_key)
+        self._storage_key = storage_key
 
     def path(self, partition_id: str) -> Path:
         """The sealed key file of a partition."""
@@ -65,10 +62,9 @@ class KeyStore:
         blob = path.read_bytes()
         if len(blob) != SEALED_BYTES or not blob.startswith(MAGIC):
             raise KeyStoreError(f"{path}: not a sealed partition key ({len(blob)} bytes)")
-        nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
         try:
-            sk = self._aead.decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES :], self._aad(partition_id))
-        except InvalidTag as exc:
+            sk = sealing.unseal(self._storage_key, self._aad(partition_id), blob[len(MAGIC) :])
+        except sealing.SealError as exc:
             raise KeyStoreError(f"{path}: does not open under this node's storage key") from exc
         try:
             return sk, base_mult(sk)
@@ -76,26 +72,15 @@ class KeyStore:
             raise KeyStoreError(f"{path}: sealed value is not a valid scalar: {exc}") from exc
 
     def create(self, partition_id: str, rng: Rng | None = None) -> tuple[bytes, bytes]:
-        """Generate a partition key pair from `rng` (the nonce too), seal it to disk, and return (sk, pk)."""
-        rng = default_rng(rng)
-        sk, pk = oprf.generate_key_pair(rng)
-        self.adopt(partition_id, sk, rng)
+        """Generate a partition key pair from `rng`, seal it to disk, and return (sk, pk)."""
+        sk, pk = oprf.generate_key_pair(default_rng(rng))
+        self.adopt(partition_id, sk)
         return sk, pk
 
-    def adopt(self, partition_id: str, sk: bytes, rng: Rng) -> None:
-        """Seal a key generated from `rng` elsewhere (the nonce comes from the same stream, so the file is
-        byte for byte what `create` writes from that stream) and write it to disk."""
-        nonce = rng.random_bytes(NONCE_BYTES)
-        blob = MAGIC + nonce + self._aead.encrypt(nonce, sk, self._aad(partition_id))
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.path(partition_id)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+    def adopt(self, partition_id: str, sk: bytes) -> None:
+        """Seal a key generated elsewhere and write it to disk (the same key seals to the same bytes)."""
+        blob = MAGIC + sealing.seal(self._storage_key, self._aad(partition_id), sk)
+        write_atomic(self.path(partition_id), blob, private=True)
 
     def load_or_create(self, partition_id: str, rng: Rng | None = None) -> tuple[tuple[bytes, bytes], bool]:
         """The partition's key pair and whether it was created now (an unusable sealed key is replaced)."""

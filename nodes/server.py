@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import signal
 import threading
 import types
@@ -24,12 +23,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from crypto.pki import PkiPaths
 from nodes.budget import BudgetPolicy
-from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Progress, node_dir, open_node
+from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers
 from nodes.index import DEFAULT_CHUNK_BYTES
 from nodes.service import MatchingNodeServicer, certificate_fingerprint
+from nodes.startup import Progress, node_dir, open_node
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
+from runctx.files import write_atomic
+from runctx.pki import PkiPaths
 
 log = logging.getLogger("healthpsi.node")
 
@@ -73,13 +74,6 @@ def tls_credentials(run_dir: Path, agency: str) -> tuple[grpc.ServerCredentials,
         require_client_auth=True,
     )
     return credentials, certificate_fingerprint(pki.coordinator_cert.read_bytes())
-
-
-def _write_port(path: Path, port: int) -> None:
-    """Write the bound port atomically, so a reader never sees a partial number."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)
 
 
 def _warm_up(executor: Executor | None) -> None:
@@ -148,7 +142,7 @@ class NodeServer:
         self.servicer.handlers = handlers
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.port_file.parent.mkdir(parents=True, exist_ok=True)
-        _write_port(self.port_file, self.port)
+        write_atomic(self.port_file, f"{self.port}\n".encode(), durable=False)  # never a partial number
 
     def stop(self, grace: float | None = None) -> None:
         """Stop: NOT_SERVING, refuse new calls, let running ones finish within `grace`, close the state."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nodes import tokenize
-from proto import ids
+from proto import ids, tokenize
 from proto import tokens as tk
+from proto.tokenize import CATEGORIES, DATASETS, Dataset
 
-CATEGORIES = ("missing_value", "bad_subject_id", "end_not_after_start", "unknown_cell", "bad_nights")
 _DAY = 86400
 BODY_COLUMN = "subject_body"
 """The column the store adds to the rows it reads: each subject id's 17-digit body (see `ids.parse`)."""
@@ -41,25 +39,6 @@ Counts = dict[tuple[str, int], tuple[dict[str, int], int]]
 
 class StoreError(ValueError):
     """An agency's data directory cannot be read (unknown agency, missing file or column)."""
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """How one agency file is read: its token columns and the column that dates a row."""
-
-    name: str
-    columns: tuple[str, ...]
-    date_column: str | None  # None: a static dataset, one partition
-
-
-DATASETS: dict[str, tuple[Dataset, ...]] = {
-    "carrier": (Dataset("stays", ("subject_id", "cell_id", "start", "end"), "start"),),
-    "transport": (Dataset("tickets", ("subject_id", "trip_id", "service_date", "carriage"), "service_date"),),
-    "police": (
-        Dataset("population", ("subject_id", "name", "birth_date", "household_id"), None),
-        Dataset("hotel_stays", ("subject_id", "hotel_id", "room", "check_in", "nights"), "check_in"),
-    ),
-}
 
 
 _SPAN_COLUMNS = {

@@ -1,6 +1,6 @@
 """The risk set: which tokens the coordinator asks about, and on behalf of which case.
 
-One rule, shared by the coordinator and the plaintext oracle (DESIGN.md, "A match"): every investigation
+One rule, shared by the coordinator and the plaintext oracle (docs/tokens.md, "A match"): every investigation
 token whose day lies in the window (or that names no day), plus a `region-day` token for every risk
 region and every day of the window that falls within the region's from/to dates. The window is the
 `window_days` days ending on `as_of`.

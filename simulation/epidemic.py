@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nodes import tokenize
+from proto import tokenize
 from simulation.city import City
 from simulation.mobility import AWAY, DAY, HOME, HOSPITAL, HOTEL, SCHOOL, TRANSIT, VISIT, WORK, Stays
 from simulation.presets import Preset

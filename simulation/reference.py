@@ -1,27 +1,35 @@
 """The plaintext oracle: the exact matches a private run must reproduce, by a plain join.
 
-matches = the (subject, token) pairs every node records (through `nodes.store` and `nodes.tokenize`, the
-nodes' own code) joined on token with the risk set (`proto.risk.risk_tokens`, the coordinator's rule),
-without the case's own subject. One row per (subject_id, agency, token, case_id), sorted by those.
+matches = the (subject, token) pairs the agency files record — read here with pyarrow, the malformed rows
+dropped by the contract's rules, tokenised by the contract's tokeniser (`proto.tokenize`) — joined on token
+with the risk set (`proto.risk.risk_tokens`, the coordinator's rule), without the case's own subject. One
+row per (subject_id, agency, token, case_id), sorted by those. The oracle shares no code with the nodes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
-from nodes.store import AgencyStore
-from proto import risk
-from proto.tokens import AGENCIES
+from proto import ids, risk
+from proto import tokenize as tz
+from proto.tokens import AGENCIES, partition_id
+from runctx.progress import Progress
+from runctx.scenario import Scenario, ScenarioError
 from simulation.writer import SCHEMAS, write_table
 
 MATCH_COLUMNS = ("subject_id", "agency", "token", "case_id")
+_DAY = 86400
+_BATCH_ROWS = 1 << 20
 
 
 class ReferenceError(ValueError):
@@ -39,13 +47,12 @@ class Reference:
     malformed: dict[str, dict[str, dict[str, int]]]
 
 
-def load_scenario(run_dir: str | Path) -> dict[str, object]:
-    """RUN/scenario.json as a dict (raises ReferenceError if missing or unreadable)."""
-    path = Path(run_dir) / "scenario.json"
+def load_scenario(run_dir: str | Path) -> Scenario:
+    """RUN/scenario.json (raises ReferenceError if missing or unusable)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReferenceError(f"cannot read {path}: {exc}") from exc
+        return Scenario.load(run_dir)
+    except ScenarioError as exc:
+        raise ReferenceError(str(exc)) from exc
 
 
 def run_risk_tokens(run_dir: str | Path) -> pd.DataFrame:
@@ -62,28 +69,29 @@ def run_risk_tokens(run_dir: str | Path) -> pd.DataFrame:
         frames["investigations"],
         frames["risk_regions"],
         frames["cases"],
-        dt.date.fromisoformat(str(scenario["as_of"])),
-        int(scenario["window_days"]),  # type: ignore[call-overload]
+        scenario.as_of,
+        scenario.window_days,
     )
 
 
 def compute_reference(
-    run_dir: str | Path, progress: Callable[[str, int, int], None] | None = None
+    run_dir: str | Path, progress: Progress | None = None
 ) -> Reference:
     """Join every agency's recorded tokens with the risk set, partition by partition."""
     run = Path(run_dir)
     scenario = load_scenario(run)
-    window = risk.window(dt.date.fromisoformat(str(scenario["as_of"])), int(scenario["window_days"]))  # type: ignore[call-overload]
+    window = scenario.window
     tokens = run_risk_tokens(run)
     parts: list[pa.Table] = []
     malformed: dict[str, dict[str, dict[str, int]]] = {}
+    days = (window[1] - window[0]).days + 1
     for agency in AGENCIES:
-        store = AgencyStore(run, agency)
+        files = _AgencyFiles(run, agency)
         wanted = {pid: frame for pid, frame in tokens[tokens.agency == agency].groupby("partition_id")}
-        pids = store.partition_ids(window)
-        for i, (pid, frame) in enumerate(store.iter_partitions(window)):
+        total = sum(1 if ds.date_column is None else days for ds in files.datasets)
+        for i, (pid, frame) in enumerate(files.partitions(window)):
             if progress is not None:
-                progress(agency, i + 1, len(pids))
+                progress(agency, i + 1, total)
             asked = wanted.get(pid)
             if asked is None or not len(frame):
                 continue
@@ -91,11 +99,11 @@ def compute_reference(
             if not len(hit):
                 continue
             asked = asked[["token", "case_id", "case_subject_id"]].astype("str")
-            m = hit.astype("str").merge(asked, on="token")
+            m = hit.merge(asked, on="token")
             m = m[m["case_subject_id"].isna() | (m["subject_id"] != m["case_subject_id"])]
             m = m.assign(agency=agency)[list(MATCH_COLUMNS)]
             parts.append(pa.Table.from_pandas(m, schema=SCHEMAS["matches"], preserve_index=False))
-        malformed[agency] = store.malformed_by_dataset
+        malformed[agency] = files.malformed()
     # rows are distinct by construction: a partition's (subject, token) pairs and the risk set's
     # (token, case) pairs are distinct, and no token lies in two partitions
     table = pa.concat_tables(parts) if parts else SCHEMAS["matches"].empty_table()
@@ -108,3 +116,111 @@ def reference_matches(run_dir: str | Path) -> pd.DataFrame:
     ref = compute_reference(run_dir)
     write_table(Path(run_dir) / "reference" / "matches.parquet", ref.table)
     return ref.matches
+
+
+# ------------------------------------------------------------------------------------ the agency files
+
+
+class _AgencyFiles:
+    """One agency's files under RUN/data/<agency>/, read with pyarrow: rows reaching a day, malformed rows
+    by the contract's rules (a row counts once, under the first rule it breaks)."""
+
+    def __init__(self, run: Path, agency: str) -> None:
+        self.root = run / "data" / agency
+        self.datasets = tz.DATASETS[agency]
+        self.cells: pd.DataFrame | None = None
+        if agency == "carrier":
+            self.cells = pq.read_table(self._path("cells"), columns=["cell_id", "region_code"]).to_pandas()
+
+    def _path(self, name: str) -> Path:
+        path = self.root / f"{name}.parquet"
+        if not path.is_file():
+            raise ReferenceError(f"missing data file {path}")
+        return path
+
+    def _rules(self, name: str, table: pa.Table) -> list[tuple[str, np.ndarray]]:
+        """(category, rows that break it) for one dataset's rows, in the contract's order."""
+
+        def flags(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+            return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+        columns = tz.dataset(name).columns
+        rules = [
+            ("missing_value", np.logical_or.reduce([table[c].is_null().to_numpy(zero_copy_only=False)
+                                                   for c in columns])),
+            ("bad_subject_id", ~ids.parse(table["subject_id"])[0]),
+        ]
+        if name == "stays":
+            assert self.cells is not None
+            cell_ids = pa.array(self.cells["cell_id"], pa.int64())
+            known = pc.is_in(table["cell_id"].cast(pa.int64()), value_set=cell_ids)
+            rules += [
+                ("end_not_after_start", flags(pc.less_equal(table["end"], table["start"]))),
+                ("unknown_cell", ~flags(known)),
+            ]
+        if name == "hotel_stays":
+            rules.append(("bad_nights", flags(pc.less(table["nights"], 1))))
+        return rules
+
+    def good(self, name: str, table: pa.Table) -> pa.Table:
+        """The rows no rule rejects."""
+        bad = np.logical_or.reduce([np.zeros(table.num_rows, dtype=bool)]
+                                   + [mask for _, mask in self._rules(name, table)])
+        return table.filter(pa.array(~bad))
+
+    def malformed(self) -> dict[str, dict[str, int]]:
+        """Malformed rows per dataset and category, over the whole files (every category listed)."""
+        out = {}
+        for ds in self.datasets:
+            counts = pd.Series(0, index=list(tz.CATEGORIES), dtype=np.int64)
+            reader = pq.ParquetFile(self._path(ds.name))
+            for batch in reader.iter_batches(batch_size=_BATCH_ROWS, columns=list(ds.columns)):
+                rules = self._rules(ds.name, pa.Table.from_batches([batch]))
+                first = np.select([mask for _, mask in rules], [category for category, _ in rules], "")
+                counts = counts.add(pd.Series(first[first != ""]).value_counts(), fill_value=0)
+            out[ds.name] = {category: int(n) for category, n in counts.items()}
+        return out
+
+    def _reaching(self, name: str, day: int) -> pa.Table:
+        """The rows of a dated dataset whose records give tokens on `day` (days since 1970)."""
+        lo = pa.scalar(day * _DAY, pa.int64()).cast(pa.timestamp("s"))
+        hi = pa.scalar((day + 1) * _DAY, pa.int64()).cast(pa.timestamp("s"))
+        date = pa.scalar(day, pa.int32()).cast(pa.date32())
+        data = pads.dataset(self._path(name))
+        if name == "stays":
+            keep = (pads.field("start") < hi) & (pads.field("end") > lo)
+        elif name == "tickets":
+            keep = pads.field("service_date") == date
+        else:  # hotel_stays: checked in by that day, and still staying
+            keep = pads.field("check_in") <= date
+        table = data.to_table(columns=list(tz.dataset(name).columns), filter=keep)
+        if name == "hotel_stays":
+            check_in = table["check_in"].cast(pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)
+            nights = table["nights"].cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+            table = table.filter(pa.array(check_in + nights > day))
+        return self.good(name, table)
+
+    def partitions(self, window: tuple[dt.date, dt.date]) -> Iterator[tuple[str, pd.DataFrame]]:
+        """(partition id, its distinct (subject_id, token) rows) for the static partitions and every day of
+        the window."""
+        first, last = (int(np.datetime64(d, "D").astype(np.int64)) for d in window)
+        for ds in self.datasets:
+            if ds.date_column is None:
+                rows = self.good(ds.name, pq.read_table(self._path(ds.name), columns=list(ds.columns)))
+                yield partition_id(ds.name, None), _pairs(tz.population_tokens(rows.to_pandas()))
+                continue
+            for day in range(first, last + 1):
+                pid = partition_id(ds.name, dt.date(1970, 1, 1) + dt.timedelta(days=day))
+                rows = self._reaching(ds.name, day).to_pandas()
+                if ds.name == "stays":
+                    tokens = tz.stay_tokens(rows, self.cells)
+                elif ds.name == "tickets":
+                    tokens = tz.ticket_tokens(rows)
+                else:
+                    tokens = tz.hotel_tokens(rows)
+                yield pid, _pairs(tokens[tokens["partition_id"] == pid])
+
+
+def _pairs(tokens: pd.DataFrame) -> pd.DataFrame:
+    """The (subject_id, token) columns of a token frame, as strings."""
+    return tokens[["subject_id", "token"]].astype(str).reset_index(drop=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from runctx.progress import Progress
 from simulation.applicants import write_applicants
 from simulation.city import City, build_cells, build_hotels, build_people, day_number
 from simulation.epidemic import CONFIRMED, NEVER, ROUTES, Epidemic, investigation_tokens
@@ -35,7 +35,6 @@ from simulation.writer import (
     write_table,
 )
 
-Progress = Callable[[str, int, int], None]
 HIGH_RISK_FROM = dt.date(2019, 12, 1)
 
 

@@ -92,7 +92,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
-# malformed categories injected per dataset (as nodes.store names them)
+# malformed categories injected per dataset (as proto.tokenize.CATEGORIES names them)
 MALFORMED: dict[str, tuple[str, ...]] = {
     "stays": ("bad_subject_id", "end_not_after_start", "unknown_cell", "missing_value"),
     "tickets": ("bad_subject_id", "missing_value"),

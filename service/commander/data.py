@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from crypto.codes import COLOURS, mask_id
+from coordinator.claims import mask_id
+from crypto.codes import COLOURS
 from proto.regions import COUNTIES, OTHER, county_of
 
 APPEAL_DECISIONS = ("upheld", "rejected")

@@ -17,8 +17,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from crypto.pki import DNS_SUFFIX, PkiPaths
+from crypto.pki import DNS_SUFFIX
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
+from runctx.pki import PkiPaths
 
 PERSONS = 1500
 SEED = 7

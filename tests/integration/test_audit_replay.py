@@ -3,7 +3,7 @@ of tampering — an edited, deleted or reordered entry, a forged head, a query w
 hidden query, an altered matches or codes file, a budget overrun, a lying opening — is detected and named.
 
 The run is simulated once per module (`--persons 1500`, seed 7), its nodes built and its epoch run
-in-process over `nodes.handlers.open_node`; each test tampers with its own copy.
+in-process over `nodes.startup.open_node`; each test tampers with its own copy.
 """
 
 from __future__ import annotations
@@ -23,21 +23,23 @@ import pytest
 from typer.testing import CliRunner
 
 import coordinator.epoch as coordinator_epoch
+from audit.replay import replay
+from audit.verdicts import ReplayReport, Verdict
 from coordinator.epoch import run_epoch
-from coordinator.matching import Batch, frame_digest
+from coordinator.openings import Batch
+from coordinator.results import frame_digest
 from coordinator.risk import RiskSet, group_by_partition
 from coordinator.sealing import read_sealed_json, write_sealed_json
 from coordinator.transport import InProcessTransport
 from crypto.auditlog import AuditLog
-from crypto.pki import PkiPaths, load_identity_key, load_storage_key
+from crypto.pki import load_identity_key, load_storage_key
 from healthpsi import cli
-from healthpsi.keys import init_keys
 from nodes.budget import BudgetPolicy
-from nodes.handlers import open_node
+from nodes.startup import open_node
 from proto import tokens as tk
 from proto.errors import ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
-from simulation.replay import ReplayReport, Verdict, replay
+from runctx.pki import PkiPaths, init_keys
 from simulation.scenario import simulate
 
 PERSONS = 1500

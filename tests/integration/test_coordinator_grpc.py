@@ -15,12 +15,11 @@ from coordinator.epoch import run_epoch
 from coordinator.matching import verify_manifest
 from coordinator.transport import GrpcTransport, NodeUnavailable
 from crypto.drbg import Drbg
-from crypto.pki import PkiPaths, create_pki, load_identities
-from healthpsi.keys import init_keys
 from proto.errors import FailedPrecondition, InvalidArgument, NotFound
 from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
-from simulation.processes import NodeProcess, start_nodes
+from runctx.pki import PkiPaths, create_pki, init_keys, load_identities
+from runner.processes import NodeProcess, start_nodes
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
 

@@ -24,22 +24,22 @@ from typer.testing import CliRunner
 
 from coordinator import matching
 from coordinator.epoch import run_epoch
-from coordinator.matching import BudgetError, MatchingError, read_openings
+from coordinator.errors import BudgetError, MatchingError
+from coordinator.openings import read_openings
 from coordinator.sealing import storage_key
 from coordinator.store import CodeStore
 from coordinator.transport import InProcessTransport, NodeUnavailable
 from crypto import codes
 from crypto.auditlog import verify_file
 from crypto.drbg import Drbg
-from crypto.pki import PkiPaths, create_pki, load_certificate, load_identities, load_revocations
+from crypto.pki import load_certificate, load_revocations
 from healthpsi import cli
-from healthpsi.keys import init_keys
-from nodes import tokenize
 from nodes.budget import BudgetPolicy
-from nodes.handlers import open_node
-from proto import ids
+from nodes.startup import open_node
+from proto import ids, tokenize
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
+from runctx.pki import PkiPaths, create_pki, init_keys, load_identities
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
 

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from coordinator.epoch import EpochResult, run_epoch
-from healthpsi.executors import make_executor
-from healthpsi.pipeline import in_process_nodes
+from runner.executors import make_executor
+from runner.pipeline import in_process_nodes
 from simulation.reference import compute_reference
 
 PARTITIONED_STEPS = {

@@ -23,13 +23,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from crypto import labels, oprf
 from crypto.auditlog import verify_file
 from crypto.group import ORDER
-from crypto.pki import PkiPaths, load_certificate, load_ec_private_key, load_identities
+from crypto.pki import load_certificate, load_ec_private_key
 from nodes.budget import default_cap
 from nodes.index import ENTRY_HEADER, entry_offsets
 from nodes.manifest import ManifestError, verify_manifest
 from nodes.store import AgencyStore
 from proto import ids, risk, tokens
 from proto.healthpsi.v1 import node_pb2
+from runctx.pki import PkiPaths, load_identities
 
 from .conftest import AGENCIES, TEST_CHUNK_BYTES, NodeClient, NodeProcess, copy_run
 

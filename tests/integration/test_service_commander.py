@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from healthpsi.benchmarks.service import PROBES
+from benchmarks.service import PROBES
 from service.process import ServiceProcess
 from simulation.presets import COUNTIES
 from tests.servers import build_run

@@ -7,7 +7,7 @@ import platform
 import psutil
 import pytest
 
-from healthpsi import allocator
+from runner import allocator
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")

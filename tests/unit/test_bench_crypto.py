@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from healthpsi.cli import app
@@ -44,6 +45,7 @@ def test_bench_help_has_an_example() -> None:
     assert "Example: healthpsi bench crypto" in result.output
 
 
+@pytest.mark.slow
 def test_bench_all_quick_has_the_crypto_section(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "all", "--quick", "--json", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -10,14 +10,16 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from healthpsi.benchmarks.epoch import MEMORY_NOTE, RssSampler, crypto_floor_seconds
+from benchmarks.epoch import MEMORY_NOTE, RssSampler, crypto_floor_seconds
 from healthpsi.cli import app
 
 STAGES = ("tokenise", "index", "evaluate", "stream", "match", "issue")
 
 
+@pytest.mark.slow
 def test_bench_epoch_quick_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "epoch", "--quick", "--json", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

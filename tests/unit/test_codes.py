@@ -22,6 +22,8 @@ from pycose.keys import EC2Key
 from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 
+from coordinator import qr
+from coordinator.claims import health_claims, mask_id, mask_name
 from crypto import codes
 from crypto.drbg import Drbg
 from crypto.errors import (
@@ -32,17 +34,8 @@ from crypto.errors import (
     SignatureError,
     UnknownKeyError,
 )
-from crypto.pki import (
-    PkiPaths,
-    RevocationList,
-    TrustList,
-    create_pki,
-    ec_private_key,
-    load_certificate,
-    load_signing_key,
-    load_trust_list,
-    spki_kid,
-)
+from crypto.pki import RevocationList, TrustList, ec_private_key, load_certificate, load_trust_list, spki_kid
+from runctx.pki import PkiPaths, create_pki, load_signing_key
 
 NOW = datetime(2020, 2, 10, 8, 0, tzinfo=UTC)
 ISSUED = datetime(2020, 2, 10, 6, 0, tzinfo=UTC)
@@ -74,7 +67,7 @@ def _claims(colour: str = "red", code_id: str = "code-0001", **kw: object) -> di
     args = dict(code_id=code_id, issuer="healthpsi health authority", colour=colour, policy_version="2020.1",
                 name="张小三", subject_id=SUBJECT, issued_at=ISSUED)
     args.update(kw)
-    return codes.health_claims(**args)  # type: ignore[arg-type]
+    return health_claims(**args)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -165,16 +158,16 @@ def test_health_claims_shape() -> None:
     [("张小三", "张*三"), ("张三", "张*"), ("欧阳小明", "欧**明"), ("王", "*"), ("Ann Lee", "A*****e")],
 )
 def test_mask_name(name: str, masked: str) -> None:
-    assert codes.mask_name(name) == masked
+    assert mask_name(name) == masked
 
 
 def test_mask_id() -> None:
-    assert codes.mask_id("41010119900307123X") == "410***********123X"
-    assert codes.mask_id("410101199003071234") == "410***********1234"
+    assert mask_id("41010119900307123X") == "410***********123X"
+    assert mask_id("410101199003071234") == "410***********1234"
     with pytest.raises(ValueError):
-        codes.mask_id("1234567")
+        mask_id("1234567")
     with pytest.raises(ValueError):
-        codes.mask_name("  ")
+        mask_name("  ")
 
 
 def test_pycose_interoperates(signer: tuple, trust: TrustList, payload: str) -> None:
@@ -324,18 +317,18 @@ def test_missing_kid_and_alg(trust: TrustList) -> None:
 
 
 def test_qr_round_trip(payload: str) -> None:
-    png = codes.qr_png(payload)
+    png = qr.qr_png(payload)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    assert codes.read_qr_png(png) == payload
+    assert qr.read_qr_png(png) == payload
 
 
 def test_qr_unreadable() -> None:
     with pytest.raises(CodeFormatError, match="not a readable image"):
-        codes.read_qr_png(b"definitely not a png")
+        qr.read_qr_png(b"definitely not a png")
     blank = io.BytesIO()
     Image.new("L", (64, 64), 255).save(blank, format="PNG")
     with pytest.raises(CodeFormatError, match="no readable QR code"):
-        codes.read_qr_png(blank.getvalue())
+        qr.read_qr_png(blank.getvalue())
 
 
 # ----------------------------------------------------------------------------------------- properties
@@ -441,7 +434,7 @@ def test_random_cose_messages_never_verify(
 @_FAST
 @given(data=st.binary(max_size=400))
 def test_decoders_raise_only_code_format_errors(data: bytes) -> None:
-    for decode in (codes.decompress, codes.decode_cose, codes.decode_claims, codes.read_qr_png):
+    for decode in (codes.decompress, codes.decode_cose, codes.decode_claims, qr.read_qr_png):
         with contextlib.suppress(CodeFormatError):  # anything else fails the test
             decode(data)
 

@@ -21,16 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.matching import (
-    EntryMap,
-    IndexCache,
-    IndexIntegrityError,
-    ManifestError,
-    Wanted,
-    assemble_matches,
-    frame_digest,
-    verify_manifest,
-)
+from coordinator.errors import IndexIntegrityError, ManifestError
+from coordinator.index_cache import EntryMap, IndexCache, Wanted
+from coordinator.matching import verify_manifest
+from coordinator.results import assemble_matches, frame_digest
 from coordinator.sealing import SealedFileError, read_sealed_json, seal, unseal, write_sealed_json
 from coordinator.transport import (
     GrpcTransport,
@@ -39,9 +33,10 @@ from coordinator.transport import (
     TransportError,
     error_from_rpc,
 )
-from crypto.pki import Identities, PkiPaths, create_pki
+from crypto.pki import Identities
 from proto.errors import NotFound, ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
+from runctx.pki import PkiPaths, create_pki
 
 KEY = bytes(range(32))
 

@@ -184,6 +184,7 @@ def count(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_killed_issuance_resumes_without_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "codes.sqlite"
     script = textwrap.dedent(f"""

@@ -18,6 +18,7 @@ from typing import Any
 import cbor2
 import pytest
 
+from coordinator import qr
 from crypto import codes
 from crypto.errors import CodeFormatError, CryptoError, ExpiredError
 from crypto.pki import FORMAT_DCC, TrustList, parse_certificate
@@ -134,10 +135,10 @@ def test_valid_json(case: dict[str, Any], expected: bool) -> None:
 def test_picture_decode(case: dict[str, Any], expected: bool) -> None:
     png = base64.b64decode(case["2DCODE"])
     if expected:
-        assert codes.read_qr_png(png) == case["PREFIX"]
+        assert qr.read_qr_png(png) == case["PREFIX"]
     else:
         with pytest.raises(CodeFormatError):
-            codes.read_qr_png(png)
+            qr.read_qr_png(png)
 
 
 def _full_chain_cases() -> list[Any]:

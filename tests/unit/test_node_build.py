@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from crypto import labels
-from healthpsi.keys import init_keys
 from nodes import build
-from nodes.handlers import open_node
+from nodes.startup import open_node
 from nodes.store import AgencyStore
 from proto.tokens import AGENCIES
+from runctx.pki import init_keys
 from simulation.scenario import simulate
 
 WINDOW = (dt.date(2020, 1, 18), dt.date(2020, 1, 31))
@@ -99,6 +99,7 @@ def _manifest_digests(run: Path, executor: ProcessPoolExecutor | None) -> dict[s
     return out
 
 
+@pytest.mark.slow
 def test_open_node_over_a_process_pool_builds_the_same_indexes(city: Path, tmp_path: Path) -> None:
     local, pooled = tmp_path / "local", tmp_path / "pooled"
     for target in (local, pooled):

@@ -20,15 +20,16 @@ from crypto import labels, oprf
 from crypto.auditlog import verify_file
 from crypto.drbg import Drbg
 from crypto.group import ORDER, base_mult
-from crypto.pki import PkiPaths, create_pki, load_identities
-from nodes import handlers as handlers_module
 from nodes import index as idx
+from nodes import startup as startup_module
 from nodes.budget import BudgetPolicy
-from nodes.handlers import NodeBusy, NodeHandlers, open_node
+from nodes.handlers import NodeHandlers
 from nodes.manifest import ManifestError, verify_manifest
+from nodes.startup import NodeBusy, open_node
 from proto import ids
 from proto.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
+from runctx.pki import PkiPaths, create_pki, load_identities
 
 AS_OF = dt.date(2020, 1, 20)
 FIRST_DAY = dt.date(2020, 1, 3)  # three days before the 14-day window
@@ -332,7 +333,7 @@ def test_restart_with_unchanged_files_skips_reading_the_data(
     def no_store(*args: object) -> None:
         raise AssertionError("the data files were read again")
 
-    monkeypatch.setattr(handlers_module, "AgencyStore", no_store)
+    monkeypatch.setattr(startup_module, "AgencyStore", no_store)
     second = open_node(run, "transport")
     try:
         manifest = second.manifest()

@@ -20,7 +20,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from crypto import pki
 from crypto.drbg import Drbg
 from crypto.errors import TrustListError, UnknownKeyError
-from crypto.pki import PkiPaths
+from runctx import pki as run_pki
+from runctx.pki import PkiPaths
 
 NOW = datetime(2020, 2, 10, tzinfo=UTC)
 AGENCIES = ["carrier", "transport", "police"]
@@ -30,7 +31,7 @@ AGENCIES = ["carrier", "transport", "police"]
 def paths(tmp_path_factory: pytest.TempPathFactory) -> PkiPaths:
     """A deterministic PKI for three agencies."""
     p = PkiPaths(tmp_path_factory.mktemp("run"))
-    pki.create_pki(p, AGENCIES, rng=Drbg(b"pki-test"), now=NOW)
+    run_pki.create_pki(p, AGENCIES, rng=Drbg(b"pki-test"), now=NOW)
     return p
 
 
@@ -53,17 +54,17 @@ def test_layout(paths: PkiPaths) -> None:
 
 def test_deterministic_from_drbg(paths: PkiPaths, tmp_path: Path) -> None:
     again = PkiPaths(tmp_path / "again")
-    pki.create_pki(again, AGENCIES, rng=Drbg(b"pki-test"), now=NOW)
+    run_pki.create_pki(again, AGENCIES, rng=Drbg(b"pki-test"), now=NOW)
     assert _files(again.pki_dir) == _files(paths.pki_dir)
     other = PkiPaths(tmp_path / "other")
-    pki.create_pki(other, AGENCIES, rng=Drbg(b"another seed"), now=NOW)
+    run_pki.create_pki(other, AGENCIES, rng=Drbg(b"another seed"), now=NOW)
     assert _files(other.pki_dir)["root.key"] != _files(paths.pki_dir)["root.key"]
 
 
 def test_system_randomness_differs(tmp_path: Path) -> None:
     a, b = PkiPaths(tmp_path / "a"), PkiPaths(tmp_path / "b")
-    pki.create_pki(a, ["carrier"], now=NOW)
-    pki.create_pki(b, ["carrier"], now=NOW)
+    run_pki.create_pki(a, ["carrier"], now=NOW)
+    run_pki.create_pki(b, ["carrier"], now=NOW)
     assert a.signing_key.read_bytes() != b.signing_key.read_bytes()
 
 
@@ -95,14 +96,14 @@ def test_chains_and_usages(paths: PkiPaths) -> None:
 
 def test_real_clock_validity(tmp_path: Path) -> None:
     paths = PkiPaths(tmp_path)
-    pki.create_pki(paths, ["carrier"])
+    run_pki.create_pki(paths, ["carrier"])
     node = pki.load_certificate(paths.node_cert("carrier"))
     assert node.not_valid_after_utc - node.not_valid_before_utc == timedelta(days=395)
     assert node.not_valid_before_utc < datetime.now(UTC) < node.not_valid_after_utc
 
 
 def test_keys_match_their_certificates(paths: PkiPaths) -> None:
-    key, kid = pki.load_signing_key(paths)
+    key, kid = run_pki.load_signing_key(paths)
     signing = pki.load_certificate(paths.signing_cert)
     assert key.public_key() == signing.public_key()
     spki = signing.public_key().public_bytes(serialization.Encoding.DER,
@@ -122,7 +123,7 @@ def test_keys_match_their_certificates(paths: PkiPaths) -> None:
 
 
 def test_identities(paths: PkiPaths) -> None:
-    ids = pki.load_identities(paths)
+    ids = run_pki.load_identities(paths)
     assert set(ids.nodes) == set(AGENCIES)
     for agency in AGENCIES:
         assert ids.node(agency) == pki.load_identity_key(paths.node_identity_key(agency)).public_key()
@@ -138,7 +139,7 @@ def test_identities(paths: PkiPaths) -> None:
 
 def test_trust_list(paths: PkiPaths) -> None:
     trust = pki.load_trust_list(paths.trustlist)
-    _, kid = pki.load_signing_key(paths)
+    _, kid = run_pki.load_signing_key(paths)
     assert [(k.kid, k.format) for k in trust.keys] == [(kid, "healthpsi")]
     assert trust.find(kid, "healthpsi").certificate == pki.load_certificate(paths.signing_cert)
     assert trust.root == pki.load_certificate(paths.root_cert)
@@ -173,7 +174,7 @@ def test_trust_list_tampering(paths: PkiPaths, change: object, match: str) -> No
 
 def test_trust_list_pinning_and_issuance(paths: PkiPaths, tmp_path: Path) -> None:
     other = PkiPaths(tmp_path)
-    pki.create_pki(other, ["carrier"], rng=Drbg(b"other authority"), now=NOW)
+    run_pki.create_pki(other, ["carrier"], rng=Drbg(b"other authority"), now=NOW)
     with pytest.raises(TrustListError, match="pinned root"):
         pki.load_trust_list(other.trustlist, root=pki.load_certificate(paths.root_cert))
     # a list signed by our root that vouches for a signing certificate our root did not issue
@@ -199,9 +200,9 @@ def test_revocations(paths: PkiPaths, tmp_path: Path) -> None:
     empty = pki.load_revocations(paths.revocations, root)
     assert empty.revoked == frozenset() and empty.issued_at == NOW
     copy = PkiPaths(tmp_path)
-    pki.create_pki(copy, ["carrier"], rng=Drbg(b"pki-test"), now=NOW)
+    run_pki.create_pki(copy, ["carrier"], rng=Drbg(b"pki-test"), now=NOW)
     later = NOW + timedelta(hours=5)
-    written = pki.write_revocations(copy, ["b", "a", "a"], issued_at=later)
+    written = run_pki.write_revocations(copy, ["b", "a", "a"], issued_at=later)
     assert written.revoked == {"a", "b"} and written.is_revoked("a") and not written.is_revoked("c")
     doc = json.loads(copy.revocations.read_text())
     assert doc["revoked"] == ["a", "b"] and doc["issued_at"] == "2020-02-10T05:00:00Z"
@@ -225,9 +226,9 @@ def test_parse_certificate_forms(paths: PkiPaths) -> None:
 
 def test_bad_agency_names(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="agency"):
-        pki.create_pki(PkiPaths(tmp_path), ["../evil"], now=NOW)
+        run_pki.create_pki(PkiPaths(tmp_path), ["../evil"], now=NOW)
     with pytest.raises(ValueError, match="duplicate"):
-        pki.create_pki(PkiPaths(tmp_path), ["carrier", "carrier"], now=NOW)
+        run_pki.create_pki(PkiPaths(tmp_path), ["carrier", "carrier"], now=NOW)
 
 
 def _handshake(paths: PkiPaths, client_cert: Path, client_key: Path, server_name: str) -> str:

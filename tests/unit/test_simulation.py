@@ -19,9 +19,8 @@ from typer.testing import CliRunner
 from coordinator.features import compute_features
 from coordinator.policy import Policy
 from healthpsi.cli import app
-from nodes import tokenize
 from nodes.store import AgencyStore
-from proto import ids
+from proto import ids, tokenize
 from proto import tokens as tk
 from simulation.epidemic import ROUTES, without_nights_at_base
 from simulation.mobility import HOME, HOSPITAL, HOTEL, WORK
@@ -319,6 +318,7 @@ def cities(
     return {**out, 7: (run, scenario)}
 
 
+@pytest.mark.slow
 def test_outbreak_is_a_real_city_early_outbreak(cities: dict[int, tuple[Path, dict[str, object]]]) -> None:
     """A handful of imported cases and their first local transmissions, by every route over the seeds."""
     cases = [scenario["counts"]["cases"] for _, scenario in cities.values()]  # type: ignore[index]

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodes import tokenize
-from proto import ids
+from proto import ids, tokenize
 from proto import tokens as tk
 
 A = ids.from_int(41120219900101001)

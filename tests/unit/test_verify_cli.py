@@ -11,10 +11,11 @@ import cbor2
 import pytest
 from typer.testing import CliRunner
 
+from coordinator import qr
+from coordinator.claims import health_claims
 from crypto import codes
-from crypto.pki import PkiPaths, load_signing_key, write_revocations
 from healthpsi.cli import app
-from healthpsi.keys import init_keys
+from runctx.pki import PkiPaths, init_keys, load_signing_key, write_revocations
 
 AS_OF = "2020-02-10"
 ISSUED = datetime(2020, 2, 10, 6, 0, tzinfo=UTC)
@@ -48,9 +49,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> PkiPaths:
 
 
 def _code(run: PkiPaths, code_id: str = "c-1", colour: str = "yellow") -> str:
-    claims = codes.health_claims(code_id=code_id, issuer="healthpsi health authority", colour=colour,
-                                 policy_version="2020.1", name="李小四", subject_id="11010519491231002X",
-                                 issued_at=ISSUED)
+    claims = health_claims(code_id=code_id, issuer="healthpsi health authority", colour=colour,
+                           policy_version="2020.1", name="李小四", subject_id="11010519491231002X",
+                           issued_at=ISSUED)
     return codes.issue_code(claims, *load_signing_key(run))
 
 
@@ -118,7 +119,7 @@ def test_unknown_signer(run: PkiPaths, tmp_path: Path) -> None:
 def test_qr_png_and_text_files(run: PkiPaths, tmp_path: Path) -> None:
     payload = _code(run)
     png = tmp_path / "code.png"
-    png.write_bytes(codes.qr_png(payload))
+    png.write_bytes(qr.qr_png(payload))
     status, report = _run("--file", str(png), "--trust", str(run.trustlist), "--at", AT)
     assert status == 0 and report["claims"]["hcp"]["id"] == "c-1"
     text = tmp_path / "code.txt"

@@ -35,17 +35,17 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks import Step
+from benchmarks.crypto import raw_operation_seconds
+from benchmarks.measure import busy_seconds, other_cpu_share
 from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
-from healthpsi import allocator
-from healthpsi.benchmarks import Step
-from healthpsi.benchmarks.crypto import raw_operation_seconds
-from healthpsi.benchmarks.measure import busy_seconds, other_cpu_share
-from healthpsi.executors import default_workers, make_executor
-from healthpsi.keys import init_keys
-from healthpsi.pipeline import RunResult, serving_nodes
-from nodes.handlers import BUILD_FILE, SOURCES_FILE
+from nodes.startup import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
+from runctx.pki import init_keys
+from runner import allocator
+from runner.executors import default_workers, make_executor
+from runner.pipeline import RunResult, serving_nodes
 from simulation.presets import get_preset
 from simulation.reference import compute_reference
 from simulation.scenario import simulate

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 
-from healthpsi import allocator
+from runner import allocator
 
 
 def default_workers() -> int:

@@ -35,12 +35,12 @@ import psutil
 import pyarrow.parquet as pq
 import requests
 
-from healthpsi.benchmarks import Step
+from benchmarks import Step
+from runner.processes import start_nodes
 from service.commander.accounts import OperatorStore
 from service.process import ServiceProcess
-from simulation.processes import start_nodes
 
-LOCUSTFILE = Path(__file__).resolve().parents[2] / "benchmarks" / "loadtest" / "locustfile.py"
+LOCUSTFILE = Path(__file__).resolve().parent / "loadtest" / "locustfile.py"
 PEAK_USERS = ("CitizenUser", "VerifierUser", "CommanderUser")
 BASELINE_USERS = ("BaselineUser",)
 CODE_FETCH = "GET /api/v1/citizen/codes/[id]"

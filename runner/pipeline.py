@@ -23,14 +23,15 @@ import pyarrow.parquet as pq
 from coordinator.epoch import EpochResult, run_epoch
 from coordinator.transport import GrpcTransport, InProcessTransport, NodeTransport
 from crypto.codes import check_payload
-from crypto.pki import PkiPaths, load_certificate, load_revocations, load_trust_list
-from healthpsi.executors import make_executor
-from healthpsi.keys import init_keys
+from crypto.pki import load_certificate, load_revocations, load_trust_list
 from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
-from simulation.processes import NodeProcess, start_nodes
+from runctx.pki import PkiPaths, init_keys
+from runctx.progress import Progress
+from runner.executors import make_executor
+from runner.processes import NodeProcess, start_nodes
+from runner.report import build_report
 from simulation.reference import reference_matches
-from simulation.run_report import build_report
 from simulation.scenario import simulate
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 Transport = Literal["grpc", "inprocess"]
 StepCallback = Callable[[str], None]
-EpochProgress = Callable[[str, int, int], None]
 
 
 class PipelineError(RuntimeError):
@@ -77,7 +77,7 @@ def _budgets(manifests: dict[str, node_pb2.SignedManifest]) -> dict[str, dict[st
 def open_nodes(run_dir: Path, executor: Executor | None = None) -> dict[str, NodeHandlers]:
     """Every agency's node handlers in this process, opened side by side (their partitions' build jobs share
     `executor`); if one fails, the others are closed and the error raised."""
-    from nodes.handlers import open_node
+    from nodes.startup import open_node
 
     if isinstance(executor, ProcessPoolExecutor):
         executor.submit(abs, 0).result()  # fork the pool's workers before the threads start
@@ -114,7 +114,7 @@ def serving_nodes(
     transport: Transport,
     workers: int | None,
     result: RunResult,
-    progress: EpochProgress | None = None,
+    progress: Progress | None = None,
     executor: Executor | None = None,
 ) -> Iterator[dict[str, NodeTransport]]:
     """Yield a transport per agency: real node processes over mTLS gRPC, or in-process node handlers
@@ -176,7 +176,7 @@ def run_pipeline(
     dask: str | None = None,
     transport: Transport = "grpc",
     step: StepCallback | None = None,
-    epoch_progress: EpochProgress | None = None,
+    epoch_progress: Progress | None = None,
     report: bool = True,
 ) -> RunResult:
     """Run the whole job into `out`; each step's wall time goes into the result."""

@@ -1,14 +1,15 @@
 """The canonical tokeniser: agency records → (subject_id, token, partition_id) rows, by the design's rules.
 
-One implementation, used by the nodes, by the simulation (to write investigations) and by the plaintext
-oracle, so that all three agree token for token. Everything is vectorised with NumPy/pandas.
+Part of the contract: one implementation, used by the nodes, by the simulation (to write investigations)
+and by the plaintext oracle, so that all three agree token for token; with it, the agency files each
+tokeniser reads and the rules that make a row malformed. Everything is vectorised with NumPy/pandas.
 
 Every function returns distinct rows sorted by (partition_id, token, subject_id). The three columns are
 pandas Categoricals whose categories are the (sorted) strings actually used: a day of carrier data holds
 tens of millions of (subject, token) pairs but few distinct strings, so this keeps memory small while
 behaving like string columns (`==`, `isin`, `merge`, `.str`, iteration all see `str` values).
 
-Rules (DESIGN.md, "Canonical tokens"):
+Rules (docs/tokens.md, "Canonical tokens"):
 
 - cell-hour: each clock hour that overlaps a stay by at least 10 minutes;
 - region-day: a subject's total time in a region's cells that day is at least 120 minutes;
@@ -17,13 +18,14 @@ Rules (DESIGN.md, "Canonical tokens"):
 - household and identity: one of each per person.
 
 Times are naive local timestamps; a day runs from local midnight to midnight. Rows must already be
-valid (see `nodes.store` for validation); rows that cannot yield a token (an end not after its start,
-a cell with no region, a null) simply yield none.
+valid (`CATEGORIES` names the rules; the nodes' store applies them); rows that cannot yield a token (an end
+not after its start, a cell with no region, a null) simply yield none.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,36 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from proto import tokens as tk
+
+CATEGORIES = ("missing_value", "bad_subject_id", "end_not_after_start", "unknown_cell", "bad_nights")
+"""Why a row is malformed, in the order rows are checked (a row counts under the first it breaks): a null in
+a token column, a subject id whose check character fails, a stay whose end is not after its start, a stay in
+a cell the carrier does not list, a hotel stay of fewer than one night."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """How one agency file is read: its token columns and the column that dates a row."""
+
+    name: str
+    columns: tuple[str, ...]
+    date_column: str | None  # None: a static dataset, one partition
+
+
+DATASETS: dict[str, tuple[Dataset, ...]] = {
+    "carrier": (Dataset("stays", ("subject_id", "cell_id", "start", "end"), "start"),),
+    "transport": (Dataset("tickets", ("subject_id", "trip_id", "service_date", "carriage"), "service_date"),),
+    "police": (
+        Dataset("population", ("subject_id", "name", "birth_date", "household_id"), None),
+        Dataset("hotel_stays", ("subject_id", "hotel_id", "room", "check_in", "nights"), "check_in"),
+    ),
+}
+
+
+def dataset(name: str) -> Dataset:
+    """The agency dataset of that name (KeyError if none)."""
+    return {ds.name: ds for group in DATASETS.values() for ds in group}[name]
+
 
 COLUMNS = ("subject_id", "token", "partition_id")
 CELL_HOUR_MIN_SECONDS = 10 * 60

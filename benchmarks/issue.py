@@ -23,21 +23,16 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from benchmarks import Step
+from benchmarks.measure import rate
+from coordinator.claims import health_claims
 from coordinator.issuance import code_id, sign_job
 from crypto import codes
 from crypto.drbg import Drbg
-from crypto.pki import (
-    PkiPaths,
-    create_pki,
-    load_certificate,
-    load_revocations,
-    load_signing_key,
-    load_trust_list,
-)
-from healthpsi.benchmarks import Step
-from healthpsi.benchmarks.measure import rate
+from crypto.pki import load_certificate, load_revocations, load_trust_list
 from proto import ids
 from proto.tokens import AGENCIES
+from runctx.pki import PkiPaths, create_pki, load_signing_key
 
 ISSUED_AT = dt.datetime(2020, 2, 1, tzinfo=dt.UTC)
 CODES_PER_EPOCH = 2_190_000
@@ -70,7 +65,7 @@ def _claims(count: int, secret: bytes) -> list[dict[int, Any]]:
         subject = ids.from_int(41120219800101000 + 7 * i)
         colour = codes.COLOURS[i % 3]
         out.append(
-            codes.health_claims(
+            health_claims(
                 code_id=code_id(secret, "bench", subject),
                 issuer="healthpsi bench",
                 colour=colour,

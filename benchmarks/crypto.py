@@ -20,11 +20,11 @@ from typing import Any
 
 import pysodium
 
+from benchmarks import Step
+from benchmarks.measure import busy_seconds, other_cpu_share, rate
 from crypto import group, labels, oprf
 from crypto.drbg import Drbg
 from crypto.oprf import Mode
-from healthpsi.benchmarks import Step
-from healthpsi.benchmarks.measure import busy_seconds, other_cpu_share, rate
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from runctx.progress import Progress
 
 
 class NodeProcessError(RuntimeError):
@@ -89,7 +91,7 @@ def start_nodes(
     run_dir: Path,
     agencies: Sequence[str],
     workers: int | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, NodeProcess]:
     """Start every agency's node at once (they build their indexes side by side) and wait for all.
 

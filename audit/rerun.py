@@ -1,0 +1,111 @@
+"""Comparisons with a fresh re-run: row digests of the result files and the codes, and the audit logs
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from audit.logs import COORDINATOR_LOG
+from audit.results import MATCH_COLUMNS
+from audit.verdicts import Verdict, short
+from coordinator.results import epoch_codes_digest, frame_digest
+from coordinator.risk import InputError, load_scenario
+from coordinator.store import CodeStore, StoreError
+
+
+def file_frame_digest(path: Path, columns: list[str] | None) -> str | None:
+    """A result file's row digest (None when it is absent or unreadable)."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError):
+        return None
+    return frame_digest(frame, columns or list(frame.columns))
+
+
+def codes_digests(path: Path) -> str | None:
+    """One digest over every epoch's codes digest and the codes' signed payloads (None when absent)."""
+    if not path.exists():
+        return None
+    try:
+        with CodeStore(path) as store:
+            rows = list(store.codes())
+            h = hashlib.sha256()
+            for epoch in sorted({r.epoch for r in rows}):
+                h.update(f"{epoch}|{epoch_codes_digest(store, epoch)}\n".encode())
+            for r in rows:
+                h.update(f"{r.code_id}|{r.payload}\n".encode())
+            return h.hexdigest()
+    except (StoreError, OSError, ValueError):
+        return None
+
+
+def compare(section: str, item: str, kind: str, mine: str | None, theirs: str | None) -> Verdict:
+    """Equal digests hold; a missing or different one does not."""
+    if mine is None or theirs is None:
+        where = "this run" if mine is None else "the re-run"
+        return Verdict(section, item, kind, "fail", f"absent or unreadable in {where}")
+    if mine != theirs:
+        return Verdict(
+            section,
+            item,
+            kind,
+            "fail",
+            f"differs from the re-run: {short(mine)} here, {short(theirs)} re-run",
+        )
+    return Verdict(section, item, kind, "ok", f"equals the re-run ({short(mine)})")
+
+
+def compare_log(name: str, mine: Path, theirs: Path, deterministic: bool) -> Verdict:
+    """A log byte for byte against the re-run's; a difference fails only in a deterministic run."""
+    try:
+        a, b = mine.read_bytes(), theirs.read_bytes()
+    except OSError as exc:
+        return Verdict("rerun", name, "log", "fail", f"cannot compare ({exc.strerror or exc})")
+    la, lb = a.split(b"\n"), b.split(b"\n")
+    if a == b:
+        return Verdict(
+            "rerun", name, "log", "ok", f"byte for byte equal to the re-run ({len(la) - 1} entries)"
+        )
+    line = next((i for i, (x, y) in enumerate(zip(la, lb, strict=False)) if x != y), min(len(la), len(lb)))
+    reason = f"differs from the re-run from line {line + 1} ({len(la) - 1} lines here, {len(lb) - 1} re-run)"
+    if not deterministic:
+        return Verdict("rerun", name, "log", "warn", reason + "; the run is not seeded, so logs may differ")
+    return Verdict("rerun", name, "log", "fail", reason)
+
+
+def rerun_verdicts(mine: Path, theirs: Path, deterministic: bool) -> list[Verdict]:
+    """Compare a run with a fresh re-run of its scenario: results by digest, logs byte for byte (a difference
+    in a log fails only in a deterministic, seeded run)."""
+    out = []
+    try:
+        a, b = load_scenario(mine).raw, load_scenario(theirs).raw
+        same = {k: (a.get(k), b.get(k)) for k in ("preset", "seed", "persons", "as_of")}
+        differ = {k: v for k, v in same.items() if v[0] != v[1]}
+        out.append(
+            Verdict(
+                "rerun",
+                "scenario.json",
+                "scenario",
+                "fail" if differ else "ok",
+                f"differs: {differ}"
+                if differ
+                else f"same scenario {same['preset'][0]} seed {same['seed'][0]}",
+            )
+        )
+    except InputError as exc:
+        out.append(Verdict("rerun", "scenario.json", "scenario", "fail", str(exc)))
+    for name, columns in (("matches.parquet", MATCH_COLUMNS), ("features.parquet", None)):
+        digests = [file_frame_digest(run / "coordinator" / name, columns) for run in (mine, theirs)]
+        out.append(compare("rerun", name, "results", *digests))
+    codes = [codes_digests(run / "coordinator" / "codes.sqlite") for run in (mine, theirs)]
+    out.append(compare("rerun", "codes.sqlite", "codes", *codes))
+    nodes = {
+        str(p.relative_to(run)) for run in (mine, theirs) for p in (run / "nodes").glob("*/audit.jsonl")
+    }
+    for name in [COORDINATOR_LOG, *sorted(nodes)]:
+        out.append(compare_log(name, mine / name, theirs / name, deterministic))
+    return out

@@ -1,0 +1,169 @@
+"""The auditor's check of the published results: matches.parquet, features.parquet and each epoch's codes
+(and revocations) in codes.sqlite against the digests the coordinator logged, and every match against the
+queries and the cases that justify it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from audit.justify import Justifier
+from audit.openings import Opening
+from audit.verdicts import Notes, Verdict, named, short
+from coordinator.results import epoch_codes_digest, frame_digest
+from coordinator.store import CodeStore, StoreError
+from runctx.progress import Progress
+
+MATCH_COLUMNS = ["subject_id", "agency", "token", "case_id"]
+
+
+class ResultChecks:
+    """The result verdicts of one replay, from what its log checks gathered."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        logged: dict[str, dict[str, tuple[str, dict[str, Any]]]],
+        last: dict[str, tuple[str, str, dict[str, Any]]],
+        openings: list[Opening],
+        epoch_window: Callable[[str], tuple[dt.date, int] | None],
+        progress: Progress,
+    ) -> None:
+        self.run_dir, self.logged, self.last, self.openings = run_dir, logged, last, openings
+        self.epoch_window, self.progress = epoch_window, progress
+
+    def verdicts(self, justifier: Justifier) -> list[Verdict]:
+        """The published files against the digests the coordinator logged."""
+        coordinator = self.run_dir / "coordinator"
+        out = [
+            self._frame_verdict(coordinator / "matches.parquet", "matches_written", MATCH_COLUMNS, justifier),
+            self._frame_verdict(coordinator / "features.parquet", "features_written", None, justifier),
+        ]
+        self.progress("results", 1, 2)
+        out += self._codes_verdicts(coordinator / "codes.sqlite")
+        self.progress("results", 2, 2)
+        return out
+
+    def _frame_verdict(
+        self, path: Path, kind: str, columns: list[str] | None, justifier: Justifier
+    ) -> Verdict:
+        notes = Notes()
+        name = path.name
+        if kind not in self.last:
+            if path.exists():
+                notes.fail(f"the coordinator's log has no {kind} entry for it")
+            else:
+                notes.warn("absent, and no epoch logged it")
+            return notes.verdict("results", name, kind)
+        epoch, where, data = self.last[kind]
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            notes.fail(f"unreadable ({exc})")
+            return notes.verdict("results", name, kind)
+        digest = frame_digest(frame, columns or list(frame.columns))
+        if digest != data.get("digest") or len(frame) != data.get("rows"):
+            notes.fail(
+                f"altered: {len(frame)} rows, digest {short(digest)}, but the {kind} entry at {where} "
+                f"logged {data.get('rows')} rows, digest {short(data.get('digest'))}"
+            )
+        else:
+            notes.ok(f"{len(frame)} rows, digest equals the {kind} entry at {where} (epoch {epoch})")
+        if kind == "matches_written" and not notes.problems:
+            self._matches_justified(frame, epoch, justifier, notes)
+        return notes.verdict("results", name, kind)
+
+    def _matches_justified(
+        self, frame: pd.DataFrame, epoch: str, justifier: Justifier, notes: Notes
+    ) -> None:
+        """Every match row names a token that was queried and that its case (or a risk region) justifies."""
+        span = self.epoch_window(epoch)
+        risk = None if span is None else justifier.risk_set(*span)
+        sep = "\x00"
+        asked = {f"{b.agency}{sep}{t}" for o in self.openings if (b := o.batch) is not None for t in b.tokens}
+        justified = (
+            set()
+            if risk is None
+            else {
+                f"{agency}{sep}{token}{sep}{case or ''}"
+                for (agency, _, token), cases in risk.cases.items()
+                for case in cases
+            }
+        )
+        pairs = frame["agency"].astype(str) + sep + frame["token"].astype(str)
+        cases = frame["case_id"].astype(object).where(frame["case_id"].notna(), "").astype(str)
+        queried = pairs.isin(asked)
+        backed = (pairs + sep + cases).isin(justified)
+        never = list(frame["token"][~queried])
+        unjustified = [
+            f"{t} (case {c or 'none'})"
+            for t, c in zip(frame["token"][queried & ~backed], cases[queried & ~backed], strict=True)
+        ]
+        if never:
+            notes.fail(f"{len(never)} match rows name tokens never queried: {named(dict.fromkeys(never))}")
+        if unjustified:
+            notes.fail(
+                f"{len(unjustified)} match rows not justified by their case or a risk region: "
+                f"{named(dict.fromkeys(unjustified))}"
+            )
+        if not never and not unjustified:
+            notes.ok("every row from a queried, justified token")
+
+    def _codes_verdicts(self, path: Path) -> list[Verdict]:
+        epochs = {e: v["codes_issued"] for e, v in self.logged.items() if "codes_issued" in v}
+        if not path.exists():
+            return [
+                Verdict(
+                    "results",
+                    "codes.sqlite",
+                    "codes_issued",
+                    "fail" if epochs else "warn",
+                    "absent" + (", yet codes were logged as issued" if epochs else ""),
+                )
+            ]
+        out = []
+        try:
+            with CodeStore(path) as store:
+                for epoch, (where, data) in sorted(epochs.items()):
+                    notes = Notes()
+                    digest, count = epoch_codes_digest(store, epoch), store.count_codes(epoch)
+                    if digest != data.get("digest") or count != data.get("count"):
+                        notes.fail(
+                            f"altered: {count} codes, digest {short(digest)}, but the codes_issued entry "
+                            f"at {where} logged {data.get('count')}, digest {short(data.get('digest'))}"
+                        )
+                    else:
+                        notes.ok(f"{count} codes, digest equals the codes_issued entry at {where}")
+                    out.append(notes.verdict("results", f"codes.sqlite epoch {epoch}", "codes_issued"))
+                if "revocations" in self.last:
+                    out.append(self._revocations_verdict(store))
+        except (StoreError, OSError, ValueError) as exc:
+            out.append(Verdict("results", "codes.sqlite", "codes_issued", "fail", f"unreadable ({exc})"))
+        return out
+
+    def _revocations_verdict(self, store: CodeStore) -> Verdict:
+        """Every code the log says was revoked is revoked in the store, and the last total matches."""
+        notes = Notes()
+        stored = {r.code_id for r in store.revocations()}
+        logged = {
+            str(c)
+            for e in self.logged.values()
+            if "revocations" in e
+            for c in e["revocations"][1].get("revoked", [])
+        }
+        _, where, data = self.last["revocations"]
+        if logged - stored:
+            notes.fail(
+                f"codes logged as revoked but not revoked in the store: {named(sorted(logged - stored))}"
+            )
+        if data.get("total") != len(stored):
+            notes.fail(
+                f"the store holds {len(stored)} revocations, the revocations entry at {where} logged "
+                f"{data.get('total')}"
+            )
+        notes.ok(f"{len(stored)} revocations, as logged at {where}")
+        return notes.verdict("results", "codes.sqlite revocations", "revocations")

@@ -1,0 +1,356 @@
+"""Node start-up: the node's state directory locked for one process, partitions that left the window
+destroyed, indexes reused when their data, window, key and digest still hold, the others (re)built one
+partition at a time, and the handlers returned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crypto import oprf
+from crypto.auditlog import AuditLog
+from crypto.drbg import Rng, default_rng
+from crypto.pki import load_identity_key, load_storage_key
+from nodes import build
+from nodes import index as idx
+from nodes.budget import BudgetLedger, BudgetPolicy
+from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Partition
+from nodes.keys import KeyStore, KeyStoreError
+from nodes.store import AgencyStore
+from runctx.files import write_atomic
+from runctx.pki import PkiPaths
+from runctx.scenario import Scenario
+
+log = logging.getLogger("healthpsi.node")
+
+SOURCES_FILE = "sources.json"
+"""In RUN/nodes/<agency>/: the data-file digest, window, partitions and malformed counts of the last build."""
+BUILD_FILE = "build.json"
+"""In RUN/nodes/<agency>/: what the last build did (`nodes.build.BuildStats`: partitions, rows, seconds)."""
+
+Clock = Callable[[], dt.datetime]
+Progress = Callable[[str, int, int, bool], None]
+"""progress(partition_id, partitions done, partitions expected, reused)."""
+
+
+class NodeBusy(ValueError):
+    """The node's state directory is already in use by another node process."""
+
+
+def node_scenario(run_dir: Path, as_of: dt.date | None = None, window_days: int | None = None) -> Scenario:
+    """The run's scenario (`runctx.scenario.Scenario.load`), its date and window overridden by explicit
+    arguments; without a scenario file (an agency's own deployment) the window ends on `as_of` or today."""
+    scenario = Scenario.read(run_dir) or Scenario(as_of=as_of or dt.date.today())
+    return scenario.with_window(as_of, window_days)
+
+
+def node_dir(run_dir: Path, agency: str) -> Path:
+    """RUN/nodes/<agency>: the node's state directory."""
+    return Path(run_dir) / "nodes" / agency
+
+
+def open_node(
+    run_dir: Path,
+    agency: str,
+    executor: Executor | None = None,
+    *,
+    budget: BudgetPolicy | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    chunk_bytes: int = idx.DEFAULT_CHUNK_BYTES,
+    as_of: dt.date | None = None,
+    window_days: int | None = None,
+    progress: Progress | None = None,
+    clock: Clock | None = None,
+) -> NodeHandlers:
+    """Load an agency node's state from RUN/nodes/<agency>/, building missing or stale indexes, and return
+    its handlers.
+
+    Partition data comes from `nodes.store.AgencyStore` one partition at a time. An index is reused when
+    its metadata, key and digest match the partition's current rows; otherwise it is (re)built with one
+    VOPRF evaluation per distinct token over `executor`. Keys and indexes of partitions that left the
+    window are destroyed and the destruction is logged. In a simulation run (RUN/scenario.json with a
+    seed) keys and proof nonces come from the run's DRBG, so the node's outputs are reproducible.
+    """
+    run_dir = Path(run_dir)
+    scenario = node_scenario(run_dir, as_of, window_days)
+    policy = budget or BudgetPolicy()
+    node_dir(run_dir, agency).mkdir(parents=True, exist_ok=True)
+    lock = lock_state(node_dir(run_dir, agency))
+    try:
+        state = _NodeState(run_dir, agency, scenario)
+        state.destroy_expired()
+        partitions, malformed, stats = state.load_partitions(executor, progress)
+        for pid, part in partitions.items():
+            _set_budget(state.ledger, state.audit, pid, policy.cap(pid, part.meta.entry_count))
+        handlers = NodeHandlers(
+            agency,
+            partitions,
+            state.ledger,
+            state.audit,
+            state.identity_key,
+            as_of=scenario.as_of,
+            window_days=scenario.window_days,
+            malformed=malformed,
+            max_batch=max_batch,
+            chunk_bytes=chunk_bytes,
+            executor=executor,
+            clock=clock or state.clock,
+            proof_rng=state.proof_rng,
+            lock=lock,
+        )
+    except BaseException:
+        os.close(lock)
+        raise
+    handlers.build_stats = stats
+    handlers.sign_head("opened")
+    return handlers
+
+
+def lock_state(state: Path) -> int:
+    """Take the node's state directory for this process (an exclusive lock, released when the process
+    ends); NodeBusy when another node process or handler already holds it."""
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise NodeBusy(f"{state} is in use by another node (one node process per agency and run)") from None
+    return fd
+
+
+class _NodeState:
+    """What lives in a locked node state directory: sealed keys, indexes, budgets and the audit log."""
+
+    def __init__(self, run_dir: Path, agency: str, scenario: Scenario) -> None:
+        self.run_dir, self.agency, self.scenario = run_dir, agency, scenario
+        self.dir = node_dir(run_dir, agency)
+        self.index_dir = self.dir / "index"
+        pki = PkiPaths(run_dir)
+        self.identity_key = load_identity_key(pki.node_identity_key(agency))
+        self.keystore = KeyStore(self.dir / "keys", agency, load_storage_key(pki.node_storage_key(agency)))
+        self.ledger = BudgetLedger(self.dir / "state.sqlite")
+        self.audit = AuditLog(self.dir / "audit.jsonl")
+
+    def clock(self) -> dt.datetime:
+        """The scenario's clock as the manifest carries it (naive, to the second)."""
+        return self.scenario.clock().replace(tzinfo=None)
+
+    def partition_rng(self, partition_id: str) -> Rng | None:
+        """The DRBG stream of a partition in a simulation run (None: system randomness)."""
+        return self.scenario.rng(f"node/{self.agency}/{partition_id}")
+
+    def proof_rng(self, partition_id: str, inputs_digest: bytes) -> Rng | None:
+        """Per-request proof nonce stream in a simulation run, keyed by the partition and the inputs."""
+        stream = self.partition_rng(partition_id)
+        return None if stream is None else stream.child(f"proof/{inputs_digest.hex()}")
+
+    def destroy_expired(self) -> None:
+        """Destroy the key, index and stored responses of every partition that left the window; log it."""
+        keystore, window = self.keystore, [d.isoformat() for d in self.scenario.window]
+        for pid in sorted(set(keystore.partitions()) | set(idx.indexed_partitions(self.index_dir))):
+            if not self.scenario.in_window(pid):
+                destroyed = keystore.destroy(pid)
+                idx.remove_index(self.index_dir, pid)
+                forgotten = self.ledger.forget_responses(pid)
+                self.audit.append("partition_key_destroyed", {"partition_id": pid, "key_found": destroyed,
+                                                              "stored_responses_deleted": forgotten,
+                                                              "window": window})
+                log.info("partition %s left the window: key destroyed", pid)
+
+    def load_partitions(
+        self, executor: Executor | None, progress: Progress | None
+    ) -> tuple[dict[str, Partition], dict[str, int], build.BuildStats]:
+        """Every partition of the window with the malformed counts and what was built: all reused when the
+        data files and window are those of the last build, else read and built (or reused) one by one."""
+        sources = source_digest(self.run_dir, self.agency)
+        record = self.dir / SOURCES_FILE
+        reused_all = _reuse_all(record, sources, self.scenario, self.index_dir, self.keystore)
+        stats = build.BuildStats()
+        if reused_all is not None:
+            partitions, malformed = reused_all
+            stats.partitions = stats.reused = len(partitions)
+            for done, pid in enumerate(partitions, start=1):
+                if progress is not None:
+                    progress(pid, done, len(partitions), True)
+            return partitions, malformed, stats
+        store = AgencyStore(self.run_dir, self.agency)
+        partitions, stats = _build_partitions(self, store, executor, progress)
+        malformed = store.malformed
+        _save_sources(self.dir / SOURCES_FILE, sources, self.scenario, list(partitions), malformed)
+        write_atomic(self.dir / BUILD_FILE, json.dumps(stats.to_json(), indent=1, sort_keys=True).encode())
+        return partitions, malformed, stats
+
+
+def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int) -> None:
+    """Set a partition's budget cap and, when it is new or changed, log it (`budget_set`: total and used)
+    so that an auditor can check every charge in the log against the cap in force."""
+    try:
+        previous: int | None = ledger.budget(partition_id).total
+    except KeyError:
+        previous = None
+    budget = ledger.set_total(partition_id, cap)
+    if previous != cap:
+        audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
+
+
+def source_digest(run_dir: Path, agency: str) -> str:
+    """Hex SHA-256 over the names and contents of the agency's data files (RUN/data/<agency>/*)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in (Path(run_dir) / "data" / agency).glob("*") if p.is_file()):
+        with path.open("rb") as fh:
+            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _save_sources(
+    path: Path, sources: str, scenario: Scenario, partitions: list[str], malformed: Mapping[str, int]
+) -> None:
+    """Record which data files and window the indexes were built from, so a restart can skip re-reading."""
+    record = {"sources": sources, "window": [d.isoformat() for d in scenario.window],
+              "partitions": partitions, "malformed": dict(malformed)}
+    write_atomic(path, json.dumps(record, indent=1, sort_keys=True).encode(), durable=False)
+
+
+def _reuse_all(
+    path: Path, sources: str, scenario: Scenario, index_dir: Path, keystore: KeyStore
+) -> tuple[dict[str, Partition], dict[str, int]] | None:
+    """Every partition reused without reading the data, when the data files and window are those the
+    indexes were built from and every index and key checks out; else None."""
+    try:
+        record = json.loads(path.read_text())
+        window = [d.isoformat() for d in scenario.window]
+        current = record["sources"] == sources and record["window"] == window
+        pids = [str(pid) for pid in record["partitions"]]
+        malformed = {str(k): int(v) for k, v in record["malformed"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not current:
+        return None
+    partitions: dict[str, Partition] = {}
+    for pid in pids:
+        part = _reuse(pid, index_dir, keystore, None)
+        if part is None:
+            for opened in partitions.values():
+                opened.index.close()
+            return None
+        partitions[pid] = part
+    return partitions, malformed
+
+
+def _reuse(
+    partition_id: str, index_dir: Path, keystore: KeyStore, fingerprint: bytes | None
+) -> Partition | None:
+    """The partition's existing index and key if they are intact, consistent and (when `fingerprint` is
+    given) built from rows with that fingerprint; else None."""
+    meta = idx.load_meta(index_dir, partition_id)
+    try:
+        pair = keystore.load(partition_id)
+    except KeyStoreError as exc:
+        log.warning("sealed key of %s is unusable (%s)", partition_id, exc)
+        return None
+    if meta is None or pair is None or meta.public_key != pair[1]:
+        return None
+    if fingerprint is not None and meta.rows_digest != fingerprint:
+        return None
+    try:
+        index = idx.open_index(index_dir, meta)
+    except idx.IndexFileError as exc:
+        log.warning("index of %s is unusable (%s)", partition_id, exc)
+        return None
+    log.info("index reused for %s: %d entries, digest %s", partition_id, meta.entry_count,
+             meta.index_digest.hex()[:16])
+    return Partition(index, pair[0])
+
+
+@dataclass
+class _Planned:
+    """A partition about to be built: its job, the key to build with, and whether that key is new."""
+
+    job: build.PartitionJob
+    sk: bytes = field(repr=False)
+    pk: bytes
+    created: bool
+    previous: str | None
+
+
+def _plan(
+    job: build.PartitionJob, index_dir: Path, keystore: KeyStore, partition_rng: Callable[[str], Rng | None]
+) -> _Planned:
+    """The key a partition's index is built with: its sealed key, or a new one (sealed only if the partition
+    turns out to have records), and the metadata of its index on disk, if any."""
+    pid = job.partition_id
+    try:
+        pair = keystore.load(pid)
+    except KeyStoreError:
+        pair = None
+    created = pair is None
+    sk, pk = oprf.generate_key_pair(default_rng(partition_rng(pid))) if pair is None else pair
+    meta = idx.load_meta(index_dir, pid)
+    return _Planned(job, sk, pk, created, None if meta is None else meta.to_json())
+
+
+def _build_partitions(
+    state: _NodeState, store: AgencyStore, executor: Executor | None, progress: Progress | None
+) -> tuple[dict[str, Partition], build.BuildStats]:
+    """Tokenise and index every partition of the window, one `nodes.build.build_partition` job each over the
+    executor (in order, in-process without one); reuse indexes built from the same rows under the same key.
+
+    Keys, audit entries and progress follow the partitions' order whatever order the jobs finish in.
+    """
+    started = time.perf_counter()
+    index_dir, keystore, audit = state.index_dir, state.keystore, state.audit
+    jobs = build.partition_jobs(store, state.scenario.window)
+    plans = [_plan(job, index_dir, keystore, state.partition_rng) for job in jobs]
+    stats = build.BuildStats(workers=type(executor).__name__ if executor is not None else "in-process")
+
+    def args(plan: _Planned, previous: str | None) -> tuple[Any, ...]:
+        return (str(state.run_dir), state.agency, plan.job, str(index_dir), plan.sk, plan.pk, previous)
+
+    if executor is None:
+        outcomes: Iterator[build.BuildOutcome] = (build.build_partition(*args(p, p.previous)) for p in plans)
+    else:
+        futures = [executor.submit(build.build_partition, *args(p, p.previous)) for p in plans]
+        outcomes = (f.result() for f in futures)
+    partitions: dict[str, Partition] = {}
+    for done, (plan, outcome) in enumerate(zip(plans, outcomes, strict=True), start=1):
+        pid = plan.job.partition_id
+        store.merge_counts(outcome.counts)
+        part = None
+        if outcome.fingerprint is not None and outcome.reused:
+            part = _reuse(pid, index_dir, keystore, outcome.fingerprint)
+            if part is None:  # the index on disk is unusable after all: build it here
+                outcome = build.build_partition(*args(plan, None))
+        meta = None
+        if outcome.fingerprint is not None and part is None:
+            assert outcome.meta is not None
+            meta = idx.IndexMeta.from_json(outcome.meta)
+            if plan.created:
+                keystore.adopt(pid, plan.sk)
+                audit.append("partition_key_created", {"partition_id": pid, "public_key": plan.pk.hex()})
+            audit.append("index_built", {"partition_id": pid, "entry_count": meta.entry_count,
+                                         "index_sha256": meta.index_digest.hex()})
+            log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", pid,
+                     meta.entry_count, outcome.rows, outcome.tokenise_seconds + outcome.index_seconds,
+                     meta.index_digest.hex()[:16])
+            offsets = np.frombuffer(outcome.offsets, dtype=np.int64) if outcome.offsets else None
+            part = Partition(idx.open_index(index_dir, meta, offsets), plan.sk)
+        if part is not None:
+            partitions[pid] = part
+        stats.add(outcome, part.meta if part is not None else None)
+        if progress is not None:
+            progress(pid, done, len(plans), outcome.fingerprint is None or outcome.reused)
+    stats.wall_seconds = time.perf_counter() - started
+    return partitions, stats
