@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from tests.integration.conftest import NodeProcess
 from tests.servers import ServiceProcess, build_run, start_police
@@ -81,13 +82,27 @@ def browser(playwright_driver: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    """A fresh phone-sized browser context (own cookies) and its page."""
-    context = browser.new_context(viewport=PHONE_VIEWPORT, device_scale_factor=2, locale="zh-CN")
+def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """`new_page(**context_options)`: a page in a fresh phone-sized browser context (its own cookies; e.g.
+    `locale="en-US"`, `java_script_enabled=False`), closed after the test."""
+    contexts: list[BrowserContext] = []
+
+    def make(**options: Any) -> Page:
+        context = browser.new_context(**{"viewport": PHONE_VIEWPORT, "device_scale_factor": 2, **options})
+        contexts.append(context)
+        return context.new_page()
+
     try:
-        yield context.new_page()
+        yield make
     finally:
-        context.close()
+        for context in contexts:
+            context.close()
+
+
+@pytest.fixture
+def page(new_page: Callable[..., Page]) -> Page:
+    """A page in a fresh phone-sized browser context, Chinese locale."""
+    return new_page(locale="zh-CN")
 
 
 def save_screenshot(page: Page, name: str) -> Path:
