@@ -355,9 +355,9 @@ def test_the_load_benchmark_reports_every_phase_and_endpoint(served_run: ServedR
         assert phase["service_rss_start_bytes"] > 0 and phase["service_rss_end_bytes"] > 0
         assert phase["service_rss_max_bytes"] >= phase["service_rss_end_bytes"]
         for endpoint in phase["endpoints"].values():
+            # locust rounds its percentiles (to 10 ms above 100 ms): only their order is checked
             assert (
-                endpoint["p50_ms"] is None
-                or endpoint["p50_ms"] <= endpoint["p99_ms"] <= endpoint["max_ms"] + 1
+                endpoint["p50_ms"] is None or endpoint["p50_ms"] <= endpoint["p95_ms"] <= endpoint["p99_ms"]
             )
     assert result["code_fetch"]["served"] == ("GET /api/v1/citizen/codes/[id]" not in result["absent_routes"])
     # the benchmark's own operator is gone again
