@@ -288,9 +288,11 @@ def _people(path: Path, columns: list[str]) -> list[dict[str, str]]:
 def prepare_citizens(url: str, run: Path, sessions: int, out: Path) -> int:
     """Sign `sessions` applicants in and line up people without a code for family applications, in `out`
     (the locustfile's HEALTHPSI_BENCH_CITIZENS); how many signed in."""
-    applicants = _people(run / "health" / "applicants.parquet", ["subject_id", "name", "birth_date", "phone"])
+    applicants = _people(run / "health" / "applicants.parquet", ["subject_id", "name", "birth_date"])
     random.Random(7).shuffle(applicants)
-    signed = [s for s in (_sign_in(url, run, p) for p in applicants[:sessions]) if s is not None]
+    # the register holds no phone numbers: each citizen signs in with a number of its own
+    chosen = [{**p, "phone": f"139{i:08d}"} for i, p in enumerate(applicants[:sessions])]
+    signed = [s for s in (_sign_in(url, run, p) for p in chosen) if s is not None]
     claimed = {p["subject_id"] for p in applicants}
     register = _people(run / "data" / "police" / "population.parquet", ["subject_id", "name", "birth_date"])
     family = [p for p in register if p["subject_id"] not in claimed][:FAMILY]

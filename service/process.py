@@ -26,7 +26,9 @@ class ServiceProcess:
     def __init__(self, run: Path, *extra: str, workers: int = 1, log_path: Path | None = None) -> None:
         self.run = run
         self.log_path = log_path or run / "service" / f"serve-{time.monotonic_ns()}.log"
-        args = ["serve", "--run", str(run), "--listen", "127.0.0.1:0", "--workers", str(workers), *extra]
+        args = ["serve", "--run", str(run), "--listen", "127.0.0.1:0", *extra]
+        if workers != 1:
+            args += ["--workers", str(workers)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
