@@ -2,6 +2,7 @@
 on loopback by locust (benchmarks/loadtest/locustfile.py) in two phases with the same users:
 
 - baseline: every user asks /api/v1/health, the service's cheapest answer;
+- codes: every user is a signed-in citizen fetching their code's JSON, and nothing else;
 - peak: the morning peak — citizens fetching their code (most traffic), applying, checking a trip;
   verifiers fetching the lists; a commander watching.
 
@@ -94,7 +95,7 @@ class ServiceBenchSettings:
 
     def steps(self) -> int:
         """Progress steps of `run_service_bench`."""
-        return 4 if self.run is not None else 5
+        return 5 if self.run is not None else 6
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -183,10 +184,13 @@ def _phase(
     service: ServiceProcess,
     env: dict[str, str],
     work: Path,
+    tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One headless locust run against the service; its figures and the machine's during it."""
     prefix = work / name
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary"]
+    if tags:
+        cmd += ["--tags", *tags]
     cmd += ["-u", str(settings.users), "-r", str(settings.spawn_rate), "-t", f"{seconds}s", "-H", service.url]
     cmd += ["--csv", str(prefix), "--reset-stats", "--stop-timeout", "5", "--loglevel", "WARNING", *users]
     log = work / f"{name}-locust.log"
@@ -219,6 +223,8 @@ def _phase(
         "requests_per_s": total["requests_per_s"],
         "endpoints": stats,
         "service_cpu_share": round(service_cpu / capacity, 3),
+        # what a request costs the service whatever else the machine runs: the ceiling is cpus / this
+        "service_cpu_ms_per_request": round(1000 * service_cpu / max(total["requests"], 1), 2),
         "locust_cpu_share": round(driver_cpu / capacity, 3),
         "other_cpu_share": round(max(0.0, (busy1 - busy0) - service_cpu - driver_cpu) / capacity, 3),
         "service_rss_start_bytes": memory.samples[0][1],
@@ -318,21 +324,27 @@ def _served_run(settings: ServiceBenchSettings, work: Path, step: Step) -> Itera
 
 
 def code_fetch_summary(
-    baseline: dict[str, Any], peak: dict[str, Any], absent: Sequence[str]
+    baseline: dict[str, Any], codes: dict[str, Any], peak: dict[str, Any], absent: Sequence[str]
 ) -> dict[str, Any]:
-    """The code-fetch figures against the issue's targets and as a ratio to the baseline's rate."""
-    if CODE_FETCH in absent or CODE_FETCH not in peak["endpoints"]:
+    """The code-fetch phase against the issue's targets, and as ratios to the baseline (rate, and the
+    service's CPU per request); the code fetches' figures within the peak beside them."""
+    if CODE_FETCH in absent or CODE_FETCH not in codes["endpoints"]:
         return {"served": False, "targets": TARGETS}
-    fetch = peak["endpoints"][CODE_FETCH]
+    fetch = codes["endpoints"][CODE_FETCH]
     base = baseline["endpoints"].get(BASELINE, {})
     rate, p99 = fetch["requests_per_s"], fetch["p99_ms"]
+    in_peak = peak["endpoints"].get(CODE_FETCH, {})
+    base_cpu = baseline["service_cpu_ms_per_request"]
     return {
         "served": True,
         "requests_per_s": rate,
         "p99_ms": p99,
         "failures": fetch["failures"],
-        "share_of_peak_requests": round(fetch["requests"] / max(peak["requests"], 1), 3),
+        "service_cpu_ms_per_request": codes["service_cpu_ms_per_request"],
+        "in_peak": {k: in_peak.get(k) for k in ("requests_per_s", "p99_ms", "failures")},
+        "share_of_peak_requests": round(in_peak.get("requests", 0) / max(peak["requests"], 1), 3),
         "vs_baseline_rate": round(rate / base["requests_per_s"], 3) if base.get("requests_per_s") else None,
+        "vs_baseline_cpu": round(codes["service_cpu_ms_per_request"] / base_cpu, 2) if base_cpu else None,
         "targets": TARGETS,
         "meets_targets": rate >= TARGETS["code_fetch_per_s"]
         and p99 is not None
@@ -371,6 +383,10 @@ def run_service_bench(settings: ServiceBenchSettings, step: Step) -> dict[str, A
                 "baseline", BASELINE_USERS, settings.baseline_seconds, settings, service, env, work
             )
             step("baseline phase")
+            codes = _phase(
+                "codes", ("CitizenUser",), settings.baseline_seconds, settings, service, env, work, ["code"]
+            )
+            step("code-fetch phase")
             peak = _phase("peak", PEAK_USERS, settings.seconds, settings, service, env, work)
             step("peak phase")
         finally:
@@ -384,6 +400,6 @@ def run_service_bench(settings: ServiceBenchSettings, step: Step) -> dict[str, A
         "cpus": psutil.cpu_count(),
         "absent_routes": absent,
         "citizens_signed_in": signed_in,
-        "phases": {"baseline": baseline, "peak": peak},
-        "code_fetch": code_fetch_summary(baseline, peak, absent),
+        "phases": {"baseline": baseline, "codes": codes, "peak": peak},
+        "code_fetch": code_fetch_summary(baseline, codes, peak, absent),
     }

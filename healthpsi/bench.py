@@ -153,6 +153,8 @@ def _service_table(result: dict[str, Any]) -> Table:
             percentiles = (_ms(e["p50_ms"]), _ms(e["p95_ms"]), _ms(e["p99_ms"]))
             rate = f"{e['requests_per_s']:,.1f}"
             table.add_row(f"  {name}{absent}", rate, *percentiles, f"{e['failures']:,}")
+        cost = f"{phase['service_cpu_ms_per_request']:.2f} ms"
+        table.add_row("  service CPU per request", cost, "", "", "", "")
         table.add_row("  CPU: service / locust / others",
                       f"{phase['service_cpu_share']:.0%} / {phase['locust_cpu_share']:.0%} / "
                       f"{phase['other_cpu_share']:.0%}", "", "", "", "")
@@ -162,12 +164,15 @@ def _service_table(result: dict[str, Any]) -> Table:
     fetch = result["code_fetch"]
     if fetch["served"]:
         verdict = "meets" if fetch["meets_targets"] else "misses"
-        table.add_row("[bold]code fetches[/] vs ≥ 1,000/s, p99 < 100 ms, 0 failures",
+        table.add_row("[bold]code fetches (codes phase)[/] vs ≥ 1,000/s, p99 < 100 ms, 0 failures",
                       f"{fetch['requests_per_s']:,.0f}", "", "", _ms(fetch["p99_ms"]),
                       f"{fetch['failures']:,} ({verdict})")
         if fetch["vs_baseline_rate"] is not None:
             ratio = f"{fetch['vs_baseline_rate']:.2f}"
             table.add_row("  code fetches / baseline rate", ratio, "", "", "", "")
+        if fetch["vs_baseline_cpu"] is not None:
+            cpu = f"{fetch['vs_baseline_cpu']:.1f}×"
+            table.add_row("  CPU per code fetch / per baseline request", cpu, "", "", "", "")
     else:
         table.add_row("[bold]code fetches[/]", "not served by this build", "", "", "", "")
     return table

@@ -29,7 +29,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from locust import FastHttpUser, constant, constant_throughput, events, task
+from locust import FastHttpUser, constant, constant_throughput, events, tag, task
 from locust.env import Environment
 
 ABSENT = '{"detail":"Not Found"}'
@@ -80,6 +80,7 @@ class CitizenUser(FastHttpUser):
         with self.client.get(path, name=name, headers=headers, catch_response=True) as response:
             tolerate_absent(response)
 
+    @tag("code")
     @task(10)
     def code_json(self) -> None:
         self._get(f"/api/v1/citizen/codes/{random.choice(self.codes)}", "/api/v1/citizen/codes/[id]")

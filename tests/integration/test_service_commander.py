@@ -348,6 +348,7 @@ def test_the_load_benchmark_reports_every_phase_and_endpoint(served_run: ServedR
     assert baseline["endpoints"]["GET /api/v1/health"]["requests"] > 0
     assert baseline["failures"] == 0
     assert peak["endpoints"]["GET /api/v1/commander/summary"]["requests"] > 0
+    assert set(result["phases"]["codes"]["endpoints"]) == {"GET /api/v1/citizen/codes/[id]"}
     assert peak["requests"] == sum(e["requests"] for e in peak["endpoints"].values())
     for phase in (baseline, peak):
         for share in ("service_cpu_share", "locust_cpu_share", "other_cpu_share"):
