@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from service.middleware import ServiceMiddleware
-from service.routers import citizen, cotravel, home, verifier
+from service.routers import citizen, commander, cotravel, home, verifier
 from service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -39,6 +39,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     if "citizen" in settings.apps:
         app.include_router(citizen.router)
         app.include_router(cotravel.router)
+    if "commander" in settings.apps:
+        app.include_router(commander.router)
+        app.include_router(commander.api)
     return app
 
 

@@ -4,21 +4,19 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from service.process import ServiceProcess
 from tests.integration.conftest import NodeProcess
+
+__all__ = ["ServiceProcess", "build_run", "outbox_code", "outbox_lines", "start_police", "unclaimed_people"]
 
 PERSONS = 1500
 SEED = 7
-START_TIMEOUT = 120.0
 
 
 def build_run(out: Path, persons: int = PERSONS, seed: int = SEED) -> Path:
@@ -34,65 +32,6 @@ def build_run(out: Path, persons: int = PERSONS, seed: int = SEED) -> Path:
 def start_police(run: Path) -> NodeProcess:
     """The run's police node (its indexes already built by the run) serving on 127.0.0.1:0, ready."""
     return NodeProcess(run, "police").wait_ready()
-
-
-class ServiceProcess:
-    """A real `healthpsi serve --listen 127.0.0.1:0` process; its port read from RUN/service/port."""
-
-    def __init__(self, run: Path, *extra: str) -> None:
-        self.run = run
-        self.port_file = run / "service" / "port"
-        self.port_file.unlink(missing_ok=True)
-        self.log_path = run / "service" / f"serve-{time.monotonic_ns()}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        args = ["serve", "--run", str(run), "--listen", "127.0.0.1:0", *extra]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "healthpsi.cli", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        """http://127.0.0.1:<port> once ready."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        """Everything the service printed so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> ServiceProcess:
-        """Wait for the port file and a 200 from /api/v1/health."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"healthpsi serve exited {self.process.returncode}:\n{self.log()[-3000:]}")
-            text = self.port_file.read_text().strip() if self.port_file.exists() else ""
-            if text.isdigit():
-                self.port = int(text)
-                try:
-                    with urllib.request.urlopen(f"{self.url}/api/v1/health", timeout=5) as response:
-                        if json.load(response).get("status") == "ok":
-                            return self
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"healthpsi serve not ready within {timeout:.0f}s:\n{self.log()[-3000:]}")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (graceful shutdown), SIGKILL if it does not stop in time; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(timeout=30)
 
 
 def outbox_code(run: Path, phone: str, after: int = 0) -> str:
