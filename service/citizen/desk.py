@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +53,11 @@ class CodeView:
     green_from: dt.date | None
     expired: bool
     revoked: str | None
-    qr_svg: str
+
+    @property
+    def qr_svg(self) -> str:
+        """The code's QR as inline SVG (made once per payload: an issued code never changes)."""
+        return qr_svg(self.row.payload)
 
     def to_json(self) -> dict[str, Any]:
         """The view as JSON (no payload bytes beyond the payload text itself)."""
@@ -70,10 +76,21 @@ class CodeView:
         }
 
 
+@functools.lru_cache(maxsize=4096)
 def qr_svg(payload: str) -> str:
     """The payload's QR code as an inline SVG (error correction Q, black on white, quiet zone 4)."""
     qr = segno.make_qr(payload, error="q", boost_error=False)
     return str(qr.svg_inline(scale=4, border=4, omitsize=True, dark="#000", light="#fff"))
+
+
+@functools.lru_cache(maxsize=65536)
+def _shown_claims(payload: str) -> tuple[str, str, dt.date | None]:
+    """The masked name, masked id and first green day a code's claims carry (decoded once per payload)."""
+    decoded = codes.decode_payload(payload)
+    entry = codes.health_certificate(codes.decode_claims(decoded.cose.payload), decoded.format)
+    until = entry.get("vd")
+    green_from = None if until is None else dt.date.fromisoformat(until) + dt.timedelta(days=1)
+    return str(entry.get("n", "")), str(entry.get("sid", "")), green_from
 
 
 class CitizenDesk:
@@ -87,10 +104,19 @@ class CitizenDesk:
         self._transports: dict[str, NodeTransport] | None = None
         self._checkers: dict[str, IdentityChecker] = {}
         self.batcher: MicroBatcher[Declaration, bool] = MicroBatcher(self._check, BATCH_WINDOW, 64)
+        self._readers = threading.local()
 
     def store(self) -> CodeStore:
         """A connection to the run's code store (one per request: requests run on many threads)."""
         return CodeStore(self.store_path)
+
+    def reader(self) -> CodeStore:
+        """This thread's long-lived connection for reads on the hot path (code fetches): opening the store
+        and checking its schema on every fetch cost more than the fetch itself."""
+        store: CodeStore | None = getattr(self._readers, "store", None)
+        if store is None:
+            store = self._readers.store = CodeStore(self.store_path)
+        return store
 
     @property
     def issuer(self) -> Issuer:
@@ -165,25 +191,22 @@ class CitizenDesk:
     def view(self, phone: str, code_id: str, now: dt.datetime | None = None) -> CodeView | None:
         """The holder's view of a code, or None when no application from this phone led to it."""
         now = now or dt.datetime.now(dt.UTC)
-        with self.store() as store:
-            if not store.holds(phone, code_id):
-                return None
-            row = store.code(code_id)
-            revocation = store.revoked(code_id)
+        store = self.reader()
+        if not store.holds(phone, code_id):
+            return None
+        row = store.code(code_id)
+        revocation = store.revoked(code_id)
         if row is None:
             return None
-        decoded = codes.decode_payload(row.payload)
-        entry = codes.health_certificate(codes.decode_claims(decoded.cose.payload), decoded.format)
-        until = entry.get("vd")
+        name, masked_id, green_from = _shown_claims(row.payload)
         expires = dt.datetime.fromisoformat(row.expires_at.replace("Z", "+00:00"))
         return CodeView(
             row=row,
-            name=str(entry.get("n", "")),
-            subject_id=str(entry.get("sid", "")),
-            green_from=None if until is None else dt.date.fromisoformat(until) + dt.timedelta(days=1),
+            name=name,
+            subject_id=masked_id,
+            green_from=green_from,
             expired=expires <= now,
             revoked=None if revocation is None else revocation.reason,
-            qr_svg=qr_svg(row.payload),
         )
 
     def appeal(self, phone: str, code_id: str, reason: str) -> Appeal | None:
