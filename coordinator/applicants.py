@@ -63,7 +63,9 @@ def load_symptoms(run_dir: Path, as_of: dt.date) -> pd.DataFrame:
     """Applicants who declared symptoms by `as_of` (subject_id, applied_on: the latest such application);
     empty when the run has no applicants file or the file has no `symptoms` column."""
     path = applicants_path(run_dir)
-    empty = pd.DataFrame({"subject_id": pd.Series([], dtype=object), "applied_on": pd.Series([], dtype=object)})
+    empty = pd.DataFrame(
+        {"subject_id": pd.Series([], dtype=object), "applied_on": pd.Series([], dtype=object)}
+    )
     if not path.exists():
         return empty
     frame = pd.read_parquet(path)

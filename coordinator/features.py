@@ -102,7 +102,8 @@ def compute_features(
     m.loc[household, "day"] = m.loc[household, "case_id"].map(case_report)
 
     subjects = pd.Index(
-        sorted(set(m["subject_id"]) | set(cases["subject_id"]) | set(symptoms["subject_id"])), name="subject_id"
+        sorted(set(m["subject_id"]) | set(cases["subject_id"]) | set(symptoms["subject_id"])),
+        name="subject_id",
     )
     out = pd.DataFrame(index=subjects)
 
