@@ -379,6 +379,7 @@ def run_epoch(
             codes_digest=codes_digest,
             codes=issue.total,
             revocations=revocations_total,
+            randomness=scenario.randomness,
         )
         write_atomic(out_dir / "epoch.json", (json.dumps(result.to_json(), indent=2) + "\n").encode())
         return result

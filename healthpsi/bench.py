@@ -24,6 +24,7 @@ from benchmarks.crypto import run_crypto_bench
 from benchmarks.epoch import run_epoch_bench
 from benchmarks.issue import run_issue_bench
 from benchmarks.sections import SECTIONS, crypto_settings, epoch_settings, issue_settings, write_section
+from healthpsi.options import dask_option
 
 app = typer.Typer(
     help="Benchmarks: medians of several runs, each figure a ratio against a baseline from the same run.",
@@ -168,7 +169,9 @@ def epoch(
     persons: int | None = typer.Option(None, "--persons", min=100, help="Override the preset's population."),
     seed: int = typer.Option(7, "--seed", help="Scenario seed."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: 1/core)."),
-    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address, or 'local'."),
+    dask: str | None = typer.Option(
+        None, "--dask", callback=dask_option, help="Dask scheduler, tls://HOST:PORT, or 'local' (mutual TLS)."
+    ),
     repeat: int | None = typer.Option(
         None, "--repeat", min=1, help="Repetitions (default: 3, or 1 from 200,000 persons on)."
     ),

@@ -21,6 +21,7 @@ from coordinator.sealing import SealedFileError
 from coordinator.store import StoreError
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto.errors import CryptoError
+from healthpsi.options import dask_option
 from healthpsi.progress import stage_progress
 from proto.errors import ProtocolError
 from proto.tokens import AGENCIES
@@ -122,7 +123,10 @@ def epoch(
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Worker processes for blinding/signing."
     ),
-    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address ('local' starts one)."),
+    dask: str | None = typer.Option(
+        None, "--dask", callback=dask_option,
+        help="Dask scheduler, tls://HOST:PORT ('local' starts one on 127.0.0.1); mutual TLS, RUN/pki/dask.",
+    ),
     policy: Path | None = typer.Option(
         None, "--policy", help="Policy TOML (default: the built-in 2020 rules)."
     ),
@@ -149,7 +153,7 @@ def epoch(
     bar, advance = stage_progress(STAGES, err)
     try:
         with (
-            make_executor(workers, dask) as executor,
+            make_executor(workers, dask, PkiPaths(run)) as executor,
             _transports(run, nodes, in_process, executor) as transports,
             bar,
         ):

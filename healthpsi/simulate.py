@@ -37,6 +37,12 @@ def simulate(
     recall: float = typer.Option(
         0.9, "--recall", min=0.01, max=1.0, help="Probability an investigation remembers each token."
     ),
+    deterministic: bool = typer.Option(
+        True, "--deterministic/--system-random",
+        help="Derive every secret of the run (keys, nonces) from the seed, so that an auditor can re-run it "
+        "byte for byte; anyone with scenario.json can then re-derive them (simulations only). "
+        "--system-random draws them from the OS.",
+    ),
 ) -> None:
     """Simulate a city for 14 days: movements, travel, hotels, an epidemic, and its investigations.
 
@@ -74,6 +80,7 @@ def simulate(
                 malformed_rate=malformed_rate,
                 recall=recall,
                 progress=report,
+                deterministic=deterministic,
             )
         except (PresetError, ValueError, OSError) as exc:
             console.print(f"[red]simulate failed:[/red] {exc}")
@@ -82,6 +89,7 @@ def simulate(
     counts = result["counts"]
     assert isinstance(counts, dict)
     table = Table(title=f"{preset.value}, seed {seed}: {out}", show_header=False)
+    table.add_row("secrets", "derived from the seed (deterministic)" if deterministic else "from the OS")
     for key in (
         "persons",
         "households",

@@ -48,8 +48,10 @@ def is_rest_day(preset: Preset, day: dt.date) -> bool:
 class _Run:
     """One simulation run: the generators, the city, and the files being written."""
 
-    def __init__(self, preset: Preset, seed: int, out: Path, malformed_rate: float, recall: float) -> None:
-        self.p, self.seed, self.out = preset, seed, out
+    def __init__(
+        self, preset: Preset, seed: int, out: Path, malformed_rate: float, recall: float, deterministic: bool
+    ) -> None:
+        self.p, self.seed, self.out, self.deterministic = preset, seed, out, deterministic
         self.malformed_rate, self.recall = malformed_rate, recall
         self.epoch_s = day_number(preset.window_start) * 86400
         self.malformed: dict[str, dict[str, int]] = {}
@@ -381,6 +383,7 @@ class _Run:
         scenario: dict[str, object] = {
             "preset": p.name,
             "seed": self.seed,
+            "deterministic": self.deterministic,
             "persons": p.persons,
             "as_of": p.as_of.isoformat(),
             "window_days": p.window_days,
@@ -407,19 +410,22 @@ def simulate(
     malformed_rate: float = 0.001,
     recall: float = 0.9,
     progress: Progress | None = None,
+    deterministic: bool = True,
 ) -> dict[str, object]:
     """Simulate a preset city for its 14-day window and write RUN `out`; returns the scenario (scenario.json).
 
     `persons` overrides the preset's resident population; `malformed_rate` is the share of agency rows
     made malformed; `recall` the probability an investigation remembers each token. `progress(step, done,
-    total)` is called as the work advances.
+    total)` is called as the work advances. `deterministic` (scenario.json's field of that name) makes every
+    party derive its secrets from the seed, so that an auditor can re-run the run byte for byte; without it
+    they come from the operating system.
     """
     if not 0.0 <= malformed_rate < 1.0:
         raise ValueError(f"malformed_rate must be in [0, 1), got {malformed_rate}")
     if not 0.0 < recall <= 1.0:
         raise ValueError(f"recall must be in (0, 1], got {recall}")
     report = progress or (lambda step, done, total: None)
-    run = _Run(get_preset(preset, persons), seed, Path(out), malformed_rate, recall)
+    run = _Run(get_preset(preset, persons), seed, Path(out), malformed_rate, recall, deterministic)
     run.out.mkdir(parents=True, exist_ok=True)
     report("building the city", 0, 1)
     run.build()

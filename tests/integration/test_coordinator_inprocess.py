@@ -233,7 +233,8 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
     run.mkdir(parents=True, exist_ok=True)
     (run / "scenario.json").write_text(
         json.dumps(
-            {"preset": "test", "seed": 7, "persons": PERSONS, "as_of": AS_OF.isoformat(), "window_days": 14}
+            {"preset": "test", "seed": 7, "deterministic": True, "persons": PERSONS,
+             "as_of": AS_OF.isoformat(), "window_days": 14}
         )
     )
     create_pki(
