@@ -249,7 +249,7 @@ def revoke_worsened(
 
 
 def publish_revocations(paths: PkiPaths, store: CodeStore, issued_at: dt.datetime) -> int:
-    """Re-sign `RUN/pki/revocations.json` with every revoked code id; return how many it lists."""
+    """Re-sign the home issuer's revocation list with every revoked code id; return how many it lists."""
     ids = [r.code_id for r in store.revocations()]
     write_revocations(paths, ids, issued_at=issued_at)
     return len(ids)

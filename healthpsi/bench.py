@@ -24,7 +24,7 @@ from benchmarks.crypto import run_crypto_bench
 from benchmarks.epoch import run_epoch_bench
 from benchmarks.issue import run_issue_bench
 from benchmarks.sections import SECTIONS, crypto_settings, epoch_settings, issue_settings, write_section
-from healthpsi.options import dask_option
+from healthpsi.checks import dask_option
 
 app = typer.Typer(
     help="Benchmarks: medians of several runs, each figure a ratio against a baseline from the same run.",

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crypto.pki import DEFAULT_ISSUER, region_code
+from healthpsi.checks import require_run
 from proto.tokens import AGENCIES
 from runctx.pki import KeysError, init_keys, load_pinned_trust_list, load_signing_key
 
@@ -37,6 +38,7 @@ def init(
     [bold]Example:[/bold]
     [cyan]healthpsi keys init --run runs/demo --issuer 411200 --issuer 410100 --force[/cyan]
     """
+    require_run(run)
     console = Console()
     try:
         regions = [region_code(r) for r in issuer]
