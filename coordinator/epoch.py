@@ -154,8 +154,8 @@ def run_epoch(
 
     Writes RUN/coordinator/{matches,features}.parquet, codes.sqlite, openings/, cache/, qr/, audit.jsonl
     and epoch.json, and the home issuer's RUN/pki/issuers/<region>/revocations.json. `as_of` defaults to the
-    scenario's; codes are issued at `issued_at`, by default the day after as_of at 00:00 UTC in a simulation run (a seeded scenario) and
-    the epoch's first start otherwise.
+    scenario's; codes are issued at `issued_at`, by default the day after as_of at 00:00 UTC in a simulation
+    run (a seeded scenario) and the epoch's first start otherwise.
     """
     report = progress or no_progress
     clock = time.perf_counter
