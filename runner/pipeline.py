@@ -75,13 +75,19 @@ def _budgets(manifests: dict[str, node_pb2.SignedManifest]) -> dict[str, dict[st
     return out
 
 
+def fork_workers(executor: Executor | None) -> None:
+    """Start a process pool's workers now, before gRPC or node threads run: a fork while another thread is
+    inside gRPC skips gRPC's fork handlers (and says so)."""
+    if isinstance(executor, ProcessPoolExecutor):
+        executor.submit(abs, 0).result()
+
+
 def open_nodes(run_dir: Path, executor: Executor | None = None) -> dict[str, NodeHandlers]:
     """Every agency's node handlers in this process, opened side by side (their partitions' build jobs share
     `executor`); if one fails, the others are closed and the error raised."""
     from nodes.startup import open_node
 
-    if isinstance(executor, ProcessPoolExecutor):
-        executor.submit(abs, 0).result()  # fork the pool's workers before the threads start
+    fork_workers(executor)
     with ThreadPoolExecutor(len(AGENCIES), thread_name_prefix="open-node") as threads:
         futures = {agency: threads.submit(open_node, run_dir, agency, executor) for agency in AGENCIES}
         opened, errors = {}, []
@@ -127,6 +133,7 @@ def serving_nodes(
         with in_process_nodes(run_dir, executor) as transports:
             yield transports
         return
+    fork_workers(executor)
     processes: dict[str, NodeProcess] = start_nodes(run_dir, AGENCIES, workers, progress)
     paths = PkiPaths(run_dir)
     channels = {a: GrpcTransport(p.address, a, paths) for a, p in processes.items()}
