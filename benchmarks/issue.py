@@ -29,7 +29,7 @@ from coordinator.claims import health_claims
 from coordinator.issuance import code_id, sign_job
 from crypto import codes
 from crypto.drbg import Drbg
-from crypto.pki import load_revocations
+from crypto.pki import DEFAULT_ISSUER, load_revocations
 from proto import ids
 from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths, create_pki, load_pinned_trust_list, load_signing_key
@@ -67,7 +67,7 @@ def _claims(count: int, secret: bytes) -> list[dict[int, Any]]:
         out.append(
             health_claims(
                 code_id=code_id(secret, "bench", subject),
-                issuer="healthpsi bench",
+                issuer=DEFAULT_ISSUER,  # the issuer of the key create_pki makes first
                 colour=colour,
                 policy_version="default-2020",
                 name="张三丰",

@@ -200,7 +200,7 @@ def test_reference_command(run: Path) -> None:
     assert (run / "reference" / "matches.parquet").is_file()
     missing = CliRunner().invoke(app, ["reference", "--run", str(run / "nowhere")])
     assert missing.exit_code == 2
-    assert "scenario.json" in missing.output
+    assert "does not exist" in missing.output and "healthpsi simulate" in missing.output
 
 
 def test_missing_scenario(tmp_path: Path) -> None:
