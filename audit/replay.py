@@ -125,7 +125,8 @@ class _Replay:
                 "scenario.json",
                 "ok",
                 f"as_of {s.as_of}, window {s.window_days} days, "
-                + ("seeded (deterministic)" if s.seed is not None else "not seeded"),
+                + ("deterministic (secrets derived from its seed)" if s.deterministic
+                   else "secrets from the OS"),
             )
         except InputError as exc:
             self._input("scenario.json", "fail", str(exc))
@@ -552,7 +553,7 @@ class _Replay:
 
     def rerun_verdicts(self, other: Path) -> list[Verdict]:
         """Compare the run with a fresh re-run of its scenario (`audit.rerun.rerun_verdicts`)."""
-        deterministic = self.scenario is not None and self.scenario.seed is not None
+        deterministic = self.scenario is not None and self.scenario.deterministic
         return rerun_verdicts(self.run_dir, other, deterministic)
 
     # ---------------------------------------------------------------------------------------------- run

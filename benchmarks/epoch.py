@@ -42,7 +42,7 @@ from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
 from nodes.startup import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
-from runctx.pki import init_keys
+from runctx.pki import PkiPaths, init_keys
 from runner import allocator
 from runner.executors import default_workers, make_executor
 from runner.pipeline import RunResult, serving_nodes
@@ -200,7 +200,7 @@ def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
         applicants.rename(hidden)
     try:
         with (
-            make_executor(settings.workers, settings.dask) as executor,
+            make_executor(settings.workers, settings.dask, PkiPaths(run_dir)) as executor,
             serving_nodes(run_dir, settings.transport, settings.workers, result, None, executor) as nodes,
         ):
             epoch = run_epoch(run_dir, nodes, executor)
@@ -247,7 +247,7 @@ def _repetition(
     rss.take_peak()
     result = RunResult(run_dir=run_dir)
     rss.enter("nodes")
-    with make_executor(settings.workers, settings.dask) as executor:
+    with make_executor(settings.workers, settings.dask, PkiPaths(run_dir)) as executor:
         started = time.perf_counter()
         with serving_nodes(run_dir, settings.transport, settings.workers, result, None, executor) as nodes:
             nodes_seconds = time.perf_counter() - started

@@ -153,9 +153,9 @@ def run_epoch(
     """Run (or resume) the coordinator's epoch for the run in `run_dir` against the given nodes.
 
     Writes RUN/coordinator/{matches,features}.parquet, codes.sqlite, openings/, cache/, qr/, audit.jsonl
-    and epoch.json, and RUN/pki/revocations.json. `as_of` defaults to the scenario's; codes are issued at
-    `issued_at`, by default the day after as_of at 00:00 UTC in a simulation run (a seeded scenario) and
-    the epoch's first start otherwise.
+    and epoch.json, and the home issuer's RUN/pki/issuers/<region>/revocations.json. `as_of` defaults to the
+    scenario's; codes are issued at `issued_at`, by default the day after as_of at 00:00 UTC in a simulation
+    run (a seeded scenario) and the epoch's first start otherwise.
     """
     report = progress or no_progress
     clock = time.perf_counter
@@ -379,6 +379,7 @@ def run_epoch(
             codes_digest=codes_digest,
             codes=issue.total,
             revocations=revocations_total,
+            randomness=scenario.randomness,
         )
         write_atomic(out_dir / "epoch.json", (json.dumps(result.to_json(), indent=2) + "\n").encode())
         return result

@@ -44,7 +44,7 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
         return
     try:
         scenario = json.loads((run / "scenario.json").read_text(encoding="utf-8"))
-        seeded = scenario.get("seed") is not None
+        seeded = scenario.get("seed") is not None and scenario.get("deterministic") is True
         preset, seed, persons = (
             str(scenario.get("preset")),
             int(scenario.get("seed") or 0),
@@ -54,7 +54,9 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
         yield None, Verdict("rerun", "scenario.json", "scenario", "fail", f"cannot re-run it ({exc})")
         return
     if not seeded:
-        yield None, Verdict("rerun", "scenario.json", "scenario", "warn", "not a seeded run: no re-run")
+        yield None, Verdict(
+            "rerun", "scenario.json", "scenario", "warn", "not a deterministic run (OS secrets): no re-run"
+        )
         return
     with tempfile.TemporaryDirectory(prefix="healthpsi-replay-") as scratch:
         target = Path(scratch) / "run"

@@ -32,6 +32,7 @@ from benchmarks.sections import (
     write_section,
 )
 from benchmarks.service import run_service_bench
+from healthpsi.checks import dask_option
 
 app = typer.Typer(
     help="Benchmarks: medians of several runs, each figure a ratio against a baseline from the same run.",
@@ -222,7 +223,9 @@ def epoch(
     persons: int | None = typer.Option(None, "--persons", min=100, help="Override the preset's population."),
     seed: int = typer.Option(7, "--seed", help="Scenario seed."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: 1/core)."),
-    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address, or 'local'."),
+    dask: str | None = typer.Option(
+        None, "--dask", callback=dask_option, help="Dask scheduler, tls://HOST:PORT, or 'local' (mutual TLS)."
+    ),
     repeat: int | None = typer.Option(
         None, "--repeat", min=1, help="Repetitions (default: 3, or 1 from 200,000 persons on)."
     ),

@@ -21,7 +21,7 @@ from coordinator.sealing import SealedFileError
 from coordinator.store import StoreError
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto.errors import CryptoError
-from healthpsi.checks import parse_nodes, probe_nodes, require_run
+from healthpsi.checks import dask_option, parse_nodes, probe_nodes, require_run
 from healthpsi.progress import stage_progress
 from proto.errors import ProtocolError
 from runctx.pki import PkiPaths
@@ -106,7 +106,10 @@ def epoch(
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Worker processes for blinding/signing."
     ),
-    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address ('local' starts one)."),
+    dask: str | None = typer.Option(
+        None, "--dask", callback=dask_option,
+        help="Dask scheduler, tls://HOST:PORT ('local' starts one on 127.0.0.1); mutual TLS, RUN/pki/dask.",
+    ),
     policy: Path | None = typer.Option(
         None, "--policy", help="Policy TOML (default: the built-in 2020 rules)."
     ),
@@ -116,8 +119,8 @@ def epoch(
     colours → checked applicants → signed health codes, revocations and the audit log.
 
     Writes RUN/coordinator/{matches,features}.parquet, codes.sqlite, qr/, audit.jsonl, epoch.json and
-    RUN/pki/revocations.json. Running it again after a crash finishes the same epoch without issuing a
-    code twice.
+    RUN/pki/issuers/<region>/revocations.json. Running it again after a crash finishes the same epoch without
+    issuing a code twice.
 
     \b
     Example:
@@ -135,7 +138,7 @@ def epoch(
     bar, advance = stage_progress(STAGES, err)
     try:
         with (
-            make_executor(workers, dask) as executor,
+            make_executor(workers, dask, PkiPaths(run)) as executor,
             _transports(run, nodes, in_process, executor) as transports,
             bar,
         ):

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from healthpsi.checks import dask_option
 from healthpsi.progress import stage_progress
 from healthpsi.simulate import PresetName
 from runner.pipeline import PipelineError, RunResult, run_pipeline
@@ -33,6 +34,8 @@ STEP_TEXT = {
 def summary_table(result: RunResult) -> Table:
     """A short table of what the run did."""
     table = Table(title=f"healthpsi run — {result.run_dir}", show_header=False)
+    secrets = "derived from the seed (deterministic)" if result.deterministic else "from the OS"
+    table.add_row("secrets", secrets)
     epoch = result.epoch
     if epoch is not None:
         table.add_row("risk tokens / partitions", f"{epoch.risk_tokens:,} / {epoch.risk_partitions:,}")
@@ -62,9 +65,17 @@ def run(
     workers: int | None = typer.Option(
         None, "--workers", min=1, max=256, help="Worker processes (default: one per core)."
     ),
-    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address, or 'local'."),
+    dask: str | None = typer.Option(
+        None, "--dask", callback=dask_option,
+        help="Dask scheduler, tls://HOST:PORT, or 'local'; mutual TLS with the certificates in RUN/pki/dask.",
+    ),
     in_process: bool = typer.Option(
         False, "--in-process", help="Run the nodes inside this process instead of as gRPC servers."
+    ),
+    deterministic: bool = typer.Option(
+        True, "--deterministic/--system-random",
+        help="Derive every secret from the seed so that `healthpsi audit replay` can re-run the run byte for "
+        "byte (anyone with scenario.json can re-derive them: simulations only); --system-random: the OS.",
     ),
 ) -> None:
     """Run the whole job: simulate, keys, three nodes as mTLS gRPC processes, epoch, verify, report.
@@ -91,6 +102,7 @@ def run(
                 workers=workers,
                 dask=dask,
                 transport="inprocess" if in_process else "grpc",
+                deterministic=deterministic,
                 step=step,
                 epoch_progress=advance,
             )

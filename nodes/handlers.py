@@ -84,6 +84,7 @@ class NodeHandlers:
         executor: Executor | None = None,
         clock: Clock = _wall_clock,
         proof_rng: ProofRng = _no_proof_rng,
+        randomness: str = "system",
         lock: int | None = None,
     ) -> None:
         self.agency = agency
@@ -99,6 +100,7 @@ class NodeHandlers:
         self.executor = executor
         self.clock = clock
         self.proof_rng = proof_rng
+        self.randomness = randomness
         self._lock = lock
         self.build_stats: build.BuildStats | None = None
         """What opening the node built (set by `open_node`)."""
@@ -111,7 +113,8 @@ class NodeHandlers:
 
     def sign_head(self, event: str) -> None:
         """Append a signed head to the audit log, covering every entry so far (`event`: why now)."""
-        self.audit.sign_head(self.identity_key, self.as_of.isoformat(), {"event": event})
+        data = {"event": event, "randomness": self.randomness}
+        self.audit.sign_head(self.identity_key, self.as_of.isoformat(), data)
 
     def _partition(self, partition_id: str) -> Partition:
         """The served partition with this id, or NotFound."""
@@ -124,7 +127,8 @@ class NodeHandlers:
         """The current (unsigned) manifest, budgets as of now."""
         infos = [partition_info(p.meta, self.ledger.budget(pid)) for pid, p in self.partitions.items()]
         return build_manifest(
-            self.agency, self.as_of, self.window_days, self.clock(), self.malformed, infos, self.max_batch
+            self.agency, self.as_of, self.window_days, self.clock(), self.malformed, infos, self.max_batch,
+            self.randomness,
         )
 
     # -------------------------------------------------------------------------------------------- calls

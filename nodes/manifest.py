@@ -44,8 +44,10 @@ def build_manifest(
     malformed: Mapping[str, int],
     partitions: Sequence[node_pb2.PartitionInfo],
     max_batch: int,
+    randomness: str,
 ) -> node_pb2.Manifest:
-    """The manifest of a node: its window, malformed-row counts and partitions (sorted by id)."""
+    """The manifest of a node: its window, malformed-row counts, partitions (sorted by id) and where its
+    secrets come from ("deterministic" or "system", `Scenario.randomness`)."""
     return node_pb2.Manifest(
         agency=agency,
         suite=SUITE,
@@ -55,6 +57,7 @@ def build_manifest(
         malformed={name: int(count) for name, count in malformed.items()},
         partitions=sorted(partitions, key=lambda p: p.partition_id),
         max_batch=max_batch,
+        randomness=randomness,
     )
 
 

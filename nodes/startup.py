@@ -82,8 +82,9 @@ def open_node(
     Partition data comes from `nodes.store.AgencyStore` one partition at a time. An index is reused when
     its metadata, key and digest match the partition's current rows; otherwise it is (re)built with one
     VOPRF evaluation per distinct token over `executor`. Keys and indexes of partitions that left the
-    window are destroyed and the destruction is logged. In a simulation run (RUN/scenario.json with a
-    seed) keys and proof nonces come from the run's DRBG, so the node's outputs are reproducible.
+    window are destroyed and the destruction is logged. In a deterministic simulation run (RUN/scenario.json
+    with a seed and `"deterministic": true`) keys and proof nonces come from the run's DRBG, so the node's
+    outputs are reproducible; otherwise from the OS. The manifest and every log head say which.
     """
     run_dir = Path(run_dir)
     scenario = node_scenario(run_dir, as_of, window_days)
@@ -110,6 +111,7 @@ def open_node(
             executor=executor,
             clock=clock or state.clock,
             proof_rng=state.proof_rng,
+            randomness=scenario.randomness,
             lock=lock,
         )
     except BaseException:

@@ -24,10 +24,10 @@ from coordinator.cotravel import publish as publish_cotravel
 from coordinator.epoch import EpochResult, run_epoch
 from coordinator.transport import GrpcTransport, InProcessTransport, NodeTransport
 from crypto.codes import check_payload
-from crypto.pki import load_certificate, load_revocations, load_trust_list
+from crypto.pki import load_revocations
 from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
-from runctx.pki import PkiPaths, init_keys
+from runctx.pki import PkiPaths, init_keys, load_pinned_trust_list
 from runctx.progress import Progress
 from runner.executors import make_executor
 from runner.processes import NodeProcess, start_nodes
@@ -51,6 +51,7 @@ class RunResult:
     """What a run did: its directory, per-step seconds, the epoch's result and the checks made after it."""
 
     run_dir: Path
+    deterministic: bool = True
     steps: dict[str, float] = field(default_factory=dict)
     epoch: EpochResult | None = None
     budgets: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -75,13 +76,19 @@ def _budgets(manifests: dict[str, node_pb2.SignedManifest]) -> dict[str, dict[st
     return out
 
 
+def fork_workers(executor: Executor | None) -> None:
+    """Start a process pool's workers now, before gRPC or node threads run: a fork while another thread is
+    inside gRPC skips gRPC's fork handlers (and says so)."""
+    if isinstance(executor, ProcessPoolExecutor):
+        executor.submit(abs, 0).result()
+
+
 def open_nodes(run_dir: Path, executor: Executor | None = None) -> dict[str, NodeHandlers]:
     """Every agency's node handlers in this process, opened side by side (their partitions' build jobs share
     `executor`); if one fails, the others are closed and the error raised."""
     from nodes.startup import open_node
 
-    if isinstance(executor, ProcessPoolExecutor):
-        executor.submit(abs, 0).result()  # fork the pool's workers before the threads start
+    fork_workers(executor)
     with ThreadPoolExecutor(len(AGENCIES), thread_name_prefix="open-node") as threads:
         futures = {agency: threads.submit(open_node, run_dir, agency, executor) for agency in AGENCIES}
         opened, errors = {}, []
@@ -127,6 +134,7 @@ def serving_nodes(
         with in_process_nodes(run_dir, executor) as transports:
             yield transports
         return
+    fork_workers(executor)
     processes: dict[str, NodeProcess] = start_nodes(run_dir, AGENCIES, workers, progress)
     paths = PkiPaths(run_dir)
     channels = {a: GrpcTransport(p.address, a, paths) for a, p in processes.items()}
@@ -142,8 +150,8 @@ def serving_nodes(
 def verify_sample(run_dir: Path, sample: int = 50) -> dict[str, int]:
     """Verify a sample of the issued codes offline, as a checkpoint would: trust list, revocations, clock."""
     paths = PkiPaths(run_dir)
-    trust = load_trust_list(paths.trustlist, load_certificate(paths.root_cert))
-    revocations = load_revocations(paths.revocations, load_certificate(paths.root_cert))
+    trust = load_pinned_trust_list(paths)
+    revocations = [load_revocations(paths.issuer_dir(r) / "revocations.json", trust) for r in paths.issuers()]
     with contextlib.closing(sqlite3.connect(run_dir / "coordinator" / "codes.sqlite")) as db:
         rows = db.execute(
             "SELECT payload, issued_at FROM codes WHERE code_id NOT IN (SELECT code_id FROM revocations) "
@@ -176,14 +184,16 @@ def run_pipeline(
     workers: int | None = None,
     dask: str | None = None,
     transport: Transport = "grpc",
+    deterministic: bool = True,
     step: StepCallback | None = None,
     epoch_progress: Progress | None = None,
     report: bool = True,
 ) -> RunResult:
-    """Run the whole job into `out`; each step's wall time goes into the result."""
+    """Run the whole job into `out`; each step's wall time goes into the result. `deterministic`: every
+    secret derived from the seed (the auditor's byte-for-byte re-run), else from the OS."""
     announce = step or (lambda name: None)
     out = Path(out)
-    result = RunResult(run_dir=out)
+    result = RunResult(run_dir=out, deterministic=deterministic)
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
         announce(name)
@@ -195,9 +205,9 @@ def run_pipeline(
         result.steps[name] = time.perf_counter() - t0
         return value
 
-    timed("simulate", lambda: simulate(preset, seed, out, persons=persons))
+    timed("simulate", lambda: simulate(preset, seed, out, persons=persons, deterministic=deterministic))
     timed("keys", lambda: init_keys(out, force=True))
-    with make_executor(workers, dask) as executor:
+    with make_executor(workers, dask, PkiPaths(out)) as executor:
         announce("nodes")
         t0 = time.perf_counter()
         with serving_nodes(out, transport, workers, result, epoch_progress, executor) as transports:
@@ -220,6 +230,7 @@ def run_summary(result: RunResult) -> dict[str, Any]:
     """The run's result as a JSON-ready dict."""
     return {
         "run_dir": str(result.run_dir),
+        "randomness": "deterministic" if result.deterministic else "system",
         "steps": result.steps,
         "epoch": result.epoch.to_json() if result.epoch else None,
         "budgets": result.budgets,

@@ -153,7 +153,9 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     }
     report = {
         "title": f"healthpsi run — {scenario['preset']}, seed {scenario['seed']}",
-        "subtitle": f"{scenario['persons']:,} persons · window ending {as_of} · {run_dir}",
+        "subtitle": f"{scenario['persons']:,} persons · window ending {as_of} · {run_dir} · "
+        + ("deterministic: every secret derived from the seed (for the auditor's re-run)"
+           if scenario.get("deterministic") else "every secret from the OS"),
         "cards": [
             {"label": "persons", "value": int(scenario["persons"])},
             {"label": "codes issued", "value": len(codes)},

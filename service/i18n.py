@@ -50,6 +50,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "result.expires": ("有效期至", "Valid until"),
     "reason.not-a-code": ("不是健康码", "Not a health code"),
     "reason.unknown-key": ("签发密钥不在信任列表中", "Unknown signing key"),
+    "reason.wrong-issuer": ("签发机构与签名密钥不符", "Issuer does not match the signing key"),
     "reason.bad-signature": ("签名无效", "Bad signature"),
     "reason.expired": ("已过期", "Expired"),
     "reason.not-yet-valid": ("尚未生效", "Not yet valid"),

@@ -52,7 +52,9 @@ def ticket_rows(day_index: int) -> list[dict[str, object]]:
 def write_run(run: Path) -> None:
     """scenario.json, a PKI and transport tickets (one row group per day, with malformed rows)."""
     run.mkdir(parents=True, exist_ok=True)
-    (run / "scenario.json").write_text(json.dumps({"as_of": AS_OF.isoformat(), "window_days": 14, "seed": 7}))
+    (run / "scenario.json").write_text(
+        json.dumps({"as_of": AS_OF.isoformat(), "window_days": 14, "seed": 7, "deterministic": True})
+    )
     create_pki(PkiPaths(run), ["transport"], rng=Drbg(b"test pki"), now=dt.datetime(2020, 1, 20))
     schema = pa.schema([("subject_id", pa.string()), ("trip_id", pa.string()),
                         ("service_date", pa.date32()), ("carriage", pa.int16())])

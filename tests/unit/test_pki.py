@@ -42,8 +42,10 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_layout(paths: PkiPaths) -> None:
     expected = {
         "root.pem", "root.key", "nodes-ca.pem", "nodes-ca.key", "coordinator.pem", "coordinator.key",
-        "coordinator.identity.key", "coordinator.storage.key", "signing.pem", "signing.key",
-        "identities.json", "trustlist.json", "revocations.json",
+        "coordinator.identity.key", "coordinator.storage.key", "root.fingerprint", "issuer",
+        "identities.json", "trustlist.json",
+    } | {f"issuers/411200/{name}" for name in ("signing.pem", "signing.key", "revocations.json")} | {
+        f"dask/{name}" for name in ("ca.pem", "client.pem", "client.key", "worker.pem", "worker.key")
     } | {f"nodes/{a}.{ext}" for a in AGENCIES for ext in ("pem", "key", "identity.key", "storage.key")}
     assert set(_files(paths.pki_dir)) == expected
     assert paths.node_cert("carrier") == paths.run_dir / "pki" / "nodes" / "carrier.pem"
@@ -140,10 +142,11 @@ def test_identities(paths: PkiPaths) -> None:
 def test_trust_list(paths: PkiPaths) -> None:
     trust = pki.load_trust_list(paths.trustlist)
     _, kid = run_pki.load_signing_key(paths)
-    assert [(k.kid, k.format) for k in trust.keys] == [(kid, "healthpsi")]
+    assert [(k.kid, k.format, k.issuer) for k in trust.keys] == [(kid, "healthpsi", pki.DEFAULT_ISSUER)]
     assert trust.find(kid, "healthpsi").certificate == pki.load_certificate(paths.signing_cert)
     assert trust.root == pki.load_certificate(paths.root_cert)
-    assert trust.issuer == pki.DEFAULT_ISSUER and trust.issued_at == NOW
+    assert trust.issuer == pki.NATIONAL_ROOT and trust.issued_at == NOW
+    assert trust.max_age == pki.TRUSTLIST_MAX_AGE and trust.issuers == {pki.DEFAULT_ISSUER}
     with pytest.raises(UnknownKeyError):
         trust.find(kid, "eu-dcc")
     assert pki.load_trust_list(paths.trustlist, root=trust.root).keys == trust.keys
@@ -164,7 +167,8 @@ def _tampered(path: Path, change: object) -> dict:
         (lambda d: d.pop("signature"), "signature"),
         (lambda d: d["signature"].update(value="AAAA"), "expected 64"),
         (lambda d: d.update(root="not base64!"), "base64"),
-        (lambda d: d.update(version=2), "version"),
+        (lambda d: d.update(version=1), "version"),
+        (lambda d: d.update(max_age=0), "does not verify"),
     ],
 )
 def test_trust_list_tampering(paths: PkiPaths, change: object, match: str) -> None:
@@ -180,10 +184,10 @@ def test_trust_list_pinning_and_issuance(paths: PkiPaths, tmp_path: Path) -> Non
     # a list signed by our root that vouches for a signing certificate our root did not issue
     root_cert, root_key = pki.load_certificate(paths.root_cert), pki.load_ec_private_key(paths.root_key)
     foreign = pki.load_certificate(other.signing_cert)
-    doc = pki.make_trust_list([(foreign, "healthpsi")], root_cert, root_key, issued_at=NOW)
+    doc = pki.make_trust_list([(foreign, "healthpsi", "411200")], root_cert, root_key, issued_at=NOW)
     with pytest.raises(TrustListError, match="not issued by the root"):
         pki.parse_trust_list(doc)
-    doc = pki.make_trust_list([(foreign, "eu-dcc")], root_cert, root_key, issued_at=NOW)
+    doc = pki.make_trust_list([(foreign, "eu-dcc", "")], root_cert, root_key, issued_at=NOW)
     assert pki.parse_trust_list(doc).keys[0].certificate == foreign  # EU DCC signers have their own CAs
     doc["keys"][0]["kid"] = doc["keys"][0]["kid"][::-1]
     with pytest.raises(TrustListError):
@@ -196,9 +200,8 @@ def test_trust_list_pinning_and_issuance(paths: PkiPaths, tmp_path: Path) -> Non
 
 
 def test_revocations(paths: PkiPaths, tmp_path: Path) -> None:
-    root = pki.load_certificate(paths.root_cert)
-    empty = pki.load_revocations(paths.revocations, root)
-    assert empty.revoked == frozenset() and empty.issued_at == NOW
+    empty = pki.load_revocations(paths.revocations, pki.load_trust_list(paths.trustlist))
+    assert empty.revoked == frozenset() and empty.issued_at == NOW and empty.issuer == pki.DEFAULT_ISSUER
     copy = PkiPaths(tmp_path)
     run_pki.create_pki(copy, ["carrier"], rng=Drbg(b"pki-test"), now=NOW)
     later = NOW + timedelta(hours=5)
@@ -206,12 +209,21 @@ def test_revocations(paths: PkiPaths, tmp_path: Path) -> None:
     assert written.revoked == {"a", "b"} and written.is_revoked("a") and not written.is_revoked("c")
     doc = json.loads(copy.revocations.read_text())
     assert doc["revoked"] == ["a", "b"] and doc["issued_at"] == "2020-02-10T05:00:00Z"
-    assert pki.load_revocations(copy.revocations, pki.load_certificate(copy.root_cert)) == written
+    trust = pki.load_trust_list(copy.trustlist)
+    assert pki.load_revocations(copy.revocations, trust) == written
     doc["revoked"] = ["a"]
-    with pytest.raises(TrustListError, match="does not verify"):
-        pki.parse_revocations(doc, pki.load_certificate(copy.root_cert))
+    with pytest.raises(TrustListError, match="does not verify against the key of issuer 411200"):
+        pki.parse_revocations(doc, trust)
     with pytest.raises(TrustListError, match="expected a healthpsi-revocations"):
-        pki.load_revocations(copy.trustlist, pki.load_certificate(copy.root_cert))
+        pki.load_revocations(copy.trustlist, trust)
+    # signed by the code-signing key of another PKI's issuer: its kid is not on this trust list
+    foreign = PkiPaths(tmp_path / "foreign")
+    run_pki.create_pki(foreign, ["carrier"], rng=Drbg(b"another authority"), now=NOW)
+    with pytest.raises(TrustListError, match="not in the trust list"):
+        pki.load_revocations(foreign.revocations, trust)
+    with pytest.raises(TrustListError, match="stale"):
+        written.check_fresh(later + pki.REVOCATIONS_MAX_AGE + timedelta(seconds=1))
+    written.check_fresh(later + pki.REVOCATIONS_MAX_AGE)
 
 
 def test_parse_certificate_forms(paths: PkiPaths) -> None:

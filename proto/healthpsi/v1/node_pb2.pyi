@@ -126,6 +126,7 @@ class Manifest(_message.Message):
     MALFORMED_FIELD_NUMBER: _builtins.int
     PARTITIONS_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
+    RANDOMNESS_FIELD_NUMBER: _builtins.int
     agency: _builtins.str
     suite: _builtins.str
     """OPRF suite, "ristretto255-SHA512"."""
@@ -136,6 +137,10 @@ class Manifest(_message.Message):
     """When the manifest was produced, ISO 8601."""
     max_batch: _builtins.int
     """Largest batch the node accepts in one Evaluate call."""
+    randomness: _builtins.str
+    """Where the node's secrets (partition keys, proof nonces) come from: "deterministic" (derived from the
+    simulation's seed in scenario.json, for the auditor's re-run) or "system" (the operating system).
+    """
     @_builtins.property
     def malformed(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Malformed rows skipped while loading, per category ("bad_subject_id": 3, ...)."""
@@ -153,10 +158,11 @@ class Manifest(_message.Message):
         malformed: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         partitions: _abc.Iterable[Global___PartitionInfo] | None = ...,
         max_batch: _builtins.int = ...,
+        randomness: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "as_of", b"as_of", "issued_at", b"issued_at", "malformed", b"malformed", "max_batch", b"max_batch", "partitions", b"partitions", "suite", b"suite", "window_days", b"window_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "as_of", b"as_of", "issued_at", b"issued_at", "malformed", b"malformed", "max_batch", b"max_batch", "partitions", b"partitions", "randomness", b"randomness", "suite", b"suite", "window_days", b"window_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
