@@ -47,6 +47,7 @@ class Partition:
 
     index: idx.PartitionIndex
     sk: bytes = field(repr=False)
+    key_version: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -122,7 +123,8 @@ class NodeHandlers:
 
     def manifest(self) -> node_pb2.Manifest:
         """The current (unsigned) manifest, budgets as of now."""
-        infos = [partition_info(p.meta, self.ledger.budget(pid)) for pid, p in self.partitions.items()]
+        infos = [partition_info(p.meta, p.key_version, self.ledger.budget(pid))
+                 for pid, p in self.partitions.items()]
         return build_manifest(
             self.agency, self.as_of, self.window_days, self.clock(), self.malformed, infos, self.max_batch
         )

@@ -14,22 +14,22 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from crypto import oprf
 from crypto.auditlog import AuditLog
-from crypto.drbg import Rng, default_rng
+from crypto.drbg import Rng
 from crypto.pki import load_identity_key, load_storage_key
-from nodes import build
+from nodes import build, keys
 from nodes import index as idx
 from nodes.budget import BudgetLedger, BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Partition
-from nodes.keys import KeyStore, KeyStoreError
+from nodes.keys import KeyStore, KeyStoreError, PartitionKey
 from nodes.store import AgencyStore
+from proto.tokens import parse_partition_id
 from runctx.files import write_atomic
 from runctx.pki import PkiPaths
 from runctx.scenario import Scenario
@@ -60,6 +60,11 @@ def node_scenario(run_dir: Path, as_of: dt.date | None = None, window_days: int 
 def node_dir(run_dir: Path, agency: str) -> Path:
     """RUN/nodes/<agency>: the node's state directory."""
     return Path(run_dir) / "nodes" / agency
+
+
+def node_secrets_dir(run_dir: Path, agency: str) -> Path:
+    """RUN/nodes/<agency>.secrets: the node's secrets, kept apart from the state directory they unlock."""
+    return Path(run_dir) / "nodes" / f"{agency}.secrets"
 
 
 def open_node(
@@ -140,7 +145,8 @@ class _NodeState:
         self.index_dir = self.dir / "index"
         pki = PkiPaths(run_dir)
         self.identity_key = load_identity_key(pki.node_identity_key(agency))
-        self.keystore = KeyStore(self.dir / "keys", agency, load_storage_key(pki.node_storage_key(agency)))
+        self.keystore = KeyStore(self.dir / "keys", agency, load_storage_key(pki.node_storage_key(agency)),
+                                 node_secrets_dir(run_dir, agency) / "days", self.day_key_rng)
         self.ledger = BudgetLedger(self.dir / "state.sqlite")
         self.audit = AuditLog(self.dir / "audit.jsonl")
 
@@ -152,23 +158,40 @@ class _NodeState:
         """The DRBG stream of a partition in a simulation run (None: system randomness)."""
         return self.scenario.rng(f"node/{self.agency}/{partition_id}")
 
+    def day_key_rng(self, day: str) -> Rng | None:
+        """The DRBG stream of a day's wrapping key in a simulation run (None: system randomness)."""
+        return self.scenario.rng(f"node/{self.agency}/day-key/{day}")
+
+    def key_rng(self, partition_id: str, version: int) -> Rng | None:
+        """The DRBG stream of a partition's key of `version` in a simulation run (None: system randomness)."""
+        stream = self.partition_rng(partition_id)
+        return stream if stream is None or version == 1 else stream.child(f"key/v{version}")
+
     def proof_rng(self, partition_id: str, inputs_digest: bytes) -> Rng | None:
         """Per-request proof nonce stream in a simulation run, keyed by the partition and the inputs."""
         stream = self.partition_rng(partition_id)
         return None if stream is None else stream.child(f"proof/{inputs_digest.hex()}")
 
     def destroy_expired(self) -> None:
-        """Destroy the key, index and stored responses of every partition that left the window; log it."""
+        """Crypto-shred every day that left the window (its wrapping key deleted), then delete the sealed
+        keys, indexes and stored responses of its partitions; log it."""
         keystore, window = self.keystore, [d.isoformat() for d in self.scenario.window]
         for pid in sorted(set(keystore.partitions()) | set(idx.indexed_partitions(self.index_dir))):
             if not self.scenario.in_window(pid):
+                _, day = parse_partition_id(pid)
+                shredded = day is not None and keystore.shred_day(day.isoformat())
                 destroyed = keystore.destroy(pid)
                 idx.remove_index(self.index_dir, pid)
                 forgotten = self.ledger.forget_responses(pid)
                 self.audit.append("partition_key_destroyed", {"partition_id": pid, "key_found": destroyed,
+                                                              "day_key_shredded": shredded,
                                                               "stored_responses_deleted": forgotten,
                                                               "window": window})
                 log.info("partition %s left the window: key destroyed", pid)
+        first = self.scenario.window[0].isoformat()
+        for old_day in keystore.days():
+            if old_day < first and keystore.shred_day(old_day):
+                self.audit.append("day_key_shredded", {"day": old_day, "window": window})
 
     def load_partitions(
         self, executor: Executor | None, progress: Progress | None
@@ -257,11 +280,11 @@ def _reuse(
     given) built from rows with that fingerprint; else None."""
     meta = idx.load_meta(index_dir, partition_id)
     try:
-        pair = keystore.load(partition_id)
+        key = keystore.load(partition_id)
     except KeyStoreError as exc:
         log.warning("sealed key of %s is unusable (%s)", partition_id, exc)
         return None
-    if meta is None or pair is None or meta.public_key != pair[1]:
+    if meta is None or key is None or meta.public_key != key.pk or meta.rows_digest != key.rows_digest:
         return None
     if fingerprint is not None and meta.rows_digest != fingerprint:
         return None
@@ -272,34 +295,32 @@ def _reuse(
         return None
     log.info("index reused for %s: %d entries, digest %s", partition_id, meta.entry_count,
              meta.index_digest.hex()[:16])
-    return Partition(index, pair[0])
+    return Partition(index, key.sk, key.version)
 
 
 @dataclass
 class _Planned:
-    """A partition about to be built: its job, the key to build with, and whether that key is new."""
+    """A partition about to be built: its job, its sealed key (if any), a fresh key in case its rows are
+    new or changed, and the metadata of its index on disk."""
 
     job: build.PartitionJob
-    sk: bytes = field(repr=False)
-    pk: bytes
-    created: bool
+    current: PartitionKey | None
+    fresh: PartitionKey
     previous: str | None
 
 
-def _plan(
-    job: build.PartitionJob, index_dir: Path, keystore: KeyStore, partition_rng: Callable[[str], Rng | None]
-) -> _Planned:
-    """The key a partition's index is built with: its sealed key, or a new one (sealed only if the partition
-    turns out to have records), and the metadata of its index on disk, if any."""
+def _plan(job: build.PartitionJob, index_dir: Path, state: _NodeState) -> _Planned:
+    """The keys a partition's index may be built with: its sealed key and a fresh one of the next version
+    (sealed only if the partition turns out to have new or changed rows)."""
     pid = job.partition_id
     try:
-        pair = keystore.load(pid)
+        current = state.keystore.load(pid)
     except KeyStoreError:
-        pair = None
-    created = pair is None
-    sk, pk = oprf.generate_key_pair(default_rng(partition_rng(pid))) if pair is None else pair
+        current = None
+    version = 1 if current is None else current.version + 1
+    fresh = keys.generate(version, b"", state.key_rng(pid, version))
     meta = idx.load_meta(index_dir, pid)
-    return _Planned(job, sk, pk, created, None if meta is None else meta.to_json())
+    return _Planned(job, current, fresh, None if meta is None else meta.to_json())
 
 
 def _build_partitions(
@@ -313,11 +334,12 @@ def _build_partitions(
     started = time.perf_counter()
     index_dir, keystore, audit = state.index_dir, state.keystore, state.audit
     jobs = build.partition_jobs(store, state.scenario.window)
-    plans = [_plan(job, index_dir, keystore, state.partition_rng) for job in jobs]
+    plans = [_plan(job, index_dir, state) for job in jobs]
     stats = build.BuildStats(workers=type(executor).__name__ if executor is not None else "in-process")
 
     def args(plan: _Planned, previous: str | None) -> tuple[Any, ...]:
-        return (str(state.run_dir), state.agency, plan.job, str(index_dir), plan.sk, plan.pk, previous)
+        return (str(state.run_dir), state.agency, plan.job, str(index_dir), plan.current, plan.fresh,
+                previous)
 
     if executor is None:
         outcomes: Iterator[build.BuildOutcome] = (build.build_partition(*args(p, p.previous)) for p in plans)
@@ -337,16 +359,16 @@ def _build_partitions(
         if outcome.fingerprint is not None and part is None:
             assert outcome.meta is not None
             meta = idx.IndexMeta.from_json(outcome.meta)
-            if plan.created:
-                keystore.adopt(pid, plan.sk)
-                audit.append("partition_key_created", {"partition_id": pid, "public_key": plan.pk.hex()})
+            assert outcome.key is not None
+            if outcome.fresh:
+                _replace_key(state, pid, plan.current, outcome.key)
             audit.append("index_built", {"partition_id": pid, "entry_count": meta.entry_count,
                                          "index_sha256": meta.index_digest.hex()})
             log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", pid,
                      meta.entry_count, outcome.rows, outcome.tokenise_seconds + outcome.index_seconds,
                      meta.index_digest.hex()[:16])
             offsets = np.frombuffer(outcome.offsets, dtype=np.int64) if outcome.offsets else None
-            part = Partition(idx.open_index(index_dir, meta, offsets), plan.sk)
+            part = Partition(idx.open_index(index_dir, meta, offsets), outcome.key.sk, outcome.key.version)
         if part is not None:
             partitions[pid] = part
         stats.add(outcome, part.meta if part is not None else None)
@@ -354,3 +376,17 @@ def _build_partitions(
             progress(pid, done, len(plans), outcome.fingerprint is None or outcome.reused)
     stats.wall_seconds = time.perf_counter() - started
     return partitions, stats
+
+
+def _replace_key(state: _NodeState, partition_id: str, old: PartitionKey | None, new: PartitionKey) -> None:
+    """Seal a partition's fresh key over its old one (which no index uses any more), forget the responses
+    stored under the old key, and log both."""
+    state.keystore.store(partition_id, new)
+    if old is not None:
+        forgotten = state.ledger.forget_responses(partition_id)
+        state.audit.append("partition_key_destroyed", {
+            "partition_id": partition_id, "key_version": old.version, "public_key": old.pk.hex(),
+            "reason": "rows changed", "stored_responses_deleted": forgotten})
+    state.audit.append("partition_key_created", {
+        "partition_id": partition_id, "key_version": new.version, "public_key": new.pk.hex(),
+        "rows_sha256": new.rows_digest.hex()})

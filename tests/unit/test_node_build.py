@@ -13,6 +13,8 @@ import pytest
 
 from crypto import labels
 from nodes import build
+from nodes import keys as nk
+from nodes.keys import KeyReuseError
 from nodes.startup import open_node
 from nodes.store import AgencyStore
 from proto.tokens import AGENCIES
@@ -113,3 +115,13 @@ def test_open_node_over_a_process_pool_builds_the_same_indexes(city: Path, tmp_p
     for name in keys:  # keys (and their sealing) come from the run's seed, whichever process built the index
         sealed = [(run / "nodes/carrier/keys" / name).read_bytes() for run in (local, pooled)]
         assert sealed[0] == sealed[1]
+
+
+def test_a_key_bound_to_other_rows_is_refused(city: Path, tmp_path: Path) -> None:
+    job = next(j for j in build.partition_jobs(AgencyStore(city, "carrier"), WINDOW) if j.groups)
+    stale = nk.generate(1, b"\x00" * 32)
+    with pytest.raises(KeyReuseError, match="need a fresh key"):
+        build.build_partition(str(city), "carrier", job, str(tmp_path), stale, None)
+    built = build.build_partition(str(city), "carrier", job, str(tmp_path), stale, nk.generate(2, b""))
+    assert built.fresh and built.key is not None and built.key.version == 2
+    assert built.key.rows_digest == built.fingerprint

@@ -378,3 +378,43 @@ def test_one_node_per_state_directory(run: Path) -> None:
     finally:
         node.close()
     open_node(run, "transport").close()
+
+
+def _tags(index: bytes) -> set[bytes]:
+    """The tags of a partition's canonical index bytes."""
+    return {index[o : o + 16] for o in idx.entry_offsets(index) if o < len(index)}
+
+
+def test_a_partition_with_late_rows_is_rebuilt_under_a_fresh_key(run: Path) -> None:
+    changed = FIRST_DAY + dt.timedelta(days=15)
+    pid, untouched = day_pid(changed), day_pid(AS_OF)
+    first = open_node(run, "transport")
+    try:
+        before = {p.partition_id: p for p in first.manifest().partitions}
+        old_index = download(first, pid)
+    finally:
+        first.close()
+    old_sealed = (run / "nodes" / "transport" / "keys" / f"{pid}.key").read_bytes()
+    path = run / "data" / "transport" / "tickets.parquet"
+    table = pq.read_table(path)
+    late = pa.Table.from_pylist([{**ticket_rows(15)[0], "subject_id": ids.from_int(99000000000000001)}],
+                                schema=table.schema)
+    with pq.ParquetWriter(path, table.schema) as writer:  # the late row arrives as a group of its own
+        writer.write_table(table)
+        writer.write_table(late)
+    second = open_node(run, "transport")
+    try:
+        after = {p.partition_id: p for p in second.manifest().partitions}
+        new_index = download(second, pid)
+    finally:
+        second.close()
+    assert (before[pid].key_version, after[pid].key_version) == (1, 2)
+    assert after[pid].public_key != before[pid].public_key
+    assert not _tags(old_index) & _tags(new_index)
+    assert after[untouched].key_version == 1 and after[untouched].public_key == before[untouched].public_key
+    sealed = (run / "nodes" / "transport" / "keys" / f"{pid}.key").read_bytes()
+    assert sealed != old_sealed
+    destroyed = [e["data"] for e in audit_entries(run) if e["kind"] == "partition_key_destroyed"]
+    assert [(d["partition_id"], d["key_version"], d["public_key"]) for d in destroyed] == [
+        (pid, 1, before[pid].public_key.hex())
+    ]
