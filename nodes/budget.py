@@ -173,10 +173,13 @@ class BudgetLedger:
         inputs_digest: bytes,
         count: int,
         respond: Callable[[int], bytes],
+        record: Callable[[int], None] | None = None,
     ) -> bytes:
         """Charge `count` elements and store the response `respond(budget_left)`, atomically; return it.
 
-        Raises ResourceExhausted (nothing charged) when the elements no longer fit the cap.
+        `record(budget_left)` (the audit entry of the charge) runs inside the transaction, before it commits:
+        a crash can leave an entry whose charge did not commit, never a charge without its entry. Raises
+        ResourceExhausted (nothing charged) when the elements no longer fit the cap.
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -194,6 +197,8 @@ class BudgetLedger:
                         "response) VALUES (?, ?, ?, ?, ?)",
                         (partition_id, idempotency_key, inputs_digest, count, response),
                     )
+                if record is not None:
+                    record(budget.left - count)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

@@ -201,7 +201,7 @@ class NodeHandlers:
             "verifiable": request.verifiable,
         }
         try:
-            response, outcome = self._evaluate(request, digest)
+            response, outcome = self._evaluate(request, digest, record)
         except ProtocolError as exc:
             left = None
             if request.partition_id in self.partitions:
@@ -209,13 +209,15 @@ class NodeHandlers:
             self._log("evaluate", **record, outcome="refused", status=exc.status, reason=str(exc),
                       budget_left=left)
             raise
-        self._log("evaluate", **record, outcome=outcome, budget_left=response.budget_left)
+        if outcome == "replayed":
+            self._log("evaluate", **record, outcome=outcome, budget_left=response.budget_left)
         return response
 
     def _evaluate(
-        self, request: node_pb2.EvaluateRequest, digest: bytes
+        self, request: node_pb2.EvaluateRequest, digest: bytes, record: dict[str, Any]
     ) -> tuple[node_pb2.EvaluateResponse, str]:
-        """Validate, replay or charge, and evaluate; return the response and its outcome for the log."""
+        """Validate, replay or charge, and evaluate; return the response and its outcome. A charge is logged
+        (`record` with its outcome) inside the ledger's transaction, before it commits."""
         part = self._partition(request.partition_id)
         data = request.blinded_elements
         if not data or len(data) % ELEMENT_BYTES:
@@ -251,7 +253,11 @@ class NodeHandlers:
                     inputs_digest=digest,
                 ).SerializeToString(deterministic=True)
 
-            stored = self.ledger.commit(pid, request.idempotency_key, digest, count, respond)
+            def log_charge(left: int) -> None:
+                """The charge's audit entry, written before the charge commits."""
+                self._log("evaluate", **record, outcome="charged", budget_left=left)
+
+            stored = self.ledger.commit(pid, request.idempotency_key, digest, count, respond, log_charge)
         response = node_pb2.EvaluateResponse()
         response.ParseFromString(stored)
         return response, "charged"

@@ -418,3 +418,23 @@ def test_a_partition_with_late_rows_is_rebuilt_under_a_fresh_key(run: Path) -> N
     assert [(d["partition_id"], d["key_version"], d["public_key"]) for d in destroyed] == [
         (pid, 1, before[pid].public_key.hex())
     ]
+
+
+def test_a_charge_never_commits_without_its_audit_entry(node: NodeHandlers, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid = day_pid(AS_OF)
+    _, blinded = oprf.blind_many([b"a", b"b"], oprf.Mode.VOPRF)
+    request = node_pb2.EvaluateRequest(partition_id=pid, blinded_elements=blinded, idempotency_key="crash")
+    append = node.audit.append
+
+    def crash_on_charge(kind: str, data: dict[str, object] | None = None) -> dict[str, object]:
+        if kind == "evaluate" and data is not None and data.get("outcome") == "charged":
+            raise OSError("the node died while writing its audit log")
+        return append(kind, data)
+
+    monkeypatch.setattr(node.audit, "append", crash_on_charge)
+    with pytest.raises(OSError, match="died"):
+        node.evaluate(request)
+    assert node.ledger.budget(pid).used == 0
+    assert node.ledger.replay(pid, "crash", hashlib.sha256(blinded).digest()) is None
+    monkeypatch.setattr(node.audit, "append", append)
+    assert node.evaluate(request).budget_left == node.ledger.budget(pid).total - 2
