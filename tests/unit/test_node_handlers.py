@@ -420,7 +420,9 @@ def test_a_partition_with_late_rows_is_rebuilt_under_a_fresh_key(run: Path) -> N
     ]
 
 
-def test_a_charge_never_commits_without_its_audit_entry(node: NodeHandlers, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_charge_never_commits_without_its_audit_entry(
+    node: NodeHandlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pid = day_pid(AS_OF)
     _, blinded = oprf.blind_many([b"a", b"b"], oprf.Mode.VOPRF)
     request = node_pb2.EvaluateRequest(partition_id=pid, blinded_elements=blinded, idempotency_key="crash")
