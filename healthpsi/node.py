@@ -17,8 +17,8 @@ from nodes.budget import BudgetPolicy, BudgetSpecError
 from nodes.handlers import DEFAULT_MAX_BATCH
 from nodes.server import ServerLimits
 from nodes.server import serve as serve_node
+from nodes.startup import CLOCKS, open_node
 from nodes.startup import Progress as ProgressCallback
-from nodes.startup import open_node
 from runner.executors import make_executor
 
 app = typer.Typer(
@@ -103,19 +103,30 @@ def serve(
     grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to drain calls after SIGTERM."),
     chunk_bytes: int = typer.Option(1 << 20, "--chunk-bytes", min=1, help="Target size of an index chunk."),
     as_of: datetime | None = AS_OF_OPTION,
+    clock: str = typer.Option(
+        "auto", "--clock",
+        help="The node's date while it serves: 'wall' (today), 'run' (the date in RUN/nodes/<agency>/date), "
+             "'auto' (run in a simulation, else wall). On a new date the node rolls its window.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Serve an agency node: build or load its indexes, then answer GetManifest, StreamIndex and Evaluate
     over mutual TLS (only the coordinator's certificate is served) until SIGTERM/SIGINT.
 
-    The bound port is printed and written to RUN/nodes/<agency>/port once the node is serving.
+    The bound port is printed and written to RUN/nodes/<agency>/port once the node is serving. When its
+    date changes (see --clock) the node rolls without a restart: it builds the new day, rebuilds under a
+    fresh key any day with late rows, crypto-shreds days that left the window, and renews its manifest.
 
     \b
     Example:
       healthpsi node serve --run runs/demo --agency carrier --listen 127.0.0.1:50051
       healthpsi node serve --run runs/demo --agency police --listen 127.0.0.1:0 --budget population=5000
+      echo 2020-02-01 > runs/demo/nodes/carrier/date     # a --clock run node moves to that day
     """
     _setup_logging(verbose)
+    if clock not in CLOCKS:
+        err.print(f"[red]error:[/] --clock {clock!r}: expected one of {', '.join(CLOCKS)}")
+        raise typer.Exit(2)
     policy = _budget(budget)
     limits = ServerLimits(
         max_batch=max_batch, max_receive_bytes=max(4 << 20, 64 * max_batch), grace_seconds=grace,
@@ -138,7 +149,7 @@ def serve(
             code = serve_node(
                 run, agency.value, listen, executor=executor, budget=policy, limits=limits,
                 progress=advance, on_listening=listening, on_ready=ready,
-                as_of=as_of.date() if as_of else None,
+                as_of=as_of.date() if as_of else None, clock=clock,
             )
     except (OSError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,6 +39,13 @@ DEFAULT_MAX_BATCH = 8192
 
 Clock = Callable[[], dt.datetime]
 ProofRng = Callable[[str, bytes], Rng | None]
+
+
+class Roller(Protocol):
+    """Moves a serving node to a new date (`nodes.startup.NodeRoller`)."""
+
+    def roll(self, as_of: dt.date) -> bool:
+        """Serve `as_of` from now on; False when already served."""
 
 
 @dataclass
@@ -102,7 +109,9 @@ class NodeHandlers:
         self.proof_rng = proof_rng
         self._lock = lock
         self.build_stats: build.BuildStats | None = None
-        """What opening the node built (set by `open_node`)."""
+        """What opening (or the last roll) built (set by `open_node`)."""
+        self.roller: Roller | None = None
+        """What moves the node to its next date while it serves (set by `open_node`)."""
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -261,6 +270,17 @@ class NodeHandlers:
         response = node_pb2.EvaluateResponse()
         response.ParseFromString(stored)
         return response, "charged"
+
+    def swap(self, as_of: dt.date, partitions: Mapping[str, Partition], malformed: Mapping[str, int]) -> list[
+        Partition
+    ]:
+        """Serve a new date's partitions from now on (a partition no longer served answers NOT_FOUND); return
+        the partitions replaced, for the caller to close once their keys and files are dealt with."""
+        old = self.partitions
+        self.partitions = dict(partitions)
+        self.as_of = as_of
+        self.malformed = dict(malformed)
+        return [p for pid, p in old.items() if self.partitions.get(pid) is not p]
 
     def close(self) -> None:
         """Sign a closing head on the audit log, then close index files, the budget database and the log."""

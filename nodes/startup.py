@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor
@@ -62,6 +63,37 @@ def node_dir(run_dir: Path, agency: str) -> Path:
     return Path(run_dir) / "nodes" / agency
 
 
+DATE_FILE = "date"
+"""In RUN/nodes/<agency>/: the run's clock, "YYYY-MM-DD", written by whoever advances a simulated run."""
+CLOCKS = ("auto", "wall", "run")
+
+
+def date_source(run_dir: Path, agency: str, clock: str = "auto") -> Callable[[], dt.date | None]:
+    """Where a serving node reads its date: `wall` the wall clock (production), `run` the run's clock in
+    RUN/nodes/<agency>/date (None while there is none); `auto` is `run` in a simulation (a seeded
+    scenario), else `wall`."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock {clock!r}: expected one of {', '.join(CLOCKS)}")
+    if clock == "auto":
+        scenario = Scenario.read(Path(run_dir))
+        clock = "run" if scenario is not None and scenario.seed is not None else "wall"
+    if clock == "wall":
+        return dt.date.today
+    path = node_dir(run_dir, agency) / DATE_FILE
+
+    def run_date() -> dt.date | None:
+        """The date in the node's date file, if there is one (an unreadable one is logged and ignored)."""
+        try:
+            return dt.date.fromisoformat(path.read_text().strip())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("%s: not a date (%s)", path, exc)
+            return None
+
+    return run_date
+
+
 def node_secrets_dir(run_dir: Path, agency: str) -> Path:
     """RUN/nodes/<agency>.secrets: the node's secrets, kept apart from the state directory they unlock."""
     return Path(run_dir) / "nodes" / f"{agency}.secrets"
@@ -98,8 +130,7 @@ def open_node(
         state = _NodeState(run_dir, agency, scenario)
         state.destroy_expired()
         partitions, malformed, stats = state.load_partitions(executor, progress)
-        for pid, part in partitions.items():
-            _set_budget(state.ledger, state.audit, pid, policy.cap(pid, part.meta.entry_count))
+        _set_budgets(state, partitions, policy)
         handlers = NodeHandlers(
             agency,
             partitions,
@@ -120,8 +151,51 @@ def open_node(
         os.close(lock)
         raise
     handlers.build_stats = stats
+    handlers.roller = NodeRoller(handlers, state, executor, policy)
     handlers.sign_head("opened")
     return handlers
+
+
+class NodeRoller:
+    """Moves a serving node to its next date without a restart: the new day's partitions built, days with
+    late rows rebuilt under fresh keys, days that left the window crypto-shredded, the manifest renewed."""
+
+    def __init__(
+        self, handlers: NodeHandlers, state: _NodeState, executor: Executor | None, policy: BudgetPolicy
+    ) -> None:
+        self.handlers, self._state, self._executor, self._policy = handlers, state, executor, policy
+        self._lock = threading.Lock()
+
+    def roll(self, as_of: dt.date, progress: Progress | None = None) -> bool:
+        """Serve `as_of` from now on; False when the node already serves it. A node's date never goes back
+        (ValueError)."""
+        with self._lock:
+            state, handlers = self._state, self.handlers
+            if as_of == handlers.as_of:
+                return False
+            if as_of < handlers.as_of:
+                raise ValueError(f"a node's date only moves forward: it serves {handlers.as_of}, not {as_of}")
+            state.scenario = state.scenario.with_window(as_of)
+            partitions, malformed, stats = state.load_partitions(self._executor, progress)
+            _set_budgets(state, partitions, self._policy)
+            replaced = handlers.swap(as_of, partitions, malformed)
+            state.destroy_expired()
+            for part in replaced:
+                part.index.close()
+            handlers.build_stats = stats
+            state.audit.append("node_rolled", {"as_of": as_of.isoformat(), "partitions": len(partitions),
+                                               "built": stats.built, "reused": stats.reused})
+            handlers.sign_head("rolled")
+            log.info("%s node now serves %s: %d partitions (%d built, %d reused)", state.agency, as_of,
+                     len(partitions), stats.built, stats.reused)
+            return True
+
+
+def _set_budgets(state: _NodeState, partitions: Mapping[str, Partition], policy: BudgetPolicy) -> None:
+    """Set every served partition's cap (`set_budget`) for the node's date."""
+    for pid, part in partitions.items():
+        cap = policy.cap(pid, part.meta.entry_count)
+        set_budget(state.ledger, state.audit, pid, cap, state.scenario.as_of)
 
 
 def lock_state(state: Path) -> int:
@@ -217,9 +291,10 @@ class _NodeState:
         return partitions, malformed, stats
 
 
-def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int) -> None:
+def set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int, epoch: dt.date) -> None:
     """Set a partition's budget cap and, when it is new or changed, log it (`budget_set`: total and used)
-    so that an auditor can check every charge in the log against the cap in force."""
+    so that an auditor can check every charge in the log against the cap in force. A static partition's
+    budget is per epoch: on a new date its use goes back to 0, logged first (`budget_reset`)."""
     try:
         previous: int | None = ledger.budget(partition_id).total
     except KeyError:
@@ -227,6 +302,11 @@ def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: i
     budget = ledger.set_total(partition_id, cap)
     if previous != cap:
         audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
+    _, day = parse_partition_id(partition_id)
+    if day is None and ledger.epoch(partition_id) != epoch.isoformat():
+        audit.append("budget_reset", {"partition_id": partition_id, "epoch": epoch.isoformat(),
+                                      "total": budget.total, "used_before": budget.used})
+        ledger.start_epoch(partition_id, epoch.isoformat())
 
 
 def source_digest(run_dir: Path, agency: str) -> str:

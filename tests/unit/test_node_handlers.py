@@ -440,3 +440,50 @@ def test_a_charge_never_commits_without_its_audit_entry(
     assert node.ledger.replay(pid, "crash", hashlib.sha256(blinded).digest()) is None
     monkeypatch.setattr(node.audit, "append", append)
     assert node.evaluate(request).budget_left == node.ledger.budget(pid).total - 2
+
+
+def test_a_serving_node_rolls_to_its_next_date(run: Path) -> None:
+    late_day, next_day = AS_OF - dt.timedelta(days=5), AS_OF + dt.timedelta(days=1)
+    leaving = AS_OF - dt.timedelta(days=13)
+    node = open_node(run, "transport")
+    try:
+        before = {p.partition_id: p for p in node.manifest().partitions}
+        path = run / "data" / "transport" / "tickets.parquet"
+        table = pq.read_table(path)
+        row = {**ticket_rows((late_day - FIRST_DAY).days)[0], "subject_id": ids.from_int(99000000000000002)}
+        with pq.ParquetWriter(path, table.schema) as writer:  # a late row, delivered while the node serves
+            writer.write_table(table)
+            writer.write_table(pa.Table.from_pylist([row], schema=table.schema))
+        assert node.roller is not None and node.roller.roll(next_day)
+        assert not node.roller.roll(next_day)
+        with pytest.raises(ValueError, match="only moves forward"):
+            node.roller.roll(AS_OF)
+        signed = node.get_manifest(node_pb2.GetManifestRequest())
+        identity = load_identities(PkiPaths(run)).node("transport").public_bytes_raw()
+        manifest = verify_manifest(signed, identity)
+        after = {p.partition_id: p for p in manifest.partitions}
+        assert manifest.as_of == next_day.isoformat()
+        assert set(after) - set(before) == {day_pid(next_day)}
+        assert set(before) - set(after) == {day_pid(leaving)}
+        assert after[day_pid(late_day)].key_version == 2
+        assert after[day_pid(late_day)].public_key != before[day_pid(late_day)].public_key
+        assert after[day_pid(AS_OF)].public_key == before[day_pid(AS_OF)].public_key
+        assert download(node, day_pid(next_day))
+        _, blinded = oprf.blind_many([b"a"], oprf.Mode.VOPRF)
+        with pytest.raises(NotFound):
+            node.evaluate(node_pb2.EvaluateRequest(partition_id=day_pid(leaving), blinded_elements=blinded))
+        with pytest.raises(NotFound):
+            download(node, day_pid(leaving))
+    finally:
+        node.close()
+    secrets = run / "nodes" / "transport.secrets" / "days"
+    assert not (run / "nodes" / "transport" / "keys" / f"{day_pid(leaving)}.key").exists()
+    assert not (secrets / f"{leaving.isoformat()}.key").exists()
+    assert (secrets / f"{next_day.isoformat()}.key").exists()
+    entries = audit_entries(run)
+    left = [e["data"] for e in entries if e["kind"] == "partition_key_destroyed" and "window" in e["data"]]
+    assert [(d["partition_id"], d["day_key_shredded"]) for d in left] == [(day_pid(leaving), True)]
+    assert [e["data"]["as_of"] for e in entries if e["kind"] == "node_rolled"] == [next_day.isoformat()]
+    chain = verify_file(run / "nodes" / "transport" / "audit.jsonl",
+                        load_identities(PkiPaths(run)).node("transport"))
+    assert chain.ok and chain.unsigned_tail == 0, chain.summary()
