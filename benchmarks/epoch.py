@@ -44,6 +44,7 @@ from nodes.startup import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys
 from runner import allocator
+from runner.enrollment import enroll_nodes
 from runner.executors import default_workers, make_executor
 from runner.pipeline import RunResult, serving_nodes
 from simulation.presets import get_preset
@@ -348,6 +349,7 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         started = time.perf_counter()
         simulate(settings.preset, settings.seed, run_dir, persons=settings.persons)
         init_keys(run_dir, force=True)
+        enroll_nodes(run_dir, AGENCIES)
         simulate_seconds = time.perf_counter() - started
         report("simulate")
         runs = []

@@ -16,10 +16,12 @@ from rich.table import Table
 from healthpsi.checks import parse_address, require_run
 from nodes.budget import BudgetPolicy, BudgetSpecError
 from nodes.handlers import DEFAULT_MAX_BATCH
+from nodes.secrets import NodeSecrets, init_node
 from nodes.server import ServerLimits
 from nodes.server import serve as serve_node
 from nodes.startup import CLOCKS, open_node
 from nodes.startup import Progress as ProgressCallback
+from runctx.scenario import Scenario
 from runner.executors import make_executor
 
 app = typer.Typer(
@@ -91,6 +93,36 @@ def _progress_bar(agency: str) -> tuple[Progress, ProgressCallback]:
         bar.update(task, completed=done, total=total, partition=label)
 
     return bar, advance
+
+
+@app.command("init")
+def init(
+    run: Path = RUN_OPTION,
+    agency: Agency = AGENCY_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace this node's existing keys."),
+) -> None:
+    """Generate this node's own keys where it runs — Ed25519 identity, TLS and storage keys, in
+    RUN/nodes/<agency>.secrets/ (or $HEALTHPSI_NODE_SECRETS/<agency>/), mode 0600 — and write its
+    enrollment request (RUN/nodes/<agency>/request.json) for the authority to certify with
+    `healthpsi keys enroll`.
+
+    In a simulation (RUN/scenario.json with a seed) the keys come from the run's seed.
+
+    \b
+    Example:
+      healthpsi node init --run runs/demo --agency carrier
+    """
+    require_run(run)
+    scenario = Scenario.read(run)
+    rng = None if scenario is None else scenario.rng(f"node/{agency.value}")
+    try:
+        request = init_node(run, agency.value, rng, force=force)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    secrets = NodeSecrets.of(run, agency.value)
+    print(f"{agency.value} node keys written to {secrets.directory}; request {request} "
+          f"(next: healthpsi keys enroll --run {run} --agency {agency.value})")
 
 
 @app.command()

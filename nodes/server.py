@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from nodes.budget import BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers
 from nodes.index import DEFAULT_CHUNK_BYTES
+from nodes.secrets import NodeSecrets
 from nodes.service import MatchingNodeServicer, certificate_fingerprint
 from nodes.startup import Progress, date_source, node_dir, open_node
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
@@ -68,8 +69,10 @@ def tls_credentials(run_dir: Path, agency: str) -> tuple[grpc.ServerCredentials,
     """Server credentials (node certificate; clients must chain to the root CA) and the coordinator
     certificate's fingerprint, the only peer served."""
     pki = PkiPaths(run_dir)
+    secrets = NodeSecrets.of(run_dir, agency)
+    secrets.check()
     credentials = grpc.ssl_server_credentials(
-        [(pki.node_key(agency).read_bytes(), pki.node_cert(agency).read_bytes())],
+        [(secrets.tls_key.read_bytes(), pki.node_cert(agency).read_bytes())],
         root_certificates=pki.root_cert.read_bytes(),
         require_client_auth=True,
     )

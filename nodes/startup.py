@@ -23,16 +23,15 @@ import numpy as np
 
 from crypto.auditlog import AuditLog
 from crypto.drbg import Rng
-from crypto.pki import load_identity_key, load_storage_key
 from nodes import build, keys
 from nodes import index as idx
 from nodes.budget import BudgetLedger, BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Partition
 from nodes.keys import KeyStore, KeyStoreError, PartitionKey
+from nodes.secrets import NodeSecrets
 from nodes.store import AgencyStore
 from proto.tokens import parse_partition_id
 from runctx.files import write_atomic
-from runctx.pki import PkiPaths
 from runctx.scenario import Scenario
 
 log = logging.getLogger("healthpsi.node")
@@ -92,11 +91,6 @@ def date_source(run_dir: Path, agency: str, clock: str = "auto") -> Callable[[],
             return None
 
     return run_date
-
-
-def node_secrets_dir(run_dir: Path, agency: str) -> Path:
-    """RUN/nodes/<agency>.secrets: the node's secrets, kept apart from the state directory they unlock."""
-    return Path(run_dir) / "nodes" / f"{agency}.secrets"
 
 
 def open_node(
@@ -217,10 +211,10 @@ class _NodeState:
         self.run_dir, self.agency, self.scenario = run_dir, agency, scenario
         self.dir = node_dir(run_dir, agency)
         self.index_dir = self.dir / "index"
-        pki = PkiPaths(run_dir)
-        self.identity_key = load_identity_key(pki.node_identity_key(agency))
-        self.keystore = KeyStore(self.dir / "keys", agency, load_storage_key(pki.node_storage_key(agency)),
-                                 node_secrets_dir(run_dir, agency) / "days", self.day_key_rng)
+        secrets = NodeSecrets.of(run_dir, agency)
+        self.identity_key = secrets.load_identity()
+        self.keystore = KeyStore(self.dir / "keys", agency, secrets.load_storage(), secrets.day_keys,
+                                 self.day_key_rng)
         self.ledger = BudgetLedger(self.dir / "state.sqlite")
         self.audit = AuditLog(self.dir / "audit.jsonl")
 

@@ -27,6 +27,7 @@ from crypto.pki import load_certificate, load_ec_private_key
 from nodes.budget import default_cap
 from nodes.index import ENTRY_HEADER, entry_offsets
 from nodes.manifest import ManifestError, verify_manifest
+from nodes.secrets import NodeSecrets
 from nodes.store import AgencyStore
 from proto import ids, risk, tokens
 from proto.healthpsi.v1 import node_pb2
@@ -224,7 +225,7 @@ def test_clients_without_the_coordinator_certificate_are_refused_at_the_handshak
         "another CA": {"certificate": foreign_cert, "key": foreign_key},
         "a node's own certificate": {
             "certificate": pki.node_cert("police").read_bytes(),
-            "key": pki.node_key("police").read_bytes(),
+            "key": NodeSecrets.of(city_run, "police").tls_key.read_bytes(),
         },
     }
     for name, creds in attempts.items():

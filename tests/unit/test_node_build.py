@@ -19,6 +19,7 @@ from nodes.startup import open_node
 from nodes.store import AgencyStore
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys
+from runner.enrollment import enroll_nodes
 from simulation.scenario import simulate
 
 WINDOW = (dt.date(2020, 1, 18), dt.date(2020, 1, 31))
@@ -30,6 +31,7 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("build") / "run"
     simulate("city-20k", 11, run, persons=400)
     init_keys(run)
+    enroll_nodes(run, AGENCIES)
     return run
 
 

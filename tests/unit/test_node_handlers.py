@@ -30,6 +30,7 @@ from proto import ids
 from proto.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
 from runctx.pki import PkiPaths, create_pki, load_identities
+from runner.enrollment import enroll_nodes
 
 AS_OF = dt.date(2020, 1, 20)
 FIRST_DAY = dt.date(2020, 1, 3)  # three days before the 14-day window
@@ -53,7 +54,8 @@ def write_run(run: Path) -> None:
     """scenario.json, a PKI and transport tickets (one row group per day, with malformed rows)."""
     run.mkdir(parents=True, exist_ok=True)
     (run / "scenario.json").write_text(json.dumps({"as_of": AS_OF.isoformat(), "window_days": 14, "seed": 7}))
-    create_pki(PkiPaths(run), ["transport"], rng=Drbg(b"test pki"), now=dt.datetime(2020, 1, 20))
+    create_pki(PkiPaths(run), rng=Drbg(b"test pki"), now=dt.datetime(2020, 1, 20))
+    enroll_nodes(run, ["transport"])
     schema = pa.schema([("subject_id", pa.string()), ("trip_id", pa.string()),
                         ("service_date", pa.date32()), ("carriage", pa.int16())])
     path = run / "data" / "transport" / "tickets.parquet"
