@@ -20,8 +20,8 @@ from .conftest import AGENCIES, healthpsi
 
 def _private_values(secrets: NodeSecrets) -> list[bytes]:
     """Every node secret, in the forms it could be copied in: the files' bytes and the raw key material."""
-    identity = secrets.load_identity().private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                                     serialization.NoEncryption())
+    identity = secrets.load_identity().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     tls = secrets.load_tls().private_numbers().private_value.to_bytes(32, "big")
     return [*(p.read_bytes() for p in secrets.files()), identity, tls]
 
