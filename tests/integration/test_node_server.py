@@ -507,3 +507,33 @@ def test_sigterm_drains_a_running_stream_and_exits_zero(spare_run: Path) -> None
     identity = load_identities(PkiPaths(spare_run)).node(SPARE)
     chain = verify_file(spare_run / "nodes" / SPARE / "audit.jsonl", identity)
     assert chain.ok and chain.unsigned_tail == 0, chain.summary()
+
+
+def test_a_node_on_the_run_clock_rolls_when_its_date_file_changes(
+    city_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    run = copy_run(city_run, tmp_path_factory.mktemp("rolling") / "run")
+    node = NodeProcess(run, SPARE, "--clock", "run").wait_ready()
+    try:
+        before = fetch_manifest(node)
+        as_of = dt.date.fromisoformat(before.as_of)
+        leaving = min((p for p in before.partitions if p.day != "static"), key=lambda p: p.day)
+        next_day = as_of + dt.timedelta(days=1)
+        (run / "nodes" / SPARE / "date").write_text(next_day.isoformat() + "\n")
+        deadline = time.monotonic() + 600
+        after = before
+        while after.as_of != next_day.isoformat() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            after = fetch_manifest(node)
+        assert after.as_of == next_day.isoformat(), node.log()[-2000:]
+        assert leaving.day == (as_of - dt.timedelta(days=before.window_days - 1)).isoformat()
+        assert leaving.partition_id not in {p.partition_id for p in after.partitions}
+        with NodeClient(run, SPARE, node.address) as client:
+            error = rpc_error(client.evaluate, leaving.partition_id, blinded_batch(1))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        assert node.process.poll() is None  # the same process, never restarted
+    finally:
+        assert node.terminate() == 0
+    assert not (run / "nodes" / f"{SPARE}.secrets" / "days" / f"{leaving.day}.key").exists()
+    rolled = [e["data"]["as_of"] for e in audit(run, SPARE) if e["kind"] == "node_rolled"]
+    assert rolled == [next_day.isoformat()]
