@@ -180,9 +180,12 @@ class RssSampler:
 
 
 def _reset(run_dir: Path) -> None:
-    """Remove every node's and the coordinator's state (the PKI and the data stay)."""
-    for name in ("nodes", "coordinator", "reference"):
+    """Remove every node's and the coordinator's state and the nodes' day keys (the PKI, the nodes' own
+    keys and the data stay)."""
+    for name in ("coordinator", "reference"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
+    for path in (run_dir / "nodes").glob("*"):
+        shutil.rmtree(path / "days" if path.name.endswith(".secrets") else path, ignore_errors=True)
 
 
 def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
