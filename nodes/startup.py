@@ -29,7 +29,8 @@ from nodes.budget import BudgetLedger, BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Partition
 from nodes.keys import KeyStore, KeyStoreError, PartitionKey
 from nodes.secrets import NodeSecrets
-from nodes.store import AgencyStore
+from nodes.store import AgencyStore, StoreError
+from proto import layout
 from proto.tokens import parse_partition_id
 from runctx.files import write_atomic
 from runctx.scenario import Scenario
@@ -266,7 +267,7 @@ class _NodeState:
     ) -> tuple[dict[str, Partition], dict[str, int], build.BuildStats]:
         """Every partition of the window with the malformed counts and what was built: all reused when the
         data files and window are those of the last build, else read and built (or reused) one by one."""
-        sources = source_digest(self.run_dir, self.agency)
+        sources = source_digest(self.run_dir, self.agency, self.scenario.as_of)
         record = self.dir / SOURCES_FILE
         reused_all = _reuse_all(record, sources, self.scenario, self.index_dir, self.keystore)
         stats = build.BuildStats()
@@ -277,7 +278,7 @@ class _NodeState:
                 if progress is not None:
                     progress(pid, done, len(partitions), True)
             return partitions, malformed, stats
-        store = AgencyStore(self.run_dir, self.agency)
+        store = AgencyStore(self.run_dir, self.agency, self.scenario.as_of)
         partitions, stats = _build_partitions(self, store, executor, progress)
         malformed = store.malformed
         _save_sources(self.dir / SOURCES_FILE, sources, self.scenario, list(partitions), malformed)
@@ -303,12 +304,19 @@ def set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: in
         ledger.start_epoch(partition_id, epoch.isoformat())
 
 
-def source_digest(run_dir: Path, agency: str) -> str:
-    """Hex SHA-256 over the names and contents of the agency's data files (RUN/data/<agency>/*)."""
+def source_digest(run_dir: Path, agency: str, as_of: dt.date | None = None) -> str:
+    """Hex SHA-256 over the paths (relative to RUN/data/<agency>/) and contents of the agency's data files
+    delivered by `as_of` (`proto.layout.agency_files`)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in (Path(run_dir) / "data" / agency).glob("*") if p.is_file()):
+    root = Path(run_dir) / "data" / agency
+    try:
+        paths = layout.agency_files(root, as_of) if root.is_dir() else []
+    except layout.LayoutError as exc:
+        raise StoreError(str(exc)) from None
+    for path in paths:
         with path.open("rb") as fh:
-            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+            name = path.relative_to(root).as_posix()
+            digest.update(name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
     return digest.hexdigest()
 
 
