@@ -30,7 +30,7 @@ from nodes.budget import BudgetLedger, BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Partition
 from nodes.keys import KeyStore, KeyStoreError
 from nodes.store import AgencyStore
-from runctx.files import write_atomic
+from runctx.files import witness_dir, write_atomic
 from runctx.pki import PkiPaths
 from runctx.scenario import Scenario
 
@@ -142,7 +142,7 @@ class _NodeState:
         self.identity_key = load_identity_key(pki.node_identity_key(agency))
         self.keystore = KeyStore(self.dir / "keys", agency, load_storage_key(pki.node_storage_key(agency)))
         self.ledger = BudgetLedger(self.dir / "state.sqlite")
-        self.audit = AuditLog(self.dir / "audit.jsonl")
+        self.audit = AuditLog(self.dir / "audit.jsonl", witness=witness_dir(run_dir, f"nodes/{agency}"))
 
     def clock(self) -> dt.datetime:
         """The scenario's clock as the manifest carries it (naive, to the second)."""
