@@ -189,6 +189,14 @@ class _NodeState:
         store = AgencyStore(self.run_dir, self.agency)
         partitions, stats = _build_partitions(self, store, executor, progress)
         malformed = store.malformed
+        if self.agency == "carrier":
+            store.cells()  # read here too when workers built every day: its problems are named below
+        for path, why in store.unreadable.items():
+            log.warning("%s: %s; skipped, the rest is served", path, why)
+            self.audit.append("data_file_skipped", {"file": path, "reason": why[:500]})
+        for name, rows in store.good_rows.items():
+            if rows == 0:
+                log.warning("%s: the %s dataset holds no usable rows", self.agency, name)
         _save_sources(self.dir / SOURCES_FILE, sources, self.scenario, list(partitions), malformed)
         write_atomic(self.dir / BUILD_FILE, json.dumps(stats.to_json(), indent=1, sort_keys=True).encode())
         return partitions, malformed, stats
