@@ -21,9 +21,9 @@ from coordinator.sealing import SealedFileError
 from coordinator.store import StoreError
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto.errors import CryptoError
+from healthpsi.checks import parse_nodes, probe_nodes, require_run
 from healthpsi.progress import stage_progress
 from proto.errors import ProtocolError
-from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths
 from runner.executors import make_executor
 from runner.pipeline import in_process_nodes
@@ -48,22 +48,6 @@ FAILURES = (
     ValueError,
     OSError,
 )
-
-
-def parse_nodes(specs: list[str]) -> dict[str, str]:
-    """`agency=HOST:PORT` options as {agency: address}; BadParameter on a malformed or repeated one."""
-    nodes: dict[str, str] = {}
-    for spec in specs:
-        agency, sep, address = spec.partition("=")
-        if not sep or not address or agency not in AGENCIES:
-            raise typer.BadParameter(
-                f"{spec!r}: expected AGENCY=HOST:PORT with AGENCY one of {', '.join(AGENCIES)}",
-                param_hint="--node",
-            )
-        if agency in nodes:
-            raise typer.BadParameter(f"node {agency} given twice", param_hint="--node")
-        nodes[agency] = address
-    return nodes
 
 
 @contextlib.contextmanager
@@ -146,6 +130,8 @@ def epoch(
         raise typer.BadParameter(
             "give --node AGENCY=HOST:PORT for each node, or --in-process", param_hint="--node"
         )
+    require_run(run, "scenario", "pki", *(("data",) if in_process else ()))
+    probe_nodes(run, nodes)
     bar, advance = stage_progress(STAGES, err)
     try:
         with (

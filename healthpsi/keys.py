@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crypto.pki import load_trust_list
+from healthpsi.checks import require_run
 from proto.tokens import AGENCIES
 from runctx.pki import KeysError, init_keys, load_signing_key
 
@@ -29,6 +30,7 @@ def init(
 
     [bold]Example:[/bold] [cyan]healthpsi keys init --run runs/demo[/cyan]
     """
+    require_run(run)
     console = Console()
     try:
         paths = init_keys(run, force=force)

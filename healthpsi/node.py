@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from healthpsi.checks import parse_address, require_run
 from nodes.budget import BudgetPolicy, BudgetSpecError
 from nodes.handlers import DEFAULT_MAX_BATCH
 from nodes.server import ServerLimits
@@ -115,6 +116,8 @@ def serve(
       healthpsi node serve --run runs/demo --agency carrier --listen 127.0.0.1:50051
       healthpsi node serve --run runs/demo --agency police --listen 127.0.0.1:0 --budget population=5000
     """
+    require_run(run, "scenario", "pki", "data")
+    parse_address(listen, "--listen", any_port=True)
     _setup_logging(verbose)
     policy = _budget(budget)
     limits = ServerLimits(
@@ -124,14 +127,14 @@ def serve(
     bar, advance = _progress_bar(agency.value)
 
     def listening(address: str) -> None:
-        """Say where the node listens while it builds its indexes."""
-        print(f"{agency.value} node listening on {address} (loading indexes)", flush=True)
+        """Say the port is bound while the indexes build (calls get UNAVAILABLE until ready)."""
+        print(f"{agency.value} node bound to {address}; building indexes before it serves", flush=True)
         bar.start()
 
     def ready(address: str) -> None:
-        """Say the node is serving."""
+        """Say the node is serving, only now."""
         bar.stop()
-        print(f"{agency.value} node serving on {address}", flush=True)
+        print(f"{agency.value} node listening on {address}: serving", flush=True)
 
     try:
         with make_executor(workers) as executor:
@@ -163,6 +166,7 @@ def build(
     Example:
       healthpsi node build --run runs/demo --agency transport --workers 2
     """
+    require_run(run, "scenario", "pki", "data")
     _setup_logging(verbose)
     policy = _budget(budget)
     bar, advance = _progress_bar(agency.value)

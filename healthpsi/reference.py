@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from healthpsi.checks import require_run
 from proto.risk import RiskSetError
 from simulation.reference import ReferenceError, compute_reference
 from simulation.writer import write_table
@@ -29,6 +30,7 @@ def reference(
 
     [cyan]healthpsi reference --run runs/demo[/cyan]
     """
+    require_run(run, "scenario", "data")
     console = Console()
     started = time.perf_counter()
     columns = (

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from healthpsi.progress import stage_progress
+from healthpsi.simulate import PresetName
 from runner.pipeline import PipelineError, RunResult, run_pipeline
 
 STAGE_TEXT = {
@@ -49,11 +50,17 @@ def summary_table(result: RunResult) -> Table:
 
 
 def run(
-    preset: str = typer.Option("city-20k", "--preset", help="city-20k, city-240k or sanmenxia."),
-    seed: int = typer.Option(7, "--seed", help="Scenario seed: same seed, same run, byte for byte."),
+    preset: PresetName = typer.Option(PresetName.city_20k, "--preset", help="City size and parameters."),
+    seed: int = typer.Option(
+        7, "--seed", min=0, max=2**64 - 1, help="Scenario seed: same seed, same run, byte for byte."
+    ),
     out: Path = typer.Option(..., "--out", help="Run directory to create (replaced if it exists)."),
-    persons: int | None = typer.Option(None, "--persons", help="Override the preset's population size."),
-    workers: int | None = typer.Option(None, "--workers", help="Worker processes (default: one per core)."),
+    persons: int | None = typer.Option(
+        None, "--persons", min=100, help="Override the preset's population size."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, max=256, help="Worker processes (default: one per core)."
+    ),
     dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address, or 'local'."),
     in_process: bool = typer.Option(
         False, "--in-process", help="Run the nodes inside this process instead of as gRPC servers."
@@ -76,7 +83,7 @@ def run(
 
         try:
             result = run_pipeline(
-                preset,
+                preset.value,
                 seed,
                 out,
                 persons,

@@ -10,28 +10,8 @@ from pathlib import Path
 import typer
 import uvicorn
 
+from healthpsi.checks import parse_address, parse_nodes
 from service.settings import APPS, ENV_SETTINGS, ServiceSettings, SettingsError
-
-
-def _listen(value: str) -> tuple[str, int]:
-    """HOST:PORT, or exit 2 naming --listen."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise typer.BadParameter(
-            f"expected HOST:PORT (port 0 = any free port), got {value!r}", param_hint="--listen"
-        )
-    return host.strip("[]"), int(port)
-
-
-def _nodes(values: list[str]) -> dict[str, str]:
-    """AGENCY=HOST:PORT pairs, or exit 2 naming --node."""
-    out: dict[str, str] = {}
-    for value in values:
-        agency, sep, address = value.partition("=")
-        if not sep or not agency or ":" not in address or not address.rpartition(":")[2].isdigit():
-            raise typer.BadParameter(f"expected AGENCY=HOST:PORT, got {value!r}", param_hint="--node")
-        out[agency] = address
-    return out
 
 
 def serve(
@@ -49,10 +29,10 @@ def serve(
 
     [cyan]healthpsi serve --run runs/demo --listen 127.0.0.1:8000[/cyan]
     """
-    host, port = _listen(listen)
+    host, port = parse_address(listen, "--listen", any_port=True)
     try:
         settings = ServiceSettings(
-            run=run, apps=tuple(a.strip() for a in app.split(",") if a.strip()), nodes=_nodes(node)
+            run=run, apps=tuple(a.strip() for a in app.split(",") if a.strip()), nodes=parse_nodes(node)
         )
     except SettingsError as exc:
         typer.echo(f"serve: {exc}", err=True)

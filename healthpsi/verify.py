@@ -56,12 +56,16 @@ def verify(
 
     Exit status 0 valid, 1 invalid (bad signature, unknown key, expired, revoked), 2 unusable input.
 
-    [bold]Examples:[/bold]
+    A simulated run's codes are dated in its scenario (the demo's on 2020-02-01), so give --at.
 
-    [cyan]healthpsi verify --file code.png --trust runs/demo/pki/trustlist.json \\
-    --revocations runs/demo/pki/revocations.json[/cyan]
+    [bold]Examples[/bold] (after `make demo`):
 
-    [cyan]healthpsi verify 'HC1:NCF...' --cert signer.pem --at 2021-05-06T18:00:00Z --json[/cyan]
+    [cyan]healthpsi verify --file "$(ls runs/demo/coordinator/qr/*.png | head -1)"
+    --trust runs/demo/pki/trustlist.json --revocations runs/demo/pki/revocations.json
+    --at 2020-02-01T12:00:00Z[/cyan]
+
+    [cyan]healthpsi verify --file "$(ls runs/demo/coordinator/qr/*.txt | head -1)"
+    --trust runs/demo/pki/trustlist.json --at 2020-02-01T12:00:00Z --json[/cyan]
     """
     fmt: str | None = None
     try:

@@ -84,6 +84,46 @@ def city_regions(scenario: dict[str, Any]) -> set[str]:
     return {code for code, region in scenario.get("regions", {}).items() if not region.get("outside")}
 
 
+METRIC_TEXT = {
+    "coded_subjects": "people with a code",
+    "infected_coded": "infected people with a code",
+    "infected_flagged": "infected people coded red or yellow",
+    "sensitivity": "sensitivity",
+    "uninfected_coded": "uninfected people with a code",
+    "uninfected_green": "uninfected people coded green",
+    "specificity": "specificity",
+    "quarantine_person_days": "quarantine person-days imposed",
+    "infected_total": "infected in the window (truth)",
+}
+"""How the report names each truth metric."""
+
+
+def _percent(value: float | None) -> str:
+    """A share as a percentage with one decimal, or n/a."""
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _metric(name: str, value: Any) -> str:
+    """A truth metric as the report prints it: shares as percentages, counts with thousands separators."""
+    if name in ("sensitivity", "specificity"):
+        return _percent(value)
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _verified(verified: dict[str, int]) -> str:
+    """The offline verification sample in words."""
+    checked, valid = verified.get("checked", 0), verified.get("valid", 0)
+    return f"{valid:,} of {checked:,} valid" if checked else "none checked"
+
+
+def _exits(exit_codes: dict[str, int]) -> str:
+    """The nodes' exit codes in words."""
+    bad = {agency: code for agency, code in exit_codes.items() if code != 0}
+    if not bad:
+        return f"yes: {', '.join(exit_codes)} exited 0"
+    return "NO: " + ", ".join(f"{agency} exited {code}" for agency, code in bad.items())
+
+
 def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write RUN/report.json and RUN/report.html for a finished run; return the HTML path."""
     scenario = json.loads((run_dir / "scenario.json").read_text())
@@ -97,8 +137,13 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     metrics = truth_metrics(run_dir, codes, as_of)
     colour_counts = {c: int((codes["color"] == c).sum()) for c in COLOURS}
     by_kind = matches_by_kind(matches)
+    stage_bytes = {name: int(n) for name, n in epoch.get("bytes", {}).items() if name != "total"}
     stage_rows = [
-        {"stage": name, "seconds": round(float(sec), 3), "bytes": int(epoch.get("bytes", {}).get(name, 0))}
+        {
+            "stage": name,
+            "seconds": round(float(sec), 3),
+            "bytes on the wire": sum(stage_bytes.values()) if name == "total" else stage_bytes.get(name, 0),
+        }
         for name, sec in epoch.get("seconds", {}).items()
     ]
     figures = {
@@ -106,7 +151,6 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
         "exposures": plot_exposures_per_day(exposures_per_day(matches)),
         "map": plot_risk_map(run_dir, matches, city_regions(scenario)),
     }
-    fmt = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
     report = {
         "title": f"healthpsi run — {scenario['preset']}, seed {scenario['seed']}",
         "subtitle": f"{scenario['persons']:,} persons · window ending {as_of} · {run_dir}",
@@ -115,15 +159,15 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
             {"label": "codes issued", "value": len(codes)},
             *({"label": c, "value": n, "class": c} for c, n in colour_counts.items()),
             {"label": "matches", "value": len(matches)},
-            {"label": "sensitivity", "value": fmt(metrics["sensitivity"])},
-            {"label": "specificity", "value": fmt(metrics["specificity"])},
+            {"label": "sensitivity", "value": _percent(metrics["sensitivity"])},
+            {"label": "specificity", "value": _percent(metrics["specificity"])},
         ],
         "sections": [
             {
                 "title": "Health codes",
                 "figures": ["codes"],
                 "rows": [
-                    {"colour": c, "codes": n, "share": n / max(1, len(codes))}
+                    {"colour": c, "codes": n, "share": _percent(n / max(1, len(codes)))}
                     for c, n in colour_counts.items()
                 ],
             },
@@ -134,7 +178,10 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
                     "Sensitivity: infected people with a red or yellow code. "
                     "Specificity: uninfected people with a green code."
                 ),
-                "rows": [{"measure": k, "value": v} for k, v in metrics.items()],
+                "rows": [
+                    {"measure": METRIC_TEXT.get(k, k.replace("_", " ")), "value": _metric(k, v)}
+                    for k, v in metrics.items()
+                ],
             },
             {"title": "Matches per agency and token kind", "rows": by_kind.to_dict("records")},
             {"title": "Exposures per day", "figures": ["exposures"]},
@@ -146,17 +193,20 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
             },
             {
                 "title": "Query budget per node",
-                "rows": [{"node": agency, **b} for agency, b in summary["budgets"].items()],
+                "rows": [
+                    {"node": agency, **{k.replace("_", " "): v for k, v in b.items()}}
+                    for agency, b in summary["budgets"].items()
+                ],
             },
             {
                 "title": "Checks",
                 "rows": [
                     {
                         "check": "private matches equal the plaintext join",
-                        "result": str(summary["reference_equal"]),
+                        "result": "yes, row for row" if summary["reference_equal"] else "NO",
                     },
-                    {"check": "sample of codes verified offline", "result": json.dumps(summary["verified"])},
-                    {"check": "nodes stopped cleanly", "result": json.dumps(summary["node_exit_codes"])},
+                    {"check": "sample of codes verified offline", "result": _verified(summary["verified"])},
+                    {"check": "nodes stopped cleanly", "result": _exits(summary["node_exit_codes"])},
                     {"check": "memory", "result": "one partition's records at a time in each step"},
                 ],
             },

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +21,40 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cmd += ["--persons", "1500", "--out", str(out), "--workers", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (out.parent / "run-output.txt").write_text(proc.stdout + proc.stderr)
     return out
+
+
+def test_run_output_has_no_grpc_fork_warning_or_traceback(run_dir: Path) -> None:
+    output = (run_dir.parent / "run-output.txt").read_text()
+    assert "Report:" in output
+    assert "fork" not in output.lower()
+    assert "Traceback" not in output
+
+
+def test_verify_help_examples_work_as_printed(run_dir: Path) -> None:
+    """The examples of `healthpsi verify --help`, run in a shell where runs/demo is this run."""
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
+    cmd = [sys.executable, "-m", "healthpsi.cli", "verify", "--help"]
+    help_text = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60).stdout
+    flat = " ".join(help_text.split())
+    examples = re.findall(r"(healthpsi verify --file .*?--at \S+(?: --json)?)(?= healthpsi| ╭|$)", flat)
+    assert len(examples) == 2, flat
+    (run_dir.parent / "runs").mkdir(exist_ok=True)
+    demo = run_dir.parent / "runs" / "demo"
+    if not demo.exists():
+        demo.symlink_to(run_dir)
+    bin_dir = run_dir.parent / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    shim = bin_dir / "healthpsi"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m healthpsi.cli \"$@\"\n")
+    shim.chmod(0o755)
+    for example in examples:
+        proc = subprocess.run(["bash", "-c", example], cwd=run_dir.parent, capture_output=True, text=True,
+                              env={**env, "PATH": f"{bin_dir}:{env['PATH']}"}, timeout=120)
+        assert proc.returncode == 0, example + "\n" + proc.stdout + proc.stderr
+    assert examples[-1].endswith("--json")
+    assert json.loads(proc.stdout)["valid"] is True
 
 
 def test_private_matches_equal_plaintext_join_row_for_row(run_dir: Path) -> None:
@@ -66,3 +101,19 @@ def test_report_has_tables_plots_and_truth(run_dir: Path) -> None:
     assert 0.0 <= metrics["sensitivity"] <= 1.0
     assert 0.0 <= metrics["specificity"] <= 1.0
     assert sum(report["colours"].values()) == metrics["coded_subjects"]
+
+
+def test_report_reads_as_a_report(run_dir: Path) -> None:
+    report = json.loads((run_dir / "report.json").read_text())
+    sections = {s["title"]: s for s in report["sections"]}
+    stages = {row["stage"]: row["bytes on the wire"] for row in sections[next(
+        t for t in sections if t.startswith("Epoch stages"))]["rows"]}
+    assert stages["total"] == sum(v for k, v in stages.items() if k != "total") > 0
+    shares = [row["share"] for row in sections["Health codes"]["rows"]]
+    assert all(re.fullmatch(r"\d+\.\d%", s) for s in shares), shares
+    checks = {row["check"]: row["result"] for row in sections["Checks"]["rows"]}
+    assert checks["private matches equal the plaintext join"] == "yes, row for row"
+    assert re.fullmatch(r"[\d,]+ of [\d,]+ valid", checks["sample of codes verified offline"])
+    html = (run_dir / "report.html").read_text()
+    for raw in ("True", "None", '{"checked"', "coded_subjects"):
+        assert raw not in html, raw
