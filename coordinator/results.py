@@ -115,9 +115,9 @@ def epoch_codes_digest(store: CodeStore, epoch: str) -> str:
     return digest.hexdigest()
 
 
-SUMMARY_UNBOUND = ("seconds", "files")
-"""Members of the epoch summary its digest leaves out: timings measured on this machine and where the files
-lie (both differ between the run and its re-run, whose logs must be equal byte for byte)."""
+SUMMARY_UNBOUND = ("seconds", "bytes", "files")
+"""Members of the epoch summary its digest leaves out: timings and bytes transferred, measured on this run,
+and where the files lie (all differ between a run and its re-run, whose logs must be equal byte for byte)."""
 
 
 def summary_digest(summary: Mapping[str, Any]) -> str:

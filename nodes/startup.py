@@ -89,6 +89,8 @@ def open_node(
     policy = budget or BudgetPolicy()
     node_dir(run_dir, agency).mkdir(parents=True, exist_ok=True)
     lock = lock_state(node_dir(run_dir, agency))
+    # this process holds the state now: a port file still there was left by a node killed without a stop
+    (node_dir(run_dir, agency) / "port").unlink(missing_ok=True)
     try:
         state = _NodeState(run_dir, agency, scenario)
         state.destroy_expired()

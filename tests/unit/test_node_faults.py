@@ -1,5 +1,6 @@
-"""Refused node calls are in the node's audit log, with what the peer chose capped: a StreamIndex refusal,
-an Evaluate of a megabyte-long partition id (logged and echoed in a few hundred characters)."""
+"""Node faults: refused calls are in the node's audit log, with what the peer chose capped (a StreamIndex
+refusal, an Evaluate of a megabyte-long partition id logged and echoed in a few hundred characters); a port
+file left by a node killed with -9 is gone once a new node holds the state."""
 
 from __future__ import annotations
 
@@ -88,3 +89,15 @@ def test_a_refused_peer_is_logged(base_run: Path, tmp_path: Path) -> None:
     assert last["kind"] == "refused" and last["data"]["call"] == "GetManifest"
     identity = load_identity_key(PkiPaths(run).node_identity_key("transport"))
     assert verify_file(node.audit.name, identity.public_key()).ok
+
+
+def test_a_stale_port_file_is_removed_when_a_node_takes_the_state(base_run: Path, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(base_run, tmp_path / "run"))
+    port = run / "nodes" / "transport" / "port"
+    port.parent.mkdir(parents=True, exist_ok=True)
+    port.write_text("65000\n")  # what a node killed with -9 leaves behind
+    node = open_node(run, "transport")
+    try:
+        assert not port.exists()
+    finally:
+        node.close()
