@@ -8,6 +8,7 @@ active matching rule of that colour; with none, it is green.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import tomllib
 from collections.abc import Mapping
@@ -87,6 +88,28 @@ class Policy:
         if not isinstance(raw_rules, list) or not raw_rules:
             raise PolicyError(f"{source}: needs at least one [[rules]] table")
         return cls(version=version, rules=tuple(_rule(r, i, source) for i, r in enumerate(raw_rules, 1)))
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The reason codes of the rules, in rule order, each once."""
+        return tuple(dict.fromkeys(r.reason for r in self.rules))
+
+    def varied(self, reason: str, **changes: float | int) -> Policy:
+        """The policy with every rule of reason code `reason` changed (`min`, `max`, `quarantine_days`),
+        its version naming the change (e.g. `2020-default-1+CELL_HOURS.min=3`)."""
+        if reason not in self.reasons:
+            raise PolicyError(f"no rule has reason {reason!r}; reasons: {', '.join(self.reasons)}")
+        unknown = set(changes) - {"min", "max", "quarantine_days"}
+        if unknown:
+            raise PolicyError(f"cannot vary {sorted(unknown)}: only min, max and quarantine_days")
+        rules = []
+        for i, rule in enumerate(self.rules, 1):
+            if rule.reason == reason:
+                fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule)}
+                rule = _rule({**fields, **changes}, i, self.version)
+            rules.append(rule)
+        label = ",".join(f"{reason}.{k}={v:g}" for k, v in changes.items())
+        return Policy(version=f"{self.version}+{label}", rules=tuple(rules))
 
     def assess(self, features: Mapping[str, Any], at: dt.date) -> Assessment:
         """The colour of one subject (a mapping of feature values and `last_exposure`) at a date."""

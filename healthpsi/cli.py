@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from healthpsi import audit, bench, coordinator, keys, node, reference, run, serve, simulate, verify
+from healthpsi import policy as policy_commands
 from runner import allocator
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command("verify")(verify.verify)
 app.command("serve")(serve.serve)
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
+app.add_typer(policy_commands.app, name="policy")
 
 if __name__ == "__main__":
     app()

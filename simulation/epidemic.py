@@ -13,7 +13,9 @@ each remembered with probability `recall`; like an interview, it lists where the
 nights it spent at home or in its hotel (22:00 to 06:00) nor its hours in hospital once isolated.
 
 How each infection happened is kept (`Epidemic.route`, counted by route in scenario.json); the
-parameters and where their values come from are in `simulation.presets`.
+parameters and where their values come from are in `simulation.presets`. Every contact an infectious
+person has in each setting is kept too, so that a run reports what contact tracing would have measured
+(`Epidemic.observed`: secondary attack rates by setting, serial interval, onset to isolation).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ BASE_KINDS = (HOME, HOTEL, AWAY)
 NIGHT = (22 * 60, 6 * 60)
 """Night hours at one's base (22:00 to 06:00), which an investigation does not list as cell-hours."""
 _HOUR = 60
+CLOSE_CELL_HOURS = 2
+"""Shared cell-hours that make two people close contacts in public places (the 2020 rules' threshold)."""
+SETTING_ORDER = (HOUSEHOLD, ROOM_NIGHT, VISITED, CARRIAGE, CELL_HOURS)
+"""Settings from the closest: a contact met in several settings is counted in the first (as tracing does)."""
 
 
 @dataclass
@@ -70,6 +76,7 @@ class Epidemic:
         self.stay_home = np.zeros(n, dtype=bool)
         self.status = np.zeros(n, dtype=np.int8)
         self.tracked = np.zeros(n, dtype=bool)
+        self.contacts: list[np.ndarray] = []  # rows (infector, person, route, shared hours), day by day
         self.beta = preset.cell_hour_beta * 40.0 / preset.persons_per_cell
         self._seed(rng)
         self._suspects(rng)
@@ -96,7 +103,7 @@ class Epidemic:
         if short > 0:
             asym[rng.choice(np.nonzero(asym)[0], size=short, replace=False)] = False
         sym_onset = infected_at + incubation.astype(np.int64) if onset is None else onset
-        delay = ((rng.gamma(2.5, 1.2, n) + 0.5) * DAY).astype(np.int64)
+        delay = ((rng.gamma(2.5, (p.report_delay_days - 0.5) / 2.5, n) + 0.5) * DAY).astype(np.int64)
         self.infected_at[who] = infected_at
         self.onset[who] = np.where(asym, NEVER, sym_onset)
         self.report[who] = np.where(asym, NEVER, sym_onset + delay)
@@ -181,14 +188,20 @@ class Epidemic:
         if not inf.any():
             return 0
         susceptible = self.infected_at == NEVER
+        cell_hours, cell_contacts = self._cell_hours(stays, inf, susceptible)
         parts = [
             self._household(d, inf, susceptible, base_kind, rng),
-            self._cell_hours(stays, inf, susceptible),
+            cell_hours,
             self._visits(stays, inf, susceptible, base_kind),
             self._carriages(d, inf, susceptible),
             self._rooms(d, inf, susceptible),
         ]
         routes = (HOUSEHOLD, CELL_HOURS, VISITED, CARRIAGE, ROOM_NIGHT)
+        self.contacts.append(cell_contacts)
+        for e, r in zip(parts, routes, strict=True):
+            if r != CELL_HOURS:
+                once = np.ones(len(e.person), np.int64)
+                self.contacts.append(np.column_stack([e.infector, e.person, once * r, once]).astype(np.int64))
         person = np.concatenate([e.person for e in parts])
         hit = rng.random(len(person)) < np.concatenate([e.prob for e in parts])
         if not hit.any():
@@ -224,12 +237,14 @@ class Epidemic:
         t = d * DAY + rng.integers(18 * _HOUR, 23 * _HOUR, len(member))
         return Exposure(member[ok], t[ok], infector[ok], (1 - np.exp(-rate))[ok])
 
-    def _cell_hours(self, stays: Stays, inf: np.ndarray, sus: np.ndarray) -> Exposure:
-        """People sharing a city cell, hour by hour, with infectious people, outside their bases."""
+    def _cell_hours(self, stays: Stays, inf: np.ndarray, sus: np.ndarray) -> tuple[Exposure, np.ndarray]:
+        """People sharing a city cell, hour by hour, with infectious people, outside their bases; and the
+        contacts, as rows (infector, person, CELL_HOURS, hours shared) with the cell-hour's leading source."""
         active = (stays.kind >= WORK) & (stays.cell < self.city.cells.n_grid)
         s_inf = stays.select(active & inf[stays.person])
+        none = np.zeros((0, 4), dtype=np.int64)
         if not len(s_inf):
-            return Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float)))
+            return Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float))), none
         row, hour = tokenize.explode(
             s_inf.start // _HOUR, (s_inf.end - 1) // _HOUR - s_inf.start // _HOUR + 1
         )
@@ -260,12 +275,16 @@ class Epidemic:
         hazard = beta * minutes / _HOUR * pressure[pos]
         person = s_sus.person[row].astype(np.int64)
         if not len(person):
-            return Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float)))
+            return Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float))), none
         people, inv = np.unique(person, return_inverse=True)
         total = np.bincount(inv, weights=hazard, minlength=len(people))
         top = np.lexsort((-hazard, inv))
         top = top[np.r_[True, inv[top][1:] != inv[top][:-1]]]
-        return Exposure(people, hour[top] * _HOUR + 30, source[pos[top]], 1 - np.exp(-total))
+        shared = np.unique(np.stack([source[pos].astype(np.int64), person, hour], axis=1), axis=0)
+        pairs, hours = np.unique(shared[:, :2], axis=0, return_counts=True)
+        contacts = np.column_stack([pairs, np.full(len(pairs), CELL_HOURS), hours]).astype(np.int64)
+        exposure = Exposure(people, hour[top] * _HOUR + 30, source[pos[top]], 1 - np.exp(-total))
+        return exposure, contacts
 
     def _visits(self, stays: Stays, inf: np.ndarray, sus: np.ndarray, base_kind: np.ndarray) -> Exposure:
         """Visits between friends: the visitor and the host at home."""
@@ -334,6 +353,56 @@ class Epidemic:
         """Person indices of the cases reported in the window, in report order."""
         who = np.nonzero((self.report >= 0) & (self.report < n_days * DAY) & (self.status > 0))[0]
         return who[np.lexsort((who, self.onset[who], self.report[who]))]
+
+    def observed(self, n_days: int) -> dict[str, object]:
+        """What contact tracing of the window's cases would measure: secondary attack rates by setting and
+        over all close contacts, the serial interval and the delay from onset to isolation.
+
+        Index cases are the infected cases reported in the window whose infectious period ended within it
+        (their transmission is complete). A close contact is a person who met an index case while it was
+        infectious and was still susceptible: a household member at home, a roommate, a friend visited or
+        visiting, a fellow passenger of the carriage, or someone sharing at least `CLOSE_CELL_HOURS`
+        cell-hours in public places; each contact is counted once per index, in its closest setting
+        (`SETTING_ORDER`). A secondary case is a contact the index infected. The named close contacts are
+        those an interview names (every setting but the cell-hours).
+        """
+        end = n_days * DAY
+        index = self.case_rows(n_days)
+        index = index[(self.infected_at[index] < NEVER) & (self.inf_end[index] <= end)]
+        rows = np.concatenate([np.zeros((0, 4), dtype=np.int64), *self.contacts]).astype(np.int64)
+        frame = pd.DataFrame(rows, columns=["index", "person", "route", "hours"])
+        frame = frame[frame["index"].isin(index)]
+        pairs = frame.groupby(["index", "person", "route"], as_index=False)["hours"].sum()
+        pairs = pairs[(pairs["route"] != CELL_HOURS) | (pairs["hours"] >= CLOSE_CELL_HOURS)]
+        rank = {route: i for i, route in enumerate(SETTING_ORDER)}
+        pairs = pairs.assign(rank=pairs["route"].map(rank)).sort_values(["index", "person", "rank"])
+        pairs = pairs.drop_duplicates(["index", "person"])
+        secondary = self.infector[pairs["person"].to_numpy()] == pairs["index"].to_numpy()
+
+        def rate(chosen: np.ndarray) -> dict[str, object]:
+            n, k = int(chosen.sum()), int((chosen & secondary).sum())
+            return {"contacts": n, "infected": k, "rate": round(k / n, 4) if n else None}
+
+        attack = {ROUTES[r]: rate((pairs["route"] == r).to_numpy()) for r in SETTING_ORDER}
+        attack["named close contacts"] = rate((pairs["route"] != CELL_HOURS).to_numpy())
+        attack["all close contacts"] = rate(np.ones(len(pairs), dtype=bool))
+        infectee = np.nonzero(np.isin(self.infector, index) & (self.onset < NEVER))[0]
+        infectee = infectee[self.onset[self.infector[infectee]] < NEVER]
+        serial = (self.onset[infectee] - self.onset[self.infector[infectee]]) / DAY
+        reported = self.case_rows(n_days)
+        reported = reported[(self.infected_at[reported] < NEVER) & (self.onset[reported] < NEVER)]
+        isolation = (self.report[reported] - self.onset[reported]) / DAY
+
+        def mean(values: np.ndarray, what: str) -> dict[str, object]:
+            return {what: len(values), "mean": round(float(values.mean()), 2) if len(values) else None}
+
+        return {
+            "index_cases": len(index),
+            "close_contacts_per_index": round(len(pairs) / len(index), 2) if len(index) else None,
+            "secondary_attack_rate": attack,
+            "serial_interval_days": mean(serial, "pairs"),
+            "onset_to_isolation_days": mean(isolation, "cases"),
+        }
 
     def medium_regions(self, cases: np.ndarray, region_of: np.ndarray) -> list[tuple[int, int]]:
         """Counties where local transmission is established, each with the day it was: (county, day).

@@ -129,20 +129,23 @@ class Preset:
     seed_attack: float = 0.007
     min_seeds: int = 3
     # epidemic: transmission, while infectious (from two days before onset, or from the second day of an
-    # asymptomatic infection, until isolation on the report day)
-    household_per_day: float = 0.035  # per day at home with an infectious member: about 15 % of household
-    # members over an infectious period at home of four to five days, the secondary attack rate that
-    # contact tracing measured in China in early 2020 (Guangzhou, Shenzhen: 12–17 %)
+    # asymptomatic infection, until isolation on the report day). Calibrated so that the rates a run
+    # observes (`observed` in scenario.json; see Epidemic.observed) reproduce the contact tracing of early
+    # 2020: Bi et al., Lancet Infect Dis 2020 (Shenzhen: household 11.2 %, all close contacts 6.6 %, serial
+    # interval 6.3 days, isolation 4.6 days after onset) and Luo et al., Ann Intern Med 2020 (Guangzhou:
+    # household 10.3 %, all close contacts 3.7 %, public transport 0.1 %); the README sets them side by side.
+    household_per_day: float = 0.022  # per day at home with an infectious member: 11 % of household members
+    # over an index case's infectious period
     cell_hour_beta: float = 1.5e-3  # per hour shared with one infectious person in a public place
     # (errands, meals, evenings out, stations), for a cell of 40 residents; scaled by 40 / persons_per_cell,
     # since a denser cell dilutes the chance of meeting the infectious person; the hours are minutes-weighted
     work_beta_factor: float = 0.4  # workplaces and schools, relative to public places (transit: 0.5)
-    carriage_per_trip: float = 0.04  # per trip in the same carriage as an infectious passenger: travellers
-    # in a simulated carriage are mostly a travelling family sitting together, whose risk is that of
-    # neighbouring seats on a train (Hu et al., Clin Infect Dis 2020: 3.5 % for adjacent seats, 0.3 % for the
-    # carriage as a whole)
+    carriage_per_trip: float = 0.002  # per trip in the same carriage as an infectious passenger: the
+    # carriage as a whole (Hu et al., Clin Infect Dis 2020: 0.3 % on trains, 3.5 % for adjacent seats;
+    # Luo et al.: 0.1 % on public transport); travelling families are household contacts as well
     room_per_night: float = 0.05  # per night sharing a hotel room with an infectious guest
     visit_per_visit: float = 0.06  # per visit between friends, one of them infectious
+    report_delay_days: float = 4.6  # mean days from onset to report and isolation (Bi et al.: 4.6)
     asymptomatic: float = 0.2  # infections that never show symptoms (never reported; half as infectious)
     confirmed_share: float = 0.8  # reported symptomatic infections confirmed; the rest stay suspected
     stay_home_after_onset: float = 0.4  # the symptomatic who stay at home from onset until reported

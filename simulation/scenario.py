@@ -55,6 +55,7 @@ class _Run:
         self.malformed: dict[str, dict[str, int]] = {}
         self.counts: dict[str, int] = {}
         self.transmission: dict[str, int] = {}
+        self.observed: dict[str, object] = {}
 
     def rng(self, *key: int) -> np.random.Generator:
         """The generator for one purpose (and day)."""
@@ -374,6 +375,7 @@ class _Run:
         self.counts["seeds"] = int((infector < 0).sum())
         routes = np.bincount(epi.route[who], minlength=len(ROUTES))
         self.transmission = {name: int(n) for name, n in zip(ROUTES, routes, strict=True)}
+        self.observed = epi.observed(n_days)
 
     def write_scenario(self) -> dict[str, object]:
         """RUN/scenario.json: the parameters, counts and malformed rows injected (stable key order)."""
@@ -392,6 +394,7 @@ class _Run:
             "visitors": int(self.city.people.n - self.city.people.n_residents),
             "counts": dict(sorted(self.counts.items())),
             "transmission": self.transmission,
+            "observed": self.observed,
             "malformed": {k: dict(sorted(v.items())) for k, v in sorted(self.malformed.items())},
         }
         text = json.dumps(scenario, ensure_ascii=False, indent=2, sort_keys=True) + "\n"

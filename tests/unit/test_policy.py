@@ -1,4 +1,5 @@
-"""The default colour policy: one test per rule, per threshold boundary and per quarantine boundary."""
+"""The 2020 colour policy (policies/2020.toml, the default until the graded one): one test per rule, per
+threshold boundary and per quarantine boundary; the policy file's checks."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pandas as pd
 import pytest
 
 from coordinator.features import FEATURE_NAMES
-from coordinator.policy import Policy, PolicyError, worse
+from coordinator.policy import DEFAULT_POLICY, Policy, PolicyError, worse
 
 AT = dt.date(2020, 2, 20)
 EXPOSED = AT - dt.timedelta(days=3)
-POLICY = Policy.load()
+POLICY = Policy.load(DEFAULT_POLICY.parent / "2020.toml")
 
 
 def subject(**features: object) -> dict[str, object]:
@@ -127,8 +128,8 @@ def test_worse() -> None:
     assert not worse("green", "red") and not worse("red", "red")
 
 
-def test_default_policy_has_a_version() -> None:
-    assert POLICY.version
+def test_policies_have_a_version() -> None:
+    assert POLICY.version and Policy.load().version
 
 
 def rule_text(**fields: object) -> str:
@@ -170,3 +171,39 @@ def test_valid_rule_text_loads(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     path.write_text(rule_text())
     assert Policy.load(path).rules[0].reason == "X"
+
+
+GRADED = Policy.load()
+
+
+@pytest.mark.parametrize(
+    ("hours", "color", "reasons", "days"),
+    [
+        (0, "green", (), None),
+        (1, "yellow", ("CELL_HOUR",), 7),
+        (2, "yellow", ("CELL_HOURS",), 9),
+        (5, "yellow", ("CELL_HOURS",), 9),
+        (6, "red", ("LONG_CELL_HOURS",), 11),
+        (24, "red", ("LONG_CELL_HOURS",), 11),
+        (25, "yellow", ("SAME_CELL_DAYS",), 9),
+    ],
+)
+def test_default_policy_grades_cell_hours(
+    hours: int, color: str, reasons: tuple[str, ...], days: int | None
+) -> None:
+    verdict = GRADED.assess(subject(shared_cell_hours=hours), AT)
+    assert (verdict.color, verdict.reasons) == (color, reasons)
+    assert verdict.until == (None if days is None else EXPOSED + dt.timedelta(days=days))
+
+
+def test_default_policy_keeps_close_contacts_red_for_14_days() -> None:
+    for feature in ("is_case", "same_household", "same_room_night", "same_carriage", "high_risk_region_days"):
+        verdict = GRADED.assess(subject(**{feature: 1}), AT)
+        assert verdict.color == "red" and verdict.until == EXPOSED + dt.timedelta(days=14), feature
+    assert GRADED.assess(subject(medium_risk_region_days=2), AT).until == EXPOSED + dt.timedelta(days=3)
+
+
+def test_default_policy_long_contact_ends_after_11_days() -> None:
+    row = subject(shared_cell_hours=8, last_exposure=AT - dt.timedelta(days=11))
+    assert GRADED.assess(row, AT).color == "red"
+    assert GRADED.assess(row, AT + dt.timedelta(days=1)).color == "green"
