@@ -1,7 +1,8 @@
-"""`healthpsi reference`: the plaintext oracle, RUN/reference/matches.parquet."""
+"""`healthpsi reference`: the plaintext oracle, RUN/reference/matches.parquet (and one per epoch)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -12,24 +13,37 @@ from rich.table import Table
 
 from healthpsi.checks import require_run
 from proto.risk import RiskSetError
-from simulation.reference import ReferenceError, compute_reference
-from simulation.writer import write_table
+from simulation.reference import ReferenceError, compute_reference, epoch_dates, write_reference
 
 
 def reference(
     run: Path = typer.Option(
         ..., "--run", help="RUN directory written by `healthpsi simulate`.", show_default=False
     ),
+    as_of: list[str] = typer.Option(
+        [], "--as-of", help="Epoch date (YYYY-MM-DD); repeatable. Default: every epoch of the scenario.",
+        show_default=False,
+    ),
 ) -> None:
     """Compute the exact matches by a plaintext join: what a private run must reproduce.
 
-    Reads the agencies' files (skipping malformed rows) and the health files, and writes
-    RUN/reference/matches.parquet (subject_id, agency, token, case_id).
+    For an epoch date X it reads the health records known by X and the agency files delivered by X
+    (skipping malformed rows), over the 14 days ending on X. Writes RUN/reference/matches.parquet
+    (subject_id, agency, token, case_id) for the latest date computed and, when several are,
+    RUN/reference/epochs/<date>/matches.parquet for each.
 
     [bold]Example:[/bold]
 
     [cyan]healthpsi reference --run runs/demo[/cyan]
+
+    [cyan]healthpsi reference --run runs/week --as-of 2020-02-01[/cyan]
     """
+    dates: list[dt.date] = []
+    for text in as_of:
+        try:
+            dates.append(dt.date.fromisoformat(text))
+        except ValueError:
+            raise typer.BadParameter(f"not a date (YYYY-MM-DD): {text!r}", param_hint="--as-of") from None
     require_run(run, "scenario", "data")
     console = Console()
     started = time.perf_counter()
@@ -48,15 +62,21 @@ def reference(
             bar.update(tasks[agency], completed=done)
 
         try:
-            ref = compute_reference(run, progress=report)
-            path = run / "reference" / "matches.parquet"
-            write_table(path, ref.table)
+            dates = sorted(set(dates or epoch_dates(run)))
+            for date in dates:
+                for task in tasks.values():
+                    bar.remove_task(task)
+                tasks.clear()
+                ref = compute_reference(run, progress=report, as_of=date)
+                paths = write_reference(run, ref, latest=date == dates[-1], per_epoch=len(dates) > 1)
+                console.print(f"{date}: {len(ref.matches):,} matches → {', '.join(map(str, paths))}")
         except (ReferenceError, RiskSetError, OSError, ValueError) as exc:
             console.print(f"[red]reference failed:[/red] {exc}")
             raise typer.Exit(2) from None
+    path = run / "reference" / "matches.parquet"
     m = ref.matches
     kinds = m["token"].str.replace(r"\|.*$", "", regex=True)
-    table = Table(title=f"matches: {path}")
+    table = Table(title=f"matches as of {ref.as_of}: {path}")
     table.add_column("agency")
     table.add_column("kind")
     table.add_column("rows", justify="right")

@@ -37,15 +37,24 @@ def simulate(
     recall: float = typer.Option(
         0.9, "--recall", min=0.01, max=1.0, help="Probability an investigation remembers each token."
     ),
+    days: int = typer.Option(
+        1, "--days", min=1, max=366, help="Daily epochs: the 14-day window, then D − 1 more days."
+    ),
+    late_rate: float = typer.Option(
+        0.03, "--late-rate", min=0.0, max=0.5, help="Share of a day's agency rows delivered late."
+    ),
 ) -> None:
-    """Simulate a city for 14 days: movements, travel, hotels, an epidemic, and its investigations.
+    """Simulate a city for 14 days and D − 1 more: movements, travel, hotels, an epidemic, its investigations.
 
-    Writes RUN/scenario.json, RUN/data/<agency>/*.parquet, RUN/health/*.parquet and RUN/truth/.
-    The same seed and parameters give byte-identical files.
+    Writes RUN/scenario.json, RUN/data/<agency>/ (datasets that grow day by day as day=YYYY-MM-DD/
+    directories, each file named after its delivery date; a few rows arrive a day or two late),
+    RUN/health/*.parquet and RUN/truth/. The same seed and parameters give byte-identical files.
 
     [bold]Example:[/bold]
 
     [cyan]healthpsi simulate --preset city-20k --seed 7 --out runs/demo[/cyan]
+
+    [cyan]healthpsi simulate --preset city-20k --seed 7 --out runs/week --persons 1500 --days 7[/cyan]
 
     [cyan]healthpsi simulate --preset sanmenxia --seed 1 --out runs/big --persons 500000[/cyan]
     """
@@ -74,6 +83,8 @@ def simulate(
                 malformed_rate=malformed_rate,
                 recall=recall,
                 progress=report,
+                days=days,
+                late_rate=late_rate,
             )
         except (PresetError, ValueError, OSError) as exc:
             console.print(f"[red]simulate failed:[/red] {exc}")
@@ -103,6 +114,12 @@ def simulate(
     for name, by_category in malformed.items():
         shown = ", ".join(f"{c} {n}" for c, n in by_category.items() if n)
         table.add_row(f"malformed {name}", shown or "none")
+    late = result["late"]
+    assert isinstance(late, dict)
+    for name, counts in late.items():
+        shown = f"{counts['late']:,} of {counts['rows']:,} ({counts['undelivered']:,} due after the run)"
+        table.add_row(f"late {name}", shown)
     table.add_row("window", f"{result['window'][0]} .. {result['as_of']}")  # type: ignore[index]
+    table.add_row("epochs", f"{result['days']} from {result['as_of']}")
     table.add_row("time", f"{elapsed:.1f} s")
     console.print(table)

@@ -41,6 +41,8 @@ class PartitionJob:
     groups: tuple[int, ...]
     day: int | None
     """Days since 1970-01-01; None for a static dataset (every row group)."""
+    as_of: dt.date | None = None
+    """The node's date: the row groups are numbered over the files delivered by then."""
 
 
 @dataclass(frozen=True)
@@ -105,13 +107,13 @@ def partition_jobs(store: AgencyStore, window: tuple[dt.date, dt.date]) -> list[
     for ds in store.datasets:
         if ds.date_column is None:
             groups = tuple(range(store.row_groups(ds.name)))
-            jobs.append(PartitionJob(tk.partition_id(ds.name, None), ds.name, groups, None))
+            jobs.append(PartitionJob(tk.partition_id(ds.name, None), ds.name, groups, None, store.as_of))
             continue
         days = store.row_group_days(ds.name)
         for day in range(first, last + 1):
             reach = tuple(g for g, (low, high) in enumerate(days) if low <= day <= high)
             date = _EPOCH + dt.timedelta(days=day)
-            jobs.append(PartitionJob(tk.partition_id(ds.name, date), ds.name, reach, day))
+            jobs.append(PartitionJob(tk.partition_id(ds.name, date), ds.name, reach, day, store.as_of))
     return jobs
 
 
@@ -135,7 +137,7 @@ def build_partition(
     """Worker: tokenise one partition and write its index (unless `previous`, the metadata of the index on
     disk, was built from the same rows under the same key)."""
     started = time.perf_counter()
-    store = AgencyStore(run_dir, agency)
+    store = AgencyStore(run_dir, agency, job.as_of)
     rows = read_partition(store, job)
     counts = store.counts()
     tokenised = time.perf_counter()

@@ -29,7 +29,8 @@ from nodes import index as idx
 from nodes.budget import BudgetLedger, BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Partition
 from nodes.keys import KeyStore, KeyStoreError
-from nodes.store import AgencyStore
+from nodes.store import AgencyStore, StoreError
+from proto import layout
 from runctx.files import witness_dir, write_atomic
 from runctx.pki import PkiPaths
 from runctx.scenario import Scenario
@@ -177,7 +178,7 @@ class _NodeState:
     ) -> tuple[dict[str, Partition], dict[str, int], build.BuildStats]:
         """Every partition of the window with the malformed counts and what was built: all reused when the
         data files and window are those of the last build, else read and built (or reused) one by one."""
-        sources = source_digest(self.run_dir, self.agency)
+        sources = source_digest(self.run_dir, self.agency, self.scenario.as_of)
         record = self.dir / SOURCES_FILE
         reused_all = _reuse_all(record, sources, self.scenario, self.index_dir, self.keystore)
         stats = build.BuildStats()
@@ -188,7 +189,7 @@ class _NodeState:
                 if progress is not None:
                     progress(pid, done, len(partitions), True)
             return partitions, malformed, stats
-        store = AgencyStore(self.run_dir, self.agency)
+        store = AgencyStore(self.run_dir, self.agency, self.scenario.as_of)
         partitions, stats = _build_partitions(self, store, executor, progress)
         malformed = store.malformed
         if self.agency == "carrier":
@@ -216,12 +217,19 @@ def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: i
         audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
 
 
-def source_digest(run_dir: Path, agency: str) -> str:
-    """Hex SHA-256 over the names and contents of the agency's data files (RUN/data/<agency>/*)."""
+def source_digest(run_dir: Path, agency: str, as_of: dt.date | None = None) -> str:
+    """Hex SHA-256 over the paths (relative to RUN/data/<agency>/) and contents of the agency's data files
+    delivered by `as_of` (`proto.layout.agency_files`)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in (Path(run_dir) / "data" / agency).glob("*") if p.is_file()):
+    root = Path(run_dir) / "data" / agency
+    try:
+        paths = layout.agency_files(root, as_of) if root.is_dir() else []
+    except layout.LayoutError as exc:
+        raise StoreError(str(exc)) from None
+    for path in paths:
         with path.open("rb") as fh:
-            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+            name = path.relative_to(root).as_posix()
+            digest.update(name.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
     return digest.hexdigest()
 
 

@@ -1,9 +1,12 @@
 """An agency's own files, read as token partitions, with malformed rows counted by category and skipped.
 
-`AgencyStore(run_dir, agency)` reads only `RUN/data/<agency>/`. Dated datasets are streamed row group by
-row group (the simulation writes one row group per day): a record enters memory when its row group is
-needed for a day of the window and leaves once its last day has been tokenised, so a stay that crosses
-midnight (or a multi-night hotel stay) is carried into the next day's partition and nothing else is kept.
+`AgencyStore(run_dir, agency, as_of)` reads only `RUN/data/<agency>/`, and of a day-partitioned dataset
+only the files delivered by `as_of` (`proto.layout`: `day=YYYY-MM-DD/<delivery date>-<n>.parquet`; a single
+file of the same schema is read whole). Dated datasets are streamed row group by row group (the simulation
+writes one file per day and delivery, a single file one row group per day): a record enters memory when its
+row group is needed for a day of the window and leaves once its last day has been tokenised, so a stay that
+crosses midnight (or a multi-night hotel stay) is carried into the next day's partition and nothing else is
+kept.
 
 A row is malformed when a token-relevant value is missing (`missing_value`), its subject id is not
 17 digits and the right MOD 11-2 check character (`bad_subject_id`), a stay's end is not after its start
@@ -20,6 +23,7 @@ import datetime as dt
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,8 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from proto import ids, tokenize
+from proto import ids, layout, tokenize
 from proto import tokens as tk
+from proto.layout import LayoutError
 from proto.tokenize import CATEGORIES, DATASETS, MAX_ID_BYTES, MAX_NAME_CHARS, MAX_VISIT_DAYS, Dataset
 
 _DAY = 86400
@@ -81,6 +86,38 @@ _SPAN_COLUMNS = {
 """The columns `AgencyStore._spans` reads, per dated dataset."""
 
 
+class _Piece(NamedTuple):
+    """One row group of one of a dataset's files: the unit the store reads."""
+
+    path: Path
+    file: pq.ParquetFile
+    group: int
+
+
+def _open_files(
+    root: Path, ds: Dataset, as_of: dt.date | None, unreadable: dict[str, str]
+) -> list[tuple[Path, pq.ParquetFile]]:
+    """A dataset's files delivered by `as_of`, opened, each checked to hold the token columns with their
+    types; a file that cannot be read as the schema is named in `unreadable` and skipped."""
+    try:
+        files = layout.dataset_files(root, ds.name, as_of)
+    except (LayoutError, OSError) as exc:
+        raise StoreError(f"{root.name}: {exc}") from None
+    out = []
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f.path)
+        except (OSError, pa.ArrowException) as exc:
+            unreadable[str(f.path)] = f"not a readable Parquet file ({exc})"
+            continue
+        problem = schema_problem(ds, pf.schema_arrow)
+        if problem is not None:
+            unreadable[str(f.path)] = problem
+            continue
+        out.append((f.path, pf))
+    return out
+
+
 def _day_number(value: object) -> int:
     """A date or timestamp statistic as days since 1970-01-01."""
     return int(np.datetime64(value, "D").astype(np.int64))  # type: ignore[call-overload]
@@ -96,31 +133,29 @@ def _as_day_numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 class AgencyStore:
     """An agency's data files (RUN/data/<agency>/) as token partitions, skipping malformed rows."""
 
-    def __init__(self, run_dir: str | Path, agency: str) -> None:
-        """Open the agency's files; raises StoreError for an unknown agency or a missing file or column."""
+    def __init__(self, run_dir: str | Path, agency: str, as_of: dt.date | None = None) -> None:
+        """Open the agency's files delivered by `as_of` (every file when None; see `proto.layout`); raises
+        StoreError for an unknown agency, a missing file or column, or a file named outside the layout."""
         if agency not in DATASETS:
             raise StoreError(f"unknown agency {agency!r}; expected one of {sorted(DATASETS)}")
         self.agency = agency
+        self.as_of = as_of
         self.root = Path(run_dir) / "data" / agency
         self.datasets = DATASETS[agency]
-        self._files: dict[str, pq.ParquetFile] = {}
+        self._pieces: dict[str, list[_Piece]] = {}
+        self._schemas: dict[str, pa.Schema] = {}
         self.unreadable: dict[str, str] = {}
         """Files skipped because they cannot be read as their schema: path → why."""
         for ds in self.datasets:
-            path = self.root / f"{ds.name}.parquet"
-            if not path.is_file():
-                raise StoreError(f"{agency}: missing data file {path}")
-            try:
-                pf = pq.ParquetFile(path)
-            except (OSError, pa.ArrowException) as exc:
-                self.unreadable[str(path)] = f"not a readable Parquet file ({exc})"
-                continue
-            problem = schema_problem(ds, pf.schema_arrow)
-            if problem is not None:
-                self.unreadable[str(path)] = problem
-                continue
-            self._files[ds.name] = pf
-        self.datasets = tuple(ds for ds in self.datasets if ds.name in self._files)
+            self._pieces[ds.name] = []
+            skipped = len(self.unreadable)
+            opened = _open_files(self.root, ds, as_of, self.unreadable)
+            for path, pf in opened:
+                self._pieces[ds.name].extend(_Piece(path, pf, g) for g in range(pf.num_row_groups))
+                self._schemas.setdefault(ds.name, pa.schema([pf.schema_arrow.field(c) for c in ds.columns]))
+            if not opened and len(self.unreadable) > skipped:  # every file of it skipped: not served
+                del self._pieces[ds.name]
+        self.datasets = tuple(ds for ds in self.datasets if ds.name in self._pieces)
         self._cells: pd.DataFrame | None = None
         self._counts: dict[tuple[str, int], dict[str, int]] = {}
         self._good: dict[tuple[str, int], int] = {}
@@ -224,7 +259,14 @@ class AgencyStore:
         same either way — a day's partition reads the day before for the few stays over midnight, and no
         longer checks the whole day again for them.
         """
-        table = self._files[ds.name].read_row_group(group, columns=list(ds.columns))
+        piece = self._pieces[ds.name][group]
+        table = piece.file.read_row_group(piece.group, columns=list(ds.columns))
+        if table.schema != self._schemas[ds.name]:
+            try:
+                table = table.cast(self._schemas[ds.name])
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                problem = f"{piece.path}: columns differ from the dataset's first file ({exc})"
+                raise StoreError(problem) from None
         if reaching is not None:
             dated = functools.reduce(pc.and_, [pc.is_valid(table[c]) for c in _SPAN_COLUMNS[ds.name]])
             table = table.filter(dated)
@@ -244,7 +286,7 @@ class AgencyStore:
     def _scan_all(self) -> None:
         """Validate every row group not yet read, so the counts cover the whole files."""
         for ds in self.datasets:
-            for group in range(self._files[ds.name].num_row_groups):
+            for group in range(len(self._pieces[ds.name])):
                 if (ds.name, group) not in self._counts:
                     self._read(ds, group)
 
@@ -294,15 +336,15 @@ class AgencyStore:
         return next(ds for ds in self.datasets if ds.name == name)
 
     def row_groups(self, dataset: str) -> int:
-        """The number of row groups of a dataset's file."""
-        return self._files[dataset].num_row_groups
+        """The number of row groups of a dataset's files delivered by `as_of` (numbered in file order)."""
+        return len(self._pieces[dataset])
 
     def row_group_days(self, dataset: str) -> list[tuple[float, float]]:
         """First and last day (inclusive, days since 1970) each row group's records can contribute tokens
         to, by the file's statistics (unbounded where a statistic is missing); a dated dataset only."""
-        ds, pf = self._dataset(dataset), self._files[dataset]
+        ds = self._dataset(dataset)
         out = []
-        for g in range(pf.num_row_groups):
+        for _, pf, g in self._pieces[dataset]:
             low = _stat(pf, g, str(ds.date_column), "min")
             first = float(_day_number(low)) if low is not None else float("-inf")
             last = float("inf")
@@ -372,8 +414,7 @@ class AgencyStore:
 
     def _static(self, ds: Dataset) -> pd.DataFrame:
         """The one partition of a static dataset (the population register)."""
-        pf = self._files[ds.name]
-        tables = [self._read(ds, g) for g in range(pf.num_row_groups)]
+        tables = [self._read(ds, g) for g in range(len(self._pieces[ds.name]))]
         if not tables:
             return _columns(tokenize.empty())
         frame = records(pa.concat_tables(tables))

@@ -3,7 +3,8 @@
 One rule, shared by the coordinator and the plaintext oracle (docs/tokens.md, "A match"): every investigation
 token whose day lies in the window (or that names no day), plus a `region-day` token for every risk
 region and every day of the window that falls within the region's from/to dates. The window is the
-`window_days` days ending on `as_of`.
+`window_days` days ending on `as_of`, and only records known by `as_of` count (`known_by`): cases
+reported by then (`report_date`) and investigation tokens recorded by then (`recorded_on`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,30 @@ def _as_date(value: object, what: str) -> dt.date:
     return stamp.date()
 
 
+def _on_or_before(column: pd.Series, as_of: dt.date, what: str) -> pd.Series:
+    """Rows whose date column is on or before `as_of` (RiskSetError on a missing or unreadable date)."""
+    try:
+        dates = pd.to_datetime(column, errors="raise")
+    except (TypeError, ValueError) as exc:
+        raise RiskSetError(f"bad {what}: {exc}") from None
+    if dates.isna().any():
+        raise RiskSetError(f"missing {what} in {int(dates.isna().sum())} row(s)")
+    return dates <= pd.Timestamp(as_of)
+
+
+def known_by(
+    investigations: pd.DataFrame, cases: pd.DataFrame, as_of: dt.date
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cases reported by `as_of` (`report_date`) and the investigation tokens recorded by then
+    (`recorded_on`) of those cases; a table without that column is taken whole (records of one day)."""
+    if "report_date" in cases.columns:
+        cases = cases[_on_or_before(cases["report_date"], as_of, "report_date of a case").to_numpy()]
+    if "recorded_on" in investigations.columns:
+        recorded = _on_or_before(investigations["recorded_on"], as_of, "recorded_on of an investigation")
+        investigations = investigations[recorded.to_numpy()]
+    return investigations, cases
+
+
 def risk_tokens(
     investigations: pd.DataFrame,
     risk_regions: pd.DataFrame,
@@ -48,12 +73,15 @@ def risk_tokens(
 ) -> pd.DataFrame:
     """The risk set, one row per distinct (token, case_id), with columns `COLUMNS`.
 
-    `investigations` has (case_id, token), `cases` (case_id, subject_id, ...), `risk_regions`
-    (region_code, level, from_date, to_date). Region tokens carry no case (case_id and case_subject_id
-    None). Rows are sorted by (partition_id, token, case_id), region tokens last within a token.
-    Raises RiskSetError on an investigation naming an unknown case or holding a malformed token.
+    `investigations` has (case_id, token[, recorded_on]), `cases` (case_id, subject_id[, report_date], ...),
+    `risk_regions` (region_code, level, from_date, to_date); records not known by `as_of` are left out
+    (`known_by`). Region tokens carry no case (case_id and case_subject_id None). Rows are sorted by
+    (partition_id, token, case_id), region tokens last within a token. Raises RiskSetError on an
+    investigation naming a case not in `cases` or holding a malformed token.
     """
     first, last = window(as_of, window_days)
+    all_cases = set(cases["case_id"].astype(str))
+    investigations, cases = known_by(investigations, cases, as_of)
     case_subject = dict(zip(cases["case_id"].astype(str), cases["subject_id"].astype(str), strict=True))
     rows: list[tuple[str, str | None, str | None, str, str, str]] = []
 
@@ -66,6 +94,8 @@ def risk_tokens(
             raise RiskSetError(f"investigation token is malformed: {exc}") from exc
     for case_id, token in zip(inv["case_id"].astype(str), inv["token"], strict=True):
         if case_id not in case_subject:
+            if case_id in all_cases:
+                continue  # a case reported after as_of: not yet known
             raise RiskSetError(f"investigation names unknown case {case_id!r}")
         t = parsed[token]
         if t.day is None or first <= t.day <= last:

@@ -24,17 +24,19 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Scenario:
-    """The run's as_of date and window and, in a simulation run, its seed; `raw` is the whole file."""
+    """The run's as_of date (its first epoch's), its number of daily epochs, its window and, in a simulation
+    run, its seed; `raw` is the whole file."""
 
     as_of: dt.date
     window_days: int = DEFAULT_WINDOW_DAYS
     seed: int | None = None
+    days: int = 1
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, run_dir: Path | str) -> Scenario:
         """Read and check RUN/scenario.json: a JSON object with an as_of date (YYYY-MM-DD), an optional
-        window_days of at least 1 and an optional seed in [0, 2^64) (checked first)."""
+        window_days and days (epochs) of at least 1 and an optional seed in [0, 2^64) (checked first)."""
         path = Path(run_dir) / SCENARIO_FILE
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -55,7 +57,10 @@ class Scenario:
         days = raw.get("window_days") or DEFAULT_WINDOW_DAYS
         if type(days) is not int or days < 1:
             raise ScenarioError(f"{path}: window_days must be an integer of at least 1, got {days!r}")
-        return cls(as_of=as_of, window_days=days, seed=seed, raw=raw)
+        epochs = raw.get("days", 1)
+        if type(epochs) is not int or epochs < 1:
+            raise ScenarioError(f"{path}: days must be an integer of at least 1, got {epochs!r}")
+        return cls(as_of=as_of, window_days=days, seed=seed, days=epochs, raw=raw)
 
     @classmethod
     def read(cls, run_dir: Path | str) -> Scenario | None:
@@ -68,6 +73,11 @@ class Scenario:
             raise ScenarioError(f"window_days must be at least 1, got {window_days}")
         days = window_days or self.window_days
         return dataclasses.replace(self, as_of=as_of or self.as_of, window_days=days)
+
+    @property
+    def epochs(self) -> list[dt.date]:
+        """The epoch dates: as_of and the `days` − 1 days after it."""
+        return [self.as_of + dt.timedelta(days=i) for i in range(self.days)]
 
     @property
     def window(self) -> tuple[dt.date, dt.date]:

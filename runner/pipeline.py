@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow.parquet as pq
 
+from coordinator.cotravel import publish as publish_cotravel
 from coordinator.epoch import EpochResult, run_epoch
 from coordinator.transport import GrpcTransport, InProcessTransport, NodeTransport
 from crypto.codes import check_payload
@@ -206,6 +207,7 @@ def run_pipeline(
     bad_exits = {a: c for a, c in result.node_exit_codes.items() if c != 0}
     if bad_exits:
         raise PipelineError(f"nodes did not stop cleanly: {bad_exits}")
+    timed("cotravel", lambda: publish_cotravel(out))
     result.verified = timed("verify", lambda: verify_sample(out))
     result.reference_equal = timed("reference", lambda: matches_equal_reference(out))
     if report:

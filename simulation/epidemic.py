@@ -42,6 +42,8 @@ BASE_KINDS = (HOME, HOTEL, AWAY)
 NIGHT = (22 * 60, 6 * 60)
 """Night hours at one's base (22:00 to 06:00), which an investigation does not list as cell-hours."""
 _HOUR = 60
+MEDIUM_CLEAR_DAYS = 14
+"""A medium-risk county is cleared after this many days without a new local case (as in 2020)."""
 CLOSE_CELL_HOURS = 2
 """Shared cell-hours that make two people close contacts in public places (the 2020 rules' threshold)."""
 SETTING_ORDER = (HOUSEHOLD, ROOM_NIGHT, VISITED, CARRIAGE, CELL_HOURS)
@@ -149,7 +151,7 @@ class Epidemic:
         per day after their arrival; other residents are reported at the much lower `suspect_rate`.
         """
         p = self.preset
-        n_days = p.window_days
+        n_days = p.sim_days
         travellers, arrival = self.travel.from_origin, self.travel.arrival_minute
         days_here = np.clip(n_days * DAY - arrival, 0, None) / DAY
         ill = rng.random(len(travellers)) < -np.expm1(-p.suspect_rate_traveller * days_here)
@@ -404,20 +406,29 @@ class Epidemic:
             "onset_to_isolation_days": mean(isolation, "cases"),
         }
 
-    def medium_regions(self, cases: np.ndarray, region_of: np.ndarray) -> list[tuple[int, int]]:
-        """Counties where local transmission is established, each with the day it was: (county, day).
+    def medium_regions(self, cases: np.ndarray, region_of: np.ndarray) -> list[tuple[int, int, int]]:
+        """Counties where local transmission is established, with the days it was listed: (county, from
+        day, to day), days counted from the window's start.
 
         A county is listed once `medium_min_local` of its reported cases are confirmed cases infected
         locally (not imported from the origin, not suspected); imported cases alone, traced and isolated,
-        do not make it a medium-risk region.
+        do not make it a medium-risk region. It stays listed until `MEDIUM_CLEAR_DAYS` days pass without a
+        new local case reported, and is listed again by the next one.
         """
         local = cases[(self.route[cases] > SEED) & (self.status[cases] == CONFIRMED)]
         need = self.preset.medium_min_local
         out = []
         for county in np.unique(region_of[local]):
-            reports = np.sort(self.report[local[region_of[local] == county]])
-            if len(reports) >= need:
-                out.append((int(county), int(reports[need - 1] // DAY)))
+            reports = np.sort(self.report[local[region_of[local] == county]]) // DAY
+            if len(reports) < need:
+                continue
+            first = until = int(reports[need - 1])
+            for day in (int(d) for d in reports[need - 1 :]):
+                if day > until + MEDIUM_CLEAR_DAYS:
+                    out.append((int(county), first, until + MEDIUM_CLEAR_DAYS))
+                    first = day
+                until = day
+            out.append((int(county), first, until + MEDIUM_CLEAR_DAYS))
         return out
 
 

@@ -101,6 +101,7 @@ class Preset:
     origin: str = ORIGIN
     as_of: dt.date = dt.date(2020, 1, 31)
     window_days: int = 14
+    days: int = 1  # epochs: the window ending on as_of, then one more day each
     holidays: tuple[dt.date, ...] = tuple(dt.date(2020, 1, 24) + dt.timedelta(days=i) for i in range(10))
     extra_workdays: tuple[dt.date, ...] = (dt.date(2020, 1, 19),)
     lockdown: dt.date = dt.date(2020, 1, 23)
@@ -167,6 +168,16 @@ class Preset:
         return self.as_of - dt.timedelta(days=self.window_days - 1)
 
     @property
+    def sim_days(self) -> int:
+        """Days simulated: the first window and each further epoch's day."""
+        return self.window_days + self.days - 1
+
+    @property
+    def last_day(self) -> dt.date:
+        """The last day simulated (the last epoch's date)."""
+        return self.as_of + dt.timedelta(days=self.days - 1)
+
+    @property
     def regions(self) -> tuple[Region, ...]:
         """Counties first, then outside regions."""
         return self.counties + self.outside
@@ -194,6 +205,9 @@ def get_preset(name: str, persons: int | None = None, **overrides: object) -> Pr
     if name not in PRESETS:
         raise PresetError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     changes: dict[str, object] = dict(overrides)
+    days = changes.get("days", 1)
+    if isinstance(days, int) and days < 1:
+        raise PresetError(f"days must be at least 1, got {days}")
     if persons is not None:
         if persons < 100:
             raise PresetError(f"persons must be at least 100, got {persons}")

@@ -4,6 +4,10 @@ matches = the (subject, token) pairs the agency files record — read here with 
 dropped by the contract's rules, tokenised by the contract's tokeniser (`proto.tokenize`) — joined on token
 with the risk set (`proto.risk.risk_tokens`, the coordinator's rule), without the case's own subject. One
 row per (subject_id, agency, token, case_id), sorted by those. The oracle shares no code with the nodes.
+
+The oracle of epoch date X (`compute_reference(run, as_of=X)`) sees what that day's epoch sees: the window of
+`window_days` ending on X, health records known by X (`proto.risk.known_by`), and the agency files delivered
+by X (`proto.layout`); a day reads only the row groups of its own and earlier days' files that can reach it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from proto import ids, risk
+from proto import ids, layout, risk
 from proto import tokenize as tz
 from proto.tokens import AGENCIES, partition_id
 from runctx.progress import Progress
@@ -45,6 +49,7 @@ class Reference:
     table: pa.Table
     risk: pd.DataFrame
     malformed: dict[str, dict[str, dict[str, int]]]
+    as_of: dt.date
 
 
 def load_scenario(run_dir: str | Path) -> Scenario:
@@ -55,10 +60,15 @@ def load_scenario(run_dir: str | Path) -> Scenario:
         raise ReferenceError(str(exc)) from exc
 
 
-def run_risk_tokens(run_dir: str | Path) -> pd.DataFrame:
-    """The risk set of a RUN, from its health files and scenario (as_of, window_days)."""
+def epoch_dates(run_dir: str | Path) -> list[dt.date]:
+    """The run's epoch dates: scenario.json's `as_of` and the `days` − 1 days after it."""
+    return load_scenario(run_dir).epochs
+
+
+def run_risk_tokens(run_dir: str | Path, as_of: dt.date | None = None) -> pd.DataFrame:
+    """The risk set of a RUN's epoch `as_of` (the scenario's first by default), from its health files."""
     run = Path(run_dir)
-    scenario = load_scenario(run)
+    scenario = load_scenario(run).with_window(as_of)
     frames = {}
     for name in ("cases", "investigations", "risk_regions"):
         path = run / "health" / f"{name}.parquet"
@@ -75,18 +85,19 @@ def run_risk_tokens(run_dir: str | Path) -> pd.DataFrame:
 
 
 def compute_reference(
-    run_dir: str | Path, progress: Progress | None = None
+    run_dir: str | Path, progress: Progress | None = None, as_of: dt.date | None = None
 ) -> Reference:
-    """Join every agency's recorded tokens with the risk set, partition by partition."""
+    """The oracle as of `as_of` (the scenario's first epoch by default): every agency's tokens recorded in
+    the files delivered by then, joined with that day's risk set, partition by partition."""
     run = Path(run_dir)
-    scenario = load_scenario(run)
+    scenario = load_scenario(run).with_window(as_of)
     window = scenario.window
-    tokens = run_risk_tokens(run)
+    tokens = run_risk_tokens(run, scenario.as_of)
     parts: list[pa.Table] = []
     malformed: dict[str, dict[str, dict[str, int]]] = {}
     days = (window[1] - window[0]).days + 1
     for agency in AGENCIES:
-        files = _AgencyFiles(run, agency)
+        files = _AgencyFiles(run, agency, scenario.as_of)
         wanted = {pid: frame for pid, frame in tokens[tokens.agency == agency].groupby("partition_id")}
         total = sum(1 if ds.date_column is None else days for ds in files.datasets)
         for i, (pid, frame) in enumerate(files.partitions(window)):
@@ -108,13 +119,32 @@ def compute_reference(
     # (token, case) pairs are distinct, and no token lies in two partitions
     table = pa.concat_tables(parts) if parts else SCHEMAS["matches"].empty_table()
     table = table.sort_by([(c, "ascending", "at_end") for c in MATCH_COLUMNS])
-    return Reference(matches=table.to_pandas(), table=table, risk=tokens, malformed=malformed)
+    return Reference(
+        matches=table.to_pandas(), table=table, risk=tokens, malformed=malformed, as_of=scenario.as_of
+    )
 
 
-def reference_matches(run_dir: str | Path) -> pd.DataFrame:
-    """The exact matches of a RUN; also writes RUN/reference/matches.parquet."""
-    ref = compute_reference(run_dir)
-    write_table(Path(run_dir) / "reference" / "matches.parquet", ref.table)
+def epoch_path(run_dir: str | Path, as_of: dt.date) -> Path:
+    """RUN/reference/epochs/<date>/matches.parquet: the oracle of one epoch among several."""
+    return Path(run_dir) / "reference" / "epochs" / as_of.isoformat() / "matches.parquet"
+
+
+def write_reference(run_dir: str | Path, ref: Reference, latest: bool, per_epoch: bool) -> list[Path]:
+    """Write an oracle's matches: to RUN/reference/matches.parquet when it is the `latest`, and under
+    epochs/<date>/ when `per_epoch`; returns the paths written."""
+    paths = ([Path(run_dir) / "reference" / "matches.parquet"] if latest else []) + (
+        [epoch_path(run_dir, ref.as_of)] if per_epoch else []
+    )
+    for path in paths:
+        write_table(path, ref.table)
+    return paths
+
+
+def reference_matches(run_dir: str | Path, as_of: dt.date | None = None) -> pd.DataFrame:
+    """The exact matches of a RUN's epoch `as_of` (the scenario's first by default); also writes
+    RUN/reference/matches.parquet."""
+    ref = compute_reference(run_dir, as_of=as_of)
+    write_reference(run_dir, ref, latest=True, per_epoch=False)
     return ref.matches
 
 
@@ -122,21 +152,38 @@ def reference_matches(run_dir: str | Path) -> pd.DataFrame:
 
 
 class _AgencyFiles:
-    """One agency's files under RUN/data/<agency>/, read with pyarrow: rows reaching a day, malformed rows
-    by the contract's rules (a row counts once, under the first rule it breaks)."""
+    """One agency's files under RUN/data/<agency>/ delivered by `as_of` (`proto.layout`), read with pyarrow:
+    rows reaching a day, malformed rows by the contract's rules (a row counts once, under the first rule it
+    breaks)."""
 
-    def __init__(self, run: Path, agency: str) -> None:
+    def __init__(self, run: Path, agency: str, as_of: dt.date) -> None:
         self.root = run / "data" / agency
+        self.as_of = as_of
         self.datasets = tz.DATASETS[agency]
         self.cells: pd.DataFrame | None = None
         if agency == "carrier":
-            self.cells = pq.read_table(self._path("cells"), columns=["cell_id", "region_code"]).to_pandas()
+            cells = pq.read_table(self._paths("cells")[0], columns=["cell_id", "region_code"])
+            self.cells = cells.to_pandas()
 
-    def _path(self, name: str) -> Path:
-        path = self.root / f"{name}.parquet"
-        if not path.is_file():
-            raise ReferenceError(f"missing data file {path}")
-        return path
+    def _files(self, name: str) -> list[layout.DataFile]:
+        """A dataset's files delivered by `as_of`: one single file, or the day partitions' files."""
+        try:
+            return layout.dataset_files(self.root, name, self.as_of)
+        except layout.LayoutError as exc:
+            raise ReferenceError(str(exc)) from None
+
+    def _paths(self, name: str, day: int | None = None) -> list[Path]:
+        """The paths of a dataset's files delivered by `as_of`; with `day`, only the files that can hold
+        records reaching it (a day partition's records start on its day, so none of a later one)."""
+        limit = None if day is None else dt.date(1970, 1, 1) + dt.timedelta(days=day)
+        return [f.path for f in self._files(name) if limit is None or f.day is None or f.day <= limit]
+
+    def _read(self, name: str, paths: list[Path], keep: pads.Expression | None = None) -> pa.Table:
+        """The token columns of the rows of these files that `keep` selects (none without files)."""
+        columns = list(tz.dataset(name).columns)
+        if not paths:
+            return SCHEMAS[name].empty_table().select(columns)
+        return pads.dataset(paths, format="parquet").to_table(columns=columns, filter=keep)
 
     def _rules(self, name: str, table: pa.Table) -> list[tuple[str, np.ndarray]]:
         """(category, rows that break it) for one dataset's rows, in the contract's order."""
@@ -173,11 +220,12 @@ class _AgencyFiles:
         out = {}
         for ds in self.datasets:
             counts = pd.Series(0, index=list(tz.CATEGORIES), dtype=np.int64)
-            reader = pq.ParquetFile(self._path(ds.name))
-            for batch in reader.iter_batches(batch_size=_BATCH_ROWS, columns=list(ds.columns)):
-                rules = self._rules(ds.name, pa.Table.from_batches([batch]))
-                first = np.select([mask for _, mask in rules], [category for category, _ in rules], "")
-                counts = counts.add(pd.Series(first[first != ""]).value_counts(), fill_value=0)
+            for path in self._paths(ds.name):
+                reader = pq.ParquetFile(path)
+                for batch in reader.iter_batches(batch_size=_BATCH_ROWS, columns=list(ds.columns)):
+                    rules = self._rules(ds.name, pa.Table.from_batches([batch]))
+                    first = np.select([mask for _, mask in rules], [category for category, _ in rules], "")
+                    counts = counts.add(pd.Series(first[first != ""]).value_counts(), fill_value=0)
             out[ds.name] = {category: int(n) for category, n in counts.items()}
         return out
 
@@ -186,14 +234,14 @@ class _AgencyFiles:
         lo = pa.scalar(day * _DAY, pa.int64()).cast(pa.timestamp("s"))
         hi = pa.scalar((day + 1) * _DAY, pa.int64()).cast(pa.timestamp("s"))
         date = pa.scalar(day, pa.int32()).cast(pa.date32())
-        data = pads.dataset(self._path(name))
+        paths = self._paths(name, day)
         if name == "stays":
             keep = (pads.field("start") < hi) & (pads.field("end") > lo)
         elif name == "tickets":
             keep = pads.field("service_date") == date
         else:  # hotel_stays: checked in by that day, and still staying
             keep = pads.field("check_in") <= date
-        table = data.to_table(columns=list(tz.dataset(name).columns), filter=keep)
+        table = self._read(name, paths, keep)
         if name == "hotel_stays":
             check_in = table["check_in"].cast(pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)
             nights = table["nights"].cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
@@ -206,7 +254,7 @@ class _AgencyFiles:
         first, last = (int(np.datetime64(d, "D").astype(np.int64)) for d in window)
         for ds in self.datasets:
             if ds.date_column is None:
-                rows = self.good(ds.name, pq.read_table(self._path(ds.name), columns=list(ds.columns)))
+                rows = self.good(ds.name, self._read(ds.name, self._paths(ds.name)))
                 yield partition_id(ds.name, None), _pairs(tz.population_tokens(rows.to_pandas()))
                 continue
             for day in range(first, last + 1):

@@ -27,7 +27,7 @@ from simulation.writer import (
     SCHEMAS,
     UNKNOWN_CELL_BASE,
     Corruption,
-    DailyWriter,
+    DayPartitionedWriter,
     dates,
     fixed_strings,
     strings,
@@ -45,12 +45,26 @@ def is_rest_day(preset: Preset, day: dt.date) -> bool:
     return day in preset.holidays or day.weekday() >= 5
 
 
+def phone_numbers(has_phone: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Distinct 11-digit mobile numbers (`1` and a carrier prefix) for those with a phone, None for others."""
+    prefixes = np.array(["135", "138", "139", "150", "186", "189"])
+    draw = rng.choice(10**8, size=len(has_phone), replace=False)
+    prefix = prefixes[rng.integers(0, len(prefixes), len(has_phone))]
+    numbers = np.char.add(prefix, np.char.zfill(draw.astype(str), 8))
+    out = numbers.astype(object)
+    out[~has_phone] = None
+    return out
+
+
 class _Run:
     """One simulation run: the generators, the city, and the files being written."""
 
-    def __init__(self, preset: Preset, seed: int, out: Path, malformed_rate: float, recall: float) -> None:
+    def __init__(
+        self, preset: Preset, seed: int, out: Path, malformed_rate: float, recall: float, late_rate: float
+    ) -> None:
         self.p, self.seed, self.out = preset, seed, out
-        self.malformed_rate, self.recall = malformed_rate, recall
+        self.malformed_rate, self.recall, self.late_rate = malformed_rate, recall, late_rate
+        self.late: dict[str, dict[str, int]] = {}
         self.epoch_s = day_number(preset.window_start) * 86400
         self.malformed: dict[str, dict[str, int]] = {}
         self.counts: dict[str, int] = {}
@@ -76,10 +90,10 @@ class _Run:
     # stays
 
     def run_days(self, progress: Progress) -> None:
-        """Move everyone day by day, spreading the epidemic, writing each day's stays as a row group."""
+        """Move everyone day by day, spreading the epidemic, writing each day's stays (some of them late)."""
         p = self.p
-        n_days = p.window_days
-        writer = DailyWriter(self.out / "data" / "carrier" / "stays.parquet", SCHEMAS["stays"])
+        n_days = p.sim_days
+        writer = self.partitioned("stays")
         self.malformed["carrier/stays"] = dict.fromkeys(MALFORMED["stays"], 0)
         self.counts["stays"] = 0
         self.counts["infections_in_window"] = 0
@@ -103,15 +117,19 @@ class _Run:
         tracked.append(final.select(self.epi.tracked[final.person]))
         pending = Stays.concat([pending, final])
         self._flush(writer, pending, n_days - 1)
-        writer.close()
+        self.late["carrier/stays"] = writer.counts()
         self.tracked = Stays.concat(tracked)
 
-    def _flush(self, writer: DailyWriter, pending: Stays, day: int) -> Stays:
+    def partitioned(self, dataset: str) -> DayPartitionedWriter:
+        """The writer of a day-partitioned dataset, deliveries up to the run's last day."""
+        return DayPartitionedWriter(self.out, dataset, self.late_rate, self.p.last_day)
+
+    def _flush(self, writer: DayPartitionedWriter, pending: Stays, day: int) -> Stays:
         """Write the stays that start on `day` (of people with phones), return those starting later."""
         start_day = pending.start // DAY
         now = pending.select((start_day == day) & self.city.people.phone[pending.person])
         rest = pending.select(start_day > day)
-        end = np.minimum(now.end, self.p.window_days * DAY)
+        end = np.minimum(now.end, self.p.sim_days * DAY)
         order = np.lexsort((now.cell, now.person, now.start))
         person, cell, start, end = now.person[order], now.cell[order], now.start[order], end[order]
         bad = Corruption("stays", len(person), self.malformed_rate, self.rng(300, day))
@@ -129,9 +147,9 @@ class _Run:
             ],
             schema=SCHEMAS["stays"],
         )
-        writer.write(table)
-        self.counts["stays"] += table.num_rows
-        for category, n in bad.counts().items():
+        delivered = writer.write_day(self.p.window_start + dt.timedelta(days=day), table, self.rng(310, day))
+        self.counts["stays"] += int(delivered.sum())
+        for category, n in bad.counts(delivered).items():
             self.malformed["carrier/stays"][category] += n
         return rest
 
@@ -164,6 +182,7 @@ class _Run:
                 "name": people.name[:n],
                 "birth_date": people.birth[:n].astype("datetime64[D]"),
                 "household_id": people.household_id[people.household[:n]],
+                "phone": phone_numbers(people.phone[:n], self.rng(7)),
             }
         )
         return frame.sort_values(["household_id", "subject_id"], kind="stable").reset_index(drop=True)
@@ -181,6 +200,7 @@ class _Run:
                     bad.null("birth_date"),
                 ),
                 strings(frame.household_id.to_numpy(), bad.null("household_id")),
+                strings(frame.phone.to_numpy(), frame.phone.isna().to_numpy()),
             ],
             schema=SCHEMAS["population"],
         )
@@ -212,7 +232,7 @@ class _Run:
         return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
     def write_tickets(self, frame: pd.DataFrame) -> None:
-        """RUN/data/transport/tickets.parquet, one row group per service date, with malformed rows."""
+        """RUN/data/transport/tickets/, partitioned by service date, with malformed and late rows."""
         bad = Corruption("tickets", len(frame), self.malformed_rate, self.rng(302))
         sid = bad.subject_ids(frame.subject_id.to_numpy().astype("S18"))
         day = frame.service_date.to_numpy().astype("datetime64[D]").astype(np.int64)
@@ -230,9 +250,11 @@ class _Run:
             ],
             schema=SCHEMAS["tickets"],
         )
-        write_table(self.out / "data" / "transport" / "tickets.parquet", table, row_groups=day)
-        self.malformed["transport/tickets"] = bad.counts()
-        self.counts["tickets"] = len(frame)
+        writer = self.partitioned("tickets")
+        delivered = writer.write_days(day, table, lambda d: self.rng(311, d))
+        self.late["transport/tickets"] = writer.counts()
+        self.malformed["transport/tickets"] = bad.counts(delivered)
+        self.counts["tickets"] = int(delivered.sum())
 
     def hotel_stays(self) -> pd.DataFrame:
         """The true hotel stays, sorted by check-in, hotel, room and subject id."""
@@ -250,7 +272,7 @@ class _Run:
         return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
     def write_hotel_stays(self, frame: pd.DataFrame) -> None:
-        """RUN/data/police/hotel_stays.parquet, one row group per check-in day, with malformed rows."""
+        """RUN/data/police/hotel_stays/, partitioned by check-in day, with malformed and late rows."""
         bad = Corruption("hotel_stays", len(frame), self.malformed_rate, self.rng(303))
         sid = bad.subject_ids(frame.subject_id.to_numpy().astype("S18"))
         nights = frame.nights.to_numpy().copy()
@@ -266,9 +288,11 @@ class _Run:
             ],
             schema=SCHEMAS["hotel_stays"],
         )
-        write_table(self.out / "data" / "police" / "hotel_stays.parquet", table, row_groups=day)
-        self.malformed["police/hotel_stays"] = bad.counts()
-        self.counts["hotel_stays"] = len(frame)
+        writer = self.partitioned("hotel_stays")
+        delivered = writer.write_days(day, table, lambda d: self.rng(312, d))
+        self.late["police/hotel_stays"] = writer.counts()
+        self.malformed["police/hotel_stays"] = bad.counts(delivered)
+        self.counts["hotel_stays"] = int(delivered.sum())
 
     # health and truth
 
@@ -277,7 +301,7 @@ class _Run:
     ) -> None:
         """cases, investigations and risk regions (health/), and who infected whom (truth/)."""
         p, epi, people = self.p, self.epi, self.city.people
-        n_days = p.window_days
+        n_days = p.sim_days
         w0 = day_number(p.window_start)
         cases = epi.case_rows(n_days)
         case_ids = np.array([f"C{i + 1:06d}" for i in range(len(cases))], dtype=object)
@@ -324,10 +348,17 @@ class _Run:
             self.recall,
             self.rng(400),
         )
+        # an investigation's tokens are recorded on the report day or, for some, one or two days later;
+        # those recorded after the run's last day are not in the file
+        report_day = pd.Series(w0 + epi.report[cases] // DAY, index=case_ids)
+        delay = self.rng(401).choice(3, size=len(inv), p=(0.6, 0.3, 0.1))
+        recorded = report_day.reindex(inv.case_id).to_numpy() + delay
+        known = recorded <= day_number(p.last_day)
+        inv, recorded = inv[known], recorded[known]
         write_table(
             self.out / "health" / "investigations.parquet",
             pa.table(
-                [strings(inv.case_id.to_numpy()), strings(inv.token.to_numpy())],
+                [strings(inv.case_id.to_numpy()), strings(inv.token.to_numpy()), dates(recorded)],
                 schema=SCHEMAS["investigations"],
             ),
         )
@@ -336,12 +367,13 @@ class _Run:
         n_counties = len(p.counties)
         region_of = np.where(people.home >= 0, people.region, self.city.cells.region[self.mobility.base_cell])
         in_city = cases[region_of[cases] < n_counties]
-        rows = [(p.origin, "high", day_number(HIGH_RISK_FROM), day_number(p.as_of))]
+        last = day_number(p.last_day)
+        rows = [(p.origin, "high", day_number(HIGH_RISK_FROM), last)]
         for region in p.outside:
-            if region.medium_from is not None and region.medium_from <= p.as_of:
-                rows.append((region.code, "medium", day_number(region.medium_from), day_number(p.as_of)))
-        for county, day in epi.medium_regions(in_city, region_of):
-            rows.append((p.counties[county].code, "medium", w0 + day, day_number(p.as_of)))
+            if region.medium_from is not None and region.medium_from <= p.last_day:
+                rows.append((region.code, "medium", day_number(region.medium_from), last))
+        for county, first, until in epi.medium_regions(in_city, region_of):
+            rows.append((p.counties[county].code, "medium", w0 + first, min(w0 + until, last)))
         write_table(
             self.out / "health" / "risk_regions.parquet",
             pa.table(
@@ -377,6 +409,23 @@ class _Run:
         self.transmission = {name: int(n) for name, n in zip(ROUTES, routes, strict=True)}
         self.observed = epi.observed(n_days)
 
+    def ill(self) -> pd.DataFrame:
+        """The symptomatic: subject_id, onset and report dates (report NaT if never reported)."""
+        epi, w0 = self.epi, np.datetime64(self.p.window_start, "D")
+        who = np.nonzero(epi.onset < NEVER)[0]
+        report = epi.report[who]
+        return pd.DataFrame(
+            {
+                "subject_id": self.city.people.subject_id[who].astype(str),
+                "onset": pd.to_datetime(w0 + (epi.onset[who] // DAY).astype("timedelta64[D]")),
+                "report": pd.to_datetime(
+                    np.where(
+                        report < NEVER, w0 + (report // DAY).astype("timedelta64[D]"), np.datetime64("NaT")
+                    )
+                ),
+            }
+        )
+
     def write_scenario(self) -> dict[str, object]:
         """RUN/scenario.json: the parameters, counts and malformed rows injected (stable key order)."""
         p = self.p
@@ -385,9 +434,12 @@ class _Run:
             "seed": self.seed,
             "persons": p.persons,
             "as_of": p.as_of.isoformat(),
+            "days": p.days,
             "window_days": p.window_days,
             "window": [p.window_start.isoformat(), p.as_of.isoformat()],
             "malformed_rate": self.malformed_rate,
+            "late_rate": self.late_rate,
+            "late": {k: dict(sorted(v.items())) for k, v in sorted(self.late.items())},
             "recall": self.recall,
             "high_risk_origin": p.origin,
             "regions": {r.code: {"name": r.name, "outside": r.outside} for r in p.regions},
@@ -410,19 +462,25 @@ def simulate(
     malformed_rate: float = 0.001,
     recall: float = 0.9,
     progress: Progress | None = None,
+    days: int = 1,
+    late_rate: float = 0.03,
 ) -> dict[str, object]:
-    """Simulate a preset city for its 14-day window and write RUN `out`; returns the scenario (scenario.json).
+    """Simulate a preset city for its 14-day window and `days` − 1 further days, and write RUN `out`;
+    returns the scenario (scenario.json).
 
     `persons` overrides the preset's resident population; `malformed_rate` is the share of agency rows
-    made malformed; `recall` the probability an investigation remembers each token. `progress(step, done,
-    total)` is called as the work advances.
+    made malformed; `recall` the probability an investigation remembers each token; `days` the number of
+    daily epochs (the first on the preset's as_of); `late_rate` the share of a day's agency rows delivered
+    one or two days late. `progress(step, done, total)` is called as the work advances.
     """
     if not 0.0 <= malformed_rate < 1.0:
         raise ValueError(f"malformed_rate must be in [0, 1), got {malformed_rate}")
     if not 0.0 < recall <= 1.0:
         raise ValueError(f"recall must be in (0, 1], got {recall}")
     report = progress or (lambda step, done, total: None)
-    run = _Run(get_preset(preset, persons), seed, Path(out), malformed_rate, recall)
+    if not 0.0 <= late_rate < 1.0:
+        raise ValueError(f"late_rate must be in [0, 1), got {late_rate}")
+    run = _Run(get_preset(preset, persons, days=days), seed, Path(out), malformed_rate, recall, late_rate)
     run.out.mkdir(parents=True, exist_ok=True)
     report("building the city", 0, 1)
     run.build()
@@ -437,6 +495,6 @@ def simulate(
     hotel_stays = run.hotel_stays()
     run.write_hotel_stays(hotel_stays)
     run.write_health(cells, population, tickets, hotel_stays)
-    write_applicants(run.out, seed)
+    write_applicants(run.out, seed, run.p.as_of, run.p.last_day, run.ill())
     report("writing agency and health files", 1, 1)
     return run.write_scenario()

@@ -82,7 +82,7 @@ def visitor_counts(preset: Preset, rng: np.random.Generator) -> np.ndarray:
     n_in = round(preset.inbound_rate * preset.persons)
     counts[origin] = n_in - round(n_in * preset.returnee_share)
     others = [j for j in range(len(preset.outside)) if j != origin]
-    n_business = rng.poisson(preset.business_rate * preset.persons * preset.window_days)
+    n_business = rng.poisson(preset.business_rate * preset.persons * preset.sim_days)
     counts[others] += np.bincount(rng.integers(0, len(others), n_business), minlength=len(others))
     return counts
 
@@ -126,7 +126,7 @@ def plan_travel(preset: Preset, city: City, rng: np.random.Generator) -> Travel:
     """Plan every journey, ticket and hotel stay of the window, and everyone's starting place."""
     people, cells, hotels = city.people, city.cells, city.hotels
     n_counties = len(preset.counties)
-    n_days = preset.window_days
+    n_days = preset.sim_days
     origin = n_counties + _outside_index(preset, preset.origin)
     lockdown_day = min((preset.lockdown - preset.window_start).days, n_days - 1)
     start_cell = people.home.copy()

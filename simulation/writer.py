@@ -1,19 +1,23 @@
 """Byte-reproducible Parquet output with the design's schemas, and malformed rows injected on purpose.
 
 Files are written with fixed options (zstd, dictionary encoding, statistics, format 2.6) and no pandas
-metadata or timestamps, so the same input gives the same bytes. Dated datasets get one row group per day.
+metadata or timestamps, so the same input gives the same bytes. Datasets that grow day by day
+(`DAY_PARTITIONED`) are directories partitioned by day (`proto.layout`): one file per day and delivery, a
+share of each day's rows delivered a day or two late in a file of its own.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from proto import ids
+from proto import ids, layout
 
 SCHEMAS: dict[str, pa.Schema] = {
     "stays": pa.schema(
@@ -51,6 +55,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("name", pa.string()),
             ("birth_date", pa.date32()),
             ("household_id", pa.string()),
+            ("phone", pa.string()),
         ]
     ),
     "hotel_stays": pa.schema(
@@ -71,7 +76,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("report_date", pa.date32()),
         ]
     ),
-    "investigations": pa.schema([("case_id", pa.string()), ("token", pa.string())]),
+    "investigations": pa.schema(
+        [("case_id", pa.string()), ("token", pa.string()), ("recorded_on", pa.date32())]
+    ),
     "risk_regions": pa.schema(
         [
             ("region_code", pa.string()),
@@ -92,6 +99,16 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+DAY_PARTITIONED: dict[str, str] = {
+    "stays": "carrier",
+    "tickets": "transport",
+    "hotel_stays": "police",
+}
+"""The datasets written as day-partitioned directories, RUN/data/<agency>/<dataset>/day=…/, by agency
+(each with its schema in `SCHEMAS`); every other table is a single file."""
+LATE_DELAYS = (1, 2)
+LATE_DELAY_WEIGHTS = (0.7, 0.3)
+"""How late a late row is: one day after its day, or two."""
 # malformed categories injected per dataset (as proto.tokenize.CATEGORIES names them)
 MALFORMED: dict[str, tuple[str, ...]] = {
     "stays": ("bad_subject_id", "end_not_after_start", "unknown_cell", "missing_value"),
@@ -128,22 +145,60 @@ def write_table(path: Path, table: pa.Table, row_groups: np.ndarray | None = Non
             writer.write_table(table.slice(a, b - a), row_group_size=int(b - a))
 
 
-class DailyWriter:
-    """A Parquet file written one row group at a time."""
+class DayPartitionedWriter:
+    """One of `DAY_PARTITIONED`, written a day at a time: each day's rows go to `day=D/D-0.parquet`, except
+    a share `late_rate` delivered one or two days later in `day=D/<delivery>-0.parquet`. Rows due after
+    `last_delivery` (the run's last day) have not arrived by the end of the run and are not written."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        """Open the file for writing."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(path, schema, **_OPTIONS)
+    def __init__(self, run_dir: Path, dataset: str, late_rate: float, last_delivery: dt.date) -> None:
+        """Prepare RUN/data/<agency>/<dataset>/ (emptied of any earlier run's files of the dataset)."""
+        if not 0.0 <= late_rate < 1.0:
+            raise ValueError(f"late_rate must be in [0, 1), got {late_rate}")
+        self.directory = run_dir / "data" / DAY_PARTITIONED[dataset] / dataset
+        self.schema = SCHEMAS[dataset]
+        self.late_rate, self.last_delivery = late_rate, last_delivery
+        self.rows = self.late = self.undelivered = 0
+        self.directory.with_name(f"{dataset}.parquet").unlink(missing_ok=True)
+        if self.directory.is_dir():
+            for old in self.directory.glob(f"{layout.DAY_PREFIX}*/*.parquet"):
+                old.unlink()
 
-    def write(self, table: pa.Table) -> None:
-        """Append the table as one row group (nothing for an empty table)."""
-        if table.num_rows:
-            self._writer.write_table(table, row_group_size=table.num_rows)
+    def write_day(self, day: dt.date, table: pa.Table, rng: np.random.Generator) -> np.ndarray:
+        """Write one day's rows (in their order), choosing with `rng` which arrive late and by how much;
+        returns which rows were delivered by the run's last day (written)."""
+        late = rng.random(table.num_rows) < self.late_rate
+        delay = np.where(late, rng.choice(LATE_DELAYS, size=table.num_rows, p=LATE_DELAY_WEIGHTS), 0)
+        self.rows += table.num_rows
+        delivered_mask = np.zeros(table.num_rows, dtype=bool)
+        for d in np.unique(delay):
+            delivered = day + dt.timedelta(days=int(d))
+            if delivered > self.last_delivery:
+                self.undelivered += int((delay == d).sum())
+                continue
+            part = table.filter(pa.array(delay == d))
+            delivered_mask |= delay == d
+            self.late += part.num_rows if d else 0
+            write_table(self.directory / layout.day_directory(day) / layout.delivery_name(delivered), part)
+        return delivered_mask
 
-    def close(self) -> None:
-        """Finish the file."""
-        self._writer.close()
+    def write_days(
+        self, days: np.ndarray, table: pa.Table, rng: Callable[[int], np.random.Generator]
+    ) -> np.ndarray:
+        """Write a table sorted by `days` (days since 1970 per row), day by day, `rng(day)` for each;
+        returns which rows were delivered by the run's last day."""
+        delivered = np.zeros(table.num_rows, dtype=bool)
+        if table.num_rows == 0:
+            return delivered
+        cuts = np.r_[0, np.nonzero(days[1:] != days[:-1])[0] + 1, table.num_rows]
+        for a, b in itertools.pairwise(cuts):
+            day = int(days[a])
+            date = dt.date(1970, 1, 1) + dt.timedelta(days=day)
+            delivered[a:b] = self.write_day(date, table.slice(a, b - a), rng(day))
+        return delivered
+
+    def counts(self) -> dict[str, int]:
+        """Rows given, rows delivered late, rows not yet delivered by the end of the run."""
+        return {"rows": self.rows, "late": self.late, "undelivered": self.undelivered}
 
 
 def fixed_strings(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
@@ -211,6 +266,7 @@ class Corruption:
             raw[rows, 17] = check[(current + self.rng.integers(1, 11, len(rows))) % 11]
         return out
 
-    def counts(self) -> dict[str, int]:
-        """Rows made malformed, by category."""
-        return {c: int((self.category == i).sum()) for i, c in enumerate(self.categories)}
+    def counts(self, among: np.ndarray | None = None) -> dict[str, int]:
+        """Rows made malformed, by category (of the rows `among` selects, if given: a boolean mask)."""
+        category = self.category if among is None else self.category[among]
+        return {c: int((category == i).sum()) for i, c in enumerate(self.categories)}

@@ -257,7 +257,7 @@ def test_forged_head_signature_is_named(run: Path) -> None:
 def unjustified_token(run: Path) -> str:
     """A crowded cell-hour on the last day that no case investigation names ("everyone at the mosque")."""
     as_of = dt.date.fromisoformat(json.loads((run / "scenario.json").read_text())["as_of"])
-    stays = pd.read_parquet(run / "data" / "carrier" / "stays.parquet")
+    stays = pd.read_parquet(run / "data" / "carrier" / "stays")
     at_ten = stays[
         (stays["start"] <= pd.Timestamp(as_of) + pd.Timedelta(hours=10))
         & (stays["end"] >= pd.Timestamp(as_of) + pd.Timedelta(hours=11))

@@ -24,8 +24,10 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "proto", tmp_path / "proto", ignore=skip)
     gen.ROOT = tmp_path
     gen.generate(tmp_path)
-    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "proto").rglob("*_pb2*.py*"))
-    fresh = sorted(p.relative_to(tmp_path) for p in (tmp_path / "proto").rglob("*_pb2*.py*"))
+    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "proto").rglob("*_pb2*.py*")
+                       if "__pycache__" not in p.parts)
+    fresh = sorted(p.relative_to(tmp_path) for p in (tmp_path / "proto").rglob("*_pb2*.py*")
+                   if "__pycache__" not in p.parts)
     assert committed == fresh, "generated files differ in name from a fresh `make proto`"
     stale = [str(p) for p in committed if (ROOT / p).read_bytes() != (tmp_path / p).read_bytes()]
     assert not stale, f"committed generated files differ from a fresh `make proto`: {stale}"

@@ -25,7 +25,8 @@ AS_OF = dt.date(2020, 1, 31)
 
 def _table(name: str, columns: dict[str, list[object]]) -> pa.Table:
     schema = SCHEMAS[name]
-    return pa.table([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
+    n = len(next(iter(columns.values())))
+    return pa.table([pa.array(columns.get(f.name, [None] * n), f.type) for f in schema], schema=schema)
 
 
 def ts(text: str) -> np.datetime64:
@@ -145,7 +146,14 @@ def run(tmp_path: Path) -> Path:
     ]
     write_table(
         tmp_path / "health/investigations.parquet",
-        _table("investigations", {"case_id": [i[0] for i in inv], "token": [i[1] for i in inv]}),
+        _table(
+            "investigations",
+            {
+                "case_id": [i[0] for i in inv],
+                "token": [i[1] for i in inv],
+                "recorded_on": [d("2020-01-23") if i[0] == "C1" else d("2020-01-24") for i in inv],
+            },
+        ),
     )
     write_table(
         tmp_path / "health/risk_regions.parquet",
@@ -200,7 +208,7 @@ def test_reference_command(run: Path) -> None:
     assert (run / "reference" / "matches.parquet").is_file()
     missing = CliRunner().invoke(app, ["reference", "--run", str(run / "nowhere")])
     assert missing.exit_code == 2
-    assert "scenario.json" in missing.output
+    assert "does not exist" in missing.output and "healthpsi simulate" in missing.output
 
 
 def test_missing_scenario(tmp_path: Path) -> None:

@@ -31,11 +31,11 @@ from simulation.writer import SCHEMAS
 
 PERSONS = 20_000
 FILES = {
-    "data/carrier/stays.parquet": "stays",
+    "data/carrier/stays": "stays",
     "data/carrier/cells.parquet": "cells",
-    "data/transport/tickets.parquet": "tickets",
+    "data/transport/tickets": "tickets",
     "data/police/population.parquet": "population",
-    "data/police/hotel_stays.parquet": "hotel_stays",
+    "data/police/hotel_stays": "hotel_stays",
     "health/cases.parquet": "cases",
     "health/investigations.parquet": "investigations",
     "health/risk_regions.parquet": "risk_regions",
@@ -73,9 +73,11 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_another_city(
     other = tmp_path / "other"
     simulate("city-20k", 8, other, persons=PERSONS)
     first, second = _digests(run), _digests(other)
-    assert set(first) == set(second)
+    folders = {name.rsplit("/", 1)[0] for name in first}
+    assert folders == {name.rsplit("/", 1)[0] for name in second}  # the same tables and day partitions
+    assert {name for name in first if "day=" not in name} == {name for name in second if "day=" not in name}
     national = "health/risk_regions.parquet"  # the list of risk regions outside the city is every seed's
-    assert all(first[name] != second[name] for name in first if name != national)
+    assert all(first[name] != second[name] for name in first.keys() & second.keys() if name != national)
 
 
 def test_scenario_json(scenario: dict[str, object]) -> None:
@@ -94,15 +96,24 @@ def test_scenario_json(scenario: dict[str, object]) -> None:
 
 @pytest.mark.parametrize(("path", "schema"), FILES.items())
 def test_files_have_the_contract_schemas(run: Path, path: str, schema: str) -> None:
-    metadata = pq.ParquetFile(run / path).metadata.metadata
-    assert set(metadata) == {b"ARROW:schema"}  # no pandas metadata, nothing run-dependent
-    stored = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(metadata[b"ARROW:schema"])))
-    assert stored.equals(SCHEMAS[schema]), stored
-    # Parquet has no seconds unit: timestamp[s] columns read back as naive timestamp[ms], whole minutes
-    read = pq.read_schema(run / path)
-    for field in SCHEMAS[schema]:
-        expected = pa.timestamp("ms") if pa.types.is_timestamp(field.type) else field.type
-        assert read.field(field.name).type == expected, field.name
+    files = sorted((run / path).rglob("*.parquet")) if (run / path).is_dir() else [run / path]
+    assert files
+    for file in files:
+        metadata = pq.ParquetFile(file).metadata.metadata
+        assert set(metadata) == {b"ARROW:schema"}  # no pandas metadata, nothing run-dependent
+        stored = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(metadata[b"ARROW:schema"])))
+        assert stored.equals(SCHEMAS[schema]), stored
+        # Parquet has no seconds unit: timestamp[s] columns read back as naive timestamp[ms], whole minutes
+        read = pq.read_schema(file)
+        for field in SCHEMAS[schema]:
+            expected = pa.timestamp("ms") if pa.types.is_timestamp(field.type) else field.type
+            assert read.field(field.name).type == expected, field.name
+
+
+def _rows(path: Path) -> int:
+    """Rows in a single file or in every file of a day-partitioned directory."""
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 def test_population_ids_names_households(run: Path, scenario: dict[str, object]) -> None:
@@ -123,16 +134,21 @@ def test_population_ids_names_households(run: Path, scenario: dict[str, object])
     assert 2.0 < sizes.mean() < 3.5
 
 
-def test_stays_one_row_group_per_day_sorted_within_the_window(run: Path) -> None:
-    pf = pq.ParquetFile(run / "data/carrier/stays.parquet")
-    assert pf.num_row_groups == 14
-    for g in range(pf.num_row_groups):
-        t = pf.read_row_group(g, columns=["start", "end"]).to_pandas()
-        start = t["start"].dropna()
-        assert start.is_monotonic_increasing
-        assert start.dt.date.nunique() == 1
-        assert start.dt.date.iloc[0] == WINDOW[0] + dt.timedelta(days=g)
-        assert (t["end"].dropna() <= pd.Timestamp("2020-02-01")).all()
+def test_stays_one_directory_per_day_sorted_files_named_by_delivery(run: Path) -> None:
+    days = sorted((run / "data/carrier/stays").iterdir())
+    assert [d.name for d in days] == [f"day={WINDOW[0] + dt.timedelta(days=g)}" for g in range(14)]
+    for directory in days:
+        day = dt.date.fromisoformat(directory.name[4:])
+        files = sorted(directory.iterdir())
+        delivered = [dt.date.fromisoformat(f.name[:10]) for f in files]
+        assert delivered[0] == day and all(0 <= (d - day).days <= 2 for d in delivered)
+        assert all(d <= WINDOW[1] for d in delivered)  # nothing delivered after the run's last day
+        for f in files:
+            t = pq.read_table(f, columns=["start", "end"]).to_pandas()
+            start = t["start"].dropna()
+            assert start.is_monotonic_increasing
+            assert set(start.dt.date) == {day}
+            assert (t["end"].dropna() <= pd.Timestamp("2020-02-01")).all()
     cells = pd.read_parquet(run / "data/carrier/cells.parquet")
     assert cells["cell_id"].is_unique
     assert {"420100", "411202"} <= set(cells["region_code"])
@@ -148,7 +164,8 @@ def test_malformed_rows_are_injected_reported_and_good_rows_kept(
         stays[c] > 0 for c in ("bad_subject_id", "end_not_after_start", "unknown_cell", "missing_value")
     )
     total = sum(stays.values())
-    rows = pq.ParquetFile(run / "data/carrier/stays.parquet").metadata.num_rows
+    rows = _rows(run / "data/carrier/stays")
+    assert rows == scenario["counts"]["stays"]  # type: ignore[index]
     assert 0.0005 < total / rows < 0.002
     for agency in ("carrier", "transport", "police"):
         store = AgencyStore(run, agency)
@@ -156,7 +173,8 @@ def test_malformed_rows_are_injected_reported_and_good_rows_kept(
         for dataset, counts in found.items():
             expected = injected[f"{agency}/{dataset}"]
             assert {k: v for k, v in counts.items() if v} == {k: v for k, v in expected.items() if v}
-            n = pq.ParquetFile(run / "data" / agency / f"{dataset}.parquet").metadata.num_rows
+            single = run / "data" / agency / f"{dataset}.parquet"
+            n = _rows(single if single.is_file() else run / "data" / agency / dataset)
             assert store.good_rows[dataset] == n - sum(expected.values())
 
 
@@ -216,7 +234,7 @@ def test_investigations_skip_nights_at_base_and_hospital_hours(run: Path) -> Non
     # reported before the window's last day, a case is in hospital from its report day to the end: the
     # cell of its last stay, from the first stay there on its report day
     cases = pd.read_parquet(run / "health/cases.parquet")
-    stays = pd.read_parquet(run / "data/carrier/stays.parquet").dropna().sort_values("start")
+    stays = pd.read_parquet(run / "data/carrier/stays").drop(columns="day").dropna().sort_values("start")
     hospital = stays.groupby("subject_id").tail(1)[["subject_id", "cell_id"]]
     admitted = stays.merge(hospital, on=["subject_id", "cell_id"]).merge(cases, on="subject_id")
     on_report_day = admitted["start"].dt.date == admitted["report_date"]

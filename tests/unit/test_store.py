@@ -129,6 +129,7 @@ def test_police_hotel_nights_and_population(tmp_path: Path) -> None:
             pa.array(["张三", "李四", "王五"]),
             pa.array([dt.date(1990, 1, 1), dt.date(1985, 5, 5), None], pa.date32()),
             pa.array(["H1", "H1", "H2"]),
+            pa.array(["13500000001", None, "13900000003"]),
         ],
         schema=SCHEMAS["population"],
     )

@@ -223,6 +223,7 @@ def test_keys_init_refuses_to_overwrite(tmp_path: Path) -> None:
 def test_keys_init_without_scenario_uses_system_randomness(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     for run in (a, b):
+        run.mkdir()
         assert runner.invoke(app, ["keys", "init", "--run", str(run)]).exit_code == 0
     assert _tree(a)["pki/signing.key"] != _tree(b)["pki/signing.key"]
     assert set(_tree(a)) == set(_tree(b))
