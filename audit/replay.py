@@ -49,9 +49,15 @@ from coordinator.risk import (
 )
 from crypto.errors import CryptoError
 from crypto.pki import Identities, load_storage_key
+from runctx.files import witness_dir
 from runctx.pki import PkiPaths, load_identities
 from runctx.progress import Progress, no_progress
 from runctx.scenario import DEFAULT_WINDOW_DAYS, Scenario
+
+PUBLISHED = (
+    "matches_written", "features_written", "codes_issued", "revocations", "qr_written", "summary_written"
+)
+"""Coordinator entries that bind a published artefact by its digest (checked under results)."""
 
 Key = tuple[str, str, str]
 """(agency, partition id, idempotency key): names one query on both sides."""
@@ -176,12 +182,20 @@ class _Replay:
             | (set(identities.nodes) if identities is not None else set())
         )
         self.coordinator = read_log(
-            COORDINATOR_LOG, run / COORDINATOR_LOG, None if identities is None else identities.coordinator
+            COORDINATOR_LOG,
+            run / COORDINATOR_LOG,
+            None if identities is None else identities.coordinator,
+            witness_dir(run, "coordinator"),
         )
         self.logs.append(self.coordinator)
         for n, agency in enumerate(agencies, 1):
             key = None if identities is None else identities.nodes.get(agency)
-            log = read_log(f"nodes/{agency}/audit.jsonl", run / "nodes" / agency / "audit.jsonl", key)
+            log = read_log(
+                f"nodes/{agency}/audit.jsonl",
+                run / "nodes" / agency / "audit.jsonl",
+                key,
+                witness_dir(run, f"nodes/{agency}"),
+            )
             self.nodes[agency] = log
             self.logs.append(log)
             self.progress("logs", n, len(agencies))
@@ -355,7 +369,7 @@ class _Replay:
                         f"the {agency} node never logged building index {short(data.get('index_digest'))} "
                         f"of {pid}"
                     )
-            elif kind in ("matches_written", "features_written", "codes_issued", "revocations"):
+            elif kind in PUBLISHED:
                 self.logged[epoch][kind] = (where, data)
                 self.last[kind] = (epoch, where, data)
                 notes.ok("checked against the file under results")
@@ -428,7 +442,11 @@ class _Replay:
 
     def _head(self, epoch: str, data: dict[str, Any], notes: Notes) -> None:
         logged = self.logged.get(epoch, {})
-        for field_name, kind in (("matches_digest", "matches_written"), ("codes_digest", "codes_issued")):
+        for field_name, kind in (
+            ("matches_digest", "matches_written"),
+            ("codes_digest", "codes_issued"),
+            ("summary_digest", "summary_written"),
+        ):
             if field_name not in data:
                 continue
             if kind not in logged:

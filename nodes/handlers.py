@@ -73,6 +73,16 @@ def _no_proof_rng(partition_id: str, inputs_digest: bytes) -> Rng | None:
     return None
 
 
+MAX_LOGGED_CHARS = 256
+"""The longest string a peer chose (a partition id, an idempotency key, an error echoing one) that is written
+to the audit log or sent back whole; longer ones are cut and their length noted."""
+
+
+def capped(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """`text`, or its first `limit` characters and its length when it is longer."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 class NodeHandlers:
     """The three MatchingNode calls as pure functions of proto messages, with budgets and an audit log."""
 
@@ -116,8 +126,12 @@ class NodeHandlers:
     # ------------------------------------------------------------------------------------------ helpers
 
     def _log(self, kind: str, **fields: Any) -> None:
-        """Append one entry to the node's audit log."""
-        self.audit.append(kind, fields)
+        """Append one entry to the node's audit log (strings a peer chose capped at `MAX_LOGGED_CHARS`)."""
+        self.audit.append(kind, {k: capped(v) if isinstance(v, str) else v for k, v in fields.items()})
+
+    def log_refusal(self, call: str, status: str, reason: str, peer: str) -> None:
+        """Record a call refused before it reached its handler (e.g. PERMISSION_DENIED)."""
+        self._log("refused", call=call, status=status, reason=reason, peer=peer)
 
     def sign_head(self, event: str) -> None:
         """Append a signed head to the audit log, covering every entry so far (`event`: why now)."""
@@ -128,7 +142,7 @@ class NodeHandlers:
         try:
             return self.partitions[partition_id]
         except KeyError:
-            raise NotFound(f"no partition {partition_id!r} on the {self.agency} node") from None
+            raise NotFound(f"no partition {capped(partition_id)!r} on the {self.agency} node") from None
 
     def manifest(self) -> node_pb2.Manifest:
         """The current (unsigned) manifest, budgets as of now."""
@@ -156,6 +170,15 @@ class NodeHandlers:
         Raises (before the first chunk) NotFound, FailedPrecondition for a stale digest, InvalidArgument
         for an offset past the end.
         """
+        try:
+            return self._check_stream(request)
+        except ProtocolError as exc:
+            self._log("index_refused", partition_id=request.partition_id, offset=request.offset,
+                      status=exc.status, reason=str(exc))
+            raise
+
+    def _check_stream(self, request: node_pb2.StreamIndexRequest) -> Generator[node_pb2.IndexChunk]:
+        """`stream_index` before logging a refusal."""
         part = self._partition(request.partition_id)
         meta = part.meta
         if request.index_digest and request.index_digest != meta.index_digest:

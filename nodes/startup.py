@@ -32,7 +32,7 @@ from nodes.secrets import NodeSecrets
 from nodes.store import AgencyStore, StoreError
 from proto import layout
 from proto.tokens import parse_partition_id
-from runctx.files import write_atomic
+from runctx.files import witness_dir, write_atomic
 from runctx.scenario import Scenario
 
 log = logging.getLogger("healthpsi.node")
@@ -121,6 +121,8 @@ def open_node(
     policy = budget or BudgetPolicy()
     node_dir(run_dir, agency).mkdir(parents=True, exist_ok=True)
     lock = lock_state(node_dir(run_dir, agency))
+    # this process holds the state now: a port file still there was left by a node killed without a stop
+    (node_dir(run_dir, agency) / "port").unlink(missing_ok=True)
     try:
         state = _NodeState(run_dir, agency, scenario)
         state.destroy_expired()
@@ -217,7 +219,7 @@ class _NodeState:
         self.keystore = KeyStore(self.dir / "keys", agency, secrets.load_storage(), secrets.day_keys,
                                  self.day_key_rng)
         self.ledger = BudgetLedger(self.dir / "state.sqlite")
-        self.audit = AuditLog(self.dir / "audit.jsonl")
+        self.audit = AuditLog(self.dir / "audit.jsonl", witness=witness_dir(run_dir, f"nodes/{agency}"))
 
     def clock(self) -> dt.datetime:
         """The scenario's clock as the manifest carries it (naive, to the second)."""
@@ -281,6 +283,14 @@ class _NodeState:
         store = AgencyStore(self.run_dir, self.agency, self.scenario.as_of)
         partitions, stats = _build_partitions(self, store, executor, progress)
         malformed = store.malformed
+        if self.agency == "carrier":
+            store.cells()  # read here too when workers built every day: its problems are named below
+        for path, why in store.unreadable.items():
+            log.warning("%s: %s; skipped, the rest is served", path, why)
+            self.audit.append("data_file_skipped", {"file": path, "reason": why[:500]})
+        for name, rows in store.good_rows.items():
+            if rows == 0:
+                log.warning("%s: the %s dataset holds no usable rows", self.agency, name)
         _save_sources(self.dir / SOURCES_FILE, sources, self.scenario, list(partitions), malformed)
         write_atomic(self.dir / BUILD_FILE, json.dumps(stats.to_json(), indent=1, sort_keys=True).encode())
         return partitions, malformed, stats

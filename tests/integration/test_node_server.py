@@ -273,6 +273,10 @@ def test_a_root_issued_certificate_that_is_not_the_coordinator_is_denied(
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
         error = rpc_error(client.evaluate, "population@static", blinded_batch(1))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    refused = [e["data"] for e in audit(city_run, "police") if e["kind"] == "refused"]
+    assert [(r["call"], r["status"]) for r in refused[-2:]] == [
+        ("GetManifest", "PERMISSION_DENIED"), ("Evaluate", "PERMISSION_DENIED")
+    ]
 
 
 def test_invalid_requests_get_typed_errors(nodes: dict[str, NodeProcess]) -> None:
