@@ -31,7 +31,6 @@ from crypto import codes
 from crypto.drbg import Drbg
 from crypto.pki import DEFAULT_ISSUER, load_revocations
 from proto import ids
-from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths, create_pki, load_pinned_trust_list, load_signing_key
 
 ISSUED_AT = dt.datetime(2020, 2, 1, tzinfo=dt.UTC)
@@ -93,7 +92,7 @@ def run_issue_bench(settings: IssueBenchSettings, step: Step | None = None) -> d
     report = step or (lambda _: None)
     with tempfile.TemporaryDirectory(prefix="healthpsi-bench-issue-") as tmp:
         paths = PkiPaths(Path(tmp))
-        create_pki(paths, AGENCIES, rng=Drbg(b"healthpsi bench issue"), now=ISSUED_AT)
+        create_pki(paths, rng=Drbg(b"healthpsi bench issue"), now=ISSUED_AT)
         key, kid = load_signing_key(paths)
         trust = load_pinned_trust_list(paths)
         revocations = load_revocations(paths.revocations, trust)

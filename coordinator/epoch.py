@@ -36,7 +36,15 @@ from coordinator.issuance import (
 from coordinator.matching import Matcher, MatchStats, fetch_manifests
 from coordinator.openings import OpeningStore, Query
 from coordinator.policy import Policy
-from coordinator.results import assemble_matches, epoch_codes_digest, frame_digest, matches_table
+from coordinator.results import (
+    assemble_matches,
+    directory_digests,
+    epoch_codes_digest,
+    file_digest,
+    frame_digest,
+    matches_table,
+    summary_digest,
+)
 from coordinator.risk import (
     HEALTH_FILES,
     build_risk_set,
@@ -51,7 +59,7 @@ from coordinator.transport import NodeTransport
 from crypto.auditlog import AuditLog, read_lines
 from crypto.drbg import Rng
 from crypto.pki import canonical_json, load_identity_key
-from runctx.files import write_atomic
+from runctx.files import witness_dir, write_atomic
 from runctx.pki import PkiPaths, load_identities
 from runctx.progress import Progress, no_progress
 
@@ -100,7 +108,7 @@ class EpochAudit:
     """The coordinator's audit log for one epoch: each entry carries the epoch and is written once, even
     when a crashed epoch is run again (an identical entry already in the log is not repeated)."""
 
-    def __init__(self, path: Path, epoch: str) -> None:
+    def __init__(self, path: Path, epoch: str, witness: Path | None = None) -> None:
         self.epoch = epoch
         self._seen: set[tuple[str, bytes]] = set()
         if path.exists():
@@ -109,7 +117,7 @@ class EpochAudit:
                     entry = json.loads(line)
                     if isinstance(entry.get("data"), dict) and entry["data"].get("epoch") == epoch:
                         self._seen.add((entry["kind"], canonical_json(entry["data"])))
-        self.log = AuditLog(path)
+        self.log = AuditLog(path, witness=witness)
 
     def __call__(self, kind: str, **data: Any) -> None:
         """Append an entry (kind, data + epoch) unless the same entry is already logged."""
@@ -212,7 +220,7 @@ def run_epoch(
     default_issue = scenario.with_window(as_of).clock()
     seq, started = store.begin_epoch(epoch, as_of.isoformat(), inputs_digest, iso(issued_at or default_issue))
     issued = issued_at or dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
-    audit = EpochAudit(out_dir / "audit.jsonl", epoch)
+    audit = EpochAudit(out_dir / "audit.jsonl", epoch, witness_dir(run, "coordinator"))
     matcher = Matcher(
         epoch,
         transports,
@@ -317,8 +325,10 @@ def run_epoch(
             new=len(revoked),
             total=revocations_total,
             revoked=sorted(r.code_id for r in revoked),
+            list_digest=file_digest(paths.revocations),
         )
         write_qr_sample(store, epoch, out_dir / "qr", qr_per_colour)
+        audit("qr_written", files=directory_digests(out_dir / "qr"))
         seconds["revocations"] = clock() - t0
         seconds["total"] = clock() - t_start
 
@@ -373,6 +383,8 @@ def run_epoch(
             warnings=warnings,
         )
         store.finish_epoch(epoch, iso(dt.datetime.now(dt.UTC)), result.to_json())
+        summary = result.to_json()
+        audit("summary_written", digest=summary_digest(summary))
         audit.sign_head(
             load_identity_key(paths.coordinator_identity_key),
             matches_digest=matches_digest,
@@ -380,8 +392,9 @@ def run_epoch(
             codes=issue.total,
             revocations=revocations_total,
             randomness=scenario.randomness,
+            summary_digest=summary_digest(summary),
         )
-        write_atomic(out_dir / "epoch.json", (json.dumps(result.to_json(), indent=2) + "\n").encode())
+        write_atomic(out_dir / "epoch.json", (json.dumps(summary, indent=2) + "\n").encode())
         return result
     finally:
         audit.close()

@@ -125,13 +125,15 @@ def replay_command(
 ) -> None:
     """Replay a run as an auditor: a verdict per log entry, query, budget and result.
 
-    - the hash chains and signed heads of the coordinator's and every node's log;
+    - the hash chains and signed heads of the coordinator's and every node's log,
+      and the heads the witness (RUN/audit/heads/) holds: a cut tail is named;
     - every sealed query opening: each blinded element re-derived from its token
       and blind, the inputs digest matched against both sides' logs;
     - each queried token against a case investigation, a risk region or an
       application record (a query with no case behind it is named);
     - each partition's budget: charges within the cap, budget_left consistent;
-    - the digests of matches, features and codes against the log;
+    - the digests of matches, features, every code (payload, colour, reasons),
+      the revocation list, the QR images and the epoch summary against the log;
     - a fresh re-run of the scenario in a scratch directory: equal results,
       and byte-for-byte equal logs.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +16,8 @@ from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.qr import read_qr_png
-from crypto.codes import check_payload, decode_payload, unprefix
+from coordinator.qr import MAX_IMAGE_BYTES, read_qr_png
+from crypto.codes import MAX_PAYLOAD_CHARS, check_payload, decode_payload, unprefix
 from crypto.errors import CryptoError
 from crypto.pki import (
     RevocationList,
@@ -31,6 +33,8 @@ FINGERPRINT_FILE = "root.fingerprint"
 """Next to the trust list, the verifier's stored pin (`keys init` writes RUN/pki/root.fingerprint)."""
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
+MAX_TEXT_BYTES = 4 * MAX_PAYLOAD_CHARS + 16
+"""The largest payload text file: the longest payload in UTF-8, a byte-order mark and a line end."""
 
 
 _HCP_LABELS = {"c": "colour", "n": "name", "sid": "id", "id": "code id", "pv": "policy", "vd": "colour until"}
@@ -109,14 +113,32 @@ def _payload(code: str | None, file: Path | None) -> str:
     if code is not None:
         return code.strip("\r\n")
     assert file is not None
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise _Unusable(f"--file {file}: cannot read ({exc.strerror or exc})") from None
+    data = _read_bounded(file, max(MAX_IMAGE_BYTES, MAX_TEXT_BYTES))
     try:
         return data.decode("utf-8").lstrip("\ufeff").strip("\r\n")
     except UnicodeDecodeError:
         return read_qr_png(data)  # not text: an image
+
+
+def _read_bounded(file: Path, limit: int) -> bytes:
+    """A regular file's bytes, refused (unusable) when it is not a regular file or holds more than `limit`
+    bytes; never reads more than `limit` + 1 bytes, and never waits on a FIFO."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise _Unusable(f"--file {file}: cannot read ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+        raise _Unusable(f"--file {file}: {what}, not a regular file")
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        data = fh.read(limit + 1)
+    if data is None or len(data) > limit:
+        raise _Unusable(
+            f"--file {file}: more than {limit} bytes, larger than any health code or QR image can be"
+        )
+    return data
 
 
 def _trust(

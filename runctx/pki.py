@@ -52,7 +52,6 @@ from crypto.pki import (
     spki_kid,
     utc,
 )
-from proto.tokens import AGENCIES
 from runctx.files import write_atomic
 from runctx.scenario import Scenario, ScenarioError
 
@@ -199,20 +198,9 @@ class PkiPaths:
         return self.pki_dir / "nodes"
 
     def node_cert(self, agency: str) -> Path:
-        """A node's TLS server certificate (issued by the nodes CA)."""
+        """A node's TLS server certificate (issued by the nodes CA from the node's request; the node's keys
+        never leave it, see `nodes.secrets`)."""
         return self.nodes_dir / f"{agency_name(agency)}.pem"
-
-    def node_key(self, agency: str) -> Path:
-        """A node's TLS private key."""
-        return self.nodes_dir / f"{agency_name(agency)}.key"
-
-    def node_identity_key(self, agency: str) -> Path:
-        """A node's Ed25519 identity key (manifest and audit-head signatures)."""
-        return self.nodes_dir / f"{agency_name(agency)}.identity.key"
-
-    def node_storage_key(self, agency: str) -> Path:
-        """A node's key-encryption key for partition keys at rest (32 raw bytes)."""
-        return self.nodes_dir / f"{agency_name(agency)}.storage.key"
 
     def exists(self) -> bool:
         """Whether any PKI has been written for this run."""
@@ -284,16 +272,16 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> byt
 
 def create_pki(
     paths: PkiPaths,
-    agencies: Sequence[str],
     *,
     rng: Rng | None = None,
     now: datetime | None = None,
     issuers: Sequence[str] = (DEFAULT_ISSUER,),
 ) -> None:
-    """Write a run's whole PKI (see `PkiPaths`): the national root and nodes CA, TLS certificates, identity
-    and storage keys, one code-signing certificate and (empty, self-signed) revocation list per issuing
-    authority in `issuers` (region codes; the first is the coordinator's), the root-signed identities and
-    trust list of every issuer, and the root's fingerprint that verifiers pin.
+    """Write the authority's side of a run's PKI (see `PkiPaths`): the CAs, the coordinator's TLS
+    certificate, identity and storage keys, one code-signing certificate and (empty, self-signed) revocation
+    list per issuing authority in `issuers` (region codes; the first is the coordinator's), the root-signed
+    identities (nodes join it by enrollment, `runctx.enroll`) and trust list of every issuer, and the root's
+    fingerprint that verifiers pin. No node key.
 
     With a `Drbg` and a fixed `now` the output is byte-for-byte reproducible. Certificates are valid from
     `now` - 30 days to `now` + 365 days; but when `now` is given (a simulated clock, e.g. a scenario's
@@ -306,9 +294,6 @@ def create_pki(
     now = utc(now or datetime.now(UTC)).replace(microsecond=0)
     signing_validity = {"not_before": now - VALID_BEFORE, "not_after": now + VALID_AFTER}
     validity = {**signing_validity, "not_after": NO_EXPIRY} if simulated else signing_validity
-    agencies = [agency_name(a) for a in agencies]
-    if len(set(agencies)) != len(agencies):
-        raise ValueError(f"duplicate agency names in {agencies}")
     issuers = [region_code(r) for r in issuers]
     if not issuers or len(set(issuers)) != len(issuers):
         raise ValueError(f"expected one or more distinct issuers, got {issuers}")
@@ -356,22 +341,10 @@ def create_pki(
     for region, issued in signing.items():
         files[paths.issuer_dir(region) / "signing.pem"] = (_pem_cert(issued.certificate), False)
         files[paths.issuer_dir(region) / "signing.key"] = (_pem_key(issued.key), True)
-    node_identities = {}
-    for agency in agencies:
-        node = make(f"node/{agency}", agency + DNS_SUFFIX, nodes_ca, usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-                    dns_names=[agency + DNS_SUFFIX, "localhost"], ip_addresses=["127.0.0.1"], **validity)
-        identity = ed25519_private_key(rng.child(f"node/{agency}/identity"))
-        node_identities[agency] = identity.public_key()
-        files[paths.node_cert(agency)] = (_pem_cert(node.certificate), False)
-        files[paths.node_key(agency)] = (_pem_key(node.key), True)
-        files[paths.node_identity_key(agency)] = (_pem_key(identity), True)
-        storage = rng.child(f"node/{agency}/storage").random_bytes(STORAGE_KEY_BYTES)
-        files[paths.node_storage_key(agency)] = (storage, True)
-
     for path, (data, private) in files.items():
         write_atomic(path, data, private=private)
     root_cert = root.certificate
-    save_json(paths.identities, make_identities(node_identities, coordinator_identity.public_key(), root.key,
+    save_json(paths.identities, make_identities({}, coordinator_identity.public_key(), root.key,
                                                 issued_at=now))
     entries = [(issued.certificate, FORMAT_HEALTHPSI, region) for region, issued in signing.items()]
     save_json(paths.trustlist, make_trust_list(entries, root_cert, root.key, issued_at=now))
@@ -398,8 +371,8 @@ def init_keys(run_dir: Path, *, force: bool = False, issuers: Sequence[str] = (D
     except ScenarioError as exc:
         raise KeysError(str(exc)) from None
     if scenario is None:
-        create_pki(paths, AGENCIES, issuers=issuers)
+        create_pki(paths, issuers=issuers)
     else:
         now = datetime.combine(scenario.as_of, time(), UTC)
-        create_pki(paths, AGENCIES, rng=scenario.rng("pki"), now=now, issuers=issuers)
+        create_pki(paths, rng=scenario.rng("pki"), now=now, issuers=issuers)
     return paths

@@ -69,8 +69,7 @@ def test_keys_init_draws_from_the_os_unless_deterministic(tmp_path: Path) -> Non
         init_keys(run)
         rederived = PkiPaths(tmp_path / f"rederived-{deterministic}")
         now = datetime.combine(scenario.as_of, time(), UTC)
-        create_pki(rederived, ["carrier", "transport", "police"],
-                   rng=dataclasses.replace(scenario, deterministic=True).rng("pki"), now=now)
+        create_pki(rederived, rng=dataclasses.replace(scenario, deterministic=True).rng("pki"), now=now)
         actual = PkiPaths(run)
         for secret in ("root_key", "signing_key", "coordinator_storage_key", "coordinator_identity_key"):
             same = getattr(actual, secret).read_bytes() == getattr(rederived, secret).read_bytes()
