@@ -120,8 +120,8 @@ class ResultChecks:
         return notes.verdict("results", "qr/", kind)
 
     def _revocation_list_verdict(self) -> Verdict:
-        """pki/revocations.json: the bytes the last revocations entry logged, a valid root signature, and
-        only codes the log revoked."""
+        """The home issuer's revocation list: the bytes the last revocations entry logged, a valid signature
+        (the issuer's key on the pinned trust list), and only codes the log revoked."""
         notes = Notes()
         paths = PkiPaths(self.run_dir)
         name = paths.revocations.relative_to(self.run_dir).as_posix()

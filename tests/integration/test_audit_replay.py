@@ -52,6 +52,9 @@ SEED = 7
 AGENCIES = ("carrier", "transport", "police")
 COORDINATOR_LOG = Path("coordinator") / "audit.jsonl"
 
+REVOCATIONS_ITEM = "pki/issuers/411200/revocations.json"
+"""The home issuer's revocation list, as the auditor names it."""
+
 
 def node_log(agency: str) -> Path:
     """A node's audit log, relative to RUN."""
@@ -177,7 +180,7 @@ def test_clean_run_replays_clean(done: Path) -> None:
     assert purposes == {"risk", "identity"}
     results = {v.item.split(" ")[0]: v for v in report.verdicts if v.section == "results"}
     assert set(results) == {
-        "matches.parquet", "features.parquet", "codes.sqlite", "pki/revocations.json", "qr/", "epoch.json"
+        "matches.parquet", "features.parquet", "codes.sqlite", REVOCATIONS_ITEM, "qr/", "epoch.json"
     }
     assert all(v.status == "ok" for v in results.values())
     assert "every row from a queried, justified token" in results["matches.parquet"].reason
@@ -475,19 +478,20 @@ def test_revocation_list_with_a_broken_signature_is_named(run: Path) -> None:
     doc["issued_at"] = "2020-02-02T00:00:00Z"  # the body changes, the signature stays
     path.write_text(json.dumps(doc))
     verdict = only_failure(replay(run), "results")
-    assert verdict.item == "pki/revocations.json" and "altered" in verdict.reason
+    assert verdict.item == REVOCATIONS_ITEM and "altered" in verdict.reason
     assert "signature" in verdict.reason
 
 
-def test_root_signed_list_revoking_what_the_log_never_revoked_is_named(run: Path) -> None:
+def test_issuer_signed_list_revoking_what_the_log_never_revoked_is_named(run: Path) -> None:
     paths = PkiPaths(run)
     code, _ = red_code(run)
-    root = serialization.load_pem_private_key(paths.root_key.read_bytes(), password=None)
-    assert isinstance(root, ec.EllipticCurvePrivateKey)
-    doc = make_revocations([code], root, issued_at=dt.datetime(2020, 2, 1, tzinfo=dt.UTC))
+    key = serialization.load_pem_private_key(paths.signing_key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    issued = dt.datetime(2020, 2, 1, tzinfo=dt.UTC)
+    doc = make_revocations([code], key, issued_at=issued, issuer=paths.home_issuer)
     paths.revocations.write_text(json.dumps(doc))
     verdict = only_failure(replay(run), "results")
-    assert verdict.item == "pki/revocations.json" and f"never revoked: {code}" in verdict.reason
+    assert verdict.item == REVOCATIONS_ITEM and f"never revoked: {code}" in verdict.reason
 
 
 def test_swapped_qr_images_are_named(run: Path) -> None:
