@@ -41,7 +41,8 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> PkiPaths:
 
 def _enrolled(p: PkiPaths, agencies: list[str] = AGENCIES) -> None:
     """Each agency's node keys made on the node's side and enrolled, in a run whose clock is NOW."""
-    (p.run_dir / "scenario.json").write_text(json.dumps({"as_of": NOW.date().isoformat(), "seed": 3}))
+    scenario = {"as_of": NOW.date().isoformat(), "seed": 3, "deterministic": True}
+    (p.run_dir / "scenario.json").write_text(json.dumps(scenario))
     enroll_nodes(p.run_dir, agencies)
 
 
