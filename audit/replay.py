@@ -211,6 +211,8 @@ class _Replay:
                     self.node_indexes[(agency, pid)].add(str(data.get("index_sha256")))
                 elif kind == "budget_set":
                     self._budget_set(agency, pid, data, notes)
+                elif kind == "budget_reset":
+                    self._budget_reset(agency, pid, data, notes)
                 elif kind == "evaluate":
                     self._node_evaluate(agency, pid, data, notes)
 
@@ -229,6 +231,14 @@ class _Replay:
             budget.problems.append(problem)
         budget.total, budget.used = total, used
         notes.ok(f"cap {total} elements, {used} used")
+
+    def _budget_reset(self, agency: str, pid: str, data: dict[str, Any], notes: Notes) -> None:
+        """A static partition's new epoch: its use goes back to 0, from the use the log charged."""
+        budget = self.budgets.setdefault((agency, pid), _Budget())
+        if data.get("used_before") != budget.used:
+            notes.fail(f"reset from used {data.get('used_before')}, but the log charged {budget.used}")
+        budget.used = 0
+        notes.ok(f"epoch {data.get('epoch')}: use back to 0")
 
     def _node_evaluate(self, agency: str, pid: str, data: dict[str, Any], notes: Notes) -> None:
         outcome, count, left = data.get("outcome"), data.get("count"), data.get("budget_left")

@@ -31,7 +31,6 @@ from crypto import codes
 from crypto.drbg import Drbg
 from crypto.pki import load_certificate, load_revocations, load_trust_list
 from proto import ids
-from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths, create_pki, load_signing_key
 
 ISSUED_AT = dt.datetime(2020, 2, 1, tzinfo=dt.UTC)
@@ -93,7 +92,7 @@ def run_issue_bench(settings: IssueBenchSettings, step: Step | None = None) -> d
     report = step or (lambda _: None)
     with tempfile.TemporaryDirectory(prefix="healthpsi-bench-issue-") as tmp:
         paths = PkiPaths(Path(tmp))
-        create_pki(paths, AGENCIES, rng=Drbg(b"healthpsi bench issue"), now=ISSUED_AT)
+        create_pki(paths, rng=Drbg(b"healthpsi bench issue"), now=ISSUED_AT)
         key, kid = load_signing_key(paths)
         root = load_certificate(paths.root_cert)
         trust = load_trust_list(paths.trustlist, root)

@@ -11,6 +11,7 @@ from rich.table import Table
 from crypto.pki import load_trust_list
 from healthpsi.checks import require_run
 from proto.tokens import AGENCIES
+from runctx.enroll import EnrollError, enroll_node
 from runctx.pki import KeysError, init_keys, load_signing_key
 
 app = typer.Typer(help="Keys and certificates of a run.", no_args_is_help=True, rich_markup_mode="rich")
@@ -41,8 +42,34 @@ def init(
     trust = load_trust_list(paths.trustlist)
     key = trust.keys[0].certificate
     table = Table(title=f"PKI written to {paths.pki_dir}", show_header=False)
-    table.add_row("nodes", ", ".join(AGENCIES))
+    table.add_row("nodes", "none yet: healthpsi node init, then healthpsi keys enroll, for each of "
+                  + ", ".join(AGENCIES))
     table.add_row("code-signing kid", kid.hex())
     table.add_row("valid", f"{key.not_valid_before_utc:%Y-%m-%d} to {key.not_valid_after_utc:%Y-%m-%d}")
     table.add_row("trust list", str(paths.trustlist))
     console.print(table)
+
+
+@app.command("enroll")
+def enroll(
+    run: Path = typer.Option(..., "--run", help="The run directory (RUN/pki must exist)."),
+    agency: str = typer.Option(..., "--agency", help=f"The node to certify: {', '.join(AGENCIES)}."),
+) -> None:
+    """Certify a node from its request (RUN/nodes/<agency>/request.json, written by `healthpsi node init`):
+    its TLS certificate from the nodes CA, and its identity key in the root-signed identities.json.
+
+    The authority reads the request only; the node's private keys never leave the node.
+
+    [bold]Example:[/bold] [cyan]healthpsi keys enroll --run runs/demo --agency carrier[/cyan]
+    """
+    require_run(run, "pki")
+    if agency not in AGENCIES:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] --agency {agency!r}: expected one of "
+                                   f"{', '.join(AGENCIES)}", highlight=False)
+        raise typer.Exit(2)
+    try:
+        cert = enroll_node(run, agency)
+    except (EnrollError, ValueError) as exc:
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    Console().print(f"{agency} node enrolled: certificate {cert}, identity key listed in identities.json")

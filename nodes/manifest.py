@@ -20,7 +20,7 @@ class ManifestError(Exception):
     """A signed manifest that does not verify or does not parse."""
 
 
-def partition_info(meta: IndexMeta, budget: Budget) -> node_pb2.PartitionInfo:
+def partition_info(meta: IndexMeta, key_version: int, budget: Budget) -> node_pb2.PartitionInfo:
     """The manifest entry of one partition."""
     return node_pb2.PartitionInfo(
         partition_id=meta.partition_id,
@@ -31,6 +31,7 @@ def partition_info(meta: IndexMeta, budget: Budget) -> node_pb2.PartitionInfo:
         index_digest=meta.index_digest,
         index_bytes=meta.index_bytes,
         public_key=meta.public_key,
+        key_version=key_version,
         budget_total=budget.total,
         budget_left=budget.left,
     )

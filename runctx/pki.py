@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
@@ -23,7 +23,6 @@ from crypto.drbg import Rng, default_rng
 from crypto.pki import (
     COORDINATOR_DNS,
     DEFAULT_ISSUER,
-    DNS_SUFFIX,
     FORMAT_HEALTHPSI,
     NO_EXPIRY,
     STORAGE_KEY_BYTES,
@@ -46,7 +45,6 @@ from crypto.pki import (
     spki_kid,
     utc,
 )
-from proto.tokens import AGENCIES
 from runctx.files import write_atomic
 from runctx.scenario import Scenario, ScenarioError
 
@@ -136,20 +134,9 @@ class PkiPaths:
         return self.pki_dir / "nodes"
 
     def node_cert(self, agency: str) -> Path:
-        """A node's TLS server certificate (issued by the nodes CA)."""
+        """A node's TLS server certificate (issued by the nodes CA from the node's request; the node's keys
+        never leave it, see `nodes.secrets`)."""
         return self.nodes_dir / f"{agency_name(agency)}.pem"
-
-    def node_key(self, agency: str) -> Path:
-        """A node's TLS private key."""
-        return self.nodes_dir / f"{agency_name(agency)}.key"
-
-    def node_identity_key(self, agency: str) -> Path:
-        """A node's Ed25519 identity key (manifest and audit-head signatures)."""
-        return self.nodes_dir / f"{agency_name(agency)}.identity.key"
-
-    def node_storage_key(self, agency: str) -> Path:
-        """A node's key-encryption key for partition keys at rest (32 raw bytes)."""
-        return self.nodes_dir / f"{agency_name(agency)}.storage.key"
 
     def exists(self) -> bool:
         """Whether any PKI has been written for this run."""
@@ -202,14 +189,14 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> byt
 
 def create_pki(
     paths: PkiPaths,
-    agencies: Sequence[str],
     *,
     rng: Rng | None = None,
     now: datetime | None = None,
     issuer: str = DEFAULT_ISSUER,
 ) -> None:
-    """Write a run's whole PKI (see `PkiPaths`): CAs, TLS certificates, identity and storage keys, the
-    code-signing certificate, and the root-signed identities, trust list and (empty) revocation list.
+    """Write the authority's side of a run's PKI (see `PkiPaths`): the CAs, the coordinator's TLS
+    certificate, identity and storage keys, the code-signing certificate, and the root-signed identities
+    (nodes join it by enrollment, `runctx.enroll`), trust list and (empty) revocation list. No node key.
 
     With a `Drbg` and a fixed `now` the output is byte-for-byte reproducible. Certificates are valid from
     `now` - 30 days to `now` + 365 days; but when `now` is given (a simulated clock, e.g. a scenario's
@@ -222,9 +209,6 @@ def create_pki(
     now = utc(now or datetime.now(UTC)).replace(microsecond=0)
     signing_validity = {"not_before": now - VALID_BEFORE, "not_after": now + VALID_AFTER}
     validity = {**signing_validity, "not_after": NO_EXPIRY} if simulated else signing_validity
-    agencies = [agency_name(a) for a in agencies]
-    if len(set(agencies)) != len(agencies):
-        raise ValueError(f"duplicate agency names in {agencies}")
 
     def make(name: str, cn: str, issuer_ca: _Issued | None, **kwargs: Any) -> _Issued:
         """A key from `rng.child(name)` and its certificate, issued by `issuer_ca` (None: self-signed)."""
@@ -254,22 +238,10 @@ def create_pki(
         paths.signing_cert: (_pem_cert(signing.certificate), False),
         paths.signing_key: (_pem_key(signing.key), True),
     }
-    node_identities = {}
-    for agency in agencies:
-        node = make(f"node/{agency}", agency + DNS_SUFFIX, nodes_ca, usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-                    dns_names=[agency + DNS_SUFFIX, "localhost"], ip_addresses=["127.0.0.1"], **validity)
-        identity = ed25519_private_key(rng.child(f"node/{agency}/identity"))
-        node_identities[agency] = identity.public_key()
-        files[paths.node_cert(agency)] = (_pem_cert(node.certificate), False)
-        files[paths.node_key(agency)] = (_pem_key(node.key), True)
-        files[paths.node_identity_key(agency)] = (_pem_key(identity), True)
-        storage = rng.child(f"node/{agency}/storage").random_bytes(STORAGE_KEY_BYTES)
-        files[paths.node_storage_key(agency)] = (storage, True)
-
     for path, (data, private) in files.items():
         write_atomic(path, data, private=private)
     root_cert = root.certificate
-    save_json(paths.identities, make_identities(node_identities, coordinator_identity.public_key(), root.key,
+    save_json(paths.identities, make_identities({}, coordinator_identity.public_key(), root.key,
                                                 issued_at=now))
     save_json(paths.trustlist, make_trust_list([(signing.certificate, FORMAT_HEALTHPSI)], root_cert, root.key,
                                                issuer=issuer, issued_at=now))
@@ -293,8 +265,8 @@ def init_keys(run_dir: Path, *, force: bool = False) -> PkiPaths:
     except ScenarioError as exc:
         raise KeysError(str(exc)) from None
     if scenario is None:
-        create_pki(paths, AGENCIES)
+        create_pki(paths)
     else:
         now = datetime.combine(scenario.as_of, time(), UTC)
-        create_pki(paths, AGENCIES, rng=scenario.rng("pki"), now=now)
+        create_pki(paths, rng=scenario.rng("pki"), now=now)
     return paths

@@ -28,6 +28,7 @@ from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths, init_keys
 from runctx.progress import Progress
+from runner.enrollment import enroll_nodes
 from runner.executors import make_executor
 from runner.processes import NodeProcess, start_nodes
 from runner.report import build_report
@@ -195,7 +196,13 @@ def run_pipeline(
         return value
 
     timed("simulate", lambda: simulate(preset, seed, out, persons=persons))
-    timed("keys", lambda: init_keys(out, force=True))
+
+    def keys() -> None:
+        """The authority's keys, then each node's own keys, enrolled."""
+        init_keys(out, force=True)
+        enroll_nodes(out, AGENCIES)
+
+    timed("keys", keys)
     with make_executor(workers, dask) as executor:
         announce("nodes")
         t0 = time.perf_counter()

@@ -35,11 +35,13 @@ from crypto.auditlog import AuditLog
 from crypto.pki import load_identity_key, load_storage_key
 from healthpsi import cli
 from nodes.budget import BudgetPolicy
+from nodes.secrets import NodeSecrets
 from nodes.startup import open_node
 from proto import tokens as tk
 from proto.errors import ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
 from runctx.pki import PkiPaths, init_keys
+from runner.enrollment import enroll_nodes
 from simulation.scenario import simulate
 
 PERSONS = 1500
@@ -57,6 +59,7 @@ def build(run: Path) -> Path:
     """Simulate the city (with its applicants), make the PKI and build every node's indexes (no epoch)."""
     simulate("city-20k", SEED, run, persons=PERSONS)
     init_keys(run)
+    enroll_nodes(run, AGENCIES)
     for agency in AGENCIES:
         open_node(run, agency).close()
     return run
@@ -231,7 +234,7 @@ def test_forged_head_signature_is_named(run: Path) -> None:
     raw = lines(path)
     head = json.loads(raw[-1])
     assert head["kind"] == "head"
-    impostor = load_identity_key(PkiPaths(run).node_identity_key("carrier"))
+    impostor = NodeSecrets.of(run, "carrier").load_identity()
     unsigned = {k: v for k, v in head.items() if k != "sig"}
     head["sig"] = impostor.sign(b"healthpsi audit head v1\n" + canonical(unsigned).encode()).hex()
     raw[-1] = canonical(head)
@@ -413,7 +416,7 @@ def test_budget_overrun_is_named(run: Path) -> None:
     for e in items:
         if e["kind"] == "budget_set" and e["data"]["partition_id"] == pid:
             e["data"]["total"] = 1
-    relog(path, items, load_identity_key(PkiPaths(run).node_identity_key("carrier")))
+    relog(path, items, NodeSecrets.of(run, "carrier").load_identity())
     report = replay(run)
     budget = [v for v in failing(report, "budgets") if v.item == f"carrier/{pid}"]
     assert len(budget) == 1 and "over budget" in budget[0].reason

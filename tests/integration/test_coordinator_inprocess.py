@@ -40,6 +40,7 @@ from proto import ids, tokenize
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
 from runctx.pki import PkiPaths, create_pki, init_keys, load_identities
+from runner.enrollment import enroll_nodes
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
 
@@ -238,10 +239,10 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
     )
     create_pki(
         PkiPaths(run),
-        list(AGENCIES),
         rng=Drbg(b"healthpsi" + (7).to_bytes(8, "big")).child("pki"),
         now=dt.datetime(2020, 2, 14),
     )
+    enroll_nodes(run, AGENCIES)
     frames = agency_frames()
     data = run / "data"
     write_parquet(
@@ -389,6 +390,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("sim") / "run"
     simulate("city-20k", 7, run, persons=1500)
     init_keys(run)
+    enroll_nodes(run, AGENCIES)
     reference_matches(run)
     return run
 

@@ -44,9 +44,16 @@ class CountingExecutor(Executor):
 
 
 def _copy(source: Path, target: Path) -> Path:
-    """The city's scenario, data, health files and PKI, without any node or coordinator state."""
-    skip = {"nodes", "coordinator", "reference"}
-    shutil.copytree(source, target, ignore=lambda d, names: skip & set(names) if Path(d) == source else set())
+    """The city's scenario, data, health files, PKI and node keys, without any node or coordinator state."""
+
+    def skip(directory: str, names: list[str]) -> set[str]:
+        if Path(directory) == source:
+            return {"coordinator", "reference"} & set(names)
+        if Path(directory) == source / "nodes":
+            return {n for n in names if not n.endswith(".secrets")}
+        return set()
+
+    shutil.copytree(source, target, ignore=skip)
     return target
 
 

@@ -46,7 +46,7 @@ SUBJECT = "410101199003071234"
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiPaths:
     """A deterministic run PKI."""
     paths = PkiPaths(tmp_path_factory.mktemp("run"))
-    create_pki(paths, ["carrier"], rng=Drbg(b"codes-test"), now=NOW)
+    create_pki(paths, rng=Drbg(b"codes-test"), now=NOW)
     return paths
 
 
