@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import sqlite3
 import time
@@ -256,14 +257,14 @@ def run_pipeline(
             for n, date in enumerate(load_scenario(out).epochs):
                 suffix = "" if n == 0 else f" {date}"
                 if n > 0:
-                    timed(f"nodes{suffix}", lambda date=date: advance_nodes(out, transports, date))
+                    timed(f"nodes{suffix}", functools.partial(advance_nodes, out, transports, date))
                 t0 = time.perf_counter()
                 result.epoch = timed(
                     f"epoch{suffix}",
-                    lambda date=date: run_epoch(out, transports, executor, epoch_progress, as_of=date),
+                    functools.partial(run_epoch, out, transports, executor, epoch_progress, as_of=date),
                 )
                 seconds = time.perf_counter() - t0
-                equal = timed(f"reference{suffix}", lambda date=date: matches_equal_reference(out, date))
+                equal = timed(f"reference{suffix}", functools.partial(matches_equal_reference, out, date))
                 result.days.append(DayResult(result.epoch, equal, seconds))
             result.budgets = _budgets({a: t.get_manifest() for a, t in transports.items()})
     bad_exits = {a: c for a, c in result.node_exit_codes.items() if c != 0}
