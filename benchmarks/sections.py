@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmarks import Step
 from benchmarks.crypto import CryptoBenchSettings, run_crypto_bench
+from benchmarks.daily import DailyBenchSettings, run_daily_bench
 from benchmarks.epoch import EpochBenchSettings, run_epoch_bench
 from benchmarks.issue import IssueBenchSettings, run_issue_bench
 
@@ -31,6 +32,11 @@ def crypto_settings(quick: bool) -> CryptoBenchSettings:
 def epoch_settings(quick: bool) -> EpochBenchSettings:
     """The epoch benchmark's default (city-20k) or quick sizes."""
     return EpochBenchSettings.quick() if quick else EpochBenchSettings()
+
+
+def daily_settings(quick: bool) -> DailyBenchSettings:
+    """The daily benchmark's default (city-20k) or quick sizes."""
+    return DailyBenchSettings.quick() if quick else DailyBenchSettings()
 
 
 def issue_settings(quick: bool) -> IssueBenchSettings:
@@ -58,6 +64,10 @@ SECTIONS: dict[str, Section] = {
     "issue": Section(
         steps=lambda quick: issue_settings(quick).steps(),
         run=lambda quick, step: run_issue_bench(issue_settings(quick), step),
+    ),
+    "daily": Section(
+        steps=lambda quick: daily_settings(quick).steps(),
+        run=lambda quick, step: run_daily_bench(daily_settings(quick), step),
     ),
 }
 """The benchmarks `bench all` runs, in order; a benchmark joins it by an entry here and a table in the CLI."""
