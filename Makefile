@@ -8,7 +8,7 @@ PRESET  ?= city-20k
 SEED    ?= 7
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test test-fast proto bench lint typecheck lock clean venv
+.PHONY: demo test test-fast proto assets bench lint typecheck lock clean venv
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ test-fast: $(STAMP)
 
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
+
+# Browser bundles (service/static/dist, committed) from web/ with the npm lockfile's exact versions.
+assets:
+	cd web && npm ci --no-audit --no-fund --ignore-scripts && node build.mjs
 
 bench: $(STAMP)
 	$(VENV)/bin/healthpsi bench all --out runs/bench

@@ -14,6 +14,7 @@ from benchmarks.crypto import CryptoBenchSettings, run_crypto_bench
 from benchmarks.daily import DailyBenchSettings, run_daily_bench
 from benchmarks.epoch import EpochBenchSettings, run_epoch_bench
 from benchmarks.issue import IssueBenchSettings, run_issue_bench
+from benchmarks.service import ServiceBenchSettings, run_service_bench
 
 
 def write_section(out: Path | None, section: str, result: dict[str, Any]) -> None:
@@ -44,6 +45,11 @@ def issue_settings(quick: bool) -> IssueBenchSettings:
     return IssueBenchSettings.quick() if quick else IssueBenchSettings()
 
 
+def service_settings(quick: bool) -> ServiceBenchSettings:
+    """The load benchmark's default or quick sizes."""
+    return ServiceBenchSettings.quick() if quick else ServiceBenchSettings()
+
+
 @dataclasses.dataclass(frozen=True)
 class Section:
     """One benchmark as `bench all` runs it: its progress steps and its run."""
@@ -68,6 +74,10 @@ SECTIONS: dict[str, Section] = {
     "daily": Section(
         steps=lambda quick: daily_settings(quick).steps(),
         run=lambda quick, step: run_daily_bench(daily_settings(quick), step),
+    ),
+    "service": Section(
+        steps=lambda quick: service_settings(quick).steps(),
+        run=lambda quick, step: run_service_bench(service_settings(quick), step),
     ),
 }
 """The benchmarks `bench all` runs, in order; a benchmark joins it by an entry here and a table in the CLI."""

@@ -7,6 +7,7 @@ code issued twice.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sqlite3
@@ -56,6 +57,29 @@ CREATE TABLE IF NOT EXISTS revocations (
     reason TEXT NOT NULL,
     revoked_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS applications (
+    application_id TEXT PRIMARY KEY,
+    applicant_phone TEXT NOT NULL,
+    relation TEXT NOT NULL CHECK (relation IN ('self', 'family')),
+    subject_id TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    symptoms TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    epoch TEXT NOT NULL REFERENCES epochs (epoch),
+    status TEXT NOT NULL CHECK (status IN ('issued', 'refused')),
+    reason TEXT,
+    code_id TEXT REFERENCES codes (code_id)
+);
+CREATE INDEX IF NOT EXISTS applications_phone ON applications (applicant_phone);
+CREATE TABLE IF NOT EXISTS appeals (
+    appeal_id TEXT PRIMARY KEY,
+    subject_id TEXT NOT NULL,
+    code_id TEXT NOT NULL REFERENCES codes (code_id),
+    reason TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'upheld', 'rejected'))
+);
+CREATE INDEX IF NOT EXISTS appeals_code ON appeals (code_id);
 """
 
 
@@ -93,6 +117,52 @@ _CODE_COLUMNS = "code_id, subject_id, color, reasons, issued_at, expires_at, pay
 def _code_row(row: tuple[Any, ...]) -> CodeRow:
     """A CodeRow from a row selected as `_CODE_COLUMNS` (reasons stored as a JSON list)."""
     return CodeRow(row[0], row[1], row[2], tuple(json.loads(row[3])), row[4], row[5], row[6], row[7])
+
+
+@dataclass(frozen=True)
+class Application:
+    """A citizen's application for a code (for themself or a family member) and its outcome."""
+
+    application_id: str
+    applicant_phone: str
+    relation: str
+    subject_id: str
+    phone: str
+    symptoms: tuple[str, ...]
+    created_at: str
+    epoch: str
+    status: str
+    """'issued' or 'refused'."""
+    reason: str | None
+    """Why it was refused (a refusal reason code), None when issued."""
+    code_id: str | None
+
+
+@dataclass(frozen=True)
+class Appeal:
+    """A citizen's appeal against a code's colour, with its reason in their words."""
+
+    appeal_id: str
+    subject_id: str
+    code_id: str
+    reason: str
+    created_at: str
+    status: str
+    """'open', 'upheld' or 'rejected'."""
+
+
+_APPLICATION_COLUMNS = (
+    "application_id, applicant_phone, relation, subject_id, phone, symptoms, created_at, epoch, status, "
+    "reason, code_id"
+)
+
+
+def _application(row: tuple[Any, ...]) -> Application:
+    """An Application from a row selected as `_APPLICATION_COLUMNS` (symptoms stored as a JSON list)."""
+    return Application(
+        row[0], row[1], row[2], row[3], row[4], tuple(json.loads(row[5])),
+        row[6], row[7], row[8], row[9], row[10],
+    )
 
 
 @dataclass(frozen=True)
@@ -288,9 +358,105 @@ class CodeStore:
             ((r.code_id, r.subject_id, r.epoch, r.reason, r.revoked_at) for r in revocations),
         )
 
+    def revoked(self, code_id: str) -> Revocation | None:
+        """The revocation of a code, or None if it is not revoked."""
+        row = self._db.execute(
+            "SELECT code_id, subject_id, epoch, reason, revoked_at FROM revocations WHERE code_id = ?",
+            (code_id,),
+        ).fetchone()
+        return None if row is None else Revocation(*row)
+
     def revocations(self) -> list[Revocation]:
         """Every revocation, ordered by code id."""
         rows = self._db.execute(
             "SELECT code_id, subject_id, epoch, reason, revoked_at FROM revocations ORDER BY code_id"
         )
         return [Revocation(*row) for row in rows]
+
+    # -- the code service: latest epoch, single codes, applications, appeals
+
+    def latest_epoch(self) -> tuple[str, dict[str, Any]] | None:
+        """The latest finished epoch and its result summary, or None before the first epoch ends."""
+        row = self._db.execute(
+            "SELECT epoch, result FROM epochs WHERE finished_at IS NOT NULL ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (str(row[0]), json.loads(row[1]))
+
+    def code(self, code_id: str) -> CodeRow | None:
+        """The code with this id, or None."""
+        row = self._db.execute(f"SELECT {_CODE_COLUMNS} FROM codes WHERE code_id = ?", (code_id,)).fetchone()
+        return None if row is None else _code_row(row)
+
+    def record_application(
+        self, application: Application, code: CodeFields | None, refusal: tuple[str, str] | None
+    ) -> CodeRow | None:
+        """Store an application in one transaction with its code (kept as it is when the subject already
+        holds this epoch's code) or its refusal (subject id, reason); return the subject's code of the
+        epoch, or None for a refusal."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            stored: CodeRow | None = None
+            if code is not None:
+                if code[2] not in COLOURS:
+                    raise StoreError(f"code {code[0]} has a colour outside {COLOURS}")
+                self._db.execute(
+                    f"INSERT OR IGNORE INTO codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*code[:3], reasons_json(code[3]), *code[4:]),
+                )
+                row = self._db.execute(
+                    f"SELECT {_CODE_COLUMNS} FROM codes WHERE epoch = ? AND subject_id = ?",
+                    (application.epoch, application.subject_id),
+                ).fetchone()
+                stored = _code_row(row)
+                application = dataclasses.replace(application, code_id=stored.code_id)
+            if refusal is not None:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO refusals (epoch, subject_id, reason) VALUES (?, ?, ?)",
+                    (application.epoch, *refusal),
+                )
+            a = application
+            self._db.execute(
+                f"INSERT INTO applications ({_APPLICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    a.application_id, a.applicant_phone, a.relation, a.subject_id, a.phone,
+                    json.dumps(list(a.symptoms)), a.created_at, a.epoch, a.status, a.reason, a.code_id,
+                ),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return stored
+
+    def applications_of(self, phone: str) -> list[Application]:
+        """The applications made from a phone, newest first."""
+        rows = self._db.execute(
+            f"SELECT {_APPLICATION_COLUMNS} FROM applications WHERE applicant_phone = ? "
+            "ORDER BY created_at DESC, application_id",
+            (phone,),
+        )
+        return [_application(row) for row in rows]
+
+    def holds(self, phone: str, code_id: str) -> bool:
+        """Whether an application made from this phone led to this code."""
+        row = self._db.execute(
+            "SELECT 1 FROM applications WHERE applicant_phone = ? AND code_id = ? LIMIT 1", (phone, code_id)
+        ).fetchone()
+        return row is not None
+
+    def insert_appeal(self, appeal: Appeal) -> None:
+        """Store an appeal against a code."""
+        self._write(
+            "INSERT INTO appeals (appeal_id, subject_id, code_id, reason, created_at, status) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(appeal.appeal_id, appeal.subject_id, appeal.code_id, appeal.reason, appeal.created_at,
+              appeal.status)],
+        )
+
+    def appeals(self, code_id: str | None = None) -> list[Appeal]:
+        """Appeals (against one code, or all), oldest first."""
+        sql = "SELECT appeal_id, subject_id, code_id, reason, created_at, status FROM appeals"
+        args: tuple[Any, ...] = ()
+        if code_id is not None:
+            sql, args = sql + " WHERE code_id = ?", (code_id,)
+        return [Appeal(*row) for row in self._db.execute(sql + " ORDER BY created_at, appeal_id", args)]

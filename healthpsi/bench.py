@@ -30,8 +30,10 @@ from benchmarks.sections import (
     daily_settings,
     epoch_settings,
     issue_settings,
+    service_settings,
     write_section,
 )
+from benchmarks.service import run_service_bench
 
 app = typer.Typer(
     help="Benchmarks: medians of several runs, each figure a ratio against a baseline from the same run.",
@@ -133,6 +135,51 @@ def _issue_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _service_table(result: dict[str, Any]) -> Table:
+    """The load benchmark's summary: per phase and endpoint, then the machine and the code-fetch verdict."""
+    s = result["settings"]
+    title = (f"healthpsi bench service — {s['users']} users, {s['workers']} workers, "
+             f"{s['seconds']} s peak, {result['cpus']} CPUs shared with locust")
+    table = Table(title=title, show_header=True)
+    for column in ("phase / endpoint", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures"):
+        table.add_column(column, justify="left" if column.startswith("phase") else "right")
+    for phase_name, phase in result["phases"].items():
+        table.add_row(f"[bold]{phase_name}[/] (all)", f"{phase['requests_per_s']:,.0f}", "", "", "",
+                      f"{phase['failures']:,}")
+        for name, e in phase["endpoints"].items():
+            absent = " (absent)" if name in result["absent_routes"] else ""
+            percentiles = (_ms(e["p50_ms"]), _ms(e["p95_ms"]), _ms(e["p99_ms"]))
+            rate = f"{e['requests_per_s']:,.1f}"
+            table.add_row(f"  {name}{absent}", rate, *percentiles, f"{e['failures']:,}")
+        cost = f"{phase['service_cpu_ms_per_request']:.2f} ms"
+        table.add_row("  service CPU per request", cost, "", "", "", "")
+        table.add_row("  CPU: service / locust / others",
+                      f"{phase['service_cpu_share']:.0%} / {phase['locust_cpu_share']:.0%} / "
+                      f"{phase['other_cpu_share']:.0%}", "", "", "", "")
+        table.add_row("  service memory start → end (max)",
+                      f"{_gib(phase['service_rss_start_bytes'])} → {_gib(phase['service_rss_end_bytes'])} "
+                      f"({_gib(phase['service_rss_max_bytes'])})", "", "", "", "")
+    fetch = result["code_fetch"]
+    if fetch["served"]:
+        verdict = "meets" if fetch["meets_targets"] else "misses"
+        table.add_row("[bold]code fetches (codes phase)[/] vs ≥ 1,000/s, p99 < 100 ms, 0 failures",
+                      f"{fetch['requests_per_s']:,.0f}", "", "", _ms(fetch["p99_ms"]),
+                      f"{fetch['failures']:,} ({verdict})")
+        if fetch["vs_baseline_rate"] is not None:
+            ratio = f"{fetch['vs_baseline_rate']:.2f}"
+            table.add_row("  code fetches / baseline rate", ratio, "", "", "", "")
+        if fetch["vs_baseline_cpu"] is not None:
+            cpu = f"{fetch['vs_baseline_cpu']:.1f}×"
+            table.add_row("  CPU per code fetch / per baseline request", cpu, "", "", "", "")
+    else:
+        table.add_row("[bold]code fetches[/]", "not served by this build", "", "", "", "")
+    return table
+
+
 def _daily_table(result: dict[str, Any]) -> Table:
     """The short summary of the daily benchmark: steady-state day against a cold epoch and the plaintext."""
     title = (f"healthpsi bench daily — {result['preset']}, {result['persons']:,} persons, "
@@ -163,6 +210,7 @@ TABLES: dict[str, Callable[[dict[str, Any]], Table]] = {
     "epoch": _epoch_table,
     "issue": _issue_table,
     "daily": _daily_table,
+    "service": _service_table,
 }
 """The summary table of each benchmark section."""
 
@@ -266,6 +314,50 @@ def issue(
         settings = dataclasses.replace(settings, repeat=repeat)
     result = with_progress(settings.steps(), lambda step: run_issue_bench(settings, step))
     _emit("issue", result, _issue_table(result), as_json, out)
+
+
+@app.command("service")
+def service(
+    run: Path | None = typer.Option(
+        None, "--run", file_okay=False, exists=True,
+        help="Serve this run (default: simulate city-20k with --persons people into a temporary directory).",
+    ),
+    persons: int = typer.Option(1500, "--persons", min=100, help="People of the simulated run."),
+    users: int = typer.Option(50, "--users", min=1, max=2000, help="Concurrent locust users."),
+    spawn_rate: float = typer.Option(25.0, "--spawn-rate", min=0.1, help="Users started per second."),
+    seconds: int = typer.Option(60, "--seconds", min=2, max=3600, help="Length of the peak phase."),
+    soak: bool = typer.Option(False, "--soak", help="A 10-minute peak (overrides --seconds)."),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Worker processes of healthpsi serve."),
+    pace: float = typer.Option(
+        0.0, "--pace", min=0.0, help="Requests/s per user (0: ask again at once, to find the ceiling)."
+    ),
+    as_json: bool = JsonOption,
+    out: Path | None = OutOption,
+    quick: bool = QuickOption,
+) -> None:
+    """The code service under a morning peak: locust, headless on loopback, against healthpsi serve.
+
+    A baseline phase (every user asks /api/v1/health) then the peak (citizens fetching codes, applying
+    and checking trips; verifiers fetching the lists; a commander). Per endpoint: requests/s, p50/p95/p99,
+    failures; the CPU share of the service's process tree and of locust; the service's memory at start
+    and end. Locust runs on the same machine and takes its share of the CPUs.
+
+    \b
+    Example: healthpsi bench service --users 50 --seconds 60 --json --out runs/bench
+    """
+    base = service_settings(quick)
+    settings = dataclasses.replace(
+        base,
+        run=run,
+        persons=persons,
+        users=base.users if quick else users,
+        spawn_rate=base.spawn_rate if quick else spawn_rate,
+        seconds=600 if soak else (base.seconds if quick else seconds),
+        workers=workers,
+        pace=pace,
+    )
+    result = with_progress(settings.steps(), lambda step: run_service_bench(settings, step))
+    _emit("service", result, _service_table(result), as_json, out)
 
 
 @app.command("daily")

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from healthpsi import audit, bench, coordinator, keys, node, reference, run, serve, simulate, verify
+from healthpsi import (
+    audit,
+    bench,
+    coordinator,
+    cotravel,
+    keys,
+    node,
+    operator,
+    reference,
+    run,
+    serve,
+    simulate,
+    verify,
+)
 from healthpsi import policy as policy_commands
 from runner import allocator
 
@@ -30,6 +43,8 @@ app.command("run")(run.run)
 app.command("reference")(reference.reference)
 app.command("verify")(verify.verify)
 app.command("serve")(serve.serve)
+app.add_typer(cotravel.app, name="cotravel")
+app.add_typer(operator.app, name="operator")
 app.add_typer(audit.app, name="audit")
 app.add_typer(bench.app, name="bench")
 app.add_typer(policy_commands.app, name="policy")

@@ -23,6 +23,7 @@ STEP_TEXT = {
     "keys": "Creating the PKI and signing keys",
     "nodes": "Starting carrier, transport and police nodes (building indexes)",
     "epoch": "Coordinator epoch: risk set, OPRF queries, indexes, matches, codes",
+    "cotravel": "Publishing the co-travel check's day keys and tags",
     "verify": "Verifying a sample of codes offline",
     "reference": "Checking matches against the plaintext join",
     "report": "Writing the report",

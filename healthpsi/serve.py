@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from healthpsi.checks import parse_address, parse_nodes
 from service.settings import APPS, ENV_SETTINGS, ServiceSettings, SettingsError
@@ -54,15 +55,22 @@ def serve(
     os.environ[ENV_SETTINGS] = settings.to_env()
     apps = ", ".join(settings.apps)
     typer.echo(f"serving {run} on http://{host}:{bound} (apps: {apps}; workers: {workers})")
+    config = uvicorn.Config(
+        "service.app:create_app_from_env",
+        factory=True,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        # a worker imports the whole command line before it answers: on a busy machine that takes longer
+        # than uvicorn's 5 s, which made the supervisor restart workers over and over
+        timeout_worker_healthcheck=60,
+    )
     try:
-        uvicorn.run(
-            "service.app:create_app_from_env",
-            factory=True,
-            fd=sock.fileno(),
-            workers=workers,
-            log_level="warning",
-            timeout_graceful_shutdown=10,
-        )
+        # The workers share the socket bound above (uvicorn's own `fd=` takes it for a Unix socket).
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         with contextlib.suppress(FileNotFoundError):
             port_file.unlink()

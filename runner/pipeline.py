@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow.parquet as pq
 
+from coordinator.cotravel import publish as publish_cotravel
 from coordinator.epoch import EpochResult, epoch_dir, run_epoch
 from coordinator.risk import load_scenario
 from coordinator.transport import GrpcTransport, InProcessTransport, NodeTransport
@@ -270,6 +271,7 @@ def run_pipeline(
     bad_exits = {a: c for a, c in result.node_exit_codes.items() if c != 0}
     if bad_exits:
         raise PipelineError(f"nodes did not stop cleanly: {bad_exits}")
+    timed("cotravel", lambda: publish_cotravel(out))
     result.verified = timed("verify", lambda: verify_sample(out))
     result.reference_equal = all(d.reference_equal for d in result.days)
     if report:

@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from service.middleware import ServiceMiddleware
-from service.routers import home
+from service.routers import citizen, commander, cotravel, home, verifier
 from service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -34,6 +34,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(home.router)
+    if "verifier" in settings.apps:
+        app.include_router(verifier.router)
+    if "citizen" in settings.apps:
+        app.include_router(citizen.router)
+        app.include_router(cotravel.router)
+    if "commander" in settings.apps:
+        app.include_router(commander.router)
+        app.include_router(commander.api)
     return app
 
 

@@ -1,0 +1,1 @@
+"""The commander's side of the service: operator accounts and sessions, the dashboard's data and charts."""
