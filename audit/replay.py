@@ -358,7 +358,7 @@ class _Replay:
                 self.committed[epoch].add((str(data.get("agency")), str(data.get("partition_id"))))
                 self._risk_committed(justifier, epoch, data, notes)
             elif kind == "identities_committed":
-                self._identities_committed(justifier, data, notes)
+                self._identities_committed(justifier, epoch, data, notes)
             elif kind == "evaluate":
                 self._coordinator_evaluate(data, notes)
             elif kind == "index_streamed":
@@ -393,11 +393,17 @@ class _Replay:
         else:
             notes.ok(f"{len(expected)} tokens, as the health records give")
 
-    def _identities_committed(self, justifier: Justifier, data: dict[str, Any], notes: Notes) -> None:
+    def _identities_committed(
+        self, justifier: Justifier, epoch: str, data: dict[str, Any], notes: Notes
+    ) -> None:
         tokens = justifier.identity_tokens
         if tokens is None:
             notes.fail("identity tokens committed, but the run has no application records")
             return
+        span = self.epoch_window(epoch)
+        if span is not None:  # the epoch counts only those who had applied by its date
+            applied = appl.load_applicants(self.run_dir, span[0])
+            tokens = set() if applied is None else set(appl.prepare(applied).checked["token"])
         digest = tokens_digest(tokens)
         if digest != data.get("tokens_digest") or len(tokens) != data.get("count"):
             notes.fail(

@@ -147,6 +147,11 @@ def _write_parquet(table: Any, path: Path) -> None:
 
 
 
+def epoch_dir(run_dir: Path, as_of: dt.date) -> Path:
+    """`RUN/coordinator/epochs/<as_of>/`: one epoch's matches.parquet, features.parquet and epoch.json."""
+    return Path(run_dir) / "coordinator" / "epochs" / as_of.isoformat()
+
+
 def run_epoch(
     run_dir: Path | str,
     transports: Mapping[str, NodeTransport],
@@ -160,10 +165,13 @@ def run_epoch(
 ) -> EpochResult:
     """Run (or resume) the coordinator's epoch for the run in `run_dir` against the given nodes.
 
-    Writes RUN/coordinator/{matches,features}.parquet, codes.sqlite, openings/, cache/, qr/, audit.jsonl
-    and epoch.json, and the home issuer's RUN/pki/issuers/<region>/revocations.json. `as_of` defaults to the
-    scenario's; codes are issued at `issued_at`, by default the day after as_of at 00:00 UTC in a simulation
-    run (a seeded scenario) and the epoch's first start otherwise.
+    Writes RUN/coordinator/epochs/<as_of>/{matches,features}.parquet and epoch.json (the latest also in
+    RUN/coordinator/), codes.sqlite, openings/, cache/, qr/, audit.jsonl and
+    RUN/pki/issuers/<region>/revocations.json.
+    What an earlier epoch already holds is reused: answers of partitions whose key is unchanged (so
+    only new tokens and new applicants are queried and charged) and indexes whose digest is unchanged.
+    `as_of` defaults to the scenario's; codes are issued at `issued_at`, by default the day after as_of
+    at 00:00 UTC in a simulation run (a seeded scenario) and the epoch's first start otherwise.
     """
     report = progress or no_progress
     clock = time.perf_counter
@@ -180,7 +188,7 @@ def run_epoch(
     policy = Policy.load(policy_path)
     health = load_health(run)
     risk = build_risk_set(health, as_of, scenario.window_days)
-    applicants = appl.load_applicants(run)
+    applicants = appl.load_applicants(run, as_of)
     declarations = appl.prepare(applicants) if applicants is not None else None
     queries = [
         Query(agency, pid, "risk", part.tokens)
@@ -268,6 +276,9 @@ def run_epoch(
 
         t0 = clock()
         matches = assemble_matches(risk.rows, found)
+        day_dir = epoch_dir(run, as_of)
+        day_dir.mkdir(parents=True, exist_ok=True)
+        _write_parquet(matches_table(matches), day_dir / "matches.parquet")
         _write_parquet(matches_table(matches), out_dir / "matches.parquet")
         matches_digest = frame_digest(matches, ["subject_id", "agency", "token", "case_id"])
         audit(
@@ -277,6 +288,7 @@ def run_epoch(
             digest=matches_digest,
         )
         features = compute_features(matches, health.cases, health.risk_regions)
+        _write_parquet(features_table(features), day_dir / "features.parquet")
         _write_parquet(features_table(features), out_dir / "features.parquet")
         colours = policy.assess_frame(features, issued.date())
         audit("features_written", rows=len(features), digest=frame_digest(features, list(features.columns)))
@@ -373,8 +385,8 @@ def run_epoch(
             seconds={k: round(v, 3) for k, v in seconds.items()},
             bytes=dict(stats.bytes),
             files={
-                "matches": str(out_dir / "matches.parquet"),
-                "features": str(out_dir / "features.parquet"),
+                "matches": str(day_dir / "matches.parquet"),
+                "features": str(day_dir / "features.parquet"),
                 "codes": str(store.path),
                 "audit": str(out_dir / "audit.jsonl"),
                 "qr": str(out_dir / "qr"),
@@ -394,7 +406,9 @@ def run_epoch(
             randomness=scenario.randomness,
             summary_digest=summary_digest(summary),
         )
-        write_atomic(out_dir / "epoch.json", (json.dumps(summary, indent=2) + "\n").encode())
+        summary_bytes = (json.dumps(summary, indent=2) + "\n").encode()
+        write_atomic(day_dir / "epoch.json", summary_bytes)
+        write_atomic(out_dir / "epoch.json", summary_bytes)
         return result
     finally:
         audit.close()

@@ -335,7 +335,7 @@ class CodeStore:
                 FROM codes c JOIN epochs e ON e.epoch = c.epoch
                 WHERE e.seq < (SELECT seq FROM epochs WHERE epoch = ?)
             )
-            WHERE rn = 1 AND expires_at > ? AND code_id NOT IN (SELECT code_id FROM revocations)
+            WHERE rn = 1 AND expires_at >= ? AND code_id NOT IN (SELECT code_id FROM revocations)
             ORDER BY subject_id
             """,
             (epoch, valid_at),

@@ -45,10 +45,11 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
     try:
         scenario = json.loads((run / "scenario.json").read_text(encoding="utf-8"))
         seeded = scenario.get("seed") is not None and scenario.get("deterministic") is True
-        preset, seed, persons = (
+        preset, seed, persons, days = (
             str(scenario.get("preset")),
             int(scenario.get("seed") or 0),
             scenario.get("persons"),
+            int(scenario.get("days") or 1),
         )
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         yield None, Verdict("rerun", "scenario.json", "scenario", "fail", f"cannot re-run it ({exc})")
@@ -66,7 +67,8 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
             from runner.pipeline import run_pipeline
 
             run_pipeline(
-                preset, seed, target, persons=persons, transport="inprocess", report=False, step=_step
+                preset, seed, target, persons=persons, transport="inprocess", report=False, step=_step,
+                days=days,
             )
         except Exception as exc:  # any failure of the re-run is a verdict, not a crash of the audit
             yield None, Verdict("rerun", "re-run", "rerun", "fail", f"the re-run failed: {exc}")
