@@ -14,7 +14,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -119,8 +119,6 @@ def open_nodes(
     raised."""
     from nodes.startup import open_node
 
-    if isinstance(executor, ProcessPoolExecutor):
-        executor.submit(abs, 0).result()  # fork the pool's workers before the threads start
     with ThreadPoolExecutor(len(AGENCIES), thread_name_prefix="open-node") as threads:
         futures = {
             agency: threads.submit(open_node, run_dir, agency, executor, as_of=as_of) for agency in AGENCIES
