@@ -79,12 +79,6 @@ def tls_credentials(run_dir: Path, agency: str) -> tuple[grpc.ServerCredentials,
     return credentials, certificate_fingerprint(pki.coordinator_cert.read_bytes())
 
 
-def _warm_up(executor: Executor | None) -> None:
-    """Start a process pool's workers now, before gRPC starts its threads (forking after is unsafe)."""
-    if executor is not None:
-        executor.submit(abs, 0).result()
-
-
 class NodeServer:
     """A node's gRPC server, bound and started, serving once `load` has built or loaded the indexes."""
 
@@ -177,7 +171,6 @@ def serve(
     thread (it installs the signal handlers).
     """
     limits = limits or ServerLimits()
-    _warm_up(executor)
     node = NodeServer(run_dir, agency, listen, limits)
     stop = threading.Event()
     building = True

@@ -96,4 +96,7 @@ def make_executor(
         yield None
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
+            # fork every worker now, while this process has no gRPC threads: forking later, with a call in
+            # flight on another thread, is unsafe (gRPC skips its fork handlers and says so on stderr)
+            pool.submit(abs, 0).result()
             yield pool

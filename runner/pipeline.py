@@ -14,7 +14,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -112,13 +112,6 @@ def _budgets(manifests: dict[str, node_pb2.SignedManifest]) -> dict[str, dict[st
     return out
 
 
-def fork_workers(executor: Executor | None) -> None:
-    """Start a process pool's workers now, before gRPC or node threads run: a fork while another thread is
-    inside gRPC skips gRPC's fork handlers (and says so)."""
-    if isinstance(executor, ProcessPoolExecutor):
-        executor.submit(abs, 0).result()
-
-
 def open_nodes(
     run_dir: Path, executor: Executor | None = None, as_of: dt.date | None = None
 ) -> dict[str, NodeHandlers]:
@@ -127,7 +120,6 @@ def open_nodes(
     raised."""
     from nodes.startup import open_node
 
-    fork_workers(executor)
     with ThreadPoolExecutor(len(AGENCIES), thread_name_prefix="open-node") as threads:
         futures = {
             agency: threads.submit(open_node, run_dir, agency, executor, as_of=as_of) for agency in AGENCIES
@@ -177,7 +169,6 @@ def serving_nodes(
         with in_process_nodes(run_dir, executor) as transports:
             yield transports
         return
-    fork_workers(executor)
     processes: dict[str, NodeProcess] = start_nodes(run_dir, AGENCIES, workers, progress)
     paths = PkiPaths(run_dir)
     channels = {a: GrpcTransport(p.address, a, paths) for a, p in processes.items()}

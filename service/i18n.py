@@ -212,6 +212,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "reason.SAME_HOTEL": ("与病例同住一家酒店", "You stayed in the same hotel as a case"),
     "reason.CELL_HOUR": ("与病例在同一区域停留约一小时", "You spent an hour in the same area as a case"),
     "reason.MEDIUM_RISK_REGION": ("到访过中风险地区", "You were in a medium-risk region"),
+    "reason.LONG_CELL_HOURS": (
+        "与病例在同一区域停留六小时以上", "You spent six hours or more in the same area as a case"
+    ),
+    "reason.SAME_CELL_DAYS": (
+        "连日与病例在同一区域（如同住一栋楼）",
+        "You were in the same area as a case for days (as neighbours are)",
+    ),
     "refusal.NOT_IN_REGISTER": (
         "人口库中没有与该姓名、身份证号和出生日期一致的人员",
         "No person with this name, ID number and birth date is in the population register",

@@ -16,12 +16,11 @@ import pytest
 
 from crypto import oprf
 from crypto.auditlog import verify_file
-from crypto.pki import load_identity_key
 from nodes.handlers import MAX_LOGGED_CHARS, NodeHandlers
+from nodes.secrets import NodeSecrets
 from nodes.startup import open_node
 from proto.errors import FailedPrecondition, NotFound
 from proto.healthpsi.v1 import node_pb2
-from runctx.pki import PkiPaths
 
 
 def _handlers_tests() -> ModuleType:
@@ -87,7 +86,7 @@ def test_a_refused_peer_is_logged(base_run: Path, tmp_path: Path) -> None:
     node.close()
     last = entries(node)[-2]  # before the closing head
     assert last["kind"] == "refused" and last["data"]["call"] == "GetManifest"
-    identity = load_identity_key(PkiPaths(run).node_identity_key("transport"))
+    identity = NodeSecrets.of(run, "transport").load_identity()
     assert verify_file(node.audit.name, identity.public_key()).ok
 
 
