@@ -8,7 +8,7 @@ PRESET  ?= city-20k
 SEED    ?= 7
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test test-fast proto assets bench lint typecheck lock clean venv
+.PHONY: demo test test-fast fuzz proto assets bench lint typecheck lock clean venv
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ test: lint typecheck
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m 'not slow' -x -q
+
+# The decoders' property tests with many more examples than `make test` gives them.
+FUZZ_EXAMPLES ?= 3000
+fuzz: $(STAMP)
+	HEALTHPSI_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/unit/test_fuzz_decoders.py
 
 proto: $(STAMP)
 	$(PY) scripts/gen_proto.py

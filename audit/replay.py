@@ -49,9 +49,15 @@ from coordinator.risk import (
 )
 from crypto.errors import CryptoError
 from crypto.pki import Identities, load_storage_key
+from runctx.files import witness_dir
 from runctx.pki import PkiPaths, load_identities
 from runctx.progress import Progress, no_progress
 from runctx.scenario import DEFAULT_WINDOW_DAYS, Scenario
+
+PUBLISHED = (
+    "matches_written", "features_written", "codes_issued", "revocations", "qr_written", "summary_written"
+)
+"""Coordinator entries that bind a published artefact by its digest (checked under results)."""
 
 Key = tuple[str, str, str]
 """(agency, partition id, idempotency key): names one query on both sides."""
@@ -125,7 +131,8 @@ class _Replay:
                 "scenario.json",
                 "ok",
                 f"as_of {s.as_of}, window {s.window_days} days, "
-                + ("seeded (deterministic)" if s.seed is not None else "not seeded"),
+                + ("deterministic (secrets derived from its seed)" if s.deterministic
+                   else "secrets from the OS"),
             )
         except InputError as exc:
             self._input("scenario.json", "fail", str(exc))
@@ -176,12 +183,20 @@ class _Replay:
             | (set(identities.nodes) if identities is not None else set())
         )
         self.coordinator = read_log(
-            COORDINATOR_LOG, run / COORDINATOR_LOG, None if identities is None else identities.coordinator
+            COORDINATOR_LOG,
+            run / COORDINATOR_LOG,
+            None if identities is None else identities.coordinator,
+            witness_dir(run, "coordinator"),
         )
         self.logs.append(self.coordinator)
         for n, agency in enumerate(agencies, 1):
             key = None if identities is None else identities.nodes.get(agency)
-            log = read_log(f"nodes/{agency}/audit.jsonl", run / "nodes" / agency / "audit.jsonl", key)
+            log = read_log(
+                f"nodes/{agency}/audit.jsonl",
+                run / "nodes" / agency / "audit.jsonl",
+                key,
+                witness_dir(run, f"nodes/{agency}"),
+            )
             self.nodes[agency] = log
             self.logs.append(log)
             self.progress("logs", n, len(agencies))
@@ -211,6 +226,8 @@ class _Replay:
                     self.node_indexes[(agency, pid)].add(str(data.get("index_sha256")))
                 elif kind == "budget_set":
                     self._budget_set(agency, pid, data, notes)
+                elif kind == "budget_reset":
+                    self._budget_reset(agency, pid, data, notes)
                 elif kind == "evaluate":
                     self._node_evaluate(agency, pid, data, notes)
 
@@ -229,6 +246,14 @@ class _Replay:
             budget.problems.append(problem)
         budget.total, budget.used = total, used
         notes.ok(f"cap {total} elements, {used} used")
+
+    def _budget_reset(self, agency: str, pid: str, data: dict[str, Any], notes: Notes) -> None:
+        """A static partition's new epoch: its use goes back to 0, from the use the log charged."""
+        budget = self.budgets.setdefault((agency, pid), _Budget())
+        if data.get("used_before") != budget.used:
+            notes.fail(f"reset from used {data.get('used_before')}, but the log charged {budget.used}")
+        budget.used = 0
+        notes.ok(f"epoch {data.get('epoch')}: use back to 0")
 
     def _node_evaluate(self, agency: str, pid: str, data: dict[str, Any], notes: Notes) -> None:
         outcome, count, left = data.get("outcome"), data.get("count"), data.get("budget_left")
@@ -333,7 +358,7 @@ class _Replay:
                 self.committed[epoch].add((str(data.get("agency")), str(data.get("partition_id"))))
                 self._risk_committed(justifier, epoch, data, notes)
             elif kind == "identities_committed":
-                self._identities_committed(justifier, data, notes)
+                self._identities_committed(justifier, epoch, data, notes)
             elif kind == "evaluate":
                 self._coordinator_evaluate(data, notes)
             elif kind == "index_streamed":
@@ -345,7 +370,7 @@ class _Replay:
                         f"the {agency} node never logged building index {short(data.get('index_digest'))} "
                         f"of {pid}"
                     )
-            elif kind in ("matches_written", "features_written", "codes_issued", "revocations"):
+            elif kind in PUBLISHED:
                 self.logged[epoch][kind] = (where, data)
                 self.last[kind] = (epoch, where, data)
                 notes.ok("checked against the file under results")
@@ -368,11 +393,17 @@ class _Replay:
         else:
             notes.ok(f"{len(expected)} tokens, as the health records give")
 
-    def _identities_committed(self, justifier: Justifier, data: dict[str, Any], notes: Notes) -> None:
+    def _identities_committed(
+        self, justifier: Justifier, epoch: str, data: dict[str, Any], notes: Notes
+    ) -> None:
         tokens = justifier.identity_tokens
         if tokens is None:
             notes.fail("identity tokens committed, but the run has no application records")
             return
+        span = self.epoch_window(epoch)
+        if span is not None:  # the epoch counts only those who had applied by its date
+            applied = appl.load_applicants(self.run_dir, span[0])
+            tokens = set() if applied is None else set(appl.prepare(applied).checked["token"])
         digest = tokens_digest(tokens)
         if digest != data.get("tokens_digest") or len(tokens) != data.get("count"):
             notes.fail(
@@ -418,7 +449,11 @@ class _Replay:
 
     def _head(self, epoch: str, data: dict[str, Any], notes: Notes) -> None:
         logged = self.logged.get(epoch, {})
-        for field_name, kind in (("matches_digest", "matches_written"), ("codes_digest", "codes_issued")):
+        for field_name, kind in (
+            ("matches_digest", "matches_written"),
+            ("codes_digest", "codes_issued"),
+            ("summary_digest", "summary_written"),
+        ):
             if field_name not in data:
                 continue
             if kind not in logged:
@@ -552,7 +587,7 @@ class _Replay:
 
     def rerun_verdicts(self, other: Path) -> list[Verdict]:
         """Compare the run with a fresh re-run of its scenario (`audit.rerun.rerun_verdicts`)."""
-        deterministic = self.scenario is not None and self.scenario.seed is not None
+        deterministic = self.scenario is not None and self.scenario.deterministic
         return rerun_verdicts(self.run_dir, other, deterministic)
 
     # ---------------------------------------------------------------------------------------------- run

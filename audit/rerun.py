@@ -73,17 +73,18 @@ def compare_log(name: str, mine: Path, theirs: Path, deterministic: bool) -> Ver
     line = next((i for i, (x, y) in enumerate(zip(la, lb, strict=False)) if x != y), min(len(la), len(lb)))
     reason = f"differs from the re-run from line {line + 1} ({len(la) - 1} lines here, {len(lb) - 1} re-run)"
     if not deterministic:
-        return Verdict("rerun", name, "log", "warn", reason + "; the run is not seeded, so logs may differ")
+        return Verdict("rerun", name, "log", "warn",
+                       reason + "; the run is not deterministic, so logs may differ")
     return Verdict("rerun", name, "log", "fail", reason)
 
 
 def rerun_verdicts(mine: Path, theirs: Path, deterministic: bool) -> list[Verdict]:
     """Compare a run with a fresh re-run of its scenario: results by digest, logs byte for byte (a difference
-    in a log fails only in a deterministic, seeded run)."""
+    in a log fails only in a deterministic run)."""
     out = []
     try:
         a, b = load_scenario(mine).raw, load_scenario(theirs).raw
-        same = {k: (a.get(k), b.get(k)) for k in ("preset", "seed", "persons", "as_of")}
+        same = {k: (a.get(k), b.get(k)) for k in ("preset", "seed", "persons", "as_of", "deterministic")}
         differ = {k: v for k, v in same.items() if v[0] != v[1]}
         out.append(
             Verdict(

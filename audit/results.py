@@ -5,6 +5,7 @@ queries and the cases that justify it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,18 @@ import pandas as pd
 from audit.justify import Justifier
 from audit.openings import Opening
 from audit.verdicts import Notes, Verdict, named, short
-from coordinator.results import epoch_codes_digest, frame_digest
+from coordinator.results import (
+    SUMMARY_UNBOUND,
+    directory_digests,
+    epoch_codes_digest,
+    file_digest,
+    frame_digest,
+    summary_digest,
+)
 from coordinator.store import CodeStore, StoreError
+from crypto.errors import CryptoError
+from crypto.pki import load_revocations
+from runctx.pki import PkiPaths, load_pinned_trust_list
 from runctx.progress import Progress
 
 MATCH_COLUMNS = ["subject_id", "agency", "token", "case_id"]
@@ -45,8 +56,105 @@ class ResultChecks:
         ]
         self.progress("results", 1, 2)
         out += self._codes_verdicts(coordinator / "codes.sqlite")
+        out.append(self._revocation_list_verdict())
+        out.append(self._qr_verdict(coordinator / "qr"))
+        out.append(self._summary_verdict(coordinator / "epoch.json"))
         self.progress("results", 2, 2)
         return out
+
+    def _summary_verdict(self, path: Path) -> Verdict:
+        """The epoch summary against the digest its last summary_written entry logged."""
+        notes = Notes()
+        kind = "summary_written"
+        if kind not in self.last:
+            if path.exists():
+                notes.fail(f"the coordinator's log has no {kind} entry for it")
+            else:
+                notes.warn(f"absent, and no epoch logged a {kind} entry")
+            return notes.verdict("results", path.name, kind)
+        epoch, where, data = self.last[kind]
+        try:
+            summary = json.loads(path.read_bytes())
+            if not isinstance(summary, dict):
+                raise ValueError("not a JSON object")
+            digest = summary_digest(summary)
+        except (OSError, ValueError) as exc:
+            notes.fail(f"unreadable ({exc}), but the {kind} entry at {where} logged it")
+            return notes.verdict("results", path.name, kind)
+        if digest != data.get("digest"):
+            notes.fail(
+                f"altered: digest {short(digest)}, but the {kind} entry at {where} logged "
+                f"{short(data.get('digest'))}"
+            )
+        else:
+            notes.ok(
+                f"digest equals the {kind} entry at {where} (epoch {epoch}; all but "
+                f"{', '.join(SUMMARY_UNBOUND)})"
+            )
+        return notes.verdict("results", path.name, kind)
+
+    def _qr_verdict(self, directory: Path) -> Verdict:
+        """Each QR image (payload text, index) against the digests its qr_written entry logged."""
+        notes = Notes()
+        kind = "qr_written"
+        found = directory_digests(directory)
+        if kind not in self.last:
+            if found:
+                notes.fail(f"the coordinator's log has no {kind} entry for {len(found)} files")
+            else:
+                notes.warn(f"absent, and no epoch logged a {kind} entry")
+            return notes.verdict("results", "qr/", kind)
+        epoch, where, data = self.last[kind]
+        files = data.get("files")
+        logged: dict[str, Any] = files if isinstance(files, dict) else {}
+        changed = sorted(n for n in found if n in logged and found[n] != logged[n])
+        added = sorted(set(found) - set(logged))
+        missing = sorted(set(logged) - set(found))
+        if changed:
+            notes.fail(f"{len(changed)} files altered since the {kind} entry at {where}: {named(changed)}")
+        if added:
+            notes.fail(f"{len(added)} files the {kind} entry at {where} never logged: {named(added)}")
+        if missing:
+            notes.fail(f"{len(missing)} files logged at {where} are missing: {named(missing)}")
+        notes.ok(f"{len(found)} files, each with the digest logged at {where} (epoch {epoch})")
+        return notes.verdict("results", "qr/", kind)
+
+    def _revocation_list_verdict(self) -> Verdict:
+        """The home issuer's revocation list: the bytes the last revocations entry logged, a valid signature
+        (the issuer's key on the pinned trust list), and only codes the log revoked."""
+        notes = Notes()
+        paths = PkiPaths(self.run_dir)
+        name = paths.revocations.relative_to(self.run_dir).as_posix()
+        if "revocations" not in self.last:
+            notes.warn("no epoch logged a revocation list")
+            return notes.verdict("results", name, "revocations")
+        epoch, where, data = self.last["revocations"]
+        try:
+            digest = file_digest(paths.revocations)
+        except OSError as exc:
+            notes.fail(f"unreadable ({exc.strerror or exc}), but the revocations entry at {where} logged it")
+            return notes.verdict("results", name, "revocations")
+        if digest != data.get("list_digest"):
+            notes.fail(
+                f"altered: digest {short(digest)}, but the revocations entry at {where} logged "
+                f"{short(data.get('list_digest'))}"
+            )
+        try:
+            listed = load_revocations(paths.revocations, load_pinned_trust_list(paths)).revoked
+        except (CryptoError, OSError, ValueError) as exc:
+            notes.fail(f"its signature or form does not hold ({exc})")
+            return notes.verdict("results", name, "revocations")
+        logged = {
+            str(c)
+            for e in self.logged.values()
+            if "revocations" in e
+            for c in e["revocations"][1].get("revoked", [])
+        }
+        never = sorted(listed - logged)
+        if never:
+            notes.fail(f"revokes {len(never)} codes the log never revoked: {named(never)}")
+        notes.ok(f"{len(listed)} codes, signed, digest as logged at {where} (epoch {epoch})")
+        return notes.verdict("results", name, "revocations")
 
     def _frame_verdict(
         self, path: Path, kind: str, columns: list[str] | None, justifier: Justifier

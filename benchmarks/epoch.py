@@ -42,8 +42,9 @@ from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
 from nodes.startup import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
-from runctx.pki import init_keys
+from runctx.pki import PkiPaths, init_keys
 from runner import allocator
+from runner.enrollment import enroll_nodes
 from runner.executors import default_workers, make_executor
 from runner.pipeline import RunResult, serving_nodes
 from simulation.presets import get_preset
@@ -179,9 +180,12 @@ class RssSampler:
 
 
 def _reset(run_dir: Path) -> None:
-    """Remove every node's and the coordinator's state (the PKI and the data stay)."""
-    for name in ("nodes", "coordinator", "reference"):
+    """Remove every node's and the coordinator's state and the nodes' day keys (the PKI, the nodes' own
+    keys and the data stay)."""
+    for name in ("coordinator", "reference"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
+    for path in (run_dir / "nodes").glob("*"):
+        shutil.rmtree(path / "days" if path.name.endswith(".secrets") else path, ignore_errors=True)
 
 
 def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
@@ -200,7 +204,7 @@ def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
         applicants.rename(hidden)
     try:
         with (
-            make_executor(settings.workers, settings.dask) as executor,
+            make_executor(settings.workers, settings.dask, PkiPaths(run_dir)) as executor,
             serving_nodes(run_dir, settings.transport, settings.workers, result, None, executor) as nodes,
         ):
             epoch = run_epoch(run_dir, nodes, executor)
@@ -247,7 +251,7 @@ def _repetition(
     rss.take_peak()
     result = RunResult(run_dir=run_dir)
     rss.enter("nodes")
-    with make_executor(settings.workers, settings.dask) as executor:
+    with make_executor(settings.workers, settings.dask, PkiPaths(run_dir)) as executor:
         started = time.perf_counter()
         with serving_nodes(run_dir, settings.transport, settings.workers, result, None, executor) as nodes:
             nodes_seconds = time.perf_counter() - started
@@ -348,6 +352,7 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         started = time.perf_counter()
         simulate(settings.preset, settings.seed, run_dir, persons=settings.persons)
         init_keys(run_dir, force=True)
+        enroll_nodes(run_dir, AGENCIES)
         simulate_seconds = time.perf_counter() - started
         report("simulate")
         runs = []

@@ -29,10 +29,9 @@ from coordinator.claims import health_claims
 from coordinator.issuance import code_id, sign_job
 from crypto import codes
 from crypto.drbg import Drbg
-from crypto.pki import load_certificate, load_revocations, load_trust_list
+from crypto.pki import DEFAULT_ISSUER, load_revocations
 from proto import ids
-from proto.tokens import AGENCIES
-from runctx.pki import PkiPaths, create_pki, load_signing_key
+from runctx.pki import PkiPaths, create_pki, load_pinned_trust_list, load_signing_key
 
 ISSUED_AT = dt.datetime(2020, 2, 1, tzinfo=dt.UTC)
 CODES_PER_EPOCH = 2_190_000
@@ -67,7 +66,7 @@ def _claims(count: int, secret: bytes) -> list[dict[int, Any]]:
         out.append(
             health_claims(
                 code_id=code_id(secret, "bench", subject),
-                issuer="healthpsi bench",
+                issuer=DEFAULT_ISSUER,  # the issuer of the key create_pki makes first
                 colour=colour,
                 policy_version="default-2020",
                 name="张三丰",
@@ -93,11 +92,10 @@ def run_issue_bench(settings: IssueBenchSettings, step: Step | None = None) -> d
     report = step or (lambda _: None)
     with tempfile.TemporaryDirectory(prefix="healthpsi-bench-issue-") as tmp:
         paths = PkiPaths(Path(tmp))
-        create_pki(paths, AGENCIES, rng=Drbg(b"healthpsi bench issue"), now=ISSUED_AT)
+        create_pki(paths, rng=Drbg(b"healthpsi bench issue"), now=ISSUED_AT)
         key, kid = load_signing_key(paths)
-        root = load_certificate(paths.root_cert)
-        trust = load_trust_list(paths.trustlist, root)
-        revocations = load_revocations(paths.revocations, root)
+        trust = load_pinned_trust_list(paths)
+        revocations = load_revocations(paths.revocations, trust)
     public = key.public_key()
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmarks import Step
 from benchmarks.crypto import CryptoBenchSettings, run_crypto_bench
+from benchmarks.daily import DailyBenchSettings, run_daily_bench
 from benchmarks.epoch import EpochBenchSettings, run_epoch_bench
 from benchmarks.issue import IssueBenchSettings, run_issue_bench
 from benchmarks.service import ServiceBenchSettings, run_service_bench
@@ -32,6 +33,11 @@ def crypto_settings(quick: bool) -> CryptoBenchSettings:
 def epoch_settings(quick: bool) -> EpochBenchSettings:
     """The epoch benchmark's default (city-20k) or quick sizes."""
     return EpochBenchSettings.quick() if quick else EpochBenchSettings()
+
+
+def daily_settings(quick: bool) -> DailyBenchSettings:
+    """The daily benchmark's default (city-20k) or quick sizes."""
+    return DailyBenchSettings.quick() if quick else DailyBenchSettings()
 
 
 def issue_settings(quick: bool) -> IssueBenchSettings:
@@ -64,6 +70,10 @@ SECTIONS: dict[str, Section] = {
     "issue": Section(
         steps=lambda quick: issue_settings(quick).steps(),
         run=lambda quick, step: run_issue_bench(issue_settings(quick), step),
+    ),
+    "daily": Section(
+        steps=lambda quick: daily_settings(quick).steps(),
+        run=lambda quick, step: run_daily_bench(daily_settings(quick), step),
     ),
     "service": Section(
         steps=lambda quick: service_settings(quick).steps(),

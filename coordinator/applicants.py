@@ -47,8 +47,9 @@ def applicants_path(run_dir: Path) -> Path:
     return Path(run_dir) / APPLICANTS_FILE
 
 
-def load_applicants(run_dir: Path) -> pd.DataFrame | None:
-    """The applicants (subject_id, name, birth_date), or None when the run has no applicants file."""
+def load_applicants(run_dir: Path, as_of: dt.date | None = None) -> pd.DataFrame | None:
+    """The applicants (subject_id, name, birth_date) who applied by `as_of` (`applied_on`, when the file has
+    it), or None when the run has no applicants file."""
     path = applicants_path(run_dir)
     if not path.exists():
         return None
@@ -56,6 +57,9 @@ def load_applicants(run_dir: Path) -> pd.DataFrame | None:
     missing = {"subject_id", "name", "birth_date"} - set(frame.columns)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    if as_of is not None and "applied_on" in frame.columns:
+        applied = pd.to_datetime(frame["applied_on"], errors="coerce")
+        frame = frame[applied.notna() & (applied <= pd.Timestamp(as_of))]
     return frame[["subject_id", "name", "birth_date"]]
 
 

@@ -5,9 +5,10 @@ For each day of the window the coordinator keeps a VOPRF key `k_c` (RUN/coordina
 mode 0600; drawn from the scenario's seed in a deterministic simulation run, from the operating system
 otherwise) and publishes the tags `HKDF-SHA256(Evaluate(k_c, t), "healthpsi tag")[:16]` of that day's `trip`
 and `carriage` risk tokens in a manifest (RUN/coordinator/cotravel/DAY.json) signed with the coordinator's
-Ed25519 identity key (itself listed in the root-signed identities.json). A client blinds its tokens for every
-published day — its own day's real tokens, random ones elsewhere — so that the evaluation request shows
-neither the trip nor its date.
+Ed25519 identity key (itself listed in the root-signed identities.json), naming the issuing authority the
+coordinator works for (its GB/T 2260 region code, as codes carry it in `iss`). A client blinds its tokens for
+every published day — its own day's real tokens, random ones elsewhere — so that the evaluation request
+shows neither the trip nor its date.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def publish(run: Path, as_of: dt.date | None = None, issued_at: dt.datetime | No
         day = tk.parse(str(token)).day
         if day is not None:
             by_day.setdefault(day, set()).add(str(token))
-    signer = load_identity_key(PkiPaths(run).coordinator_identity_key)
+    pki = PkiPaths(run)
+    signer = load_identity_key(pki.coordinator_identity_key)
     paths = CotravelPaths(run)
     # a seeded run's manifests carry its simulated clock (the day after as_of), like its codes
     issued_at = issued_at or scenario.with_window(as_of).clock()
@@ -126,7 +128,8 @@ def publish(run: Path, as_of: dt.date | None = None, issued_at: dt.datetime | No
             "public_key": b64(pk),
             "tags": sorted(b64(derive_tag(y)) for y in outputs),
             "issued_at": stamp,
-            "deterministic": scenario.seed is not None,
+            "issuer": pki.home_issuer,
+            "deterministic": scenario.deterministic,
         }
         save_json(paths.manifest(day), sign_manifest(body, signer))
         written.append(paths.manifest(day))

@@ -36,7 +36,15 @@ from coordinator.issuance import (
 from coordinator.matching import Matcher, MatchStats, fetch_manifests
 from coordinator.openings import OpeningStore, Query
 from coordinator.policy import Policy
-from coordinator.results import assemble_matches, epoch_codes_digest, frame_digest, matches_table
+from coordinator.results import (
+    assemble_matches,
+    directory_digests,
+    epoch_codes_digest,
+    file_digest,
+    frame_digest,
+    matches_table,
+    summary_digest,
+)
 from coordinator.risk import (
     HEALTH_FILES,
     build_risk_set,
@@ -51,7 +59,7 @@ from coordinator.transport import NodeTransport
 from crypto.auditlog import AuditLog, read_lines
 from crypto.drbg import Rng
 from crypto.pki import canonical_json, load_identity_key
-from runctx.files import write_atomic
+from runctx.files import witness_dir, write_atomic
 from runctx.pki import PkiPaths, load_identities
 from runctx.progress import Progress, no_progress
 
@@ -100,7 +108,7 @@ class EpochAudit:
     """The coordinator's audit log for one epoch: each entry carries the epoch and is written once, even
     when a crashed epoch is run again (an identical entry already in the log is not repeated)."""
 
-    def __init__(self, path: Path, epoch: str) -> None:
+    def __init__(self, path: Path, epoch: str, witness: Path | None = None) -> None:
         self.epoch = epoch
         self._seen: set[tuple[str, bytes]] = set()
         if path.exists():
@@ -109,7 +117,7 @@ class EpochAudit:
                     entry = json.loads(line)
                     if isinstance(entry.get("data"), dict) and entry["data"].get("epoch") == epoch:
                         self._seen.add((entry["kind"], canonical_json(entry["data"])))
-        self.log = AuditLog(path)
+        self.log = AuditLog(path, witness=witness)
 
     def __call__(self, kind: str, **data: Any) -> None:
         """Append an entry (kind, data + epoch) unless the same entry is already logged."""
@@ -139,6 +147,11 @@ def _write_parquet(table: Any, path: Path) -> None:
 
 
 
+def epoch_dir(run_dir: Path, as_of: dt.date) -> Path:
+    """`RUN/coordinator/epochs/<as_of>/`: one epoch's matches.parquet, features.parquet and epoch.json."""
+    return Path(run_dir) / "coordinator" / "epochs" / as_of.isoformat()
+
+
 def run_epoch(
     run_dir: Path | str,
     transports: Mapping[str, NodeTransport],
@@ -152,10 +165,13 @@ def run_epoch(
 ) -> EpochResult:
     """Run (or resume) the coordinator's epoch for the run in `run_dir` against the given nodes.
 
-    Writes RUN/coordinator/{matches,features}.parquet, codes.sqlite, openings/, cache/, qr/, audit.jsonl
-    and epoch.json, and RUN/pki/revocations.json. `as_of` defaults to the scenario's; codes are issued at
-    `issued_at`, by default the day after as_of at 00:00 UTC in a simulation run (a seeded scenario) and
-    the epoch's first start otherwise.
+    Writes RUN/coordinator/epochs/<as_of>/{matches,features}.parquet and epoch.json (the latest also in
+    RUN/coordinator/), codes.sqlite, openings/, cache/, qr/, audit.jsonl and
+    RUN/pki/issuers/<region>/revocations.json.
+    What an earlier epoch already holds is reused: answers of partitions whose key is unchanged (so
+    only new tokens and new applicants are queried and charged) and indexes whose digest is unchanged.
+    `as_of` defaults to the scenario's; codes are issued at `issued_at`, by default the day after as_of
+    at 00:00 UTC in a simulation run (a seeded scenario) and the epoch's first start otherwise.
     """
     report = progress or no_progress
     clock = time.perf_counter
@@ -172,7 +188,7 @@ def run_epoch(
     policy = Policy.load(policy_path)
     health = load_health(run)
     risk = build_risk_set(health, as_of, scenario.window_days)
-    applicants = appl.load_applicants(run)
+    applicants = appl.load_applicants(run, as_of)
     declarations = appl.prepare(applicants) if applicants is not None else None
     queries = [
         Query(agency, pid, "risk", part.tokens)
@@ -212,7 +228,7 @@ def run_epoch(
     default_issue = scenario.with_window(as_of).clock()
     seq, started = store.begin_epoch(epoch, as_of.isoformat(), inputs_digest, iso(issued_at or default_issue))
     issued = issued_at or dt.datetime.fromisoformat(started.replace("Z", "+00:00"))
-    audit = EpochAudit(out_dir / "audit.jsonl", epoch)
+    audit = EpochAudit(out_dir / "audit.jsonl", epoch, witness_dir(run, "coordinator"))
     matcher = Matcher(
         epoch,
         transports,
@@ -260,6 +276,9 @@ def run_epoch(
 
         t0 = clock()
         matches = assemble_matches(risk.rows, found)
+        day_dir = epoch_dir(run, as_of)
+        day_dir.mkdir(parents=True, exist_ok=True)
+        _write_parquet(matches_table(matches), day_dir / "matches.parquet")
         _write_parquet(matches_table(matches), out_dir / "matches.parquet")
         matches_digest = frame_digest(matches, ["subject_id", "agency", "token", "case_id"])
         audit(
@@ -270,6 +289,7 @@ def run_epoch(
         )
         symptoms = appl.load_symptoms(run, as_of)
         features = compute_features(matches, health.cases, health.risk_regions, symptoms)
+        _write_parquet(features_table(features), day_dir / "features.parquet")
         _write_parquet(features_table(features), out_dir / "features.parquet")
         colours = policy.assess_frame(features, issued.date())
         audit("features_written", rows=len(features), digest=frame_digest(features, list(features.columns)))
@@ -318,8 +338,10 @@ def run_epoch(
             new=len(revoked),
             total=revocations_total,
             revoked=sorted(r.code_id for r in revoked),
+            list_digest=file_digest(paths.revocations),
         )
         write_qr_sample(store, epoch, out_dir / "qr", qr_per_colour)
+        audit("qr_written", files=directory_digests(out_dir / "qr"))
         seconds["revocations"] = clock() - t0
         seconds["total"] = clock() - t_start
 
@@ -364,8 +386,8 @@ def run_epoch(
             seconds={k: round(v, 3) for k, v in seconds.items()},
             bytes=dict(stats.bytes),
             files={
-                "matches": str(out_dir / "matches.parquet"),
-                "features": str(out_dir / "features.parquet"),
+                "matches": str(day_dir / "matches.parquet"),
+                "features": str(day_dir / "features.parquet"),
                 "codes": str(store.path),
                 "audit": str(out_dir / "audit.jsonl"),
                 "qr": str(out_dir / "qr"),
@@ -374,14 +396,20 @@ def run_epoch(
             warnings=warnings,
         )
         store.finish_epoch(epoch, iso(dt.datetime.now(dt.UTC)), result.to_json())
+        summary = result.to_json()
+        audit("summary_written", digest=summary_digest(summary))
         audit.sign_head(
             load_identity_key(paths.coordinator_identity_key),
             matches_digest=matches_digest,
             codes_digest=codes_digest,
             codes=issue.total,
             revocations=revocations_total,
+            randomness=scenario.randomness,
+            summary_digest=summary_digest(summary),
         )
-        write_atomic(out_dir / "epoch.json", (json.dumps(result.to_json(), indent=2) + "\n").encode())
+        summary_bytes = (json.dumps(summary, indent=2) + "\n").encode()
+        write_atomic(day_dir / "epoch.json", summary_bytes)
+        write_atomic(out_dir / "epoch.json", summary_bytes)
         return result
     finally:
         audit.close()

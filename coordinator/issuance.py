@@ -60,13 +60,14 @@ class Signer:
     issuer: str = DEFAULT_ISSUER
 
     @classmethod
-    def load(cls, paths: PkiPaths, issuer: str = DEFAULT_ISSUER) -> Signer:
-        """The run's code-signing key (`RUN/pki/signing.key`)."""
+    def load(cls, paths: PkiPaths) -> Signer:
+        """The code-signing key of the run's home issuer (`RUN/pki/issuers/<region>/signing.key`); codes carry
+        that region code in `iss`."""
         key, kid = load_signing_key(paths)
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        return cls(pem, kid, issuer)
+        return cls(pem, kid, paths.home_issuer)
 
 
 def sign_job(key_pem: bytes, kid: bytes, claim_sets: list[dict[int, Any]]) -> list[str]:
@@ -248,7 +249,7 @@ def revoke_worsened(
 
 
 def publish_revocations(paths: PkiPaths, store: CodeStore, issued_at: dt.datetime) -> int:
-    """Re-sign `RUN/pki/revocations.json` with every revoked code id; return how many it lists."""
+    """Re-sign the home issuer's revocation list with every revoked code id; return how many it lists."""
     ids = [r.code_id for r in store.revocations()]
     write_revocations(paths, ids, issued_at=issued_at)
     return len(ids)

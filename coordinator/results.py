@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -104,6 +107,37 @@ def _joined_lines(frame: pd.DataFrame, columns: Sequence[str]) -> bytes | None:
 
 
 def epoch_codes_digest(store: CodeStore, epoch: str) -> str:
-    """Digest of an epoch's codes: "code_id|subject_id|color" lines in code id order."""
-    rows = pd.DataFrame(store.code_colours(epoch), columns=["code_id", "subject_id", "color"], dtype=object)
-    return frame_digest(rows, ["code_id", "subject_id", "color"])
+    """SHA-256 (hex) of an epoch's codes, every field of each (`CodeStore.code_lines`) in code id order: the
+    payload whole, so a swapped or re-signed code changes it."""
+    digest = hashlib.sha256()
+    for lines in store.code_lines(epoch):
+        digest.update("".join(lines).encode())
+    return digest.hexdigest()
+
+
+SUMMARY_UNBOUND = ("seconds", "bytes", "files")
+"""Members of the epoch summary its digest leaves out: timings and bytes transferred, measured on this run,
+and where the files lie (all differ between a run and its re-run, whose logs must be equal byte for byte)."""
+
+
+def summary_digest(summary: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of an epoch summary (epoch.json) in canonical JSON, without `SUMMARY_UNBOUND`."""
+    bound = {k: v for k, v in summary.items() if k not in SUMMARY_UNBOUND}
+    text = json.dumps(bound, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def directory_digests(directory: Path) -> dict[str, str]:
+    """{file name: SHA-256 (hex)} of the regular files directly in a directory (none when it is absent)."""
+    if not directory.is_dir():
+        return {}
+    return {p.name: file_digest(p) for p in sorted(directory.iterdir()) if p.is_file()}

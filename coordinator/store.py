@@ -294,10 +294,16 @@ class CodeStore:
         for row in self._db.execute(sql + " ORDER BY code_id", args):
             yield _code_row(row)
 
-    def code_colours(self, epoch: str) -> list[tuple[str, str, str]]:
-        """(code_id, subject_id, color) of an epoch's codes, ordered by code id (no payloads read)."""
-        sql = "SELECT code_id, subject_id, color FROM codes WHERE epoch = ? ORDER BY code_id"
-        return [(str(a), str(b), str(c)) for a, b, c in self._db.execute(sql, (epoch,))]
+    def code_lines(self, epoch: str, batch: int = 100_000) -> Iterator[list[str]]:
+        """An epoch's codes as "code_id|subject_id|color|reasons|issued_at|expires_at|payload" lines (newline
+        ended), ordered by code id, `batch` at a time (joined in SQLite: millions are hashed per epoch)."""
+        cursor = self._db.execute(
+            "SELECT code_id || '|' || subject_id || '|' || color || '|' || reasons || '|' || issued_at "
+            "|| '|' || expires_at || '|' || payload || char(10) FROM codes WHERE epoch = ? ORDER BY code_id",
+            (epoch,),
+        )
+        while rows := cursor.fetchmany(batch):
+            yield [str(r[0]) for r in rows]
 
     def colour_counts(self, epoch: str) -> dict[str, int]:
         """How many codes of each colour an epoch issued (every colour listed)."""
@@ -329,7 +335,7 @@ class CodeStore:
                 FROM codes c JOIN epochs e ON e.epoch = c.epoch
                 WHERE e.seq < (SELECT seq FROM epochs WHERE epoch = ?)
             )
-            WHERE rn = 1 AND expires_at > ? AND code_id NOT IN (SELECT code_id FROM revocations)
+            WHERE rn = 1 AND expires_at >= ? AND code_id NOT IN (SELECT code_id FROM revocations)
             ORDER BY subject_id
             """,
             (epoch, valid_at),

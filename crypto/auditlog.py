@@ -7,10 +7,17 @@ Each line is one entry in canonical JSON (sorted keys, no whitespace, UTF-8):
 `HEAD_CONTEXT || canonical JSON of the entry without "sig"` — through `prev`, it commits to every entry
 before it. `verify_chain` checks a log line by line and names the first entry that is edited, deleted,
 reordered, malformed or carries a forged head signature.
+
+Each signed head is also delivered to a witness directory the writer does not read back (the auditor's
+inbox), one file per head; `verify_witness` compares a log with the heads its witness holds, so a log whose
+tail (signed heads included) was cut, or rewritten after a head was witnessed, is named. An append that
+fails (a full disk) leaves the file as it was before the entry and raises `AuditLogError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -33,6 +40,11 @@ HEAD_KIND = "head"
 HEAD_CONTEXT = b"healthpsi audit head v1\n"
 """Domain separation prepended to what a head signature covers."""
 _TAIL_BLOCK = 65536
+
+
+def witness_name(seq: int) -> str:
+    """The file name under which a witness keeps the head with this seq."""
+    return f"head-{seq:012d}.jsonl"
 
 
 class AuditLogError(CryptoError):
@@ -70,13 +82,22 @@ class AuditLog:
     within the process, not across processes.
     """
 
-    def __init__(self, target: str | os.PathLike[str] | BinaryIO, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | BinaryIO,
+        *,
+        fsync: bool = True,
+        witness: str | os.PathLike[str] | None = None,
+    ) -> None:
         self._fsync = fsync
         self._lock = threading.Lock()
+        self._path: Path | None = None
+        self.witness = None if witness is None else Path(witness)
         if isinstance(target, str | os.PathLike):
             path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: BinaryIO = open(path, "a+b")  # noqa: SIM115 - kept open for the log's lifetime
+            self._path = path
+            self._file: BinaryIO = self._open()
             self._owned = True
             self.name = str(path)
         else:
@@ -92,6 +113,11 @@ class AuditLog:
         except BaseException:
             self.close()
             raise
+
+    def _open(self) -> BinaryIO:
+        """Open the owned log file unbuffered for appending, so a failed write leaves nothing pending."""
+        assert self._path is not None
+        return open(self._path, "a+b", buffering=0)
 
     def _recover(self) -> tuple[int, str]:
         """Drop a torn last line, then return the next seq and the hash of the last complete line."""
@@ -154,12 +180,65 @@ class AuditLog:
             if key is not None:
                 entry["sig"] = key.sign(head_message(entry)).hex()
             line = canonical_line(entry)
-            self._file.seek(0, os.SEEK_END)
-            self._file.write(line + b"\n")
-            self._sync()
+            self._append_line(line + b"\n")
             self._seq += 1
             self._last_hash = line_hash(line)
+            if key is not None and self.witness is not None:
+                self._deliver(entry["seq"], line)
         return entry
+
+    def _append_line(self, data: bytes) -> None:
+        """Write one whole line and sync it; on failure cut the file back to where it was, reopen it and
+        raise AuditLogError (the chain continues from the last entry that was written)."""
+        f = self._file
+        start = f.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:  # an unbuffered write may be short
+                written = f.write(view)
+                if written is None or written <= 0:
+                    raise OSError(errno.EIO, "short write")
+                view = view[written:]
+            self._sync()
+        except OSError as exc:
+            self._restore(start)
+            raise AuditLogError(
+                f"audit log {self.name}: entry seq {self._seq} not written ({exc.strerror or exc}); "
+                "the log is unchanged"
+            ) from exc
+
+    def _restore(self, size: int) -> None:
+        """Truncate the log back to `size` bytes after a failed append, and reopen an owned file."""
+        with contextlib.suppress(OSError, ValueError):
+            self._file.truncate(size)
+            self._file.seek(size)
+            if self._fsync:
+                with contextlib.suppress(io.UnsupportedOperation, AttributeError):
+                    os.fsync(self._file.fileno())
+        if self._owned:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = self._open()
+
+    def _deliver(self, seq: int, line: bytes) -> None:
+        """Hand a signed head to the witness: one file per head, written whole (temporary file, rename)."""
+        assert self.witness is not None
+        target = self.witness / witness_name(seq)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            self.witness.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(line + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise AuditLogError(
+                f"audit log {self.name}: head seq {seq} written but not delivered to the witness "
+                f"{self.witness} ({exc.strerror or exc})"
+            ) from exc
 
     def _sync(self) -> None:
         """Flush to the OS and, when enabled and possible, to disk."""
@@ -384,3 +463,71 @@ def read_lines(path: str | os.PathLike[str]) -> list[bytes]:
 def verify_file(path: str | os.PathLike[str], public_key: Ed25519PublicKey) -> ChainReport:
     """`verify_chain` over a log file."""
     return verify_chain(read_lines(path), public_key)
+
+
+# --------------------------------------------------------------------------------------------- witness
+
+
+@dataclass(frozen=True)
+class WitnessVerdict:
+    """The verdict on one head a witness holds (`name`: its file name), or on a head it lacks."""
+
+    name: str
+    seq: int | None
+    ok: bool
+    reason: str
+
+
+def verify_witness(
+    lines: Iterable[str | bytes], heads: Mapping[str, bytes], public_key: Ed25519PublicKey
+) -> list[WitnessVerdict]:
+    """Compare a log with the signed heads its witness holds (file name → the head's line).
+
+    Each witnessed head must be signed by the log's key and be, byte for byte, the log's line at its seq: a
+    head beyond the log's end names a cut tail, a different line a log rewritten after the head was
+    witnessed. A signed head in the log that the witness lacks is reported ok but says so.
+    """
+    log = [_line_bytes(x) for x in _strip_final_empty(lines)]
+    out = []
+    witnessed: set[int] = set()
+    for name in sorted(heads):
+        head = _parse(_line_bytes(heads[name]))
+        entry = head.entry
+        if head.problem is not None or entry is None or entry["kind"] != HEAD_KIND:
+            out.append(WitnessVerdict(name, None, False, "not a signed head entry"))
+            continue
+        seq = entry["seq"]
+        if not _head_ok(entry, public_key):
+            out.append(WitnessVerdict(name, seq, False, "its signature does not verify under the log's key"))
+            continue
+        witnessed.add(seq)
+        epoch = entry["data"].get("epoch")
+        if seq >= len(log):
+            out.append(WitnessVerdict(
+                name, seq, False,
+                f"tail cut: the witness holds the signed head seq {seq} (epoch {epoch}), but the log has "
+                f"only {len(log)} entries",
+            ))
+        elif log[seq] != head.raw:
+            out.append(WitnessVerdict(
+                name, seq, False,
+                f"the log's line {seq + 1} is not the head seq {seq} (epoch {epoch}) the witness holds: "
+                "the log was cut or rewritten after the head was witnessed",
+            ))
+        else:
+            out.append(WitnessVerdict(name, seq, True, f"head seq {seq} (epoch {epoch}) is in the log"))
+    for k, raw in enumerate(log):
+        parsed = _parse(raw)
+        entry = parsed.entry
+        if entry is not None and parsed.kind == HEAD_KIND and parsed.seq not in witnessed \
+                and _head_ok(entry, public_key):
+            out.append(WitnessVerdict(f"line {k + 1}", parsed.seq, True, "a signed head the witness lacks"))
+    return out
+
+
+def read_witness(directory: str | os.PathLike[str]) -> dict[str, bytes]:
+    """The heads a witness directory holds (file name → bytes); empty when there is none."""
+    path = Path(directory)
+    if not path.is_dir():
+        return {}
+    return {p.name: p.read_bytes() for p in sorted(path.glob("head-*.jsonl"))}

@@ -3,10 +3,12 @@
 The same shape as the EU Digital COVID Certificate, whose "HC1:" payloads the verifier also accepts
 (ES256 and PS256, kid in the protected or the unprotected header, the protected one winning). Each
 decoding layer is a public function that raises `CodeFormatError` naming what is wrong; verification
-raises `UnknownKeyError`, `SignatureError`, `ExpiredError` or `RevokedError`. `check_payload` turns
-those verdicts into a report for the command line.
+raises `UnknownKeyError`, `SignatureError`, `IssuerError`, `ExpiredError` or `RevokedError`.
+`check_payload` turns those verdicts into a report for the command line.
 
-Claims (a CBOR map, CWT keys): 1 iss, 4 exp, 6 iat (integer seconds since the epoch, UTC), and -260 {1: hcp}
+Claims (a CBOR map, CWT keys): 1 iss (the issuing authority's GB/T 2260 region code, which must be the
+issuer the trust list names for the signing key), 4 exp, 6 iat (integer seconds since the epoch, UTC),
+and -260 {1: hcp}
 where hcp = {"id": code id, "c": colour, "pv": policy version, "n": masked name, "sid": masked subject id,
 and optionally "vd": the ISO date until which the colour holds}. The issuer builds them
 (`coordinator.claims`); QR images are made and read in `coordinator.qr`.
@@ -18,7 +20,7 @@ import base64
 import functools
 import io
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -31,8 +33,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from crypto.errors import CodeFormatError, CryptoError, ExpiredError, RevokedError, SignatureError
+from crypto.errors import (
+    CodeFormatError,
+    CryptoError,
+    ExpiredError,
+    IssuerError,
+    RevokedError,
+    SignatureError,
+    UnknownKeyError,
+)
 from crypto.pki import FORMAT_DCC, FORMAT_HEALTHPSI, PublicKey, RevocationList, TrustList, utc
+
+Revocations = RevocationList | Iterable[RevocationList] | None
+"""The revocation lists a verifier holds: one, several (one per issuing authority) or none."""
 
 HCP_PREFIX = "HCP1:"
 DCC_PREFIX = "HC1:"
@@ -389,6 +402,36 @@ def code_id(claims: Mapping[Any, Any], fmt: str) -> str | None:
     return None
 
 
+def check_issuer(claims: Mapping[Any, Any], trust: TrustList, kid: bytes, fmt: str) -> None:
+    """A healthpsi code's `iss` must be the issuing authority the trust list names for the key that signed it
+    (no authority signs under another's name). Raises IssuerError."""
+    if fmt != FORMAT_HEALTHPSI:
+        return
+    key = trust.find(kid, fmt)
+    issuer = claims.get(CLAIM_ISS)
+    if key.issuer and issuer != key.issuer:
+        raise IssuerError(f"code claims issuer {issuer!r} but is signed by the key of issuer {key.issuer} "
+                          f"(kid {kid.hex()})")
+
+
+def unknown_key_reason(exc: UnknownKeyError, claims: Mapping[Any, Any] | None, trust: TrustList) -> str:
+    """Why a code's key is unknown, naming its issuer when the trust list does not list that issuer."""
+    issuer = None if claims is None else claims.get(CLAIM_ISS)
+    if isinstance(issuer, str) and trust.issuers and issuer not in trust.issuers:
+        listed = ", ".join(sorted(trust.issuers))
+        return f"issuer {issuer} is not on the trust list (it lists {listed}); {exc}"
+    return str(exc)
+
+
+def revoking_list(revocations: Revocations, cid: str | None, issuer: Any) -> RevocationList | None:
+    """The revocation list that revokes code `cid` of `issuer`, if any: a list applies to its own issuer's
+    codes (a list without an issuer to every code)."""
+    if cid is None or revocations is None:
+        return None
+    lists = [revocations] if isinstance(revocations, RevocationList) else list(revocations)
+    return next((r for r in lists if r.is_revoked(cid) and (not r.issuer or r.issuer == issuer)), None)
+
+
 # ---------------------------------------------------------------------------------------- verifying
 
 
@@ -407,21 +450,24 @@ class VerifiedCode:
 
 
 def verify_payload(
-    payload: str, trust: TrustList, at: datetime, revocations: RevocationList | None = None
+    payload: str, trust: TrustList, at: datetime, revocations: Revocations = None
 ) -> VerifiedCode:
     """Verify a "HCP1:" or "HC1:" payload at time `at`.
 
-    Raises CodeFormatError (unusable input), UnknownKeyError, SignatureError, ExpiredError or RevokedError.
+    Raises CodeFormatError (unusable input), UnknownKeyError, SignatureError, IssuerError, ExpiredError or
+    RevokedError.
     """
     decoded = decode_payload(payload)
     verify_cose(decoded.cose, trust, decoded.format)
     claims = decode_claims(decoded.cose.payload)
+    check_issuer(claims, trust, decoded.cose.kid, decoded.format)
     certificate = health_certificate(claims, decoded.format)
     check_time(claims, at)
     cid = code_id(claims, decoded.format)
-    if revocations is not None and cid is not None and revocations.is_revoked(cid):
-        raise RevokedError(f"code {cid} is revoked (revocation list of {revocations.issued_at.isoformat()})")
     issuer = claims.get(CLAIM_ISS)
+    revoking = revoking_list(revocations, cid, issuer)
+    if revoking is not None:
+        raise RevokedError(f"code {cid} is revoked (revocation list of {revoking.issued_at.isoformat()})")
     expires = _epoch(claims, CLAIM_EXP)
     assert expires is not None  # check_time requires it
     return VerifiedCode(
@@ -462,7 +508,7 @@ class VerificationReport:
 
 
 def check_payload(
-    payload: str, trust: TrustList, at: datetime, revocations: RevocationList | None = None
+    payload: str, trust: TrustList, at: datetime, revocations: Revocations = None
 ) -> VerificationReport:
     """Run every check on a payload and report each one; raises CodeFormatError only for unusable input.
 
@@ -471,12 +517,15 @@ def check_payload(
     """
     decoded = decode_payload(payload)
     reasons: list[str] = []
+    unknown: UnknownKeyError | None = None
     try:
         verify_cose(decoded.cose, trust, decoded.format)
         signature_ok = True
     except CodeFormatError:
         raise
-    except CryptoError as exc:  # UnknownKeyError or SignatureError
+    except UnknownKeyError as exc:
+        signature_ok, unknown = False, exc
+    except CryptoError as exc:  # SignatureError
         signature_ok = False
         reasons.append(str(exc))
     try:
@@ -487,6 +536,14 @@ def check_payload(
         if signature_ok:
             raise
         claims = None
+    if unknown is not None:
+        reasons.append(unknown_key_reason(unknown, claims, trust))
+    if signature_ok and claims is not None:
+        try:
+            check_issuer(claims, trust, decoded.cose.kid, decoded.format)
+        except IssuerError as exc:
+            signature_ok = False
+            reasons.append(str(exc))
     time_ok = revoked = False
     if claims is not None:
         try:
@@ -499,7 +556,7 @@ def check_payload(
                 raise
             reasons.append(str(exc))
         cid = code_id(claims, decoded.format)
-        revoked = revocations is not None and cid is not None and revocations.is_revoked(cid)
+        revoked = revoking_list(revocations, cid, claims.get(CLAIM_ISS)) is not None
         if revoked:
             reasons.append(f"code {cid} is revoked")
     valid = signature_ok and time_ok and not revoked

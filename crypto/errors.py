@@ -45,3 +45,7 @@ class RevokedError(CryptoError):
 
 class TrustListError(CryptoError):
     """A trust list or revocation list is malformed or badly signed."""
+
+
+class IssuerError(CryptoError):
+    """A code's issuer (iss) is not the authority its signing key belongs to, or is not on the trust list."""

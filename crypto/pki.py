@@ -5,8 +5,11 @@ and its bootstrap (`PkiPaths`, `create_pki`) live in `runctx.pki`.
 Everything is deterministic when a `Drbg` is given (keys drawn from it, ECDSA signatures per RFC 6979), so
 `keys init` on the same scenario writes the same bytes. The three JSON documents (`trustlist.json`,
 `revocations.json`, `identities.json`) carry a `type`, their content and a `signature` object
-`{"alg": "ES256", "value": base64(r || s)}` made by the root key over the canonical JSON (sorted keys, no
-whitespace, UTF-8) of the document without its `signature` member.
+`{"alg": "ES256", "value": base64(r || s)}` over the canonical JSON (sorted keys, no whitespace, UTF-8) of the
+document without its `signature` member: the national root signs the trust list (every issuing authority's
+code-signing keys) and the identities; each issuing authority signs its own revocation list with its
+code-signing key. Both lists carry `issued_at` and `max_age` and are refused when stale; verifiers pin the
+root by the SHA-256 fingerprint of its DER (`root_fingerprint`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ from crypto.errors import TrustListError, UnknownKeyError
 FORMAT_HEALTHPSI = "healthpsi"
 FORMAT_DCC = "eu-dcc"
 FORMATS = (FORMAT_HEALTHPSI, FORMAT_DCC)
-DEFAULT_ISSUER = "healthpsi health authority"
+DEFAULT_ISSUER = "411200"
+"""The issuing authority when none is named: Sanmenxia's GB/T 2260 region code, the simulated city's."""
+NATIONAL_ROOT = "healthpsi national root"
+"""Who signs the one trust list of every issuing authority (its `issuer` member)."""
+TRUSTLIST_MAX_AGE = timedelta(days=30)
+"""A trust list is refused this long after it was issued..."""
+REVOCATIONS_MAX_AGE = timedelta(days=2)
+"""...and a revocation list this long (codes live 24 h; a daily epoch re-signs the list)."""
 DNS_SUFFIX = ".healthpsi.local"
 COORDINATOR_DNS = "coordinator" + DNS_SUFFIX
 KID_BYTES = 8
@@ -54,11 +64,26 @@ TRUSTLIST_TYPE = "healthpsi-trustlist"
 REVOCATIONS_TYPE = "healthpsi-revocations"
 IDENTITIES_TYPE = "healthpsi-identities"
 DOCUMENT_VERSION = 1
+LIST_VERSION = 2
+"""Trust and revocation lists: version 2 names each key's issuer and carries max_age."""
+_REGION_RE = re.compile(r"[1-9][0-9]{5}")
 
 _AGENCY_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+
+def region_code(region: str) -> str:
+    """Check that an issuer is a six-digit GB/T 2260 region code (e.g. "411200", Sanmenxia)."""
+    if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
+        raise ValueError(f"issuer {region!r}: expected a six-digit GB/T 2260 region code such as 411200")
+    return region
+
+
+def root_fingerprint(certificate: x509.Certificate) -> str:
+    """What a verifier pins: SHA-256 over the root certificate's DER, lowercase hex."""
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def agency_name(agency: str) -> str:
@@ -189,13 +214,17 @@ def sign_document(body: Mapping[str, Any], key: ec.EllipticCurvePrivateKey) -> d
     return {**body, "signature": {"alg": "ES256", "value": base64.b64encode(raw).decode("ascii")}}
 
 
-def verify_document(doc: Any, public_key: ec.EllipticCurvePublicKey, doc_type: str) -> dict[str, Any]:
-    """Check a signed document's type and root signature; return its body. Raises TrustListError."""
+def verify_document(
+    doc: Any, public_key: ec.EllipticCurvePublicKey, doc_type: str, version: int = DOCUMENT_VERSION,
+    signer: str = "the root key",
+) -> dict[str, Any]:
+    """Check a signed document's type, version and signature by `public_key`; return its body. Raises
+    TrustListError."""
     if not isinstance(doc, dict):
         raise TrustListError(f"{doc_type}: expected a JSON object, got {type(doc).__name__}")
     if doc.get("type") != doc_type:
         raise TrustListError(f"expected a {doc_type} document, got type {doc.get('type')!r}")
-    if doc.get("version") != DOCUMENT_VERSION:
+    if doc.get("version") != version:
         raise TrustListError(f"{doc_type}: unsupported version {doc.get('version')!r}")
     sig = doc.get("signature")
     if not isinstance(sig, dict) or sig.get("alg") != "ES256" or not isinstance(sig.get("value"), str):
@@ -208,7 +237,7 @@ def verify_document(doc: Any, public_key: ec.EllipticCurvePublicKey, doc_type: s
     try:
         public_key.verify(der, canonical_json(body), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
-        raise TrustListError(f"{doc_type}: signature does not verify against the root key") from None
+        raise TrustListError(f"{doc_type}: signature does not verify against {signer}") from None
     return body
 
 
@@ -274,13 +303,33 @@ def _der_b64(certificate: x509.Certificate) -> str:
 # ---------------------------------------------------------------------------------------- trust list
 
 
+def _max_age(value: Any, what: str) -> timedelta:
+    """A list's `max_age`: a positive whole number of seconds. Raises TrustListError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise TrustListError(f"{what} max_age: expected a positive number of seconds, got {value!r}")
+    return timedelta(seconds=value)
+
+
+def check_fresh(what: str, issued_at: datetime, max_age: timedelta, at: datetime) -> None:
+    """Refuse a list checked after `issued_at + max_age` (a stale or rolled-back list). Raises
+    TrustListError with the dates."""
+    at = utc(at)
+    if at > issued_at + max_age:
+        raise TrustListError(
+            f"{what} is stale: issued {_iso(issued_at)}, max_age {int(max_age.total_seconds())} s "
+            f"(until {_iso(issued_at + max_age)}), checked at {_iso(at)}; fetch a current one"
+        )
+
+
 @dataclass(frozen=True)
 class TrustedKey:
-    """A code-signing certificate a verifier trusts, under the key id codes of its format carry."""
+    """A code-signing certificate a verifier trusts, under the key id codes of its format carry, and the
+    issuing authority (GB/T 2260 region code) it signs for ("" when not named: EU DCC, `--cert`)."""
 
     kid: bytes
     certificate: x509.Certificate
     format: str
+    issuer: str = ""
 
     @property
     def public_key(self) -> PublicKey:
@@ -290,16 +339,23 @@ class TrustedKey:
 
 @dataclass(frozen=True)
 class TrustList:
-    """The keys a verifier accepts, looked up by (kid, format); the root that signed the list, if any."""
+    """The keys a verifier accepts, looked up by (kid, format); the root that signed the list, if any, and
+    how long the list may be used (`issued_at + max_age`)."""
 
     keys: tuple[TrustedKey, ...]
     issuer: str = ""
     root: x509.Certificate | None = None
     issued_at: datetime | None = None
+    max_age: timedelta | None = None
     _index: dict[tuple[bytes, str], TrustedKey] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {(k.kid, k.format): k for k in self.keys})
+
+    @property
+    def issuers(self) -> frozenset[str]:
+        """The issuing authorities (region codes) the list names."""
+        return frozenset(k.issuer for k in self.keys if k.issuer)
 
     def find(self, kid: bytes, fmt: str) -> TrustedKey:
         """The trusted key with this kid for codes of format `fmt`; raises UnknownKeyError."""
@@ -307,6 +363,11 @@ class TrustList:
             return self._index[(kid, fmt)]
         except KeyError:
             raise UnknownKeyError(f"kid {kid.hex()} is not in the trust list for {fmt} codes") from None
+
+    def check_fresh(self, at: datetime) -> None:
+        """Refuse the list when it is used after `issued_at + max_age` (TrustListError)."""
+        if self.issued_at is not None and self.max_age is not None:
+            check_fresh("trust list", self.issued_at, self.max_age, at)
 
     @classmethod
     def from_certificates(cls, certificates: Iterable[x509.Certificate]) -> TrustList:
@@ -316,38 +377,43 @@ class TrustList:
 
 
 def make_trust_list(
-    entries: Sequence[tuple[x509.Certificate, str]],
+    entries: Sequence[tuple[x509.Certificate, str, str]],
     root_cert: x509.Certificate,
     root_key: ec.EllipticCurvePrivateKey,
     *,
-    issuer: str = DEFAULT_ISSUER,
+    issuer: str = NATIONAL_ROOT,
     issued_at: datetime,
+    max_age: timedelta = TRUSTLIST_MAX_AGE,
 ) -> dict[str, Any]:
-    """A signed trust-list document for (certificate, format) entries; the root certificate rides along."""
-    keys = [
-        {
-            "kid": base64.b64encode(kid_for(cert, fmt)).decode("ascii"),
-            "certificate": _der_b64(cert),
-            "format": fmt,
-        }
-        for cert, fmt in entries
-    ]
+    """A signed trust-list document for (certificate, format, issuer region) entries (region "" for EU DCC
+    signers); the root certificate rides along, but verifiers pin its fingerprint."""
+    keys = []
+    for cert, fmt, region in entries:
+        entry = {"kid": base64.b64encode(kid_for(cert, fmt)).decode("ascii"), "certificate": _der_b64(cert),
+                 "format": fmt}
+        if fmt == FORMAT_HEALTHPSI:
+            entry["issuer"] = region_code(region)
+        keys.append(entry)
     body = {
         "type": TRUSTLIST_TYPE,
-        "version": DOCUMENT_VERSION,
+        "version": LIST_VERSION,
         "issuer": issuer,
         "issued_at": _iso(issued_at),
+        "max_age": int(max_age.total_seconds()),
         "root": _der_b64(root_cert),
         "keys": keys,
     }
     return sign_document(body, root_key)
 
 
-def parse_trust_list(doc: Any, root: x509.Certificate | None = None) -> TrustList:
-    """Check a trust-list document (signature by its root, or by `root` when pinned) and return it.
+def parse_trust_list(
+    doc: Any, root: x509.Certificate | None = None, fingerprint: str | None = None
+) -> TrustList:
+    """Check a trust-list document against a pinned root (its certificate, or the SHA-256 `fingerprint` of its
+    DER) and return it; with neither pin the list only proves it is self-consistent.
 
-    Each healthpsi key must be a certificate issued by the root, and each kid must be the one its format
-    derives from the certificate. Raises TrustListError.
+    Each healthpsi key must name its issuer (a region code) and be a certificate issued by the root, and each
+    kid must be the one its format derives from the certificate. Raises TrustListError.
     """
     if not isinstance(doc, dict) or doc.get("type") != TRUSTLIST_TYPE:
         got = doc.get("type") if isinstance(doc, dict) else type(doc).__name__
@@ -355,10 +421,13 @@ def parse_trust_list(doc: Any, root: x509.Certificate | None = None) -> TrustLis
     listed_root = parse_certificate(_b64(doc.get("root"), "trust list root"))
     if root is not None and listed_root != root:
         raise TrustListError("trust list: its root certificate is not the pinned root")
+    if fingerprint is not None and root_fingerprint(listed_root) != fingerprint.strip().lower():
+        raise TrustListError(f"trust list: its root's fingerprint {root_fingerprint(listed_root)} is not the "
+                             f"pinned {fingerprint.strip().lower()} (a substituted list)")
     root_key = listed_root.public_key()
     if not isinstance(root_key, ec.EllipticCurvePublicKey):
         raise TrustListError("trust list: root key is not an EC key")
-    body = verify_document(doc, root_key, TRUSTLIST_TYPE)
+    body = verify_document(doc, root_key, TRUSTLIST_TYPE, LIST_VERSION)
     if not isinstance(body.get("keys"), list) or not isinstance(body.get("issuer"), str):
         raise TrustListError("trust list: expected 'issuer' (string) and 'keys' (list)")
     keys = []
@@ -370,19 +439,29 @@ def parse_trust_list(doc: Any, root: x509.Certificate | None = None) -> TrustLis
         fmt = entry["format"]
         if kid != kid_for(cert, fmt):
             raise TrustListError(f"trust list key {i}: kid {kid.hex()} does not match its certificate")
+        region = ""
         if fmt == FORMAT_HEALTHPSI:
+            try:
+                region = region_code(entry.get("issuer"))  # type: ignore[arg-type]
+            except ValueError as exc:
+                raise TrustListError(f"trust list key {i}: {exc}") from None
             try:
                 cert.verify_directly_issued_by(listed_root)
             except (ValueError, TypeError, InvalidSignature):
                 raise TrustListError(f"trust list key {i}: certificate is not issued by the root") from None
-        keys.append(TrustedKey(kid, cert, fmt))
-    issued_at = _parse_time(body.get("issued_at"), "trust list issued_at")
-    return TrustList(keys=tuple(keys), issuer=body["issuer"], root=listed_root, issued_at=issued_at)
+        keys.append(TrustedKey(kid, cert, fmt, region))
+    return TrustList(
+        keys=tuple(keys), issuer=body["issuer"], root=listed_root,
+        issued_at=_parse_time(body.get("issued_at"), "trust list issued_at"),
+        max_age=_max_age(body.get("max_age"), "trust list"),
+    )
 
 
-def load_trust_list(path: str | os.PathLike[str], root: x509.Certificate | None = None) -> TrustList:
-    """Read and check `trustlist.json` (optionally against a pinned root). Raises TrustListError."""
-    return parse_trust_list(read_json(path, "trust list"), root)
+def load_trust_list(
+    path: str | os.PathLike[str], root: x509.Certificate | None = None, fingerprint: str | None = None
+) -> TrustList:
+    """Read and check `trustlist.json` (against a pinned root or root fingerprint). Raises TrustListError."""
+    return parse_trust_list(read_json(path, "trust list"), root, fingerprint)
 
 
 # ----------------------------------------------------------------------------------- revocation list
@@ -390,54 +469,76 @@ def load_trust_list(path: str | os.PathLike[str], root: x509.Certificate | None 
 
 @dataclass(frozen=True)
 class RevocationList:
-    """Code ids revoked by the root, as of `issued_at`."""
+    """Code ids revoked by one issuing authority (region code), as of `issued_at`, usable for `max_age`."""
 
     revoked: frozenset[str]
     issued_at: datetime
     issuer: str = DEFAULT_ISSUER
+    max_age: timedelta = REVOCATIONS_MAX_AGE
 
     def is_revoked(self, code_id: str) -> bool:
         """Whether this code id is on the list."""
         return code_id in self.revoked
 
+    def check_fresh(self, at: datetime) -> None:
+        """Refuse the list when it is used after `issued_at + max_age` (TrustListError)."""
+        check_fresh(f"revocation list of issuer {self.issuer}", self.issued_at, self.max_age, at)
+
 
 def make_revocations(
-    code_ids: Iterable[str], root_key: ec.EllipticCurvePrivateKey, *, issued_at: datetime,
-    issuer: str = DEFAULT_ISSUER,
+    code_ids: Iterable[str], signing_key: ec.EllipticCurvePrivateKey, *, issued_at: datetime,
+    issuer: str = DEFAULT_ISSUER, max_age: timedelta = REVOCATIONS_MAX_AGE,
 ) -> dict[str, Any]:
-    """A signed revocation document listing `code_ids` (sorted, deduplicated)."""
+    """A revocation document listing `code_ids` (sorted, deduplicated), signed by the issuer's own
+    code-signing key, whose healthpsi kid it names."""
     ids = sorted(set(code_ids))
     if not all(isinstance(i, str) and i for i in ids):
         raise ValueError("code ids must be non-empty strings")
     body = {
         "type": REVOCATIONS_TYPE,
-        "version": DOCUMENT_VERSION,
-        "issuer": issuer,
+        "version": LIST_VERSION,
+        "issuer": region_code(issuer),
+        "kid": base64.b64encode(spki_kid(signing_key.public_key())).decode("ascii"),
         "issued_at": _iso(issued_at),
+        "max_age": int(max_age.total_seconds()),
         "revoked": ids,
     }
-    return sign_document(body, root_key)
+    return sign_document(body, signing_key)
 
 
-def parse_revocations(doc: Any, root: x509.Certificate) -> RevocationList:
-    """Check a revocation document's root signature and return it. Raises TrustListError."""
-    root_key = root.public_key()
-    if not isinstance(root_key, ec.EllipticCurvePublicKey):
-        raise TrustListError("revocations: root key is not an EC key")
-    body = verify_document(doc, root_key, REVOCATIONS_TYPE)
+def parse_revocations(doc: Any, trust: TrustList) -> RevocationList:
+    """Check a revocation document: signed by a key of the trust list that belongs to the issuer the document
+    names. Raises TrustListError."""
+    if not isinstance(doc, dict) or doc.get("type") != REVOCATIONS_TYPE:
+        got = doc.get("type") if isinstance(doc, dict) else type(doc).__name__
+        raise TrustListError(f"expected a {REVOCATIONS_TYPE} document, got {got!r}")
+    issuer, kid = doc.get("issuer"), _b64(doc.get("kid"), "revocations kid")
+    try:
+        key = trust.find(kid, FORMAT_HEALTHPSI)
+    except UnknownKeyError:
+        raise TrustListError(f"revocations of issuer {issuer!r}: signed by kid {kid.hex()}, which is not in "
+                             "the trust list") from None
+    if key.issuer != issuer:
+        raise TrustListError(f"revocations name issuer {issuer!r} but are signed by the key of issuer "
+                             f"{key.issuer!r}")
+    public_key = key.public_key
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise TrustListError("revocations: the issuer's key is not an EC key")
+    body = verify_document(doc, public_key, REVOCATIONS_TYPE, LIST_VERSION, f"the key of issuer {issuer}")
     revoked = body.get("revoked")
     if not isinstance(revoked, list) or not all(isinstance(i, str) for i in revoked):
         raise TrustListError("revocations: 'revoked' must be a list of code id strings")
     return RevocationList(
         revoked=frozenset(revoked),
         issued_at=_parse_time(body.get("issued_at"), "revocations issued_at"),
-        issuer=str(body.get("issuer", "")),
+        issuer=key.issuer,
+        max_age=_max_age(body.get("max_age"), "revocations"),
     )
 
 
-def load_revocations(path: str | os.PathLike[str], root: x509.Certificate) -> RevocationList:
-    """Read and check `revocations.json` against the root certificate. Raises TrustListError."""
-    return parse_revocations(read_json(path, "revocation list"), root)
+def load_revocations(path: str | os.PathLike[str], trust: TrustList) -> RevocationList:
+    """Read and check a `revocations.json` against the trust list. Raises TrustListError."""
+    return parse_revocations(read_json(path, "revocation list"), trust)
 
 
 # ------------------------------------------------------------------------------------------ identities

@@ -44,17 +44,20 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
         return
     try:
         scenario = json.loads((run / "scenario.json").read_text(encoding="utf-8"))
-        seeded = scenario.get("seed") is not None
-        preset, seed, persons = (
+        seeded = scenario.get("seed") is not None and scenario.get("deterministic") is True
+        preset, seed, persons, days = (
             str(scenario.get("preset")),
             int(scenario.get("seed") or 0),
             scenario.get("persons"),
+            int(scenario.get("days") or 1),
         )
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         yield None, Verdict("rerun", "scenario.json", "scenario", "fail", f"cannot re-run it ({exc})")
         return
     if not seeded:
-        yield None, Verdict("rerun", "scenario.json", "scenario", "warn", "not a seeded run: no re-run")
+        yield None, Verdict(
+            "rerun", "scenario.json", "scenario", "warn", "not a deterministic run (OS secrets): no re-run"
+        )
         return
     with tempfile.TemporaryDirectory(prefix="healthpsi-replay-") as scratch:
         target = Path(scratch) / "run"
@@ -64,7 +67,8 @@ def _rerun(run: Path, enabled: bool) -> Iterator[tuple[Path | None, Verdict | No
             from runner.pipeline import run_pipeline
 
             run_pipeline(
-                preset, seed, target, persons=persons, transport="inprocess", report=False, step=_step
+                preset, seed, target, persons=persons, transport="inprocess", report=False, step=_step,
+                days=days,
             )
         except Exception as exc:  # any failure of the re-run is a verdict, not a crash of the audit
             yield None, Verdict("rerun", "re-run", "rerun", "fail", f"the re-run failed: {exc}")
@@ -123,13 +127,15 @@ def replay_command(
 ) -> None:
     """Replay a run as an auditor: a verdict per log entry, query, budget and result.
 
-    - the hash chains and signed heads of the coordinator's and every node's log;
+    - the hash chains and signed heads of the coordinator's and every node's log,
+      and the heads the witness (RUN/audit/heads/) holds: a cut tail is named;
     - every sealed query opening: each blinded element re-derived from its token
       and blind, the inputs digest matched against both sides' logs;
     - each queried token against a case investigation, a risk region or an
       application record (a query with no case behind it is named);
     - each partition's budget: charges within the cap, budget_left consistent;
-    - the digests of matches, features and codes against the log;
+    - the digests of matches, features, every code (payload, colour, reasons),
+      the revocation list, the QR images and the epoch summary against the log;
     - a fresh re-run of the scenario in a scratch directory: equal results,
       and byte-for-byte equal logs.
 

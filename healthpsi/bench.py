@@ -21,17 +21,20 @@ from rich.table import Table
 
 from benchmarks import Step
 from benchmarks.crypto import run_crypto_bench
+from benchmarks.daily import run_daily_bench
 from benchmarks.epoch import run_epoch_bench
 from benchmarks.issue import run_issue_bench
 from benchmarks.sections import (
     SECTIONS,
     crypto_settings,
+    daily_settings,
     epoch_settings,
     issue_settings,
     service_settings,
     write_section,
 )
 from benchmarks.service import run_service_bench
+from healthpsi.checks import dask_option
 
 app = typer.Typer(
     help="Benchmarks: medians of several runs, each figure a ratio against a baseline from the same run.",
@@ -178,10 +181,36 @@ def _service_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _daily_table(result: dict[str, Any]) -> Table:
+    """The short summary of the daily benchmark: steady-state day against a cold epoch and the plaintext."""
+    title = (f"healthpsi bench daily — {result['preset']}, {result['persons']:,} persons, "
+             f"{result['transport']}, {result['workers']} workers, median of {result['repeat']}")
+    table = Table(title=title, show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    cold, steady = result["cold_epoch"], result["steady_epoch"]
+    rows = [
+        ("cold epoch (day 1: nodes' build + epoch)", f"{result['cold_seconds']:.1f} s"),
+        ("steady-state epoch (day 2: nodes' roll + epoch)", f"{result['steady_seconds']:.1f} s"),
+        ("  of which the nodes' roll", f"{result['steady_nodes_seconds']:.1f} s"),
+        ("plaintext join of day 2", f"{result['plaintext_seconds']:.1f} s"),
+        ("[bold]steady state / cold[/]", f"[bold]{result['steady_over_cold']:.2f}×[/]"),
+        ("[bold]steady-state price of privacy[/]", f"[bold]{result['steady_privacy_price']:.2f}×[/]"),
+        ("elements queried day 1 / day 2", f"{cold['queried']:,} / {steady['queried']:,}"),
+        ("answers reused day 2", f"{steady['reused_answers']:,}"),
+        ("indexes downloaded / cached day 2", f"{steady['indexes_downloaded']} / {steady['indexes_cached']}"),
+        ("CPU taken by other processes", f"{result['other_processes_cpu_share']:.0%}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], Table]] = {
     "crypto": _crypto_table,
     "epoch": _epoch_table,
     "issue": _issue_table,
+    "daily": _daily_table,
     "service": _service_table,
 }
 """The summary table of each benchmark section."""
@@ -222,7 +251,9 @@ def epoch(
     persons: int | None = typer.Option(None, "--persons", min=100, help="Override the preset's population."),
     seed: int = typer.Option(7, "--seed", help="Scenario seed."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: 1/core)."),
-    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address, or 'local'."),
+    dask: str | None = typer.Option(
+        None, "--dask", callback=dask_option, help="Dask scheduler, tls://HOST:PORT, or 'local' (mutual TLS)."
+    ),
     repeat: int | None = typer.Option(
         None, "--repeat", min=1, help="Repetitions (default: 3, or 1 from 200,000 persons on)."
     ),
@@ -330,6 +361,47 @@ def service(
     )
     result = with_progress(settings.steps(), lambda step: run_service_bench(settings, step))
     _emit("service", result, _service_table(result), as_json, out)
+
+
+@app.command("daily")
+def daily(
+    preset: str = typer.Option("city-20k", "--preset", help="city-20k, city-240k or sanmenxia."),
+    persons: int | None = typer.Option(None, "--persons", min=100, help="Override the preset's population."),
+    seed: int = typer.Option(7, "--seed", help="Scenario seed."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: 1/core)."),
+    repeat: int | None = typer.Option(None, "--repeat", min=1, help="Repetitions (default: 3)."),
+    grpc: bool = typer.Option(
+        False, "--grpc", help="Nodes as `healthpsi node serve` processes over mTLS (default: in-process)."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", file_okay=False, help="Simulate into DIR and keep it (default: a temporary one)."
+    ),
+    as_json: bool = JsonOption,
+    out: Path | None = OutOption,
+    quick: bool = QuickOption,
+) -> None:
+    """A steady-state day (day 2 after day 1, nodes still running) against a cold epoch (day 1 from no
+    state) and against the plaintext join of day 2, ratios measured in the same run.
+
+    The city is simulated once for two epochs (not timed); each repetition starts from no node or
+    coordinator state. Both days' private matches must equal their plaintext join, or the benchmark fails.
+
+    \b
+    Example: healthpsi bench daily --persons 1500 --repeat 1 --json --out runs/bench
+    """
+    base = daily_settings(quick)
+    settings = dataclasses.replace(
+        base,
+        preset=preset,
+        persons=persons if persons is not None else base.persons,
+        seed=seed,
+        workers=workers,
+        repeat=repeat if repeat is not None else base.repeat,
+        transport="grpc" if grpc else "inprocess",
+        run_dir=run_dir,
+    )
+    result = with_progress(settings.steps(), lambda step: run_daily_bench(settings, step))
+    _emit("daily", result, _daily_table(result), as_json, out)
 
 
 @app.command("all")

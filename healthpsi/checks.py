@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from proto.tokens import AGENCIES
+from runner.executors import DaskAddressError, check_dask_address
 
 err = Console(stderr=True, highlight=False)
 
@@ -92,3 +93,11 @@ def probe_nodes(run: Path, nodes: dict[str, str]) -> None:
                 f"the {agency} node at {address} is not reachable ({reason})",
                 f"healthpsi node serve --run {run} --agency {agency} --listen {address}",
             ) from None
+
+
+def dask_option(value: str | None) -> str | None:
+    """`--dask`: "local" or a tls:// scheduler address; anything else is a usage error (exit 2)."""
+    try:
+        return check_dask_address(value)
+    except DaskAddressError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dask") from None

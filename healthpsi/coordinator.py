@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import sys
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from coordinator.sealing import SealedFileError
 from coordinator.store import StoreError
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto.errors import CryptoError
-from healthpsi.checks import parse_nodes, probe_nodes, require_run
+from healthpsi.checks import dask_option, parse_nodes, probe_nodes, require_run
 from healthpsi.progress import stage_progress
 from proto.errors import ProtocolError
 from runctx.pki import PkiPaths
@@ -52,12 +53,16 @@ FAILURES = (
 
 @contextlib.contextmanager
 def _transports(
-    run: Path, nodes: dict[str, str], in_process: bool, executor: Executor | None = None
+    run: Path,
+    nodes: dict[str, str],
+    in_process: bool,
+    executor: Executor | None = None,
+    as_of: dt.date | None = None,
 ) -> Iterator[dict[str, NodeTransport]]:
-    """gRPC transports to the given nodes, or (in-process) node handlers opened over RUN/data, their
-    indexes built over `executor`."""
+    """gRPC transports to the given nodes, or (in-process) node handlers opened over RUN/data as of `as_of`,
+    their indexes built over `executor`."""
     if in_process:
-        with in_process_nodes(run, executor) as transports:
+        with in_process_nodes(run, executor, as_of) as transports:
             yield transports
         return
     grpc_transports = {
@@ -106,25 +111,41 @@ def epoch(
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Worker processes for blinding/signing."
     ),
-    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address ('local' starts one)."),
+    dask: str | None = typer.Option(
+        None, "--dask", callback=dask_option,
+        help="Dask scheduler, tls://HOST:PORT ('local' starts one on 127.0.0.1); mutual TLS, RUN/pki/dask.",
+    ),
     policy: Path | None = typer.Option(
         None, "--policy", help="Policy TOML (default: the built-in 2020 rules)."
+    ),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="Epoch date (YYYY-MM-DD) [default: RUN/scenario.json's as_of]."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the epoch result as JSON."),
 ) -> None:
     """Run (or resume) the coordinator's epoch: risk set → PSI matching at the nodes → matches, features,
     colours → checked applicants → signed health codes, revocations and the audit log.
 
-    Writes RUN/coordinator/{matches,features}.parquet, codes.sqlite, qr/, audit.jsonl, epoch.json and
-    RUN/pki/revocations.json. Running it again after a crash finishes the same epoch without issuing a
-    code twice.
+    Writes RUN/coordinator/epochs/<as_of>/{matches,features}.parquet and epoch.json (the latest also in
+    RUN/coordinator/), codes.sqlite, qr/, audit.jsonl and RUN/pki/issuers/<region>/revocations.json. Running
+    it again after a crash finishes the same epoch without issuing a code twice. The epoch of a later day
+    (--as-of) reuses the earlier epochs' answers and indexes where the nodes' keys and digests are
+    unchanged and queries only what is new; it re-issues every code for that day and revokes those whose
+    colour worsened.
 
     \b
     Example:
       healthpsi coordinator epoch --run runs/demo --node carrier=127.0.0.1:50051 \\
           --node transport=127.0.0.1:50052 --node police=127.0.0.1:50053
       healthpsi coordinator epoch --run runs/demo --in-process --workers 2
+      healthpsi coordinator epoch --run runs/week --in-process --as-of 2020-02-01
     """
+    date = None
+    if as_of is not None:
+        try:
+            date = dt.date.fromisoformat(as_of)
+        except ValueError:
+            raise typer.BadParameter(f"not a date (YYYY-MM-DD): {as_of!r}", param_hint="--as-of") from None
     nodes = parse_nodes(node)
     if not nodes and not in_process:
         raise typer.BadParameter(
@@ -135,11 +156,11 @@ def epoch(
     bar, advance = stage_progress(STAGES, err)
     try:
         with (
-            make_executor(workers, dask) as executor,
-            _transports(run, nodes, in_process, executor) as transports,
+            make_executor(workers, dask, PkiPaths(run)) as executor,
+            _transports(run, nodes, in_process, executor, date) as transports,
             bar,
         ):
-            result = run_epoch(run, transports, executor, advance, policy_path=policy)
+            result = run_epoch(run, transports, executor, advance, policy_path=policy, as_of=date)
     except FAILURES as exc:
         err.print(f"[bold red]epoch failed:[/] {exc}")
         raise typer.Exit(1) from None

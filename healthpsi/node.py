@@ -16,10 +16,12 @@ from rich.table import Table
 from healthpsi.checks import parse_address, require_run
 from nodes.budget import BudgetPolicy, BudgetSpecError
 from nodes.handlers import DEFAULT_MAX_BATCH
+from nodes.secrets import NodeSecrets, init_node
 from nodes.server import ServerLimits
 from nodes.server import serve as serve_node
+from nodes.startup import CLOCKS, open_node
 from nodes.startup import Progress as ProgressCallback
-from nodes.startup import open_node
+from runctx.scenario import Scenario
 from runner.executors import make_executor
 
 app = typer.Typer(
@@ -94,6 +96,36 @@ def _progress_bar(agency: str) -> tuple[Progress, ProgressCallback]:
     return bar, advance
 
 
+@app.command("init")
+def init(
+    run: Path = RUN_OPTION,
+    agency: Agency = AGENCY_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace this node's existing keys."),
+) -> None:
+    """Generate this node's own keys where it runs — Ed25519 identity, TLS and storage keys, in
+    RUN/nodes/<agency>.secrets/ (or $HEALTHPSI_NODE_SECRETS/<agency>/), mode 0600 — and write its
+    enrollment request (RUN/nodes/<agency>/request.json) for the authority to certify with
+    `healthpsi keys enroll`.
+
+    In a simulation (RUN/scenario.json with a seed) the keys come from the run's seed.
+
+    \b
+    Example:
+      healthpsi node init --run runs/demo --agency carrier
+    """
+    require_run(run)
+    scenario = Scenario.read(run)
+    rng = None if scenario is None else scenario.rng(f"node/{agency.value}")
+    try:
+        request = init_node(run, agency.value, rng, force=force)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    secrets = NodeSecrets.of(run, agency.value)
+    print(f"{agency.value} node keys written to {secrets.directory}; request {request} "
+          f"(next: healthpsi keys enroll --run {run} --agency {agency.value})")
+
+
 @app.command()
 def serve(
     run: Path = RUN_OPTION,
@@ -105,21 +137,32 @@ def serve(
     grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to drain calls after SIGTERM."),
     chunk_bytes: int = typer.Option(1 << 20, "--chunk-bytes", min=1, help="Target size of an index chunk."),
     as_of: datetime | None = AS_OF_OPTION,
+    clock: str = typer.Option(
+        "auto", "--clock",
+        help="The node's date while it serves: 'wall' (today), 'run' (the date in RUN/nodes/<agency>/date), "
+             "'auto' (run in a simulation, else wall). On a new date the node rolls its window.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Serve an agency node: build or load its indexes, then answer GetManifest, StreamIndex and Evaluate
     over mutual TLS (only the coordinator's certificate is served) until SIGTERM/SIGINT.
 
-    The bound port is printed and written to RUN/nodes/<agency>/port once the node is serving.
+    The bound port is printed and written to RUN/nodes/<agency>/port once the node is serving. When its
+    date changes (see --clock) the node rolls without a restart: it builds the new day, rebuilds under a
+    fresh key any day with late rows, crypto-shreds days that left the window, and renews its manifest.
 
     \b
     Example:
       healthpsi node serve --run runs/demo --agency carrier --listen 127.0.0.1:50051
       healthpsi node serve --run runs/demo --agency police --listen 127.0.0.1:0 --budget population=5000
+      echo 2020-02-01 > runs/demo/nodes/carrier/date     # a --clock run node moves to that day
     """
     require_run(run, "scenario", "pki", "data")
     parse_address(listen, "--listen", any_port=True)
     _setup_logging(verbose)
+    if clock not in CLOCKS:
+        err.print(f"[red]error:[/] --clock {clock!r}: expected one of {', '.join(CLOCKS)}")
+        raise typer.Exit(2)
     policy = _budget(budget)
     limits = ServerLimits(
         max_batch=max_batch, max_receive_bytes=max(4 << 20, 64 * max_batch), grace_seconds=grace,
@@ -142,7 +185,7 @@ def serve(
             code = serve_node(
                 run, agency.value, listen, executor=executor, budget=policy, limits=limits,
                 progress=advance, on_listening=listening, on_ready=ready,
-                as_of=as_of.date() if as_of else None,
+                as_of=as_of.date() if as_of else None, clock=clock,
             )
     except (OSError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from healthpsi.checks import dask_option
 from healthpsi.progress import stage_progress
 from healthpsi.simulate import PresetName
 from runner.pipeline import PipelineError, RunResult, run_pipeline
@@ -33,6 +34,8 @@ STEP_TEXT = {
 def summary_table(result: RunResult) -> Table:
     """A short table of what the run did."""
     table = Table(title=f"healthpsi run — {result.run_dir}", show_header=False)
+    secrets = "derived from the seed (deterministic)" if result.deterministic else "from the OS"
+    table.add_row("secrets", secrets)
     epoch = result.epoch
     if epoch is not None:
         table.add_row("risk tokens / partitions", f"{epoch.risk_tokens:,} / {epoch.risk_partitions:,}")
@@ -50,6 +53,26 @@ def summary_table(result: RunResult) -> Table:
     return table
 
 
+def days_table(result: RunResult) -> Table:
+    """One row per day: codes by colour, new cases' matches, revocations, what was queried and reused."""
+    table = Table(title="day by day")
+    for name in ("as of", "codes by colour", "matches", "revoked", "queried / reused", "indexes new / cached",
+                 "equals plaintext"):
+        table.add_column(name)
+    for day in result.days:
+        e = day.epoch
+        table.add_row(
+            e.as_of,
+            "  ".join(f"[{c}]{c}[/] {n:,}" for c, n in e.colours.items()),
+            f"{e.matches:,}",
+            f"{e.revoked:,}",
+            f"{e.queried:,} / {e.reused_answers:,}",
+            f"{e.indexes_downloaded} / {e.indexes_cached}",
+            "[green]yes[/]" if day.reference_equal else "[red]NO[/]",
+        )
+    return table
+
+
 def run(
     preset: PresetName = typer.Option(PresetName.city_20k, "--preset", help="City size and parameters."),
     seed: int = typer.Option(
@@ -62,9 +85,21 @@ def run(
     workers: int | None = typer.Option(
         None, "--workers", min=1, max=256, help="Worker processes (default: one per core)."
     ),
-    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address, or 'local'."),
+    dask: str | None = typer.Option(
+        None, "--dask", callback=dask_option,
+        help="Dask scheduler, tls://HOST:PORT, or 'local'; mutual TLS with the certificates in RUN/pki/dask.",
+    ),
     in_process: bool = typer.Option(
         False, "--in-process", help="Run the nodes inside this process instead of as gRPC servers."
+    ),
+    deterministic: bool = typer.Option(
+        True, "--deterministic/--system-random",
+        help="Derive every secret from the seed so that `healthpsi audit replay` can re-run the run byte for "
+        "byte (anyone with scenario.json can re-derive them: simulations only); --system-random: the OS.",
+    ),
+    days: int = typer.Option(
+        1, "--days", min=1, max=60,
+        help="Consecutive daily epochs; the nodes keep running and roll to each new day.",
     ),
 ) -> None:
     """Run the whole job: simulate, keys, three nodes as mTLS gRPC processes, epoch, verify, report.
@@ -73,7 +108,12 @@ def run(
     OS-chosen ports; they are stopped with SIGTERM at the end. The run checks that the private matches
     equal the plaintext join and verifies a sample of the issued codes offline.
 
+    With --days D the city is simulated for D epochs and the nodes, still running, move to each next day
+    (the run's clock in RUN/nodes/<agency>/date); each day's epoch reuses what is still valid and is
+    checked against that day's plaintext join.
+
     [bold]Example:[/bold] [cyan]healthpsi run --preset city-20k --seed 7 --out runs/demo[/cyan]
+    [cyan]healthpsi run --preset city-20k --seed 7 --persons 1500 --days 3 --out runs/week[/cyan]
     """
     console = Console()
     progress, advance = stage_progress(STAGE_TEXT, console)
@@ -91,13 +131,17 @@ def run(
                 workers=workers,
                 dask=dask,
                 transport="inprocess" if in_process else "grpc",
+                deterministic=deterministic,
                 step=step,
                 epoch_progress=advance,
+                days=days,
             )
         except PipelineError as exc:
             Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(1) from None
     console.print(summary_table(result))
+    if len(result.days) > 1:
+        console.print(days_table(result))
     console.print(f"Report: [bold]{result.report_path}[/bold]")
     if not result.reference_equal:
         raise typer.Exit(1)

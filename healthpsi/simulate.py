@@ -43,6 +43,12 @@ def simulate(
     late_rate: float = typer.Option(
         0.03, "--late-rate", min=0.0, max=0.5, help="Share of a day's agency rows delivered late."
     ),
+    deterministic: bool = typer.Option(
+        True, "--deterministic/--system-random",
+        help="Derive every secret of the run (keys, nonces) from the seed, so that an auditor can re-run it "
+        "byte for byte; anyone with scenario.json can then re-derive them (simulations only). "
+        "--system-random draws them from the OS.",
+    ),
 ) -> None:
     """Simulate a city for 14 days and D − 1 more: movements, travel, hotels, an epidemic, its investigations.
 
@@ -85,6 +91,7 @@ def simulate(
                 progress=report,
                 days=days,
                 late_rate=late_rate,
+                deterministic=deterministic,
             )
         except (PresetError, ValueError, OSError) as exc:
             console.print(f"[red]simulate failed:[/red] {exc}")
@@ -93,6 +100,7 @@ def simulate(
     counts = result["counts"]
     assert isinstance(counts, dict)
     table = Table(title=f"{preset.value}, seed {seed}: {out}", show_header=False)
+    table.add_row("secrets", "derived from the seed (deterministic)" if deterministic else "from the OS")
     for key in (
         "persons",
         "households",

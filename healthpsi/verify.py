@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +16,8 @@ from cryptography import x509
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.qr import read_qr_png
-from crypto.codes import check_payload, unprefix
+from coordinator.qr import MAX_IMAGE_BYTES, read_qr_png
+from crypto.codes import MAX_PAYLOAD_CHARS, check_payload, decode_payload, unprefix
 from crypto.errors import CryptoError
 from crypto.pki import (
     RevocationList,
@@ -25,8 +27,14 @@ from crypto.pki import (
     load_trust_list,
     parse_certificate,
 )
+from runctx.pki import read_fingerprint
+
+FINGERPRINT_FILE = "root.fingerprint"
+"""Next to the trust list, the verifier's stored pin (`keys init` writes RUN/pki/root.fingerprint)."""
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
+MAX_TEXT_BYTES = 4 * MAX_PAYLOAD_CHARS + 16
+"""The largest payload text file: the longest payload in UTF-8, a byte-order mark and a line end."""
 
 
 _HCP_LABELS = {"c": "colour", "n": "name", "sid": "id", "id": "code id", "pv": "policy", "vd": "colour until"}
@@ -43,21 +51,32 @@ def verify(
     cert: str | None = typer.Option(
         None, "--cert", help="Trust this signer certificate: a PEM/DER file, or base64 DER given inline."
     ),
-    root: Path | None = typer.Option(None, "--root", help="Pin the root certificate that signs the lists."),
-    revocations: Path | None = typer.Option(None, "--revocations", help="Signed revocation list to check."),
+    root_fingerprint: str | None = typer.Option(
+        None, "--root-fingerprint",
+        help="Pin the national root: SHA-256 of its certificate's DER, 64 hex digits [default: the "
+        "root.fingerprint file next to the trust list].",
+    ),
+    root: Path | None = typer.Option(None, "--root", help="Pin the root by its certificate file instead."),
+    revocations: list[Path] = typer.Option(
+        [], "--revocations", help="An issuer's signed revocation list (repeat: one per issuer)."
+    ),
     at: str | None = typer.Option(None, "--at", help="Verification time, ISO 8601 (default now, naive=UTC)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
-    """Verify a health code offline: signature, validity period and revocation.
+    """Verify a health code offline: signature, issuer, validity period and revocation.
 
-    Exit status 0 valid, 1 invalid (bad signature, unknown key, expired, revoked), 2 unusable input.
+    The trust list must be signed by the pinned national root (--root-fingerprint, else the
+    root.fingerprint stored next to it) and, like each revocation list, not older than its max_age at the
+    verification time. A code is accepted from every issuer on the list; its iss must be the issuer of its
+    signing key. Exit status 0 valid, 1 invalid (bad signature, unknown key or issuer, expired, revoked),
+    2 unusable input (including a substituted or stale list).
 
     A simulated run's codes are dated in its scenario (the demo's on 2020-02-01), so give --at.
 
     [bold]Examples[/bold] (after `make demo`):
 
     [cyan]healthpsi verify --file "$(ls runs/demo/coordinator/qr/*.png | head -1)"
-    --trust runs/demo/pki/trustlist.json --revocations runs/demo/pki/revocations.json
+    --trust runs/demo/pki/trustlist.json --revocations runs/demo/pki/issuers/411200/revocations.json
     --at 2020-02-01T12:00:00Z[/cyan]
 
     [cyan]healthpsi verify --file "$(ls runs/demo/coordinator/qr/*.txt | head -1)"
@@ -70,9 +89,13 @@ def verify(
             fmt = unprefix(payload)[0]
         except CryptoError:
             fmt = None
-        trust_list, revocation_list = _trust(trust, cert, root, revocations)
+        decode_payload(payload)  # an unreadable code is reported as such before any list is looked at
         moment = _time(at)
-        report = check_payload(payload, trust_list, moment, revocation_list)
+        trust_list, revocation_lists = _trust(trust, cert, root, root_fingerprint, revocations)
+        trust_list.check_fresh(moment)
+        for listed in revocation_lists:
+            listed.check_fresh(moment)
+        report = check_payload(payload, trust_list, moment, revocation_lists)
     except (_Unusable, CryptoError) as exc:
         _print_unusable(str(exc), fmt, as_json)
         raise typer.Exit(EXIT_UNUSABLE) from None
@@ -90,34 +113,67 @@ def _payload(code: str | None, file: Path | None) -> str:
     if code is not None:
         return code.strip("\r\n")
     assert file is not None
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise _Unusable(f"--file {file}: cannot read ({exc.strerror or exc})") from None
+    data = _read_bounded(file, max(MAX_IMAGE_BYTES, MAX_TEXT_BYTES))
     try:
         return data.decode("utf-8").lstrip("\ufeff").strip("\r\n")
     except UnicodeDecodeError:
         return read_qr_png(data)  # not text: an image
 
 
+def _read_bounded(file: Path, limit: int) -> bytes:
+    """A regular file's bytes, refused (unusable) when it is not a regular file or holds more than `limit`
+    bytes; never reads more than `limit` + 1 bytes, and never waits on a FIFO."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise _Unusable(f"--file {file}: cannot read ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(mode) else "a device, FIFO or socket"
+        raise _Unusable(f"--file {file}: {what}, not a regular file")
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        data = fh.read(limit + 1)
+    if data is None or len(data) > limit:
+        raise _Unusable(
+            f"--file {file}: more than {limit} bytes, larger than any health code or QR image can be"
+        )
+    return data
+
+
 def _trust(
-    trust: Path | None, cert: str | None, root: Path | None, revocations: Path | None
-) -> tuple[TrustList, RevocationList | None]:
-    """Load the trust list (or the single trusted certificate) and the revocation list."""
+    trust: Path | None, cert: str | None, root: Path | None, fingerprint: str | None, revocations: list[Path]
+) -> tuple[TrustList, list[RevocationList]]:
+    """Load the trust list against its pinned root (or the single trusted certificate) and the revocation
+    lists, each checked against its issuer's key on the trust list."""
     if (trust is None) == (cert is None):
         raise _Unusable("give exactly one of --trust or --cert")
-    pinned = load_certificate(root) if root is not None else None
     if trust is not None:
-        trust_list = load_trust_list(trust, pinned)
+        pinned = load_certificate(root) if root is not None else None
+        trust_list = load_trust_list(trust, pinned, _fingerprint(trust, fingerprint, pinned is not None))
     else:
         assert cert is not None
+        if revocations:
+            raise _Unusable("--revocations needs --trust: a revocation list is checked against its issuer")
         trust_list = TrustList.from_certificates([_certificate(cert)])
-    if revocations is None:
-        return trust_list, None
-    signer = pinned or trust_list.root
-    if signer is None:
-        raise _Unusable("--revocations needs a root to check its signature: use --trust or --root")
-    return trust_list, load_revocations(revocations, signer)
+    return trust_list, [load_revocations(path, trust_list) for path in revocations]
+
+
+def _fingerprint(trust: Path, given: str | None, root_given: bool) -> str | None:
+    """The pinned root fingerprint: --root-fingerprint, else the root.fingerprint next to the trust list
+    (None when --root pins the certificate itself); a trust list with no pin at all is refused."""
+    if given is not None:
+        value = given.strip().lower().replace(":", "")
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise _Unusable(f"--root-fingerprint {given!r}: expected 64 hex digits (SHA-256 of the root DER)")
+        return value
+    stored = trust.parent / FINGERPRINT_FILE
+    if stored.is_file():
+        return read_fingerprint(stored)
+    if root_given:
+        return None
+    raise _Unusable(f"--trust {trust}: no pinned root; give --root-fingerprint HEX "
+                    f"(RUN/pki/{FINGERPRINT_FILE}) or --root CERT, never the root the list carries itself")
 
 
 def _certificate(cert: str) -> x509.Certificate:

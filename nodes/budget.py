@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS budget (
     total INTEGER NOT NULL,
     used INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS budget_epoch (
+    partition_id TEXT PRIMARY KEY,
+    epoch TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS requests (
     partition_id TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
@@ -173,10 +177,13 @@ class BudgetLedger:
         inputs_digest: bytes,
         count: int,
         respond: Callable[[int], bytes],
+        record: Callable[[int], None] | None = None,
     ) -> bytes:
         """Charge `count` elements and store the response `respond(budget_left)`, atomically; return it.
 
-        Raises ResourceExhausted (nothing charged) when the elements no longer fit the cap.
+        `record(budget_left)` (the audit entry of the charge) runs inside the transaction, before it commits:
+        a crash can leave an entry whose charge did not commit, never a charge without its entry. Raises
+        ResourceExhausted (nothing charged) when the elements no longer fit the cap.
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -194,11 +201,37 @@ class BudgetLedger:
                         "response) VALUES (?, ?, ?, ?, ?)",
                         (partition_id, idempotency_key, inputs_digest, count, response),
                     )
+                if record is not None:
+                    record(budget.left - count)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
             return response
+
+    def epoch(self, partition_id: str) -> str | None:
+        """The epoch a per-epoch budget is counting (None: it never started one)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT epoch FROM budget_epoch WHERE partition_id = ?", (partition_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def start_epoch(self, partition_id: str, epoch: str) -> None:
+        """Start a per-epoch budget's `epoch`: its use goes back to 0, atomically with the epoch's date."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE budget SET used = 0 WHERE partition_id = ?", (partition_id,))
+                self._db.execute(
+                    "INSERT INTO budget_epoch (partition_id, epoch) VALUES (?, ?) "
+                    "ON CONFLICT(partition_id) DO UPDATE SET epoch = excluded.epoch",
+                    (partition_id, epoch),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def forget_responses(self, partition_id: str) -> int:
         """Delete a partition's stored responses (its key is gone), keeping its budget; return how many."""

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from nodes import index as idx
+from nodes.keys import PartitionKey
 from nodes.store import AgencyStore, Counts
 from proto import tokens as tk
 
@@ -61,6 +62,10 @@ class BuildOutcome:
     index_seconds: float
     offsets: bytes = b""
     """The new index's entry offsets (int64, native order), so the node need not parse the file for them."""
+    key: PartitionKey | None = None
+    """The key the partition's index is under, bound to its rows (None for an empty partition)."""
+    fresh: bool = False
+    """Whether that key is the fresh one (the partition is new or its rows changed)."""
 
 
 @dataclass
@@ -130,12 +135,13 @@ def build_partition(
     agency: str,
     job: PartitionJob,
     index_dir: str,
-    sk: bytes,
-    pk: bytes,
+    current: PartitionKey | None,
+    fresh: PartitionKey | None,
     previous: str | None = None,
 ) -> BuildOutcome:
-    """Worker: tokenise one partition and write its index (unless `previous`, the metadata of the index on
-    disk, was built from the same rows under the same key)."""
+    """Worker: tokenise one partition and write its index, under `current` when that key is bound to these
+    rows (reused as is when `previous`, the metadata of the index on disk, was built from them), else under
+    `fresh` bound to them now; KeyReuseError when only a key bound to other rows is given."""
     started = time.perf_counter()
     store = AgencyStore(run_dir, agency, job.as_of)
     rows = read_partition(store, job)
@@ -147,18 +153,27 @@ def build_partition(
     groups = idx.group_rows(rows)
     del rows  # only the grouped rows are needed from here on
     fingerprint = groups.digest()
-    if previous is not None:
-        try:
-            old = idx.IndexMeta.from_json(previous)
-        except idx.IndexFileError:
-            old = None
-        if old is not None and old.rows_digest == fingerprint and old.public_key == pk:
-            return BuildOutcome(
-                job.partition_id, n_rows, fingerprint, None, True, counts, tokenised - started,
-                time.perf_counter() - tokenised,
-            )
-    meta, offsets = idx.build_index(Path(index_dir), job.partition_id, sk, pk, groups)
+    if current is not None and current.rows_digest == fingerprint:
+        key = current
+        if previous is not None:
+            try:
+                old = idx.IndexMeta.from_json(previous)
+            except idx.IndexFileError:
+                old = None
+            if old is not None and old.rows_digest == fingerprint and old.public_key == key.pk:
+                return BuildOutcome(
+                    job.partition_id, n_rows, fingerprint, None, True, counts, tokenised - started,
+                    time.perf_counter() - tokenised, key=key,
+                )
+    elif fresh is not None:
+        key = dataclasses.replace(fresh, rows_digest=fingerprint)
+    elif current is not None:
+        key = current
+    else:
+        raise ValueError(f"{job.partition_id}: no key to build with")
+    key.check_seals(fingerprint)
+    meta, offsets = idx.build_index(Path(index_dir), job.partition_id, key.sk, key.pk, groups)
     return BuildOutcome(
         job.partition_id, n_rows, fingerprint, meta.to_json(), False, counts, tokenised - started,
-        time.perf_counter() - tokenised, offsets.tobytes(),
+        time.perf_counter() - tokenised, offsets.tobytes(), key=key, fresh=key is not current,
     )

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -41,12 +41,20 @@ Clock = Callable[[], dt.datetime]
 ProofRng = Callable[[str, bytes], Rng | None]
 
 
+class Roller(Protocol):
+    """Moves a serving node to a new date (`nodes.startup.NodeRoller`)."""
+
+    def roll(self, as_of: dt.date) -> bool:
+        """Serve `as_of` from now on; False when already served."""
+
+
 @dataclass
 class Partition:
     """A served partition: its opened index and its OPRF private key."""
 
     index: idx.PartitionIndex
     sk: bytes = field(repr=False)
+    key_version: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -63,6 +71,16 @@ def _wall_clock() -> dt.datetime:
 def _no_proof_rng(partition_id: str, inputs_digest: bytes) -> Rng | None:
     """System randomness for DLEQ proof nonces."""
     return None
+
+
+MAX_LOGGED_CHARS = 256
+"""The longest string a peer chose (a partition id, an idempotency key, an error echoing one) that is written
+to the audit log or sent back whole; longer ones are cut and their length noted."""
+
+
+def capped(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """`text`, or its first `limit` characters and its length when it is longer."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 class NodeHandlers:
@@ -84,6 +102,7 @@ class NodeHandlers:
         executor: Executor | None = None,
         clock: Clock = _wall_clock,
         proof_rng: ProofRng = _no_proof_rng,
+        randomness: str = "system",
         lock: int | None = None,
     ) -> None:
         self.agency = agency
@@ -99,32 +118,42 @@ class NodeHandlers:
         self.executor = executor
         self.clock = clock
         self.proof_rng = proof_rng
+        self.randomness = randomness
         self._lock = lock
         self.build_stats: build.BuildStats | None = None
-        """What opening the node built (set by `open_node`)."""
+        """What opening (or the last roll) built (set by `open_node`)."""
+        self.roller: Roller | None = None
+        """What moves the node to its next date while it serves (set by `open_node`)."""
 
     # ------------------------------------------------------------------------------------------ helpers
 
     def _log(self, kind: str, **fields: Any) -> None:
-        """Append one entry to the node's audit log."""
-        self.audit.append(kind, fields)
+        """Append one entry to the node's audit log (strings a peer chose capped at `MAX_LOGGED_CHARS`)."""
+        self.audit.append(kind, {k: capped(v) if isinstance(v, str) else v for k, v in fields.items()})
+
+    def log_refusal(self, call: str, status: str, reason: str, peer: str) -> None:
+        """Record a call refused before it reached its handler (e.g. PERMISSION_DENIED)."""
+        self._log("refused", call=call, status=status, reason=reason, peer=peer)
 
     def sign_head(self, event: str) -> None:
         """Append a signed head to the audit log, covering every entry so far (`event`: why now)."""
-        self.audit.sign_head(self.identity_key, self.as_of.isoformat(), {"event": event})
+        data = {"event": event, "randomness": self.randomness}
+        self.audit.sign_head(self.identity_key, self.as_of.isoformat(), data)
 
     def _partition(self, partition_id: str) -> Partition:
         """The served partition with this id, or NotFound."""
         try:
             return self.partitions[partition_id]
         except KeyError:
-            raise NotFound(f"no partition {partition_id!r} on the {self.agency} node") from None
+            raise NotFound(f"no partition {capped(partition_id)!r} on the {self.agency} node") from None
 
     def manifest(self) -> node_pb2.Manifest:
         """The current (unsigned) manifest, budgets as of now."""
-        infos = [partition_info(p.meta, self.ledger.budget(pid)) for pid, p in self.partitions.items()]
+        infos = [partition_info(p.meta, p.key_version, self.ledger.budget(pid))
+                 for pid, p in self.partitions.items()]
         return build_manifest(
-            self.agency, self.as_of, self.window_days, self.clock(), self.malformed, infos, self.max_batch
+            self.agency, self.as_of, self.window_days, self.clock(), self.malformed, infos, self.max_batch,
+            self.randomness,
         )
 
     # -------------------------------------------------------------------------------------------- calls
@@ -145,6 +174,15 @@ class NodeHandlers:
         Raises (before the first chunk) NotFound, FailedPrecondition for a stale digest, InvalidArgument
         for an offset past the end.
         """
+        try:
+            return self._check_stream(request)
+        except ProtocolError as exc:
+            self._log("index_refused", partition_id=request.partition_id, offset=request.offset,
+                      status=exc.status, reason=str(exc))
+            raise
+
+    def _check_stream(self, request: node_pb2.StreamIndexRequest) -> Generator[node_pb2.IndexChunk]:
+        """`stream_index` before logging a refusal."""
         part = self._partition(request.partition_id)
         meta = part.meta
         if request.index_digest and request.index_digest != meta.index_digest:
@@ -199,7 +237,7 @@ class NodeHandlers:
             "verifiable": request.verifiable,
         }
         try:
-            response, outcome = self._evaluate(request, digest)
+            response, outcome = self._evaluate(request, digest, record)
         except ProtocolError as exc:
             left = None
             if request.partition_id in self.partitions:
@@ -207,13 +245,15 @@ class NodeHandlers:
             self._log("evaluate", **record, outcome="refused", status=exc.status, reason=str(exc),
                       budget_left=left)
             raise
-        self._log("evaluate", **record, outcome=outcome, budget_left=response.budget_left)
+        if outcome == "replayed":
+            self._log("evaluate", **record, outcome=outcome, budget_left=response.budget_left)
         return response
 
     def _evaluate(
-        self, request: node_pb2.EvaluateRequest, digest: bytes
+        self, request: node_pb2.EvaluateRequest, digest: bytes, record: dict[str, Any]
     ) -> tuple[node_pb2.EvaluateResponse, str]:
-        """Validate, replay or charge, and evaluate; return the response and its outcome for the log."""
+        """Validate, replay or charge, and evaluate; return the response and its outcome. A charge is logged
+        (`record` with its outcome) inside the ledger's transaction, before it commits."""
         part = self._partition(request.partition_id)
         data = request.blinded_elements
         if not data or len(data) % ELEMENT_BYTES:
@@ -249,10 +289,25 @@ class NodeHandlers:
                     inputs_digest=digest,
                 ).SerializeToString(deterministic=True)
 
-            stored = self.ledger.commit(pid, request.idempotency_key, digest, count, respond)
+            def log_charge(left: int) -> None:
+                """The charge's audit entry, written before the charge commits."""
+                self._log("evaluate", **record, outcome="charged", budget_left=left)
+
+            stored = self.ledger.commit(pid, request.idempotency_key, digest, count, respond, log_charge)
         response = node_pb2.EvaluateResponse()
         response.ParseFromString(stored)
         return response, "charged"
+
+    def swap(self, as_of: dt.date, partitions: Mapping[str, Partition], malformed: Mapping[str, int]) -> list[
+        Partition
+    ]:
+        """Serve a new date's partitions from now on (a partition no longer served answers NOT_FOUND); return
+        the partitions replaced, for the caller to close once their keys and files are dealt with."""
+        old = self.partitions
+        self.partitions = dict(partitions)
+        self.as_of = as_of
+        self.malformed = dict(malformed)
+        return [p for pid, p in old.items() if self.partitions.get(pid) is not p]
 
     def close(self) -> None:
         """Sign a closing head on the audit log, then close index files, the budget database and the log."""

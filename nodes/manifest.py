@@ -20,7 +20,7 @@ class ManifestError(Exception):
     """A signed manifest that does not verify or does not parse."""
 
 
-def partition_info(meta: IndexMeta, budget: Budget) -> node_pb2.PartitionInfo:
+def partition_info(meta: IndexMeta, key_version: int, budget: Budget) -> node_pb2.PartitionInfo:
     """The manifest entry of one partition."""
     return node_pb2.PartitionInfo(
         partition_id=meta.partition_id,
@@ -31,6 +31,7 @@ def partition_info(meta: IndexMeta, budget: Budget) -> node_pb2.PartitionInfo:
         index_digest=meta.index_digest,
         index_bytes=meta.index_bytes,
         public_key=meta.public_key,
+        key_version=key_version,
         budget_total=budget.total,
         budget_left=budget.left,
     )
@@ -44,8 +45,10 @@ def build_manifest(
     malformed: Mapping[str, int],
     partitions: Sequence[node_pb2.PartitionInfo],
     max_batch: int,
+    randomness: str,
 ) -> node_pb2.Manifest:
-    """The manifest of a node: its window, malformed-row counts and partitions (sorted by id)."""
+    """The manifest of a node: its window, malformed-row counts, partitions (sorted by id) and where its
+    secrets come from ("deterministic" or "system", `Scenario.randomness`)."""
     return node_pb2.Manifest(
         agency=agency,
         suite=SUITE,
@@ -55,6 +58,7 @@ def build_manifest(
         malformed={name: int(count) for name, count in malformed.items()},
         partitions=sorted(partitions, key=lambda p: p.partition_id),
         max_batch=max_batch,
+        randomness=randomness,
     )
 
 

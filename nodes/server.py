@@ -26,8 +26,9 @@ from grpc_reflection.v1alpha import reflection
 from nodes.budget import BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers
 from nodes.index import DEFAULT_CHUNK_BYTES
+from nodes.secrets import NodeSecrets
 from nodes.service import MatchingNodeServicer, certificate_fingerprint
-from nodes.startup import Progress, node_dir, open_node
+from nodes.startup import Progress, date_source, node_dir, open_node
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
 from runctx.files import write_atomic
 from runctx.pki import PkiPaths
@@ -68,18 +69,14 @@ def tls_credentials(run_dir: Path, agency: str) -> tuple[grpc.ServerCredentials,
     """Server credentials (node certificate; clients must chain to the root CA) and the coordinator
     certificate's fingerprint, the only peer served."""
     pki = PkiPaths(run_dir)
+    secrets = NodeSecrets.of(run_dir, agency)
+    secrets.check()
     credentials = grpc.ssl_server_credentials(
-        [(pki.node_key(agency).read_bytes(), pki.node_cert(agency).read_bytes())],
+        [(secrets.tls_key.read_bytes(), pki.node_cert(agency).read_bytes())],
         root_certificates=pki.root_cert.read_bytes(),
         require_client_auth=True,
     )
     return credentials, certificate_fingerprint(pki.coordinator_cert.read_bytes())
-
-
-def _warm_up(executor: Executor | None) -> None:
-    """Start a process pool's workers now, before gRPC starts its threads (forking after is unsafe)."""
-    if executor is not None:
-        executor.submit(abs, 0).result()
 
 
 class NodeServer:
@@ -165,13 +162,15 @@ def serve(
     on_listening: Callable[[str], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
     as_of: dt.date | None = None,
+    clock: str = "auto",
 ) -> int:
     """Run a node until SIGTERM or SIGINT, then drain and stop; return the exit code (0 on a clean stop).
 
-    Must run in the main thread (it installs the signal handlers).
+    While serving, the node follows its date (`nodes.startup.date_source`: the wall clock, or the run's
+    clock in RUN/nodes/<agency>/date) and rolls to each new one without a restart. Must run in the main
+    thread (it installs the signal handlers).
     """
     limits = limits or ServerLimits()
-    _warm_up(executor)
     node = NodeServer(run_dir, agency, listen, limits)
     stop = threading.Event()
     building = True
@@ -191,15 +190,25 @@ def serve(
         node.start()
         if on_listening:
             on_listening(node.address)
+        next_date = date_source(run_dir, agency, clock)
         try:
             handlers = open_node(run_dir, agency, executor, budget=budget, max_batch=limits.max_batch,
-                                 chunk_bytes=limits.chunk_bytes, progress=progress, as_of=as_of)
+                                 chunk_bytes=limits.chunk_bytes, progress=progress,
+                                 as_of=as_of or next_date())
             building = False
             node.ready(handlers)
             if on_ready:
                 on_ready(node.address)
+            failed: dt.date | None = None
             while not stop.wait(1.0):
-                pass
+                wanted = next_date()
+                if wanted is None or wanted <= handlers.as_of or wanted == failed or handlers.roller is None:
+                    continue
+                try:
+                    handlers.roller.roll(wanted)
+                except Exception:  # keep serving the date it has; try again when the date changes
+                    log.exception("could not roll to %s; still serving %s", wanted, handlers.as_of)
+                    failed = wanted
         except _Interrupted:
             log.info("interrupted while building indexes")
         node.stop()

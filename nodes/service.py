@@ -41,8 +41,9 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
         self.handlers = handlers
         self.allowed_peer = allowed_peer
 
-    def _handlers(self, context: grpc.ServicerContext) -> NodeHandlers:
-        """The handlers, after checking the peer is the coordinator and the node is ready."""
+    def _handlers(self, context: grpc.ServicerContext, call: str) -> NodeHandlers:
+        """The handlers, after checking the peer is the coordinator and the node is ready (a refused peer is
+        logged in the node's audit log once it is ready)."""
         if self.allowed_peer is not None:
             certs = context.auth_context().get("x509_pem_cert") or []
             try:
@@ -51,6 +52,10 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
                 ok = False
             if not ok:
                 log.warning("refused a call from peer %s: not the coordinator's certificate", context.peer())
+                if self.handlers is not None:
+                    self.handlers.log_refusal(
+                        call, "PERMISSION_DENIED", "not the coordinator's certificate", context.peer()
+                    )
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, "this node serves only the coordinator")
         handlers = self.handlers
         if handlers is None:
@@ -71,7 +76,7 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
         self, request: node_pb2.GetManifestRequest, context: grpc.ServicerContext
     ) -> node_pb2.SignedManifest:
         """The node's signed manifest."""
-        handlers = self._handlers(context)
+        handlers = self._handlers(context, "GetManifest")
         try:
             return handlers.get_manifest(request)
         except Exception as exc:
@@ -81,7 +86,7 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
         self, request: node_pb2.StreamIndexRequest, context: grpc.ServicerContext
     ) -> Iterator[node_pb2.IndexChunk]:
         """A partition's index in chunks, from the requested entry offset."""
-        handlers = self._handlers(context)
+        handlers = self._handlers(context, "StreamIndex")
         try:
             chunks = handlers.stream_index(request)
         except Exception as exc:
@@ -97,7 +102,7 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
         self, request: node_pb2.EvaluateRequest, context: grpc.ServicerContext
     ) -> node_pb2.EvaluateResponse:
         """BlindEvaluate a batch of blinded elements under the partition's key."""
-        handlers = self._handlers(context)
+        handlers = self._handlers(context, "Evaluate")
         try:
             return handlers.evaluate(request)
         except Exception as exc:

@@ -11,28 +11,28 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from crypto import oprf
 from crypto.auditlog import AuditLog
-from crypto.drbg import Rng, default_rng
-from crypto.pki import load_identity_key, load_storage_key
-from nodes import build
+from crypto.drbg import Rng
+from nodes import build, keys
 from nodes import index as idx
 from nodes.budget import BudgetLedger, BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Partition
-from nodes.keys import KeyStore, KeyStoreError
+from nodes.keys import KeyStore, KeyStoreError, PartitionKey
+from nodes.secrets import NodeSecrets
 from nodes.store import AgencyStore, StoreError
 from proto import layout
-from runctx.files import write_atomic
-from runctx.pki import PkiPaths
+from proto.tokens import parse_partition_id
+from runctx.files import witness_dir, write_atomic
 from runctx.scenario import Scenario
 
 log = logging.getLogger("healthpsi.node")
@@ -63,6 +63,37 @@ def node_dir(run_dir: Path, agency: str) -> Path:
     return Path(run_dir) / "nodes" / agency
 
 
+DATE_FILE = "date"
+"""In RUN/nodes/<agency>/: the run's clock, "YYYY-MM-DD", written by whoever advances a simulated run."""
+CLOCKS = ("auto", "wall", "run")
+
+
+def date_source(run_dir: Path, agency: str, clock: str = "auto") -> Callable[[], dt.date | None]:
+    """Where a serving node reads its date: `wall` the wall clock (production), `run` the run's clock in
+    RUN/nodes/<agency>/date (None while there is none); `auto` is `run` in a simulation (a seeded
+    scenario), else `wall`."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock {clock!r}: expected one of {', '.join(CLOCKS)}")
+    if clock == "auto":
+        scenario = Scenario.read(Path(run_dir))
+        clock = "run" if scenario is not None and scenario.seed is not None else "wall"
+    if clock == "wall":
+        return dt.date.today
+    path = node_dir(run_dir, agency) / DATE_FILE
+
+    def run_date() -> dt.date | None:
+        """The date in the node's date file, if there is one (an unreadable one is logged and ignored)."""
+        try:
+            return dt.date.fromisoformat(path.read_text().strip())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("%s: not a date (%s)", path, exc)
+            return None
+
+    return run_date
+
+
 def open_node(
     run_dir: Path,
     agency: str,
@@ -82,20 +113,22 @@ def open_node(
     Partition data comes from `nodes.store.AgencyStore` one partition at a time. An index is reused when
     its metadata, key and digest match the partition's current rows; otherwise it is (re)built with one
     VOPRF evaluation per distinct token over `executor`. Keys and indexes of partitions that left the
-    window are destroyed and the destruction is logged. In a simulation run (RUN/scenario.json with a
-    seed) keys and proof nonces come from the run's DRBG, so the node's outputs are reproducible.
+    window are destroyed and the destruction is logged. In a deterministic simulation run (RUN/scenario.json
+    with a seed and `"deterministic": true`) keys and proof nonces come from the run's DRBG, so the node's
+    outputs are reproducible; otherwise from the OS. The manifest and every log head say which.
     """
     run_dir = Path(run_dir)
     scenario = node_scenario(run_dir, as_of, window_days)
     policy = budget or BudgetPolicy()
     node_dir(run_dir, agency).mkdir(parents=True, exist_ok=True)
     lock = lock_state(node_dir(run_dir, agency))
+    # this process holds the state now: a port file still there was left by a node killed without a stop
+    (node_dir(run_dir, agency) / "port").unlink(missing_ok=True)
     try:
         state = _NodeState(run_dir, agency, scenario)
         state.destroy_expired()
         partitions, malformed, stats = state.load_partitions(executor, progress)
-        for pid, part in partitions.items():
-            _set_budget(state.ledger, state.audit, pid, policy.cap(pid, part.meta.entry_count))
+        _set_budgets(state, partitions, policy)
         handlers = NodeHandlers(
             agency,
             partitions,
@@ -110,14 +143,58 @@ def open_node(
             executor=executor,
             clock=clock or state.clock,
             proof_rng=state.proof_rng,
+            randomness=scenario.randomness,
             lock=lock,
         )
     except BaseException:
         os.close(lock)
         raise
     handlers.build_stats = stats
+    handlers.roller = NodeRoller(handlers, state, executor, policy)
     handlers.sign_head("opened")
     return handlers
+
+
+class NodeRoller:
+    """Moves a serving node to its next date without a restart: the new day's partitions built, days with
+    late rows rebuilt under fresh keys, days that left the window crypto-shredded, the manifest renewed."""
+
+    def __init__(
+        self, handlers: NodeHandlers, state: _NodeState, executor: Executor | None, policy: BudgetPolicy
+    ) -> None:
+        self.handlers, self._state, self._executor, self._policy = handlers, state, executor, policy
+        self._lock = threading.Lock()
+
+    def roll(self, as_of: dt.date, progress: Progress | None = None) -> bool:
+        """Serve `as_of` from now on; False when the node already serves it. A node's date never goes back
+        (ValueError)."""
+        with self._lock:
+            state, handlers = self._state, self.handlers
+            if as_of == handlers.as_of:
+                return False
+            if as_of < handlers.as_of:
+                raise ValueError(f"a node's date only moves forward: it serves {handlers.as_of}, not {as_of}")
+            state.scenario = state.scenario.with_window(as_of)
+            partitions, malformed, stats = state.load_partitions(self._executor, progress)
+            _set_budgets(state, partitions, self._policy)
+            replaced = handlers.swap(as_of, partitions, malformed)
+            state.destroy_expired()
+            for part in replaced:
+                part.index.close()
+            handlers.build_stats = stats
+            state.audit.append("node_rolled", {"as_of": as_of.isoformat(), "partitions": len(partitions),
+                                               "built": stats.built, "reused": stats.reused})
+            handlers.sign_head("rolled")
+            log.info("%s node now serves %s: %d partitions (%d built, %d reused)", state.agency, as_of,
+                     len(partitions), stats.built, stats.reused)
+            return True
+
+
+def _set_budgets(state: _NodeState, partitions: Mapping[str, Partition], policy: BudgetPolicy) -> None:
+    """Set every served partition's cap (`set_budget`) for the node's date."""
+    for pid, part in partitions.items():
+        cap = policy.cap(pid, part.meta.entry_count)
+        set_budget(state.ledger, state.audit, pid, cap, state.scenario.as_of)
 
 
 def lock_state(state: Path) -> int:
@@ -139,11 +216,12 @@ class _NodeState:
         self.run_dir, self.agency, self.scenario = run_dir, agency, scenario
         self.dir = node_dir(run_dir, agency)
         self.index_dir = self.dir / "index"
-        pki = PkiPaths(run_dir)
-        self.identity_key = load_identity_key(pki.node_identity_key(agency))
-        self.keystore = KeyStore(self.dir / "keys", agency, load_storage_key(pki.node_storage_key(agency)))
+        secrets = NodeSecrets.of(run_dir, agency)
+        self.identity_key = secrets.load_identity()
+        self.keystore = KeyStore(self.dir / "keys", agency, secrets.load_storage(), secrets.day_keys,
+                                 self.day_key_rng)
         self.ledger = BudgetLedger(self.dir / "state.sqlite")
-        self.audit = AuditLog(self.dir / "audit.jsonl")
+        self.audit = AuditLog(self.dir / "audit.jsonl", witness=witness_dir(run_dir, f"nodes/{agency}"))
 
     def clock(self) -> dt.datetime:
         """The scenario's clock as the manifest carries it (naive, to the second)."""
@@ -153,23 +231,40 @@ class _NodeState:
         """The DRBG stream of a partition in a simulation run (None: system randomness)."""
         return self.scenario.rng(f"node/{self.agency}/{partition_id}")
 
+    def day_key_rng(self, day: str) -> Rng | None:
+        """The DRBG stream of a day's wrapping key in a simulation run (None: system randomness)."""
+        return self.scenario.rng(f"node/{self.agency}/day-key/{day}")
+
+    def key_rng(self, partition_id: str, version: int) -> Rng | None:
+        """The DRBG stream of a partition's key of `version` in a simulation run (None: system randomness)."""
+        stream = self.partition_rng(partition_id)
+        return stream if stream is None or version == 1 else stream.child(f"key/v{version}")
+
     def proof_rng(self, partition_id: str, inputs_digest: bytes) -> Rng | None:
         """Per-request proof nonce stream in a simulation run, keyed by the partition and the inputs."""
         stream = self.partition_rng(partition_id)
         return None if stream is None else stream.child(f"proof/{inputs_digest.hex()}")
 
     def destroy_expired(self) -> None:
-        """Destroy the key, index and stored responses of every partition that left the window; log it."""
+        """Crypto-shred every day that left the window (its wrapping key deleted), then delete the sealed
+        keys, indexes and stored responses of its partitions; log it."""
         keystore, window = self.keystore, [d.isoformat() for d in self.scenario.window]
         for pid in sorted(set(keystore.partitions()) | set(idx.indexed_partitions(self.index_dir))):
             if not self.scenario.in_window(pid):
+                _, day = parse_partition_id(pid)
+                shredded = day is not None and keystore.shred_day(day.isoformat())
                 destroyed = keystore.destroy(pid)
                 idx.remove_index(self.index_dir, pid)
                 forgotten = self.ledger.forget_responses(pid)
                 self.audit.append("partition_key_destroyed", {"partition_id": pid, "key_found": destroyed,
+                                                              "day_key_shredded": shredded,
                                                               "stored_responses_deleted": forgotten,
                                                               "window": window})
                 log.info("partition %s left the window: key destroyed", pid)
+        first = self.scenario.window[0].isoformat()
+        for old_day in keystore.days():
+            if old_day < first and keystore.shred_day(old_day):
+                self.audit.append("day_key_shredded", {"day": old_day, "window": window})
 
     def load_partitions(
         self, executor: Executor | None, progress: Progress | None
@@ -190,14 +285,23 @@ class _NodeState:
         store = AgencyStore(self.run_dir, self.agency, self.scenario.as_of)
         partitions, stats = _build_partitions(self, store, executor, progress)
         malformed = store.malformed
+        if self.agency == "carrier":
+            store.cells()  # read here too when workers built every day: its problems are named below
+        for path, why in store.unreadable.items():
+            log.warning("%s: %s; skipped, the rest is served", path, why)
+            self.audit.append("data_file_skipped", {"file": path, "reason": why[:500]})
+        for name, rows in store.good_rows.items():
+            if rows == 0:
+                log.warning("%s: the %s dataset holds no usable rows", self.agency, name)
         _save_sources(self.dir / SOURCES_FILE, sources, self.scenario, list(partitions), malformed)
         write_atomic(self.dir / BUILD_FILE, json.dumps(stats.to_json(), indent=1, sort_keys=True).encode())
         return partitions, malformed, stats
 
 
-def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int) -> None:
+def set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int, epoch: dt.date) -> None:
     """Set a partition's budget cap and, when it is new or changed, log it (`budget_set`: total and used)
-    so that an auditor can check every charge in the log against the cap in force."""
+    so that an auditor can check every charge in the log against the cap in force. A static partition's
+    budget is per epoch: on a new date its use goes back to 0, logged first (`budget_reset`)."""
     try:
         previous: int | None = ledger.budget(partition_id).total
     except KeyError:
@@ -205,6 +309,11 @@ def _set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: i
     budget = ledger.set_total(partition_id, cap)
     if previous != cap:
         audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
+    _, day = parse_partition_id(partition_id)
+    if day is None and ledger.epoch(partition_id) != epoch.isoformat():
+        audit.append("budget_reset", {"partition_id": partition_id, "epoch": epoch.isoformat(),
+                                      "total": budget.total, "used_before": budget.used})
+        ledger.start_epoch(partition_id, epoch.isoformat())
 
 
 def source_digest(run_dir: Path, agency: str, as_of: dt.date | None = None) -> str:
@@ -265,11 +374,11 @@ def _reuse(
     given) built from rows with that fingerprint; else None."""
     meta = idx.load_meta(index_dir, partition_id)
     try:
-        pair = keystore.load(partition_id)
+        key = keystore.load(partition_id)
     except KeyStoreError as exc:
         log.warning("sealed key of %s is unusable (%s)", partition_id, exc)
         return None
-    if meta is None or pair is None or meta.public_key != pair[1]:
+    if meta is None or key is None or meta.public_key != key.pk or meta.rows_digest != key.rows_digest:
         return None
     if fingerprint is not None and meta.rows_digest != fingerprint:
         return None
@@ -280,34 +389,32 @@ def _reuse(
         return None
     log.info("index reused for %s: %d entries, digest %s", partition_id, meta.entry_count,
              meta.index_digest.hex()[:16])
-    return Partition(index, pair[0])
+    return Partition(index, key.sk, key.version)
 
 
 @dataclass
 class _Planned:
-    """A partition about to be built: its job, the key to build with, and whether that key is new."""
+    """A partition about to be built: its job, its sealed key (if any), a fresh key in case its rows are
+    new or changed, and the metadata of its index on disk."""
 
     job: build.PartitionJob
-    sk: bytes = field(repr=False)
-    pk: bytes
-    created: bool
+    current: PartitionKey | None
+    fresh: PartitionKey
     previous: str | None
 
 
-def _plan(
-    job: build.PartitionJob, index_dir: Path, keystore: KeyStore, partition_rng: Callable[[str], Rng | None]
-) -> _Planned:
-    """The key a partition's index is built with: its sealed key, or a new one (sealed only if the partition
-    turns out to have records), and the metadata of its index on disk, if any."""
+def _plan(job: build.PartitionJob, index_dir: Path, state: _NodeState) -> _Planned:
+    """The keys a partition's index may be built with: its sealed key and a fresh one of the next version
+    (sealed only if the partition turns out to have new or changed rows)."""
     pid = job.partition_id
     try:
-        pair = keystore.load(pid)
+        current = state.keystore.load(pid)
     except KeyStoreError:
-        pair = None
-    created = pair is None
-    sk, pk = oprf.generate_key_pair(default_rng(partition_rng(pid))) if pair is None else pair
+        current = None
+    version = 1 if current is None else current.version + 1
+    fresh = keys.generate(version, b"", state.key_rng(pid, version))
     meta = idx.load_meta(index_dir, pid)
-    return _Planned(job, sk, pk, created, None if meta is None else meta.to_json())
+    return _Planned(job, current, fresh, None if meta is None else meta.to_json())
 
 
 def _build_partitions(
@@ -321,11 +428,12 @@ def _build_partitions(
     started = time.perf_counter()
     index_dir, keystore, audit = state.index_dir, state.keystore, state.audit
     jobs = build.partition_jobs(store, state.scenario.window)
-    plans = [_plan(job, index_dir, keystore, state.partition_rng) for job in jobs]
+    plans = [_plan(job, index_dir, state) for job in jobs]
     stats = build.BuildStats(workers=type(executor).__name__ if executor is not None else "in-process")
 
     def args(plan: _Planned, previous: str | None) -> tuple[Any, ...]:
-        return (str(state.run_dir), state.agency, plan.job, str(index_dir), plan.sk, plan.pk, previous)
+        return (str(state.run_dir), state.agency, plan.job, str(index_dir), plan.current, plan.fresh,
+                previous)
 
     if executor is None:
         outcomes: Iterator[build.BuildOutcome] = (build.build_partition(*args(p, p.previous)) for p in plans)
@@ -345,16 +453,16 @@ def _build_partitions(
         if outcome.fingerprint is not None and part is None:
             assert outcome.meta is not None
             meta = idx.IndexMeta.from_json(outcome.meta)
-            if plan.created:
-                keystore.adopt(pid, plan.sk)
-                audit.append("partition_key_created", {"partition_id": pid, "public_key": plan.pk.hex()})
+            assert outcome.key is not None
+            if outcome.fresh:
+                _replace_key(state, pid, plan.current, outcome.key)
             audit.append("index_built", {"partition_id": pid, "entry_count": meta.entry_count,
                                          "index_sha256": meta.index_digest.hex()})
             log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", pid,
                      meta.entry_count, outcome.rows, outcome.tokenise_seconds + outcome.index_seconds,
                      meta.index_digest.hex()[:16])
             offsets = np.frombuffer(outcome.offsets, dtype=np.int64) if outcome.offsets else None
-            part = Partition(idx.open_index(index_dir, meta, offsets), plan.sk)
+            part = Partition(idx.open_index(index_dir, meta, offsets), outcome.key.sk, outcome.key.version)
         if part is not None:
             partitions[pid] = part
         stats.add(outcome, part.meta if part is not None else None)
@@ -362,3 +470,17 @@ def _build_partitions(
             progress(pid, done, len(plans), outcome.fingerprint is None or outcome.reused)
     stats.wall_seconds = time.perf_counter() - started
     return partitions, stats
+
+
+def _replace_key(state: _NodeState, partition_id: str, old: PartitionKey | None, new: PartitionKey) -> None:
+    """Seal a partition's fresh key over its old one (which no index uses any more), forget the responses
+    stored under the old key, and log both."""
+    state.keystore.store(partition_id, new)
+    if old is not None:
+        forgotten = state.ledger.forget_responses(partition_id)
+        state.audit.append("partition_key_destroyed", {
+            "partition_id": partition_id, "key_version": old.version, "public_key": old.pk.hex(),
+            "reason": "rows changed", "stored_responses_deleted": forgotten})
+    state.audit.append("partition_key_created", {
+        "partition_id": partition_id, "key_version": new.version, "public_key": new.pk.hex(),
+        "rows_sha256": new.rows_digest.hex()})

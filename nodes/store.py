@@ -11,9 +11,12 @@ kept.
 A row is malformed when a token-relevant value is missing (`missing_value`), its subject id is not
 17 digits and the right MOD 11-2 check character (`bad_subject_id`), a stay's end is not after its start
 (`end_not_after_start`; also a check-in whose `leave` is not after its `at`, a declaration whose `to_date` is
-before its `from_date`), a stay's cell is not in cells.parquet (`unknown_cell`), a hotel stay has fewer
-than one night (`bad_nights`), or a check-in lasts more than 31 days (`too_long`). Each malformed row is
-counted once, under the first of these that applies.
+before its `from_date`), a stay's cell is not in cells.parquet (`unknown_cell`), or a hotel stay has fewer
+than one night (`bad_nights`); also when a value is out of its type's range (`out_of_range`), longer than
+its limit (`too_long`) or a stay, hotel visit or check-in lasts more than 31 days (`visit_too_long`). Each
+malformed row is counted once, under the first of these that applies (`proto.tokenize.CATEGORIES`). A file
+that cannot be read as its schema (not Parquet, a column of the wrong type) is named in `unreadable` and
+skipped; the rest is served.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import pyarrow.parquet as pq
 from proto import ids, layout, tokenize
 from proto import tokens as tk
 from proto.layout import LayoutError
-from proto.tokenize import CATEGORIES, DATASETS, Dataset
+from proto.tokenize import CATEGORIES, DATASETS, MAX_ID_BYTES, MAX_NAME_CHARS, MAX_VISIT_DAYS, Dataset
 
 _DAY = 86400
 BODY_COLUMN = "subject_body"
@@ -46,6 +49,39 @@ Counts = dict[tuple[str, int], tuple[dict[str, int], int]]
 
 class StoreError(ValueError):
     """An agency's data directory cannot be read (unknown agency, missing file or column)."""
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+_KINDS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
+    "cell_id": ("an integer", lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)),
+    "start": ("a timestamp", pa.types.is_timestamp),
+    "end": ("a timestamp", pa.types.is_timestamp),
+    "service_date": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
+    "birth_date": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
+    "check_in": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
+    "from_date": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
+    "to_date": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
+    "at": ("a timestamp", pa.types.is_timestamp),
+    "leave": ("a timestamp", pa.types.is_timestamp),
+    "carriage": ("an integer", pa.types.is_integer),
+    "nights": ("an integer", pa.types.is_integer),
+}
+"""What each non-string token column must hold (every other token column is a string)."""
+_STRING: tuple[str, Callable[[pa.DataType], bool]] = (
+    "a string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)
+)
+
+
+def schema_problem(ds: Dataset, schema: pa.Schema) -> str | None:
+    """Why a file's schema cannot be read as the dataset (a token column missing or of the wrong type)."""
+    for col in ds.columns:
+        if col not in schema.names:
+            return f"missing column {col}"
+        actual = schema.field(col).type
+        what, ok = _KINDS.get(col, _STRING)
+        if not ok(actual):
+            return f"column {col} is {actual}, not {what}"
+    return None
 
 
 _SPAN_COLUMNS = {
@@ -66,8 +102,11 @@ class _Piece(NamedTuple):
     group: int
 
 
-def _open_files(root: Path, ds: Dataset, as_of: dt.date | None) -> list[tuple[Path, pq.ParquetFile]]:
-    """A dataset's files delivered by `as_of`, opened, each checked to hold the columns the tokens need."""
+def _open_files(
+    root: Path, ds: Dataset, as_of: dt.date | None, unreadable: dict[str, str]
+) -> list[tuple[Path, pq.ParquetFile]]:
+    """A dataset's files delivered by `as_of`, opened, each checked to hold the token columns with their
+    types; a file that cannot be read as the schema is named in `unreadable` and skipped."""
     try:
         files = layout.dataset_files(root, ds.name, as_of)
     except (LayoutError, OSError) as exc:
@@ -76,11 +115,13 @@ def _open_files(root: Path, ds: Dataset, as_of: dt.date | None) -> list[tuple[Pa
     for f in files:
         try:
             pf = pq.ParquetFile(f.path)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise StoreError(f"{f.path}: not a readable Parquet file ({exc})") from None
-        missing = [c for c in ds.columns if c not in pf.schema_arrow.names]
-        if missing:
-            raise StoreError(f"{f.path}: missing column(s) {', '.join(missing)}")
+        except (OSError, pa.ArrowException) as exc:
+            unreadable[str(f.path)] = f"not a readable Parquet file ({exc})"
+            continue
+        problem = schema_problem(ds, pf.schema_arrow)
+        if problem is not None:
+            unreadable[str(f.path)] = problem
+            continue
         out.append((f.path, pf))
     return out
 
@@ -111,11 +152,18 @@ class AgencyStore:
         self.datasets = DATASETS[agency]
         self._pieces: dict[str, list[_Piece]] = {}
         self._schemas: dict[str, pa.Schema] = {}
+        self.unreadable: dict[str, str] = {}
+        """Files skipped because they cannot be read as their schema: path → why."""
         for ds in self.datasets:
             self._pieces[ds.name] = []
-            for path, pf in _open_files(self.root, ds, as_of):
+            skipped = len(self.unreadable)
+            opened = _open_files(self.root, ds, as_of, self.unreadable)
+            for path, pf in opened:
                 self._pieces[ds.name].extend(_Piece(path, pf, g) for g in range(pf.num_row_groups))
                 self._schemas.setdefault(ds.name, pa.schema([pf.schema_arrow.field(c) for c in ds.columns]))
+            if not opened and len(self.unreadable) > skipped:  # every file of it skipped: not served
+                del self._pieces[ds.name]
+        self.datasets = tuple(ds for ds in self.datasets if ds.name in self._pieces)
         self._cells: pd.DataFrame | None = None
         self._counts: dict[tuple[str, int], dict[str, int]] = {}
         self._good: dict[tuple[str, int], int] = {}
@@ -130,12 +178,37 @@ class AgencyStore:
             path = self.root / "cells.parquet"
             if not path.is_file():
                 raise StoreError(f"carrier: missing data file {path}")
-            table = pq.read_table(path)
-            for col in ("cell_id", "region_code"):
-                if col not in table.column_names:
-                    raise StoreError(f"{path}: missing column {col}")
-            self._cells = table.to_pandas()
+            self._cells = self._read_cells(path)
         return self._cells
+
+    def _read_cells(self, path: Path) -> pd.DataFrame:
+        """cells.parquet with its unusable rows dropped (and named in `unreadable`): a cell id that is null,
+        NaN or out of int32's range, or listed twice (every row of it: which region is meant is unknown). A
+        file that cannot be read as its schema gives no cells."""
+        empty = pd.DataFrame({"cell_id": pd.Series(dtype=np.int32), "region_code": pd.Series(dtype=object)})
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            self.unreadable[str(path)] = f"not a readable Parquet file ({exc})"
+            return empty
+        problem = schema_problem(Dataset("cells", ("cell_id", "region_code"), None), table.schema)
+        if problem is not None:
+            self.unreadable[str(path)] = problem
+            return empty
+        cell = table["cell_id"].cast(pa.float64()).to_numpy(zero_copy_only=False)
+        usable = np.isfinite(cell) & (cell >= _INT32[0]) & (cell <= _INT32[1]) & (np.floor(cell) == cell)
+        ids_seen = pd.Series(cell)
+        twice = ids_seen.duplicated(keep=False).to_numpy() & usable
+        keep = usable & ~twice
+        dropped = []
+        if (~usable).any():
+            dropped.append(f"{int((~usable).sum())} rows with a null, NaN or out-of-range cell_id")
+        if twice.any():
+            dropped.append(f"{int(twice.sum())} rows of {ids_seen[twice].nunique()} cell ids listed twice")
+        if dropped:
+            self.unreadable[str(path)] = "skipped " + " and ".join(dropped)
+        frame = table.filter(pa.array(keep)).to_pandas()
+        return frame.assign(cell_id=frame["cell_id"].astype(np.int32))
 
     # -- validation -------------------------------------------------------------------------------------
 
@@ -150,32 +223,47 @@ class AgencyStore:
             counts[category] += int(new.sum())
             bad[:] |= new
 
+        def flags(mask: pa.ChunkedArray | pa.Array) -> np.ndarray:
+            return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+
         missing = np.zeros(n, dtype=bool)
         for col in ds.required:
             missing |= table[col].is_null().to_numpy(zero_copy_only=False)
+            if pa.types.is_floating(table[col].type):
+                missing |= flags(pc.is_nan(table[col]))
         mark("missing_value", missing)
         valid, bodies = ids.parse(table["subject_id"])
         mark("bad_subject_id", ~valid)
+        if "cell_id" in ds.columns:
+            cell = table["cell_id"].cast(pa.float64())
+            outside = pc.or_(pc.less(cell, _INT32[0]), pc.greater(cell, _INT32[1]))
+            mark("out_of_range", flags(pc.or_(outside, pc.not_equal(pc.floor(cell), cell))))
+        long = np.zeros(n, dtype=bool)
+        for col in ds.columns:
+            if col == "subject_id" or col in _KINDS:
+                continue
+            length = pc.utf8_length(table[col]) if col == "name" else pc.binary_length(table[col])
+            long |= flags(pc.greater(length, MAX_NAME_CHARS if col == "name" else MAX_ID_BYTES))
+        mark("too_long", long)
         if ds.name == "stays":
-            not_after = pc.fill_null(pc.less_equal(table["end"], table["start"]), False)
-            mark("end_not_after_start", not_after.to_numpy(zero_copy_only=False))
-            cell_ids = pa.array(self.cells()["cell_id"].to_numpy(np.int32))
-            known = pc.fill_null(pc.is_in(table["cell_id"].cast(pa.int32()), value_set=cell_ids), False)
-            mark("unknown_cell", ~known.to_numpy(zero_copy_only=False))
+            mark("end_not_after_start", flags(pc.less_equal(table["end"], table["start"])))
+            cell_ids = pa.array(self.cells()["cell_id"].to_numpy(np.float64))
+            known = pc.is_in(table["cell_id"].cast(pa.float64()), value_set=cell_ids)
+            mark("unknown_cell", ~flags(known))
+            start = table["start"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            end = table["end"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            mark("visit_too_long", flags(pc.greater(pc.subtract(end, start), MAX_VISIT_DAYS * _DAY)))
         if ds.name == "hotel_stays":
-            few = pc.fill_null(pc.less(table["nights"], 1), False)
-            mark("bad_nights", few.to_numpy(zero_copy_only=False))
+            mark("bad_nights", flags(pc.less(table["nights"], 1)))
+            mark("visit_too_long", flags(pc.greater(table["nights"], MAX_VISIT_DAYS)))
         if ds.name == "checkins":
             at = table["at"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
             leave = table["leave"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
             length = pc.subtract(leave, at)
-            not_after = pc.fill_null(pc.less_equal(length, 0), False)
-            mark("end_not_after_start", not_after.to_numpy(zero_copy_only=False))
-            too_long = pc.fill_null(pc.greater(length, tokenize.MAX_VISIT_SECONDS), False)
-            mark("too_long", too_long.to_numpy(zero_copy_only=False))
+            mark("end_not_after_start", flags(pc.less_equal(length, 0)))
+            mark("visit_too_long", flags(pc.greater(length, MAX_VISIT_DAYS * _DAY)))
         if ds.name == "declarations":
-            before = pc.fill_null(pc.less(table["to_date"], table["from_date"]), False)
-            mark("end_not_after_start", before.to_numpy(zero_copy_only=False))
+            mark("end_not_after_start", flags(pc.less(table["to_date"], table["from_date"])))
         return ~bad, bodies, counts
 
     def _read(self, ds: Dataset, group: int, reaching: int | None = None) -> pa.Table:
@@ -204,7 +292,12 @@ class AgencyStore:
         if reaching is None:
             self._counts[(ds.name, group)] = counts
             self._good[(ds.name, group)] = int(good.sum())
-        return table.append_column(BODY_COLUMN, pa.array(bodies)).filter(pa.array(good))
+        table = table.append_column(BODY_COLUMN, pa.array(bodies)).filter(pa.array(good))
+        if "cell_id" in ds.columns and table["cell_id"].type != pa.int32():  # good rows are in range
+            table = table.set_column(
+                table.column_names.index("cell_id"), "cell_id", table["cell_id"].cast(pa.int32())
+            )
+        return table
 
     def _scan_all(self) -> None:
         """Validate every row group not yet read, so the counts cover the whole files."""

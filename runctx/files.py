@@ -21,3 +21,12 @@ def write_atomic(path: Path, data: bytes, *, private: bool = False, durable: boo
         if durable:
             os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+WITNESS_DIR = Path("audit") / "heads"
+"""The auditor's inbox for signed log heads, relative to the run directory."""
+
+
+def witness_dir(run_dir: Path, log: str) -> Path:
+    """Where the witness keeps the heads of one log: `log` is "coordinator" or "nodes/<agency>"."""
+    return Path(run_dir) / WITNESS_DIR / log

@@ -20,33 +20,38 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from crypto.drbg import Rng, default_rng
+from crypto.errors import TrustListError
 from crypto.pki import (
     COORDINATOR_DNS,
     DEFAULT_ISSUER,
     DNS_SUFFIX,
     FORMAT_HEALTHPSI,
+    NATIONAL_ROOT,
     NO_EXPIRY,
     STORAGE_KEY_BYTES,
     VALID_AFTER,
     VALID_BEFORE,
     Identities,
     RevocationList,
+    TrustList,
     agency_name,
     ec_private_key,
     ed25519_private_key,
     issue_certificate,
     load_certificate,
     load_ec_private_key,
+    load_trust_list,
     make_identities,
     make_revocations,
     make_trust_list,
     parse_identities,
     parse_revocations,
     read_json,
+    region_code,
+    root_fingerprint,
     spki_kid,
     utc,
 )
-from proto.tokens import AGENCIES
 from runctx.files import write_atomic
 from runctx.scenario import Scenario, ScenarioError
 
@@ -74,6 +79,33 @@ class PkiPaths:
     def root_key(self) -> Path:
         """Root CA private key (PKCS8 PEM)."""
         return self.pki_dir / "root.key"
+
+    @property
+    def root_fingerprint(self) -> Path:
+        """The verifier's pin: SHA-256 of the national root certificate's DER, hex (`--root-fingerprint`)."""
+        return self.pki_dir / "root.fingerprint"
+
+    @property
+    def home_issuer_file(self) -> Path:
+        """The region code of the authority this run's coordinator issues for (the first `--issuer`)."""
+        return self.pki_dir / "issuer"
+
+    @property
+    def home_issuer(self) -> str:
+        """The coordinator's issuing authority (region code), as `keys init` recorded it."""
+        try:
+            return region_code(self.home_issuer_file.read_text(encoding="ascii").strip())
+        except FileNotFoundError:
+            return DEFAULT_ISSUER
+
+    def issuer_dir(self, region: str) -> Path:
+        """`RUN/pki/issuers/<region>`: one issuing authority's code-signing key and revocation list."""
+        return self.pki_dir / "issuers" / region_code(region)
+
+    def issuers(self) -> list[str]:
+        """The issuing authorities that have a directory here, sorted."""
+        base = self.pki_dir / "issuers"
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
     @property
     def nodes_ca_cert(self) -> Path:
@@ -107,13 +139,13 @@ class PkiPaths:
 
     @property
     def signing_cert(self) -> Path:
-        """Code-signing certificate (ECDSA P-256), issued by the root."""
-        return self.pki_dir / "signing.pem"
+        """The home issuer's code-signing certificate (ECDSA P-256), issued by the root."""
+        return self.issuer_dir(self.home_issuer) / "signing.pem"
 
     @property
     def signing_key(self) -> Path:
-        """Code-signing private key."""
-        return self.pki_dir / "signing.key"
+        """The home issuer's code-signing private key."""
+        return self.issuer_dir(self.home_issuer) / "signing.key"
 
     @property
     def identities(self) -> Path:
@@ -127,8 +159,38 @@ class PkiPaths:
 
     @property
     def revocations(self) -> Path:
-        """Root-signed list of revoked code ids."""
-        return self.pki_dir / "revocations.json"
+        """The home issuer's revocation list (signed with its code-signing key)."""
+        return self.issuer_dir(self.home_issuer) / "revocations.json"
+
+    @property
+    def dask_dir(self) -> Path:
+        """`RUN/pki/dask`: the TLS certificates of the coordinator's Dask cluster (its own CA)."""
+        return self.pki_dir / "dask"
+
+    @property
+    def dask_ca_cert(self) -> Path:
+        """The CA every Dask party checks its peers against."""
+        return self.dask_dir / "ca.pem"
+
+    @property
+    def dask_client_cert(self) -> Path:
+        """The coordinator's Dask client certificate (client auth)."""
+        return self.dask_dir / "client.pem"
+
+    @property
+    def dask_client_key(self) -> Path:
+        """The Dask client's private key."""
+        return self.dask_dir / "client.key"
+
+    @property
+    def dask_worker_cert(self) -> Path:
+        """The scheduler's and workers' certificate (server and client auth)."""
+        return self.dask_dir / "worker.pem"
+
+    @property
+    def dask_worker_key(self) -> Path:
+        """The scheduler's and workers' private key."""
+        return self.dask_dir / "worker.key"
 
     @property
     def nodes_dir(self) -> Path:
@@ -136,20 +198,9 @@ class PkiPaths:
         return self.pki_dir / "nodes"
 
     def node_cert(self, agency: str) -> Path:
-        """A node's TLS server certificate (issued by the nodes CA)."""
+        """A node's TLS server certificate (issued by the nodes CA from the node's request; the node's keys
+        never leave it, see `nodes.secrets`)."""
         return self.nodes_dir / f"{agency_name(agency)}.pem"
-
-    def node_key(self, agency: str) -> Path:
-        """A node's TLS private key."""
-        return self.nodes_dir / f"{agency_name(agency)}.key"
-
-    def node_identity_key(self, agency: str) -> Path:
-        """A node's Ed25519 identity key (manifest and audit-head signatures)."""
-        return self.nodes_dir / f"{agency_name(agency)}.identity.key"
-
-    def node_storage_key(self, agency: str) -> Path:
-        """A node's key-encryption key for partition keys at rest (32 raw bytes)."""
-        return self.nodes_dir / f"{agency_name(agency)}.storage.key"
 
     def exists(self) -> bool:
         """Whether any PKI has been written for this run."""
@@ -165,10 +216,27 @@ class _Issued:
 
 
 def write_revocations(paths: PkiPaths, code_ids: Iterable[str], *, issued_at: datetime) -> RevocationList:
-    """Re-sign and write `revocations.json` with the root key; return the new list."""
-    doc = make_revocations(code_ids, load_ec_private_key(paths.root_key), issued_at=issued_at)
+    """Re-sign the home issuer's `revocations.json` with its code-signing key, write it, return the list."""
+    doc = make_revocations(code_ids, load_ec_private_key(paths.signing_key), issued_at=issued_at,
+                           issuer=paths.home_issuer)
     save_json(paths.revocations, doc)
-    return parse_revocations(doc, load_certificate(paths.root_cert))
+    return parse_revocations(doc, load_pinned_trust_list(paths))
+
+
+def load_pinned_trust_list(paths: PkiPaths) -> TrustList:
+    """The run's trust list, checked against the pinned root fingerprint (`RUN/pki/root.fingerprint`)."""
+    return load_trust_list(paths.trustlist, fingerprint=read_fingerprint(paths.root_fingerprint))
+
+
+def read_fingerprint(path: Path) -> str:
+    """A pinned root fingerprint file: 64 hex digits. Raises TrustListError naming the file."""
+    try:
+        text = path.read_text(encoding="ascii").strip().lower()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrustListError(f"root fingerprint {path}: cannot read ({exc})") from None
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise TrustListError(f"root fingerprint {path}: expected 64 hex digits (SHA-256 of the root's DER)")
+    return text
 
 
 def load_identities(paths: PkiPaths) -> Identities:
@@ -176,9 +244,11 @@ def load_identities(paths: PkiPaths) -> Identities:
     return parse_identities(read_json(paths.identities, "identities"), load_certificate(paths.root_cert))
 
 
-def load_signing_key(paths: PkiPaths) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    """The code-signing key and its kid (SHA-256 of the SPKI DER, first 8 bytes)."""
-    key = load_ec_private_key(paths.signing_key)
+def load_signing_key(paths: PkiPaths, issuer: str | None = None) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """An issuer's code-signing key (default: the home issuer's) and its kid (SHA-256 of the SPKI DER, first
+    8 bytes)."""
+    path = paths.signing_key if issuer is None else paths.issuer_dir(issuer) / "signing.key"
+    key = load_ec_private_key(path)
     return key, spki_kid(key.public_key())
 
 
@@ -202,14 +272,16 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> byt
 
 def create_pki(
     paths: PkiPaths,
-    agencies: Sequence[str],
     *,
     rng: Rng | None = None,
     now: datetime | None = None,
-    issuer: str = DEFAULT_ISSUER,
+    issuers: Sequence[str] = (DEFAULT_ISSUER,),
 ) -> None:
-    """Write a run's whole PKI (see `PkiPaths`): CAs, TLS certificates, identity and storage keys, the
-    code-signing certificate, and the root-signed identities, trust list and (empty) revocation list.
+    """Write the authority's side of a run's PKI (see `PkiPaths`): the CAs, the coordinator's TLS
+    certificate, identity and storage keys, one code-signing certificate and (empty, self-signed) revocation
+    list per issuing authority in `issuers` (region codes; the first is the coordinator's), the root-signed
+    identities (nodes join it by enrollment, `runctx.enroll`) and trust list of every issuer, and the root's
+    fingerprint that verifiers pin. No node key.
 
     With a `Drbg` and a fixed `now` the output is byte-for-byte reproducible. Certificates are valid from
     `now` - 30 days to `now` + 365 days; but when `now` is given (a simulated clock, e.g. a scenario's
@@ -222,9 +294,9 @@ def create_pki(
     now = utc(now or datetime.now(UTC)).replace(microsecond=0)
     signing_validity = {"not_before": now - VALID_BEFORE, "not_after": now + VALID_AFTER}
     validity = {**signing_validity, "not_after": NO_EXPIRY} if simulated else signing_validity
-    agencies = [agency_name(a) for a in agencies]
-    if len(set(agencies)) != len(agencies):
-        raise ValueError(f"duplicate agency names in {agencies}")
+    issuers = [region_code(r) for r in issuers]
+    if not issuers or len(set(issuers)) != len(issuers):
+        raise ValueError(f"expected one or more distinct issuers, got {issuers}")
 
     def make(name: str, cn: str, issuer_ca: _Issued | None, **kwargs: Any) -> _Issued:
         """A key from `rng.child(name)` and its certificate, issued by `issuer_ca` (None: self-signed)."""
@@ -234,11 +306,18 @@ def create_pki(
         cert = issue_certificate(cn, key.public_key(), signer_key, signer_cert, rng=child, **kwargs)
         return _Issued(key, cert)
 
-    root = make("root", f"{issuer} root CA", None, ca=True, **validity)
+    root = make("root", f"{NATIONAL_ROOT} CA", None, ca=True, **validity)
     nodes_ca = make("nodes-ca", "healthpsi nodes CA", None, ca=True, **validity)
     coordinator = make("coordinator", COORDINATOR_DNS, root, usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
                        dns_names=[COORDINATOR_DNS], **validity)
-    signing = make("signing", f"{issuer} code signing", root, **signing_validity)
+    signing = {r: make(f"signing/{r}", f"{r} code signing", root, **signing_validity) for r in issuers}
+    dask_ca = make("dask-ca", "healthpsi dask CA", None, ca=True, **validity)  # its key is not kept
+    loopback = {"dns_names": ["localhost"], "ip_addresses": ["127.0.0.1"]}
+    dask_client = make("dask/client", "dask-client" + DNS_SUFFIX, dask_ca,
+                       usages=[ExtendedKeyUsageOID.CLIENT_AUTH], **loopback, **validity)
+    dask_worker = make("dask/worker", "dask-worker" + DNS_SUFFIX, dask_ca,
+                       usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], **loopback,
+                       **validity)
     coordinator_identity = ed25519_private_key(rng.child("coordinator/identity"))
     coordinator_storage = rng.child("coordinator/storage").random_bytes(STORAGE_KEY_BYTES)
 
@@ -251,38 +330,37 @@ def create_pki(
         paths.coordinator_key: (_pem_key(coordinator.key), True),
         paths.coordinator_identity_key: (_pem_key(coordinator_identity), True),
         paths.coordinator_storage_key: (coordinator_storage, True),
-        paths.signing_cert: (_pem_cert(signing.certificate), False),
-        paths.signing_key: (_pem_key(signing.key), True),
+        paths.root_fingerprint: ((root_fingerprint(root.certificate) + "\n").encode(), False),
+        paths.dask_ca_cert: (_pem_cert(dask_ca.certificate), False),
+        paths.dask_client_cert: (_pem_cert(dask_client.certificate), False),
+        paths.dask_client_key: (_pem_key(dask_client.key), True),
+        paths.dask_worker_cert: (_pem_cert(dask_worker.certificate), False),
+        paths.dask_worker_key: (_pem_key(dask_worker.key), True),
+        paths.home_issuer_file: ((issuers[0] + "\n").encode(), False),
     }
-    node_identities = {}
-    for agency in agencies:
-        node = make(f"node/{agency}", agency + DNS_SUFFIX, nodes_ca, usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-                    dns_names=[agency + DNS_SUFFIX, "localhost"], ip_addresses=["127.0.0.1"], **validity)
-        identity = ed25519_private_key(rng.child(f"node/{agency}/identity"))
-        node_identities[agency] = identity.public_key()
-        files[paths.node_cert(agency)] = (_pem_cert(node.certificate), False)
-        files[paths.node_key(agency)] = (_pem_key(node.key), True)
-        files[paths.node_identity_key(agency)] = (_pem_key(identity), True)
-        storage = rng.child(f"node/{agency}/storage").random_bytes(STORAGE_KEY_BYTES)
-        files[paths.node_storage_key(agency)] = (storage, True)
-
+    for region, issued in signing.items():
+        files[paths.issuer_dir(region) / "signing.pem"] = (_pem_cert(issued.certificate), False)
+        files[paths.issuer_dir(region) / "signing.key"] = (_pem_key(issued.key), True)
     for path, (data, private) in files.items():
         write_atomic(path, data, private=private)
     root_cert = root.certificate
-    save_json(paths.identities, make_identities(node_identities, coordinator_identity.public_key(), root.key,
+    save_json(paths.identities, make_identities({}, coordinator_identity.public_key(), root.key,
                                                 issued_at=now))
-    save_json(paths.trustlist, make_trust_list([(signing.certificate, FORMAT_HEALTHPSI)], root_cert, root.key,
-                                               issuer=issuer, issued_at=now))
-    save_json(paths.revocations, make_revocations([], root.key, issued_at=now, issuer=issuer))
+    entries = [(issued.certificate, FORMAT_HEALTHPSI, region) for region, issued in signing.items()]
+    save_json(paths.trustlist, make_trust_list(entries, root_cert, root.key, issued_at=now))
+    for region, issued in signing.items():
+        save_json(paths.issuer_dir(region) / "revocations.json",
+                  make_revocations([], issued.key, issued_at=now, issuer=region))
 
 
 class KeysError(Exception):
     """`keys init` cannot proceed; the message says why."""
 
 
-def init_keys(run_dir: Path, *, force: bool = False) -> PkiPaths:
-    """Write RUN/pki (deterministic from the scenario's seed when there is one); refuse to overwrite
-    an existing PKI unless `force`."""
+def init_keys(run_dir: Path, *, force: bool = False, issuers: Sequence[str] = (DEFAULT_ISSUER,)) -> PkiPaths:
+    """Write RUN/pki for the issuing authorities `issuers` (the first is the coordinator's), deterministic
+    from the scenario's seed in a deterministic simulation; refuse to overwrite an existing PKI unless
+    `force`."""
     paths = PkiPaths(run_dir)
     if paths.exists():
         if not force:
@@ -293,8 +371,8 @@ def init_keys(run_dir: Path, *, force: bool = False) -> PkiPaths:
     except ScenarioError as exc:
         raise KeysError(str(exc)) from None
     if scenario is None:
-        create_pki(paths, AGENCIES)
+        create_pki(paths, issuers=issuers)
     else:
         now = datetime.combine(scenario.as_of, time(), UTC)
-        create_pki(paths, AGENCIES, rng=scenario.rng("pki"), now=now)
+        create_pki(paths, rng=scenario.rng("pki"), now=now, issuers=issuers)
     return paths

@@ -1,5 +1,9 @@
 """RUN/scenario.json, read and checked once for every party: the epoch's date and window, and in a simulation
-run the seed behind every party's randomness and its simulated clock."""
+run its seed, its simulated clock and whether its secrets are derived from the seed (`deterministic`).
+
+This module is the one place that decides where a secret comes from: `Scenario.rng` gives the seed's stream
+only when the scenario says `"deterministic": true` (a simulation whose auditor re-runs it byte for byte);
+every other run draws every secret from the operating system."""
 
 from __future__ import annotations
 
@@ -25,18 +29,20 @@ class ScenarioError(ValueError):
 @dataclass(frozen=True)
 class Scenario:
     """The run's as_of date (its first epoch's), its number of daily epochs, its window and, in a simulation
-    run, its seed; `raw` is the whole file."""
+    run, its seed and whether secrets derive from it; `raw` is the whole file."""
 
     as_of: dt.date
     window_days: int = DEFAULT_WINDOW_DAYS
     seed: int | None = None
     days: int = 1
+    deterministic: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, run_dir: Path | str) -> Scenario:
         """Read and check RUN/scenario.json: a JSON object with an as_of date (YYYY-MM-DD), an optional
-        window_days and days (epochs) of at least 1 and an optional seed in [0, 2^64) (checked first)."""
+        window_days and days (epochs) of at least 1, an optional seed in [0, 2^64) (checked first) and an
+        optional boolean `deterministic`, refused unless the run is a simulation (has a seed)."""
         path = Path(run_dir) / SCENARIO_FILE
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -60,7 +66,14 @@ class Scenario:
         epochs = raw.get("days", 1)
         if type(epochs) is not int or epochs < 1:
             raise ScenarioError(f"{path}: days must be an integer of at least 1, got {epochs!r}")
-        return cls(as_of=as_of, window_days=days, seed=seed, days=epochs, raw=raw)
+        deterministic = raw.get("deterministic", False)
+        if type(deterministic) is not bool:
+            raise ScenarioError(f"{path}: deterministic must be true or false, got {deterministic!r}")
+        if deterministic and seed is None:
+            raise ScenarioError(f"{path}: deterministic is refused outside a simulation (there is no seed)")
+        return cls(
+            as_of=as_of, window_days=days, seed=seed, days=epochs, deterministic=deterministic, raw=raw
+        )
 
     @classmethod
     def read(cls, run_dir: Path | str) -> Scenario | None:
@@ -90,10 +103,16 @@ class Scenario:
         first, last = self.window
         return day is None or first <= day <= last
 
+    @property
+    def randomness(self) -> str:
+        """How the run's secrets are drawn, as manifests, log heads and reports state it: "deterministic"
+        (derived from the seed in scenario.json, for the auditor's re-run) or "system" (the OS)."""
+        return "deterministic" if self.deterministic else "system"
+
     def rng(self, purpose: str) -> Rng | None:
         """The run's deterministic random stream for one purpose ("pki", "node/<agency>/<partition>",
-        "coordinator/storage", ...) in a seeded run; None (system randomness) otherwise."""
-        if self.seed is None:
+        "coordinator/storage", ...) in a deterministic simulation run; None (system randomness) otherwise."""
+        if not self.deterministic or self.seed is None:
             return None
         return Drbg(b"healthpsi" + self.seed.to_bytes(8, "big")).child(purpose)
 

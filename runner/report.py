@@ -124,6 +124,20 @@ def _exits(exit_codes: dict[str, int]) -> str:
     return "NO: " + ", ".join(f"{agency} exited {code}" for agency, code in bad.items())
 
 
+def _day_row(day: dict[str, Any]) -> dict[str, Any]:
+    """A report row for one day of a multi-day run."""
+    return {
+        "as of": day["as_of"],
+        **{c: day["colours"].get(c, 0) for c in COLOURS},
+        "matches": day["matches"],
+        "revoked": day["revoked"],
+        "tokens queried": day["queried"],
+        "answers reused": day["reused_answers"],
+        "indexes downloaded / cached": f"{day['indexes_downloaded']} / {day['indexes_cached']}",
+        "equals plaintext join": "yes" if day["reference_equal"] else "NO",
+    }
+
+
 def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write RUN/report.json and RUN/report.html for a finished run; return the HTML path."""
     scenario = json.loads((run_dir / "scenario.json").read_text())
@@ -153,7 +167,9 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     }
     report = {
         "title": f"healthpsi run — {scenario['preset']}, seed {scenario['seed']}",
-        "subtitle": f"{scenario['persons']:,} persons · window ending {as_of} · {run_dir}",
+        "subtitle": f"{scenario['persons']:,} persons · window ending {as_of} · {run_dir} · "
+        + ("deterministic: every secret derived from the seed (for the auditor's re-run)"
+           if scenario.get("deterministic") else "every secret from the OS"),
         "cards": [
             {"label": "persons", "value": int(scenario["persons"])},
             {"label": "codes issued", "value": len(codes)},
@@ -186,6 +202,11 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
             {"title": "Matches per agency and token kind", "rows": by_kind.to_dict("records")},
             {"title": "Exposures per day", "figures": ["exposures"]},
             {"title": "Where the exposures were", "figures": ["map"]},
+            *(
+                [{"title": "Day by day (codes by colour, matches, revocations, queried vs reused)",
+                  "rows": [_day_row(d) for d in summary["days"]]}]
+                if len(summary.get("days", [])) > 1 else []
+            ),
             {"title": "Epoch stages (time and bytes on the wire)", "rows": stage_rows},
             {
                 "title": "Run steps",

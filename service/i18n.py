@@ -50,6 +50,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "result.expires": ("有效期至", "Valid until"),
     "reason.not-a-code": ("不是健康码", "Not a health code"),
     "reason.unknown-key": ("签发密钥不在信任列表中", "Unknown signing key"),
+    "reason.wrong-issuer": ("签发机构与签名密钥不符", "Issuer does not match the signing key"),
     "reason.bad-signature": ("签名无效", "Bad signature"),
     "reason.expired": ("已过期", "Expired"),
     "reason.not-yet-valid": ("尚未生效", "Not yet valid"),
@@ -223,6 +224,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "reason.SYMPTOMS": (
         "您申报了发热、咳嗽等症状，请到发热门诊就诊",
         "You declared symptoms such as fever or cough: please visit a fever clinic",
+    ),
+    "reason.LONG_CELL_HOURS": (
+        "与病例在同一区域停留六小时以上", "You spent six hours or more in the same area as a case"
+    ),
+    "reason.SAME_CELL_DAYS": (
+        "连日与病例在同一区域（如同住一栋楼）",
+        "You were in the same area as a case for days (as neighbours are)",
     ),
     "refusal.NOT_IN_REGISTER": (
         "人口库中没有与该姓名、身份证号和出生日期一致的人员",

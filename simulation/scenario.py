@@ -61,9 +61,16 @@ class _Run:
     """One simulation run: the generators, the city, and the files being written."""
 
     def __init__(
-        self, preset: Preset, seed: int, out: Path, malformed_rate: float, recall: float, late_rate: float
+        self,
+        preset: Preset,
+        seed: int,
+        out: Path,
+        malformed_rate: float,
+        recall: float,
+        late_rate: float,
+        deterministic: bool,
     ) -> None:
-        self.p, self.seed, self.out = preset, seed, out
+        self.p, self.seed, self.out, self.deterministic = preset, seed, out, deterministic
         self.malformed_rate, self.recall, self.late_rate = malformed_rate, recall, late_rate
         self.late: dict[str, dict[str, int]] = {}
         self.epoch_s = day_number(preset.window_start) * 86400
@@ -530,6 +537,7 @@ class _Run:
         scenario: dict[str, object] = {
             "preset": p.name,
             "seed": self.seed,
+            "deterministic": self.deterministic,
             "persons": p.persons,
             "as_of": p.as_of.isoformat(),
             "days": p.days,
@@ -562,6 +570,7 @@ def simulate(
     progress: Progress | None = None,
     days: int = 1,
     late_rate: float = 0.03,
+    deterministic: bool = True,
 ) -> dict[str, object]:
     """Simulate a preset city for its 14-day window and `days` − 1 further days, and write RUN `out`;
     returns the scenario (scenario.json).
@@ -569,7 +578,9 @@ def simulate(
     `persons` overrides the preset's resident population; `malformed_rate` is the share of agency rows
     made malformed; `recall` the probability an investigation remembers each token; `days` the number of
     daily epochs (the first on the preset's as_of); `late_rate` the share of a day's agency rows delivered
-    one or two days late. `progress(step, done, total)` is called as the work advances.
+    one or two days late. `progress(step, done, total)` is called as the work advances. `deterministic`
+    (scenario.json's field of that name) makes every party derive its secrets from the seed, so that an
+    auditor can re-run the run byte for byte; without it they come from the operating system.
     """
     if not 0.0 <= malformed_rate < 1.0:
         raise ValueError(f"malformed_rate must be in [0, 1), got {malformed_rate}")
@@ -578,7 +589,8 @@ def simulate(
     report = progress or (lambda step, done, total: None)
     if not 0.0 <= late_rate < 1.0:
         raise ValueError(f"late_rate must be in [0, 1), got {late_rate}")
-    run = _Run(get_preset(preset, persons, days=days), seed, Path(out), malformed_rate, recall, late_rate)
+    city = get_preset(preset, persons, days=days)
+    run = _Run(city, seed, Path(out), malformed_rate, recall, late_rate, deterministic)
     run.out.mkdir(parents=True, exist_ok=True)
     report("building the city", 0, 1)
     run.build()

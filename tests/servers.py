@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from crypto.pki import load_ec_private_key, read_json, sign_document
+from runctx.pki import PkiPaths, save_json
 from service.process import ServiceProcess
 from tests.integration.conftest import NodeProcess
 
@@ -62,3 +64,13 @@ def unclaimed_people(run: Path, count: int) -> list[dict[str, str]]:
         {"subject_id": str(r.subject_id), "name": str(r.name), "birth_date": str(r.birth_date)[:10]}
         for r in free.itertuples()
     ]
+
+
+def republish_trust_list(run: Path, issued_at: str) -> None:
+    """Re-sign the run's trust list as of `issued_at` (ISO time) with its root, as the authority re-publishes
+    it: a live service issues codes at the wall clock, long after a simulated run's list went stale."""
+    paths = PkiPaths(run)
+    body = {k: v for k, v in read_json(paths.trustlist, "trust list").items() if k != "signature"}
+    at = issued_at.replace("+00:00", "Z")
+    save_json(paths.trustlist, sign_document({**body, "issued_at": at}, load_ec_private_key(paths.root_key)))
+

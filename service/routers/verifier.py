@@ -1,22 +1,21 @@
 """The checkpoint verifier (verifier party): the offline page and its service worker, the pinned root
-fingerprint and list addresses, the signed trust and revocation lists, and anonymous scan counts."""
+fingerprint and list addresses, the signed trust list and every issuing authority's revocation list, and
+anonymous scan counts."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from crypto.errors import TrustListError
-from crypto.pki import load_certificate
-from runctx.pki import PkiPaths
+from crypto.pki import region_code
+from runctx.pki import PkiPaths, read_fingerprint
 from service import counts
 from service.i18n import negotiate, text
 from service.pages import render
@@ -40,6 +39,7 @@ PAGE_TEXTS = (
     "result.expires",
     "reason.not-a-code",
     "reason.unknown-key",
+    "reason.wrong-issuer",
     "reason.bad-signature",
     "reason.expired",
     "reason.not-yet-valid",
@@ -74,17 +74,18 @@ def service_worker() -> Response:
 
 
 @router.get("/api/v1/verifier/config", tags=["verifier"])
-def config(request: Request) -> dict[str, str]:
-    """The pinned root fingerprint (SHA-256 of the root certificate's DER, hex) and the lists' addresses."""
+def config(request: Request) -> dict[str, object]:
+    """The pinned root fingerprint (SHA-256 of the root certificate's DER, hex, RUN/pki/root.fingerprint) and
+    the lists' addresses: the trust list and one revocation list per issuing authority."""
+    paths = _pki(request)
     try:
-        root = load_certificate(_pki(request).root_cert)
+        fingerprint = read_fingerprint(paths.root_fingerprint)
     except TrustListError as exc:
-        raise HTTPException(503, f"no root certificate in this run: {exc}") from None
-    der = root.public_bytes(serialization.Encoding.DER)
+        raise HTTPException(503, f"no pinned root in this run: {exc}") from None
     return {
-        "root_fingerprint": hashlib.sha256(der).hexdigest(),
+        "root_fingerprint": fingerprint,
         "trustlist_url": TRUSTLIST_URL,
-        "revocations_url": REVOCATIONS_URL,
+        "revocations_urls": [f"{REVOCATIONS_URL}/{region}" for region in paths.issuers()],
         "scans_url": SCANS_URL,
     }
 
@@ -107,8 +108,18 @@ def trustlist(request: Request) -> Response:
 
 @router.get(REVOCATIONS_URL, tags=["verifier"])
 def revocations(request: Request) -> Response:
-    """The revocation list, as signed (RUN/pki/revocations.json)."""
+    """The home issuer's revocation list, as it signed it (RUN/pki/issuers/<region>/revocations.json)."""
     return _signed_list(_pki(request).revocations, "revocation list")
+
+
+@router.get(REVOCATIONS_URL + "/{issuer}", tags=["verifier"])
+def issuer_revocations(request: Request, issuer: str) -> Response:
+    """One issuing authority's revocation list (its GB/T 2260 region code), as it signed it."""
+    try:
+        directory = _pki(request).issuer_dir(region_code(issuer))
+    except ValueError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return _signed_list(directory / "revocations.json", f"revocation list of issuer {issuer}")
 
 
 class Scan(BaseModel):

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page
 
 from coordinator.qr import read_qr_png
-from tests.servers import ServiceProcess, outbox_code, unclaimed_people
+from tests.servers import ServiceProcess, outbox_code, republish_trust_list, unclaimed_people
 
 Shot = Callable[[Page, str], Path]
 _phones = iter(range(13700000000, 13799999999))
@@ -67,7 +67,9 @@ def stored(run: Path, code_id: str) -> tuple[str, str]:
 
 
 def verify(run: Path, payload: str, at: str) -> dict[str, object]:
-    """`healthpsi verify --trust RUN/pki/trustlist.json --at AT --json` of a payload (must exit 0)."""
+    """`healthpsi verify --trust RUN/pki/trustlist.json --at AT --json` of a payload (must exit 0), the trust
+    list re-published at AT."""
+    republish_trust_list(run, at)
     cmd = [sys.executable, "-m", "healthpsi.cli", "verify", payload]
     cmd += ["--trust", str(run / "pki" / "trustlist.json"), "--at", at, "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)

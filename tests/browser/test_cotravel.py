@@ -21,8 +21,8 @@ from playwright.sync_api import Page
 from coordinator.cotravel import CotravelPaths, b64
 from coordinator.risk import build_risk_set, load_health, load_scenario
 from crypto import oprf
-from proto import layout
 from proto import tokens as tk
+from proto.layout import dataset_files
 from service.routers.cotravel import DAILY_CAP
 from tests.servers import ServiceProcess
 
@@ -65,7 +65,7 @@ def trips(service_run: Path) -> Trips:
     carriages = sorted(t for t in risk if t.startswith("carriage|"))
     assert carriages, "the run's cases took no train"
     _, trip, day, carriage = carriages[0].split("|")
-    files = layout.dataset_files(service_run / "data" / "transport", "tickets")
+    files = dataset_files(service_run / "data" / "transport", "tickets", scenario.as_of)
     tickets = pd.concat([pd.read_parquet(f.path) for f in files], ignore_index=True)
     first, last = scenario.as_of - dt.timedelta(days=scenario.window_days - 1), scenario.as_of
     clean = [

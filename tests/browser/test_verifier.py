@@ -1,7 +1,9 @@
 """The verifier page in Chromium: loaded once, then with the service stopped and the browser offline,
 it checks codes from image uploads on the device — the run's codes in their database colour, a tampered one,
-a revoked one, an unknown signer, an expired one, something that is not a code, and an EU DCC (`HC1:`); and
-it scans codes from Chromium's fake camera fed with a Y4M video of the QR image."""
+a revoked one, a second issuer's valid and revoked codes (each issuer's own signed revocation list), a code
+naming another issuer than its key's, an unknown signer, an expired one, something that is not a code, and
+an EU DCC (`HC1:`); it refuses lists older than their max_age at the device's clock; and it scans codes from
+Chromium's fake camera fed with a Y4M video of the QR image."""
 
 from __future__ import annotations
 
@@ -20,12 +22,16 @@ from playwright.sync_api import Browser, Page, Playwright
 from coordinator.claims import health_claims
 from coordinator.qr import qr_png
 from crypto.codes import issue_code
+from crypto.drbg import default_rng
 from crypto.pki import (
     FORMAT_DCC,
     FORMAT_HEALTHPSI,
+    REVOCATIONS_MAX_AGE,
     ec_private_key,
+    issue_certificate,
     load_certificate,
     load_ec_private_key,
+    make_revocations,
     make_trust_list,
     parse_certificate,
     spki_kid,
@@ -43,6 +49,8 @@ TESTDATA = next(
 DCC_CASE = TESTDATA / "dcc" / "DE" / "2DCode" / "raw" / "1.json"
 """An EU DCC whose kid sits in the unprotected header."""
 RESULT_TIMEOUT = 30_000
+SECOND_ISSUER = "410100"
+"""Zhengzhou: a second issuing authority on the checkpoint's trust list, with its own key and revocations."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,9 @@ class Checkpoint:
 
 @pytest.fixture(scope="module")
 def checkpoint(service_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
-    """The run's scenario, PKI and codes copied; one green code revoked, the DE test signer added to a trust
-    list re-signed by the run's root."""
+    """The run's scenario, PKI and codes copied; one green code revoked, a second issuer (its key certified by
+    the run's root, one of its two codes revoked by its own list) and the DE test signer added to a trust list
+    re-signed by the run's root."""
     run = tmp_path_factory.mktemp("checkpoint") / "run"
     run.mkdir()
     shutil.copy2(service_run / "scenario.json", run / "scenario.json")
@@ -85,16 +94,31 @@ def checkpoint(service_run: Path, tmp_path_factory: pytest.TempPathFactory) -> C
     paths = PkiPaths(run)
     revoked = by_colour["green"][1]
     write_revocations(paths, [revoked[0]], issued_at=issued)
-    stranger = ec_private_key()
-    claims = health_claims(
-        code_id="stranger",
-        issuer="elsewhere",
-        colour="green",
-        policy_version="1",
-        name="王小明",
-        subject_id="410101199001011234",
-        issued_at=issued,
+    root_cert = load_certificate(paths.root_cert)
+    root_key = load_ec_private_key(paths.root_key)
+    second = ec_private_key()
+    second_cert = issue_certificate(
+        f"{SECOND_ISSUER} code signing", second.public_key(), root_key, root_cert, rng=default_rng(None),
+        not_before=issued - dt.timedelta(days=1), not_after=issued + dt.timedelta(days=365),
     )
+    second_kid = spki_kid(second.public_key())
+
+    def claims(code_id: str, issuer: str) -> dict[int, object]:
+        return health_claims(
+            code_id=code_id,
+            issuer=issuer,
+            colour="green",
+            policy_version="1",
+            name="王小明",
+            subject_id="410101199001011234",
+            issued_at=issued,
+        )
+
+    save_json(
+        paths.issuer_dir(SECOND_ISSUER) / "revocations.json",
+        make_revocations(["zz-revoked"], second, issued_at=issued, issuer=SECOND_ISSUER),
+    )
+    stranger = ec_private_key()
     cases = {f"valid-{c}": Case(f"valid-{c}", by_colour[c][0][3], c) for c in sorted(by_colour)}
     cases.update(
         {
@@ -105,9 +129,24 @@ def checkpoint(service_run: Path, tmp_path_factory: pytest.TempPathFactory) -> C
             "high-s": Case("high-s", high_s_twin(by_colour["green"][0][3]), "invalid", "bad-signature"),
             "unknown-key": Case(
                 "unknown-key",
-                issue_code(claims, stranger, spki_kid(stranger.public_key())),
+                issue_code(claims("stranger", "elsewhere"), stranger, spki_kid(stranger.public_key())),
                 "invalid",
                 "unknown-key",
+            ),
+            "second-issuer": Case(
+                "second-issuer", issue_code(claims("zz-valid", SECOND_ISSUER), second, second_kid), "green"
+            ),
+            "second-issuer-revoked": Case(
+                "second-issuer-revoked",
+                issue_code(claims("zz-revoked", SECOND_ISSUER), second, second_kid),
+                "invalid",
+                "revoked",
+            ),
+            "wrong-issuer": Case(
+                "wrong-issuer",
+                issue_code(claims("zz-forged", paths.home_issuer), second, second_kid),
+                "invalid",
+                "wrong-issuer",
             ),
             "not-a-code": Case(
                 "not-a-code", "https://example.org/not-a-health-code", "invalid", "not-a-code"
@@ -116,12 +155,12 @@ def checkpoint(service_run: Path, tmp_path_factory: pytest.TempPathFactory) -> C
     )
     dcc = json.loads(DCC_CASE.read_text())
     signer = parse_certificate(dcc["TESTCTX"]["CERTIFICATE"])
-    root_cert = load_certificate(paths.root_cert)
-    entries = [(load_certificate(paths.signing_cert), FORMAT_HEALTHPSI), (signer, FORMAT_DCC)]
-    save_json(
-        paths.trustlist,
-        make_trust_list(entries, root_cert, load_ec_private_key(paths.root_key), issued_at=issued),
-    )
+    entries = [
+        (load_certificate(paths.signing_cert), FORMAT_HEALTHPSI, paths.home_issuer),
+        (second_cert, FORMAT_HEALTHPSI, SECOND_ISSUER),
+        (signer, FORMAT_DCC, ""),
+    ]
+    save_json(paths.trustlist, make_trust_list(entries, root_cert, root_key, issued_at=issued))
     clock = dt.datetime.fromisoformat(dcc["TESTCTX"]["VALIDATIONCLOCK"])
     return Checkpoint(
         run, issued + dt.timedelta(hours=1), cases, Case("eu-dcc", dcc["PREFIX"], "green"), clock
@@ -201,6 +240,25 @@ def checkpoint_service(checkpoint: Checkpoint) -> Iterator[ServiceProcess]:
         yield server
     finally:
         server.stop()
+
+
+def test_verifier_refuses_lists_older_than_their_max_age(
+    browser: Browser, checkpoint: Checkpoint, checkpoint_service: ServiceProcess
+) -> None:
+    context = browser.new_context(viewport=PHONE_VIEWPORT, locale="en-US")
+    try:
+        page = context.new_page()
+        stale = checkpoint.device_time + REVOCATIONS_MAX_AGE + dt.timedelta(hours=1)
+        page.clock.install(time=stale)
+        page.goto(f"{checkpoint_service.url}/verifier?lang=en")
+        page.wait_for_selector("#lists-status[data-state=failed]", timeout=RESULT_TIMEOUT)
+        assert "is stale" in page.inner_text("#lists-status")
+        page.fill("#paste", checkpoint.cases["valid-green"].payload)
+        page.click("#paste-form button[type=submit]")
+        page.wait_for_selector("#result:not([hidden])", timeout=RESULT_TIMEOUT)
+        assert page.get_attribute("#result", "data-reason") == "no-lists"
+    finally:
+        context.close()
 
 
 def scans(run: Path, checkpoint_name: str, result: str) -> int:

@@ -20,7 +20,14 @@ import pytest
 
 from coordinator.policy import Policy
 from tests.integration.conftest import NodeProcess
-from tests.servers import ServiceProcess, build_run, outbox_code, start_police, unclaimed_people
+from tests.servers import (
+    ServiceProcess,
+    build_run,
+    outbox_code,
+    republish_trust_list,
+    start_police,
+    unclaimed_people,
+)
 
 PERSONS = 1000
 
@@ -101,6 +108,7 @@ def latest_epoch(run: Path) -> dict[str, Any]:
 
 
 def verify(run: Path, payload: str, at: str) -> dict[str, Any]:
+    republish_trust_list(run, at)
     cmd = [
         sys.executable,
         "-m",

@@ -71,6 +71,7 @@ def test_private_matches_equal_plaintext_join_row_for_row(run_dir: Path) -> None
 def test_nodes_were_real_processes_and_stopped_cleanly(run_dir: Path) -> None:
     summary = json.loads((run_dir / "run.json").read_text())
     assert summary["node_exit_codes"] == {"carrier": 0, "transport": 0, "police": 0, "venues": 0}
+    assert summary["randomness"] == "deterministic"  # `healthpsi run`'s default, stated in run.json
     for agency in ("carrier", "transport", "police", "venues"):
         log = (run_dir / "nodes" / agency / "serve.log").read_text()
         assert log, f"{agency} node wrote no log"

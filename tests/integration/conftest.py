@@ -47,21 +47,28 @@ def healthpsi(*args: str, timeout: float = 900.0) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="session")
 def city_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A simulated city (`--persons 1500`, seed 7) with its PKI from `keys init`; no node state."""
+    """A simulated city (`--persons 1500`, seed 7) with its PKI from `keys init` and each node's own keys
+    from `node init`, enrolled by `keys enroll`; no node state."""
     run = tmp_path_factory.mktemp("city") / "run"
     healthpsi(
         "simulate", "--preset", "city-20k", "--seed", str(SEED), "--out", str(run), "--persons", str(PERSONS)
     )
     healthpsi("keys", "init", "--run", str(run))
+    for agency in AGENCIES:
+        healthpsi("node", "init", "--run", str(run), "--agency", agency)
+        healthpsi("keys", "enroll", "--run", str(run), "--agency", agency)
     return run
 
 
 def copy_run(source: Path, target: Path) -> Path:
-    """A copy of a run's scenario, agency data and PKI (no node state) for a test that needs its own node."""
+    """A copy of a run's scenario, agency data, PKI and node keys (no node state) for a test that needs its
+    own node."""
     target.mkdir(parents=True)
     shutil.copy2(source / "scenario.json", target / "scenario.json")
     shutil.copytree(source / "data", target / "data")
     shutil.copytree(source / "pki", target / "pki")
+    for secrets in (source / "nodes").glob("*.secrets"):
+        shutil.copytree(secrets, target / "nodes" / secrets.name)
     return target
 
 

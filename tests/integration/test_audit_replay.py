@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
 import coordinator.epoch as coordinator_epoch
@@ -31,21 +33,27 @@ from coordinator.results import frame_digest
 from coordinator.risk import RiskSet, group_by_partition
 from coordinator.sealing import read_sealed_json, write_sealed_json
 from coordinator.transport import InProcessTransport
+from crypto import codes
 from crypto.auditlog import AuditLog
-from crypto.pki import load_identity_key, load_storage_key
+from crypto.pki import load_identity_key, load_storage_key, make_revocations
 from healthpsi import cli
 from nodes.budget import BudgetPolicy
+from nodes.secrets import NodeSecrets
 from nodes.startup import open_node
 from proto import tokens as tk
 from proto.errors import ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
-from runctx.pki import PkiPaths, init_keys
+from runctx.pki import PkiPaths, init_keys, load_signing_key
+from runner.enrollment import enroll_nodes
 from simulation.scenario import simulate
 
 PERSONS = 1500
 SEED = 7
 AGENCIES = ("carrier", "transport", "police")
 COORDINATOR_LOG = Path("coordinator") / "audit.jsonl"
+
+REVOCATIONS_ITEM = "pki/issuers/411200/revocations.json"
+"""The home issuer's revocation list, as the auditor names it."""
 
 
 def node_log(agency: str) -> Path:
@@ -57,6 +65,7 @@ def build(run: Path) -> Path:
     """Simulate the city (with its applicants), make the PKI and build every node's indexes (no epoch)."""
     simulate("city-20k", SEED, run, persons=PERSONS)
     init_keys(run)
+    enroll_nodes(run, AGENCIES)
     for agency in AGENCIES:
         open_node(run, agency).close()
     return run
@@ -158,15 +167,22 @@ def test_clean_run_replays_clean(done: Path) -> None:
         sections
     )
     assert {f"nodes/{a}/audit.jsonl" for a in AGENCIES} <= set(sections)
-    # one verdict per log entry
-    assert sum(sections["coordinator/audit.jsonl"].values()) == len(lines(done / COORDINATOR_LOG))
-    for agency in AGENCIES:
-        assert sum(sections[f"nodes/{agency}/audit.jsonl"].values()) == len(lines(done / node_log(agency)))
+    # one verdict per log entry, and one per head the witness holds (every head reached it)
+    for section, path in [(str(COORDINATOR_LOG), COORDINATOR_LOG), *((str(node_log(a)), node_log(a))
+                                                                   for a in AGENCIES)]:
+        mine = [v for v in report.verdicts if v.section == section]
+        heads = [e for e in entries(done / path) if e["kind"] == "head"]
+        assert len([v for v in mine if v.item.startswith("line ")]) == len(lines(done / path))
+        witnessed = [v for v in mine if v.kind == "witness"]
+        assert heads and len(witnessed) == len(heads) and all(v.status == "ok" for v in witnessed)
     assert report.counts["tokens re-derived"] > 100 and report.unjustified == []
     purposes = {v.item.split("/")[2].split(" ")[0] for v in report.verdicts if v.section == "openings"}
     assert purposes == {"risk", "identity"}
     results = {v.item.split(" ")[0]: v for v in report.verdicts if v.section == "results"}
-    assert set(results) == {"matches.parquet", "features.parquet", "codes.sqlite"}
+    assert set(results) == {
+        "matches.parquet", "features.parquet", "codes.sqlite", REVOCATIONS_ITEM, "qr/", "epoch.json"
+    }
+    assert all(v.status == "ok" for v in results.values())
     assert "every row from a queried, justified token" in results["matches.parquet"].reason
     coordinator = [e["kind"] for e in entries(done / COORDINATOR_LOG)]
     assert {"risk_committed", "identities_committed", "evaluate", "matches_written", "codes_issued"} <= set(
@@ -231,7 +247,7 @@ def test_forged_head_signature_is_named(run: Path) -> None:
     raw = lines(path)
     head = json.loads(raw[-1])
     assert head["kind"] == "head"
-    impostor = load_identity_key(PkiPaths(run).node_identity_key("carrier"))
+    impostor = NodeSecrets.of(run, "carrier").load_identity()
     unsigned = {k: v for k, v in head.items() if k != "sig"}
     head["sig"] = impostor.sign(b"healthpsi audit head v1\n" + canonical(unsigned).encode()).hex()
     raw[-1] = canonical(head)
@@ -384,6 +400,126 @@ def test_altered_codes_are_named(run: Path) -> None:
     assert len(named) == 1 and named[0].item.startswith("codes.sqlite") and "altered" in named[0].reason
 
 
+def only_failure(report: ReplayReport, section: str) -> Verdict:
+    """The one failing verdict of a report, which must lie in `section`."""
+    assert [v.section for v in report.failures] == [section], report.failures
+    return report.failures[0]
+
+
+def red_code(run: Path) -> tuple[str, str]:
+    """(code_id, payload) of the first red code."""
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        row = db.execute("SELECT code_id, payload FROM codes WHERE color = 'red' ORDER BY code_id").fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
+@pytest.mark.parametrize("log", [str(COORDINATOR_LOG), str(node_log("transport"))])
+def test_cut_tail_with_its_last_head_is_named(run: Path, log: str) -> None:
+    path = run / log
+    raw = lines(path)
+    last_head = max(k for k, e in enumerate(entries(path)) if e["kind"] == "head")
+    write_lines(path, raw[: last_head - 1])  # the last signed head and the entry before it cut off
+    report = replay(run)
+    cut = [v for v in failing(report, log) if v.kind == "witness"]
+    assert len(cut) == 1 and cut[0].reason.startswith("tail cut") and f"seq {last_head}" in cut[0].reason
+
+
+def test_cut_tail_and_a_red_code_made_green_are_both_named(run: Path) -> None:
+    path = run / COORDINATOR_LOG
+    write_lines(path, lines(path)[:-3])
+    code, _ = red_code(run)
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        db.execute("UPDATE codes SET color = 'green' WHERE code_id = ?", (code,))
+    report = replay(run)
+    assert any(v.reason.startswith("tail cut") for v in failing(report, str(COORDINATOR_LOG)))
+    assert any(v.item.startswith("codes.sqlite") for v in failing(report, "results"))
+
+
+def test_swapped_code_payloads_are_named(run: Path) -> None:
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        sql = "SELECT code_id, payload FROM codes ORDER BY code_id LIMIT 2"
+        (a, pa_), (b, pb) = db.execute(sql).fetchall()
+        db.execute("UPDATE codes SET payload = ? WHERE code_id = ?", (pb, a))
+        db.execute("UPDATE codes SET payload = ? WHERE code_id = ?", (pa_, b))
+    verdict = only_failure(replay(run), "results")
+    assert verdict.item.startswith("codes.sqlite epoch") and "altered" in verdict.reason
+
+
+def test_red_code_resigned_green_is_named(run: Path) -> None:
+    """The holder of the signing key re-signs a red subject's code as green; the database still says red
+    and the forged code verifies — the digest of every payload byte names it."""
+    code, payload = red_code(run)
+    cose = codes.decode_payload(payload).cose
+    claims = codes.decode_claims(cose.payload)
+    hcert = claims[codes.CLAIM_HCERT][codes.HCERT_ENTRY]
+    assert hcert["c"] == "red"
+    hcert["c"] = "green"
+    hcert.pop("vd", None)
+    key, kid = load_signing_key(PkiPaths(run))
+    forged = codes.issue_code(claims, key, kid)
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        db.execute("UPDATE codes SET payload = ? WHERE code_id = ?", (forged, code))
+    verdict = only_failure(replay(run), "results")
+    assert verdict.item.startswith("codes.sqlite epoch") and "altered" in verdict.reason
+
+
+def test_edited_reasons_are_named(run: Path) -> None:
+    code, _ = red_code(run)
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        db.execute("UPDATE codes SET reasons = '[]' WHERE code_id = ?", (code,))
+    verdict = only_failure(replay(run), "results")
+    assert verdict.item.startswith("codes.sqlite epoch") and "altered" in verdict.reason
+
+
+def test_revocation_list_with_a_broken_signature_is_named(run: Path) -> None:
+    path = PkiPaths(run).revocations
+    doc = json.loads(path.read_text())
+    doc["issued_at"] = "2020-02-02T00:00:00Z"  # the body changes, the signature stays
+    path.write_text(json.dumps(doc))
+    verdict = only_failure(replay(run), "results")
+    assert verdict.item == REVOCATIONS_ITEM and "altered" in verdict.reason
+    assert "signature" in verdict.reason
+
+
+def test_issuer_signed_list_revoking_what_the_log_never_revoked_is_named(run: Path) -> None:
+    paths = PkiPaths(run)
+    code, _ = red_code(run)
+    key = serialization.load_pem_private_key(paths.signing_key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    issued = dt.datetime(2020, 2, 1, tzinfo=dt.UTC)
+    doc = make_revocations([code], key, issued_at=issued, issuer=paths.home_issuer)
+    paths.revocations.write_text(json.dumps(doc))
+    verdict = only_failure(replay(run), "results")
+    assert verdict.item == REVOCATIONS_ITEM and f"never revoked: {code}" in verdict.reason
+
+
+def test_swapped_qr_images_are_named(run: Path) -> None:
+    first, second = sorted((run / "coordinator" / "qr").glob("*.png"))[:2]
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    verdict = only_failure(replay(run), "results")
+    assert verdict.item == "qr/" and first.name in verdict.reason and second.name in verdict.reason
+
+
+def test_edited_epoch_summary_is_named(run: Path) -> None:
+    path = run / "coordinator" / "epoch.json"
+    summary = json.loads(path.read_text())
+    summary["colours"]["red"] -= 1
+    summary["colours"]["green"] += 1
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    verdict = only_failure(replay(run), "results")
+    assert verdict.item == "epoch.json" and "altered" in verdict.reason
+
+
+def test_altered_features_are_named(run: Path) -> None:
+    path = run / "coordinator" / "features.parquet"
+    pq.write_table(pq.read_table(path).slice(1), path)
+    verdict = only_failure(replay(run), "results")
+    assert verdict.item == "features.parquet" and verdict.reason.startswith("altered")
+
+
 def test_altered_matches_with_a_rewritten_log_differ_from_the_rerun(run: Path, rerun: Path) -> None:
     """A coordinator that alters its matches and rewrites its own log to agree (it holds the key) keeps
     its chain intact — the re-run shows the results and the log are not what the scenario gives."""
@@ -398,6 +534,14 @@ def test_altered_matches_with_a_rewritten_log_differ_from_the_rerun(run: Path, r
         if e["kind"] == "head":
             e["data"]["matches_digest"] = digest
     relog(run / COORDINATOR_LOG, items, load_identity_key(PkiPaths(run).coordinator_identity_key))
+    witness = failing(replay(run), str(COORDINATOR_LOG))  # the witness still holds the head it was given
+    assert [v.kind for v in witness] == ["witness"] and "rewritten" in witness[0].reason
+    heads = run / "audit" / "heads" / "coordinator"
+    for old in heads.iterdir():  # a forger who also controls the auditor's inbox
+        old.unlink()
+    for e in entries(run / COORDINATOR_LOG):
+        if e["kind"] == "head":
+            (heads / f"head-{e['seq']:012d}.jsonl").write_text(canonical(e) + "\n", encoding="utf-8")
     assert replay(run).ok  # on its own, a consistent forgery by the key holder
     report = replay(run, rerun_dir=rerun)
     named = {v.item for v in failing(report, "rerun")}
@@ -413,7 +557,7 @@ def test_budget_overrun_is_named(run: Path) -> None:
     for e in items:
         if e["kind"] == "budget_set" and e["data"]["partition_id"] == pid:
             e["data"]["total"] = 1
-    relog(path, items, load_identity_key(PkiPaths(run).node_identity_key("carrier")))
+    relog(path, items, NodeSecrets.of(run, "carrier").load_identity())
     report = replay(run)
     budget = [v for v in failing(report, "budgets") if v.item == f"carrier/{pid}"]
     assert len(budget) == 1 and "over budget" in budget[0].reason

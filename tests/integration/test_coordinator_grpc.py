@@ -19,6 +19,7 @@ from proto.errors import FailedPrecondition, InvalidArgument, NotFound
 from proto.healthpsi.v1 import node_pb2
 from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths, create_pki, init_keys, load_identities
+from runner.enrollment import enroll_nodes
 from runner.processes import NodeProcess, start_nodes
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
@@ -30,6 +31,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
     run = tmp_path_factory.mktemp("grpc") / "run"
     simulate("city-20k", 11, run, persons=600)
     init_keys(run)
+    enroll_nodes(run, AGENCIES)
     reference_matches(run)
     nodes = start_nodes(run, AGENCIES, workers=1)
     try:
@@ -82,7 +84,7 @@ def test_a_certificate_from_another_pki_is_refused(
 ) -> None:
     run, nodes = served
     stranger = PkiPaths(tmp_path)
-    create_pki(stranger, ["carrier"], rng=Drbg(b"stranger"), now=dt.datetime(2020, 1, 31))
+    create_pki(stranger, rng=Drbg(b"stranger"), now=dt.datetime(2020, 1, 31))
     stranger.nodes_ca_cert.write_bytes(PkiPaths(run).nodes_ca_cert.read_bytes())  # trusts the real node
     client = GrpcTransport(nodes["carrier"].address, "carrier", stranger, retries=0, deadline=10)
     with client, pytest.raises(NodeUnavailable):

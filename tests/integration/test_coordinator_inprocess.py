@@ -32,14 +32,15 @@ from coordinator.transport import InProcessTransport, NodeUnavailable
 from crypto import codes
 from crypto.auditlog import verify_file
 from crypto.drbg import Drbg
-from crypto.pki import load_certificate, load_revocations
+from crypto.pki import load_revocations
 from healthpsi import cli
 from nodes.budget import BudgetPolicy
 from nodes.startup import open_node
 from proto import ids, tokenize
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
-from runctx.pki import PkiPaths, create_pki, init_keys, load_identities
+from runctx.pki import PkiPaths, create_pki, init_keys, load_identities, load_pinned_trust_list
+from runner.enrollment import enroll_nodes
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
 from simulation.writer import SCHEMAS, write_table
@@ -234,15 +235,16 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
     run.mkdir(parents=True, exist_ok=True)
     (run / "scenario.json").write_text(
         json.dumps(
-            {"preset": "test", "seed": 7, "persons": PERSONS, "as_of": AS_OF.isoformat(), "window_days": 14}
+            {"preset": "test", "seed": 7, "deterministic": True, "persons": PERSONS,
+             "as_of": AS_OF.isoformat(), "window_days": 14}
         )
     )
     create_pki(
         PkiPaths(run),
-        list(AGENCIES),
         rng=Drbg(b"healthpsi" + (7).to_bytes(8, "big")).child("pki"),
         now=dt.datetime(2020, 2, 14),
     )
+    enroll_nodes(run, AGENCIES)
     frames = agency_frames()
     data = run / "data"
     write_parquet(
@@ -391,6 +393,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("sim") / "run"
     simulate("city-20k", 7, run, persons=1500)
     init_keys(run)
+    enroll_nodes(run, AGENCIES)
     reference_matches(run)
     return run
 
@@ -530,7 +533,7 @@ def test_second_epoch_reuses_downloads_and_revokes_worse_codes(done: Path, tmp_p
     assert result.queried < before["queried"]
     assert result.revoked > 0
     paths = PkiPaths(run)
-    revocations = load_revocations(paths.revocations, load_certificate(paths.root_cert))
+    revocations = load_revocations(paths.revocations, load_pinned_trust_list(paths))
     with CodeStore(run / "coordinator" / "codes.sqlite") as store:
         revoked = store.revocations()
         old = {r.code_id: r for r in store.codes(before["epoch"])}

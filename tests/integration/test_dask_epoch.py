@@ -1,10 +1,13 @@
-"""A whole epoch on a two-worker Dask LocalCluster: every partitioned step is submitted to the cluster, and
-the matches equal the plaintext oracle's and those of the same epoch over local worker processes."""
+"""A whole epoch on a two-worker Dask LocalCluster over mutual TLS: every partitioned step is submitted to the
+cluster, and the matches equal the plaintext oracle's and those of the same epoch over local worker processes;
+a cluster is reached only over tls:// with the run's certificates."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -13,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
+from distributed import LocalCluster
+from typer.testing import CliRunner
 
 from coordinator.epoch import EpochResult, run_epoch
-from runner.executors import make_executor
+from healthpsi.cli import app
+from runctx.pki import PkiPaths
+from runner.executors import DaskAddressError, dask_security, make_executor
 from runner.pipeline import in_process_nodes
 from simulation.reference import compute_reference
 
@@ -44,14 +52,21 @@ class CountingExecutor(Executor):
 
 
 def _copy(source: Path, target: Path) -> Path:
-    """The city's scenario, data, health files and PKI, without any node or coordinator state."""
-    skip = {"nodes", "coordinator", "reference"}
-    shutil.copytree(source, target, ignore=lambda d, names: skip & set(names) if Path(d) == source else set())
+    """The city's scenario, data, health files, PKI and node keys, without any node or coordinator state."""
+
+    def skip(directory: str, names: list[str]) -> set[str]:
+        if Path(directory) == source:
+            return {"coordinator", "reference"} & set(names)
+        if Path(directory) == source / "nodes":
+            return {n for n in names if not n.endswith(".secrets")}
+        return set()
+
+    shutil.copytree(source, target, ignore=skip)
     return target
 
 
 def _epoch(run: Path, dask: str | None) -> tuple[EpochResult, Counter[str]]:
-    with make_executor(2, dask) as executor:
+    with make_executor(2, dask, PkiPaths(run)) as executor:
         assert executor is not None
         counting = CountingExecutor(executor)
         with in_process_nodes(run, counting) as transports:
@@ -84,3 +99,37 @@ def result_partitions(run: Path) -> dict[str, int]:
         agency: json.loads((run / "nodes" / agency / "build.json").read_text())["partitions"]
         for agency in ("carrier", "transport", "police")
     }
+
+
+def test_a_remote_scheduler_is_reached_over_mutual_tls_only(city_run: Path) -> None:
+    pki = PkiPaths(city_run)
+    security = dask_security(pki)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      protocol="tls://", host="127.0.0.1", security=security) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        with make_executor(2, address, pki) as executor:
+            assert executor is not None
+            assert executor.submit(pow, 3, 4).result() == 81  # a job ran on a worker process over TLS
+        # the same scheduler, from a client that trusts the CA but has no certificate of its own: refused
+        host, port = address.removeprefix("tls://").rsplit(":", 1)
+        context = ssl.create_default_context(cafile=str(pki.dask_ca_cert))
+        context.check_hostname = False
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as raw,
+            pytest.raises(ssl.SSLError),
+            context.wrap_socket(raw) as tls,
+        ):
+            tls.recv(1)  # TLS 1.3: the server's "certificate required" alert arrives here
+        with (
+            pytest.raises(DaskAddressError, match="tls://"),
+            make_executor(2, address.replace("tls://", "tcp://"), pki),
+        ):
+            pass
+
+
+def test_dask_without_tls_is_refused_up_front(city_run: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["coordinator", "epoch", "--run", str(city_run), "--in-process", "--dask", "tcp://127.0.0.1:8786"]
+    )
+    assert result.exit_code == 2 and "--dask" in result.output and "tls://" in result.output

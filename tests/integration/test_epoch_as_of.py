@@ -15,6 +15,7 @@ from coordinator.transport import InProcessTransport
 from nodes.startup import open_node
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys
+from runner.enrollment import enroll_nodes
 from simulation.reference import compute_reference
 from simulation.scenario import simulate
 
@@ -26,6 +27,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("days") / "run"
     simulate("city-20k", 7, out, persons=1500, days=2, late_rate=0.05)
     init_keys(out)
+    enroll_nodes(out, AGENCIES)
     return out
 
 

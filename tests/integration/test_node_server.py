@@ -27,6 +27,7 @@ from crypto.pki import load_certificate, load_ec_private_key
 from nodes.budget import default_cap
 from nodes.index import ENTRY_HEADER, entry_offsets
 from nodes.manifest import ManifestError, verify_manifest
+from nodes.secrets import NodeSecrets
 from nodes.store import AgencyStore
 from proto import ids, risk, tokens
 from proto.healthpsi.v1 import node_pb2
@@ -224,7 +225,7 @@ def test_clients_without_the_coordinator_certificate_are_refused_at_the_handshak
         "another CA": {"certificate": foreign_cert, "key": foreign_key},
         "a node's own certificate": {
             "certificate": pki.node_cert("police").read_bytes(),
-            "key": pki.node_key("police").read_bytes(),
+            "key": NodeSecrets.of(city_run, "police").tls_key.read_bytes(),
         },
     }
     for name, creds in attempts.items():
@@ -272,6 +273,10 @@ def test_a_root_issued_certificate_that_is_not_the_coordinator_is_denied(
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
         error = rpc_error(client.evaluate, "population@static", blinded_batch(1))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    refused = [e["data"] for e in audit(city_run, "police") if e["kind"] == "refused"]
+    assert [(r["call"], r["status"]) for r in refused[-2:]] == [
+        ("GetManifest", "PERMISSION_DENIED"), ("Evaluate", "PERMISSION_DENIED")
+    ]
 
 
 def test_invalid_requests_get_typed_errors(nodes: dict[str, NodeProcess]) -> None:
@@ -506,3 +511,36 @@ def test_sigterm_drains_a_running_stream_and_exits_zero(spare_run: Path) -> None
     identity = load_identities(PkiPaths(spare_run)).node(SPARE)
     chain = verify_file(spare_run / "nodes" / SPARE / "audit.jsonl", identity)
     assert chain.ok and chain.unsigned_tail == 0, chain.summary()
+
+
+def test_a_node_on_the_run_clock_rolls_when_its_date_file_changes(
+    city_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    run = copy_run(city_run, tmp_path_factory.mktemp("rolling") / "run")
+    node = NodeProcess(run, SPARE, "--clock", "run").wait_ready()
+    try:
+        before = fetch_manifest(node)
+        as_of = dt.date.fromisoformat(before.as_of)
+        next_day = as_of + dt.timedelta(days=2)
+        first = (next_day - dt.timedelta(days=before.window_days - 1)).isoformat()
+        leaving = [p for p in before.partitions if p.day != "static" and p.day < first]
+        assert leaving  # two days leave the window; at least one of them has tickets
+        (run / "nodes" / SPARE / "date").write_text(next_day.isoformat() + "\n")
+        deadline = time.monotonic() + 600
+        after = before
+        while after.as_of != next_day.isoformat() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            after = fetch_manifest(node)
+        assert after.as_of == next_day.isoformat(), node.log()[-2000:]
+        assert not {p.partition_id for p in leaving} & {p.partition_id for p in after.partitions}
+        with NodeClient(run, SPARE, node.address) as client:
+            error = rpc_error(client.evaluate, leaving[0].partition_id, blinded_batch(1))
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        assert node.process.poll() is None  # the same process, never restarted
+    finally:
+        assert node.terminate() == 0
+    for part in leaving:
+        assert not (run / "nodes" / f"{SPARE}.secrets" / "days" / f"{part.day}.key").exists()
+        assert not (run / "nodes" / SPARE / "keys" / f"{part.partition_id}.key").exists()
+    rolled = [e["data"]["as_of"] for e in audit(run, SPARE) if e["kind"] == "node_rolled"]
+    assert rolled == [next_day.isoformat()]

@@ -29,6 +29,8 @@ def test_the_design_commands_exist() -> None:
     expected = {
         ("simulate",),
         ("keys", "init"),
+        ("keys", "enroll"),
+        ("node", "init"),
         ("node", "serve"),
         ("coordinator", "epoch"),
         ("run",),

@@ -46,7 +46,7 @@ SUBJECT = "410101199003071234"
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiPaths:
     """A deterministic run PKI."""
     paths = PkiPaths(tmp_path_factory.mktemp("run"))
-    create_pki(paths, ["carrier"], rng=Drbg(b"codes-test"), now=NOW)
+    create_pki(paths, rng=Drbg(b"codes-test"), now=NOW)
     return paths
 
 
@@ -64,7 +64,7 @@ def trust(pki: PkiPaths) -> TrustList:
 
 def _claims(colour: str = "red", code_id: str = "code-0001", **kw: object) -> dict:
     """A claim set issued at ISSUED."""
-    args = dict(code_id=code_id, issuer="healthpsi health authority", colour=colour, policy_version="2020.1",
+    args = dict(code_id=code_id, issuer="411200", colour=colour, policy_version="2020.1",
                 name="张小三", subject_id=SUBJECT, issued_at=ISSUED)
     args.update(kw)
     return health_claims(**args)  # type: ignore[arg-type]
@@ -97,7 +97,7 @@ def test_issue_and_verify(payload: str, trust: TrustList, signer: tuple) -> None
                                     "sid": "410***********1234"}
     assert verified.issued_at == ISSUED
     assert verified.expires_at == ISSUED + timedelta(hours=24)
-    assert verified.issuer == "healthpsi health authority"
+    assert verified.issuer == "411200"
 
 
 def test_issue_is_deterministic_and_layered(payload: str, signer: tuple) -> None:
@@ -142,7 +142,7 @@ def test_kid_is_sha256_of_spki(signer: tuple, pki: PkiPaths) -> None:
 
 def test_health_claims_shape() -> None:
     claims = _claims(colour="yellow", colour_until=date(2020, 2, 17), validity=timedelta(hours=12))
-    assert claims[1] == "healthpsi health authority"
+    assert claims[1] == "411200"
     assert claims[6] == int(ISSUED.timestamp())
     assert claims[4] == claims[6] + 12 * 3600
     assert claims[-260][1]["vd"] == "2020-02-17"
@@ -256,7 +256,7 @@ def test_check_payload_reports(payload: str, trust: TrustList) -> None:
     assert ok.to_json() == {
         "valid": True, "signature_ok": True, "time_ok": True, "revoked": False, "format": "healthpsi",
         "reason": "valid",
-        "claims": {"iss": "healthpsi health authority", "iat": int(ISSUED.timestamp()),
+        "claims": {"iss": "411200", "iat": int(ISSUED.timestamp()),
                    "exp": int(ISSUED.timestamp()) + 86400,
                    "hcp": {"id": "code-0001", "c": "red", "pv": "2020.1", "n": "张*三",
                            "sid": "410***********1234"}},
@@ -276,7 +276,7 @@ def test_healthpsi_claims_need_id_and_colour(signer: tuple, trust: TrustList) ->
     with pytest.raises(CodeFormatError, match="colour"):
         codes.verify_payload(codes.issue_code(claims, *signer), trust, NOW)
     with pytest.raises(CodeFormatError, match="expiry"):
-        no_exp = codes.issue_code({1: "x", -260: {1: {"id": "a", "c": "red"}}}, *signer)
+        no_exp = codes.issue_code({1: "411200", -260: {1: {"id": "a", "c": "red"}}}, *signer)
         codes.verify_payload(no_exp, trust, NOW)
 
 

@@ -95,7 +95,7 @@ def free_port() -> int:
 
 
 def test_grpc_transport_retries_then_reports_unavailable(tmp_path: Path) -> None:
-    create_pki(PkiPaths(tmp_path), ["carrier"], now=dt.datetime(2020, 2, 14))
+    create_pki(PkiPaths(tmp_path), now=dt.datetime(2020, 2, 14))
     transport = GrpcTransport(
         f"127.0.0.1:{free_port()}", "carrier", PkiPaths(tmp_path), deadline=0.5, retries=2, backoff=0.01
     )

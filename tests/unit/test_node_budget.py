@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from crypto.auditlog import AuditLog
 from nodes.budget import BudgetLedger, BudgetPolicy, BudgetSpecError, default_cap
+from nodes.startup import set_budget
 from proto.errors import FailedPrecondition, ResourceExhausted
 
 DAY = "stays@2020-01-20"
@@ -98,3 +102,24 @@ def test_failure_while_responding_rolls_back(tmp_path: Path) -> None:
         ledger.commit(DAY, "k", b"d", 3, broken)
     assert ledger.budget(DAY).used == 0
     assert ledger.replay(DAY, "k", b"d") is None
+
+
+def test_a_static_budget_is_per_epoch_and_its_reset_is_logged_first(tmp_path: Path) -> None:
+    ledger, audit = BudgetLedger(tmp_path / "state.sqlite"), AuditLog(tmp_path / "audit.jsonl")
+    day = dt.date(2020, 1, 20)
+    try:
+        for pid in (STATIC, DAY):
+            set_budget(ledger, audit, pid, 10, day)
+            ledger.commit(pid, "", b"x", 7, lambda left: b"")
+        set_budget(ledger, audit, STATIC, 10, day)  # the same epoch: nothing resets
+        assert ledger.budget(STATIC).used == 7
+        set_budget(ledger, audit, STATIC, 10, day + dt.timedelta(days=1))
+        set_budget(ledger, audit, DAY, 10, day + dt.timedelta(days=1))
+        assert ledger.budget(STATIC).used == 0 and ledger.budget(DAY).used == 7
+        assert ledger.epoch(STATIC) == "2020-01-21"
+    finally:
+        ledger.close()
+        audit.close()
+    resets = [json.loads(line)["data"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "budget_reset"]
+    assert [(r["epoch"], r["used_before"]) for r in resets] == [("2020-01-20", 0), ("2020-01-21", 7)]

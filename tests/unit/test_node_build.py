@@ -13,11 +13,14 @@ import pytest
 
 from crypto import labels
 from nodes import build
+from nodes import keys as nk
+from nodes.keys import KeyReuseError
 from nodes.startup import open_node
 from nodes.store import AgencyStore
 from proto import layout
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys
+from runner.enrollment import enroll_nodes
 from simulation.scenario import simulate
 
 WINDOW = (dt.date(2020, 1, 18), dt.date(2020, 1, 31))
@@ -29,6 +32,7 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("build") / "run"
     simulate("city-20k", 11, run, persons=400)
     init_keys(run)
+    enroll_nodes(run, AGENCIES)
     return run
 
 
@@ -118,3 +122,13 @@ def test_open_node_over_a_process_pool_builds_the_same_indexes(city: Path, tmp_p
     for name in keys:  # keys (and their sealing) come from the run's seed, whichever process built the index
         sealed = [(run / "nodes/carrier/keys" / name).read_bytes() for run in (local, pooled)]
         assert sealed[0] == sealed[1]
+
+
+def test_a_key_bound_to_other_rows_is_refused(city: Path, tmp_path: Path) -> None:
+    job = next(j for j in build.partition_jobs(AgencyStore(city, "carrier"), WINDOW) if j.groups)
+    stale = nk.generate(1, b"\x00" * 32)
+    with pytest.raises(KeyReuseError, match="need a fresh key"):
+        build.build_partition(str(city), "carrier", job, str(tmp_path), stale, None)
+    built = build.build_partition(str(city), "carrier", job, str(tmp_path), stale, nk.generate(2, b""))
+    assert built.fresh and built.key is not None and built.key.version == 2
+    assert built.key.rows_digest == built.fingerprint

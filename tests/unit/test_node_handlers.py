@@ -30,6 +30,7 @@ from proto import ids
 from proto.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from proto.healthpsi.v1 import node_pb2
 from runctx.pki import PkiPaths, create_pki, load_identities
+from runner.enrollment import enroll_nodes
 
 AS_OF = dt.date(2020, 1, 20)
 FIRST_DAY = dt.date(2020, 1, 3)  # three days before the 14-day window
@@ -52,8 +53,11 @@ def ticket_rows(day_index: int) -> list[dict[str, object]]:
 def write_run(run: Path) -> None:
     """scenario.json, a PKI and transport tickets (one row group per day, with malformed rows)."""
     run.mkdir(parents=True, exist_ok=True)
-    (run / "scenario.json").write_text(json.dumps({"as_of": AS_OF.isoformat(), "window_days": 14, "seed": 7}))
-    create_pki(PkiPaths(run), ["transport"], rng=Drbg(b"test pki"), now=dt.datetime(2020, 1, 20))
+    (run / "scenario.json").write_text(
+        json.dumps({"as_of": AS_OF.isoformat(), "window_days": 14, "seed": 7, "deterministic": True})
+    )
+    create_pki(PkiPaths(run), rng=Drbg(b"test pki"), now=dt.datetime(2020, 1, 20))
+    enroll_nodes(run, ["transport"])
     schema = pa.schema([("subject_id", pa.string()), ("trip_id", pa.string()),
                         ("service_date", pa.date32()), ("carriage", pa.int16())])
     path = run / "data" / "transport" / "tickets.parquet"
@@ -378,3 +382,112 @@ def test_one_node_per_state_directory(run: Path) -> None:
     finally:
         node.close()
     open_node(run, "transport").close()
+
+
+def _tags(index: bytes) -> set[bytes]:
+    """The tags of a partition's canonical index bytes."""
+    return {index[o : o + 16] for o in idx.entry_offsets(index) if o < len(index)}
+
+
+def test_a_partition_with_late_rows_is_rebuilt_under_a_fresh_key(run: Path) -> None:
+    changed = FIRST_DAY + dt.timedelta(days=15)
+    pid, untouched = day_pid(changed), day_pid(AS_OF)
+    first = open_node(run, "transport")
+    try:
+        before = {p.partition_id: p for p in first.manifest().partitions}
+        old_index = download(first, pid)
+    finally:
+        first.close()
+    old_sealed = (run / "nodes" / "transport" / "keys" / f"{pid}.key").read_bytes()
+    path = run / "data" / "transport" / "tickets.parquet"
+    table = pq.read_table(path)
+    late = pa.Table.from_pylist([{**ticket_rows(15)[0], "subject_id": ids.from_int(99000000000000001)}],
+                                schema=table.schema)
+    with pq.ParquetWriter(path, table.schema) as writer:  # the late row arrives as a group of its own
+        writer.write_table(table)
+        writer.write_table(late)
+    second = open_node(run, "transport")
+    try:
+        after = {p.partition_id: p for p in second.manifest().partitions}
+        new_index = download(second, pid)
+    finally:
+        second.close()
+    assert (before[pid].key_version, after[pid].key_version) == (1, 2)
+    assert after[pid].public_key != before[pid].public_key
+    assert not _tags(old_index) & _tags(new_index)
+    assert after[untouched].key_version == 1 and after[untouched].public_key == before[untouched].public_key
+    sealed = (run / "nodes" / "transport" / "keys" / f"{pid}.key").read_bytes()
+    assert sealed != old_sealed
+    destroyed = [e["data"] for e in audit_entries(run) if e["kind"] == "partition_key_destroyed"]
+    assert [(d["partition_id"], d["key_version"], d["public_key"]) for d in destroyed] == [
+        (pid, 1, before[pid].public_key.hex())
+    ]
+
+
+def test_a_charge_never_commits_without_its_audit_entry(
+    node: NodeHandlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = day_pid(AS_OF)
+    _, blinded = oprf.blind_many([b"a", b"b"], oprf.Mode.VOPRF)
+    request = node_pb2.EvaluateRequest(partition_id=pid, blinded_elements=blinded, idempotency_key="crash")
+    append = node.audit.append
+
+    def crash_on_charge(kind: str, data: dict[str, object] | None = None) -> dict[str, object]:
+        if kind == "evaluate" and data is not None and data.get("outcome") == "charged":
+            raise OSError("the node died while writing its audit log")
+        return append(kind, data)
+
+    monkeypatch.setattr(node.audit, "append", crash_on_charge)
+    with pytest.raises(OSError, match="died"):
+        node.evaluate(request)
+    assert node.ledger.budget(pid).used == 0
+    assert node.ledger.replay(pid, "crash", hashlib.sha256(blinded).digest()) is None
+    monkeypatch.setattr(node.audit, "append", append)
+    assert node.evaluate(request).budget_left == node.ledger.budget(pid).total - 2
+
+
+def test_a_serving_node_rolls_to_its_next_date(run: Path) -> None:
+    late_day, next_day = AS_OF - dt.timedelta(days=5), AS_OF + dt.timedelta(days=1)
+    leaving = AS_OF - dt.timedelta(days=13)
+    node = open_node(run, "transport")
+    try:
+        before = {p.partition_id: p for p in node.manifest().partitions}
+        path = run / "data" / "transport" / "tickets.parquet"
+        table = pq.read_table(path)
+        row = {**ticket_rows((late_day - FIRST_DAY).days)[0], "subject_id": ids.from_int(99000000000000002)}
+        with pq.ParquetWriter(path, table.schema) as writer:  # a late row, delivered while the node serves
+            writer.write_table(table)
+            writer.write_table(pa.Table.from_pylist([row], schema=table.schema))
+        assert node.roller is not None and node.roller.roll(next_day)
+        assert not node.roller.roll(next_day)
+        with pytest.raises(ValueError, match="only moves forward"):
+            node.roller.roll(AS_OF)
+        signed = node.get_manifest(node_pb2.GetManifestRequest())
+        identity = load_identities(PkiPaths(run)).node("transport").public_bytes_raw()
+        manifest = verify_manifest(signed, identity)
+        after = {p.partition_id: p for p in manifest.partitions}
+        assert manifest.as_of == next_day.isoformat()
+        assert set(after) - set(before) == {day_pid(next_day)}
+        assert set(before) - set(after) == {day_pid(leaving)}
+        assert after[day_pid(late_day)].key_version == 2
+        assert after[day_pid(late_day)].public_key != before[day_pid(late_day)].public_key
+        assert after[day_pid(AS_OF)].public_key == before[day_pid(AS_OF)].public_key
+        assert download(node, day_pid(next_day))
+        _, blinded = oprf.blind_many([b"a"], oprf.Mode.VOPRF)
+        with pytest.raises(NotFound):
+            node.evaluate(node_pb2.EvaluateRequest(partition_id=day_pid(leaving), blinded_elements=blinded))
+        with pytest.raises(NotFound):
+            download(node, day_pid(leaving))
+    finally:
+        node.close()
+    secrets = run / "nodes" / "transport.secrets" / "days"
+    assert not (run / "nodes" / "transport" / "keys" / f"{day_pid(leaving)}.key").exists()
+    assert not (secrets / f"{leaving.isoformat()}.key").exists()
+    assert (secrets / f"{next_day.isoformat()}.key").exists()
+    entries = audit_entries(run)
+    left = [e["data"] for e in entries if e["kind"] == "partition_key_destroyed" and "window" in e["data"]]
+    assert [(d["partition_id"], d["day_key_shredded"]) for d in left] == [(day_pid(leaving), True)]
+    assert [e["data"]["as_of"] for e in entries if e["kind"] == "node_rolled"] == [next_day.isoformat()]
+    chain = verify_file(run / "nodes" / "transport" / "audit.jsonl",
+                        load_identities(PkiPaths(run)).node("transport"))
+    assert chain.ok and chain.unsigned_tail == 0, chain.summary()

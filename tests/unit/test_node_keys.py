@@ -1,4 +1,5 @@
-"""Sealed per-partition OPRF keys: round trip, determinism, binding to agency and partition, destruction."""
+"""Sealed per-partition OPRF keys: round trip, determinism, binding to agency, partition and rows, one label
+set per key, and crypto-shredding by day."""
 
 from __future__ import annotations
 
@@ -8,25 +9,30 @@ import pytest
 
 from crypto.drbg import Drbg
 from crypto.group import base_mult
-from nodes.keys import SEALED_BYTES, KeyStore, KeyStoreError
+from nodes import keys as nk
+from nodes.keys import SEALED_BYTES, KeyReuseError, KeyStore, KeyStoreError
 
 PID = "stays@2020-01-20"
+ROWS = b"r" * 32
 
 
 def store(tmp_path: Path, key: bytes = b"k" * 32, agency: str = "carrier") -> KeyStore:
-    """A key store in a temporary directory."""
-    return KeyStore(tmp_path / "keys", agency, key)
+    """A key store in a temporary directory, its day keys in a sibling directory."""
+    return KeyStore(tmp_path / "keys", agency, key, tmp_path / "secrets" / "days")
 
 
-def test_create_and_load_round_trip(tmp_path: Path) -> None:
+def test_store_and_load_round_trip(tmp_path: Path) -> None:
     keys = store(tmp_path)
-    sk, pk = keys.create(PID)
-    assert pk == base_mult(sk)
-    assert keys.load(PID) == (sk, pk)
+    key = nk.generate(1, ROWS)
+    keys.store(PID, key)
+    assert key.pk == base_mult(key.sk)
+    assert keys.load(PID) == key
     assert keys.partitions() == [PID]
+    assert keys.days() == ["2020-01-20"]
     blob = keys.path(PID).read_bytes()
-    assert len(blob) == SEALED_BYTES and sk not in blob
+    assert len(blob) == SEALED_BYTES and key.sk not in blob
     assert keys.path(PID).stat().st_mode & 0o077 == 0
+    assert keys.day_key_path("2020-01-20").stat().st_mode & 0o077 == 0
 
 
 def test_missing_key_loads_as_none(tmp_path: Path) -> None:
@@ -36,23 +42,28 @@ def test_missing_key_loads_as_none(tmp_path: Path) -> None:
 def test_drbg_keys_are_reproducible_byte_for_byte(tmp_path: Path) -> None:
     a = store(tmp_path / "a")
     b = store(tmp_path / "b")
-    pair_a = a.create(PID, Drbg(b"seed").child(f"node/carrier/{PID}"))
-    pair_b = b.create(PID, Drbg(b"seed").child(f"node/carrier/{PID}"))
-    assert pair_a == pair_b
+    key_a = nk.generate(1, ROWS, Drbg(b"seed").child(f"node/carrier/{PID}"))
+    key_b = nk.generate(1, ROWS, Drbg(b"seed").child(f"node/carrier/{PID}"))
+    assert key_a == key_b
+    a = KeyStore(tmp_path / "a", "carrier", b"k" * 32, tmp_path / "a-days", lambda d: Drbg(b"seed").child(d))
+    b = KeyStore(tmp_path / "b", "carrier", b"k" * 32, tmp_path / "b-days", lambda d: Drbg(b"seed").child(d))
+    a.store(PID, key_a)
+    b.store(PID, key_b)
     assert a.path(PID).read_bytes() == b.path(PID).read_bytes()
-    other = a.create("stays@2020-01-21", Drbg(b"seed").child("node/carrier/stays@2020-01-21"))
-    assert other[0] != pair_a[0]
 
 
-def test_wrong_storage_key_does_not_open(tmp_path: Path) -> None:
-    store(tmp_path).create(PID)
-    with pytest.raises(KeyStoreError, match="storage key"):
-        store(tmp_path, key=b"x" * 32).load(PID)
+def test_static_key_is_wrapped_by_the_storage_key(tmp_path: Path) -> None:
+    keys = store(tmp_path)
+    keys.store("population@static", nk.generate(1, ROWS))
+    assert keys.days() == []
+    with pytest.raises(KeyStoreError, match="does not open"):
+        store(tmp_path, key=b"x" * 32).load("population@static")
 
 
 def test_sealed_key_is_bound_to_its_partition_and_agency(tmp_path: Path) -> None:
     keys = store(tmp_path)
-    keys.create(PID)
+    keys.store(PID, nk.generate(1, ROWS))
+    keys.store("stays@2020-01-21", nk.generate(1, ROWS))
     moved = keys.path("stays@2020-01-21")
     moved.write_bytes(keys.path(PID).read_bytes())
     with pytest.raises(KeyStoreError):
@@ -61,9 +72,9 @@ def test_sealed_key_is_bound_to_its_partition_and_agency(tmp_path: Path) -> None
         store(tmp_path, agency="police").load(PID)
 
 
-def test_tampered_or_truncated_key_is_refused_and_replaced(tmp_path: Path) -> None:
+def test_tampered_or_truncated_key_is_refused(tmp_path: Path) -> None:
     keys = store(tmp_path)
-    sk, _ = keys.create(PID)
+    keys.store(PID, nk.generate(1, ROWS))
     blob = bytearray(keys.path(PID).read_bytes())
     blob[-1] ^= 1
     keys.path(PID).write_bytes(bytes(blob))
@@ -72,19 +83,26 @@ def test_tampered_or_truncated_key_is_refused_and_replaced(tmp_path: Path) -> No
     keys.path(PID).write_bytes(bytes(blob[:10]))
     with pytest.raises(KeyStoreError, match="not a sealed partition key"):
         keys.load(PID)
-    (new_sk, _), created = keys.load_or_create(PID)
-    assert created and new_sk != sk
-    assert keys.load_or_create(PID) == ((new_sk, base_mult(new_sk)), False)
 
 
-def test_destroy_deletes_the_key(tmp_path: Path) -> None:
+def test_a_key_seals_only_the_rows_it_is_bound_to() -> None:
+    key = nk.generate(1, ROWS)
+    key.check_seals(ROWS)
+    with pytest.raises(KeyReuseError, match="fresh key"):
+        key.check_seals(b"s" * 32)
+
+
+def test_shredding_the_day_key_makes_every_copy_of_the_day_unopenable(tmp_path: Path) -> None:
     keys = store(tmp_path)
-    keys.create(PID)
-    assert keys.destroy(PID)
-    assert not keys.path(PID).exists()
-    assert keys.load(PID) is None
-    assert not keys.destroy(PID)
-    assert keys.partitions() == []
+    keys.store(PID, nk.generate(1, ROWS))
+    copy = keys.path(PID).read_bytes()
+    assert keys.destroy(PID) and keys.shred_day("2020-01-20")
+    assert not keys.path(PID).exists() and keys.load(PID) is None
+    assert not keys.destroy(PID) and not keys.shred_day("2020-01-20")
+    keys.path(PID).write_bytes(copy)  # a backup of the sealed file, restored
+    with pytest.raises(KeyStoreError, match="day key is gone"):
+        keys.load(PID)
+    assert keys.partitions() == [PID] and keys.days() == []
 
 
 def test_storage_key_must_be_32_bytes(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def _example() -> str:
 @pytest.fixture(scope="module")
 def issued(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     paths = PkiPaths(tmp_path_factory.mktemp("run"))
-    create_pki(paths, ["carrier"], rng=Drbg(b"readme-example"), now=NOW)
+    create_pki(paths, rng=Drbg(b"readme-example"), now=NOW, issuers=["410100"])
     key, kid = load_signing_key(paths)
     claims = health_claims(code_id="c-1", issuer="410100", colour="yellow", policy_version="1",
                            name="张小三", subject_id="410101199003071234", issued_at=NOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -9,11 +10,13 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from coordinator import qr
 from coordinator.claims import health_claims
 from crypto import codes
+from crypto.pki import load_certificate, make_revocations
 from healthpsi.cli import app
 from runctx.pki import PkiPaths, init_keys, load_signing_key, write_revocations
 
@@ -35,7 +38,8 @@ def _run(*args: str) -> tuple[int, dict]:
 
 def _scenario(run: Path, seed: int = 7) -> Path:
     run.mkdir(parents=True, exist_ok=True)
-    (run / "scenario.json").write_text(json.dumps({"preset": "city-20k", "seed": seed, "as_of": AS_OF}))
+    scenario = {"preset": "city-20k", "seed": seed, "deterministic": True, "as_of": AS_OF}
+    (run / "scenario.json").write_text(json.dumps(scenario))
     return run
 
 
@@ -48,11 +52,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> PkiPaths:
     return PkiPaths(directory)
 
 
-def _code(run: PkiPaths, code_id: str = "c-1", colour: str = "yellow") -> str:
-    claims = health_claims(code_id=code_id, issuer="healthpsi health authority", colour=colour,
+def _code(
+    run: PkiPaths, code_id: str = "c-1", colour: str = "yellow", *, issuer: str | None = None,
+    signer: str | None = None, issued_at: datetime = ISSUED,
+) -> str:
+    """A code claiming `issuer` (default: the home issuer), signed by the key of `signer` (default: same)."""
+    claims = health_claims(code_id=code_id, issuer=issuer or run.home_issuer, colour=colour,
                            policy_version="2020.1", name="李小四", subject_id="11010519491231002X",
-                           issued_at=ISSUED)
-    return codes.issue_code(claims, *load_signing_key(run))
+                           issued_at=issued_at)
+    return codes.issue_code(claims, *load_signing_key(run, signer or issuer))
 
 
 def test_valid_code(run: PkiPaths) -> None:
@@ -164,15 +172,19 @@ def test_pinned_root(run: PkiPaths, tmp_path: Path) -> None:
         (["{code}", "--file", "{trust}", "--trust", "{trust}"], "exactly one of CODE or --file"),
         (["{code}", "--trust", "{trust}", "--at", "yesterday"], "--at"),
         (["{code}", "--trust", "{missing}"], "cannot read"),
-        (["{code}", "--trust", "{revocations}"], "expected a healthpsi-trustlist"),
-        (["{code}", "--cert", "{cert}", "--revocations", "{revocations}"], "needs a root"),
+        (["{code}", "--trust", "{revocations}"], "no pinned root"),
+        (["{code}", "--trust", "{revocations}", "--root-fingerprint", "{fingerprint}"],
+         "expected a healthpsi-trustlist"),
+        (["{code}", "--trust", "{trust}", "--root-fingerprint", "abc"], "--root-fingerprint"),
+        (["{code}", "--cert", "{cert}", "--revocations", "{revocations}"], "needs --trust"),
         (["{code}", "--cert", "not-a-certificate"], "--cert"),
         (["--file", "{missing}", "--trust", "{trust}"], "cannot read"),
     ],
 )
 def test_unusable_input(run: PkiPaths, args: list[str], reason: str) -> None:
     values = {"trust": str(run.trustlist), "cert": str(run.signing_cert), "code": _code(run),
-              "revocations": str(run.revocations), "missing": str(run.pki_dir / "missing.json")}
+              "revocations": str(run.revocations), "missing": str(run.pki_dir / "missing.json"),
+              "fingerprint": run.root_fingerprint.read_text().strip()}
     status, report = _run(*[a.format(**values) for a in args])
     assert status == 2
     assert set(report) == KEYS and report["valid"] is False and report["claims"] is None
@@ -184,7 +196,8 @@ def test_tampered_trust_list_is_unusable(run: PkiPaths, tmp_path: Path) -> None:
     doc["issuer"] = "impostor"
     forged = tmp_path / "trustlist.json"
     forged.write_text(json.dumps(doc))
-    status, report = _run(_code(run), "--trust", str(forged), "--at", AT)
+    pin = run.root_fingerprint.read_text().strip()
+    status, report = _run(_code(run), "--trust", str(forged), "--root-fingerprint", pin, "--at", AT)
     assert status == 2 and "does not verify" in report["reason"]
 
 
@@ -212,7 +225,7 @@ def test_keys_init_refuses_to_overwrite(tmp_path: Path) -> None:
     run = _scenario(tmp_path)
     assert runner.invoke(app, ["keys", "init", "--run", str(run)]).exit_code == 0
     before = _tree(run)
-    (run / "scenario.json").write_text(json.dumps({"seed": 99, "as_of": AS_OF}))
+    (run / "scenario.json").write_text(json.dumps({"seed": 99, "deterministic": True, "as_of": AS_OF}))
     refused = runner.invoke(app, ["keys", "init", "--run", str(run)])
     assert refused.exit_code == 1 and "--force" in refused.stderr
     assert _tree(run) == before
@@ -225,7 +238,8 @@ def test_keys_init_without_scenario_uses_system_randomness(tmp_path: Path) -> No
     for run in (a, b):
         run.mkdir()
         assert runner.invoke(app, ["keys", "init", "--run", str(run)]).exit_code == 0
-    assert _tree(a)["pki/signing.key"] != _tree(b)["pki/signing.key"]
+    key = "pki/issuers/411200/signing.key"
+    assert _tree(a)[key] != _tree(b)[key]
     assert set(_tree(a)) == set(_tree(b))
 
 
@@ -240,3 +254,132 @@ def test_help_has_examples() -> None:
     for command in (["verify", "--help"], ["keys", "init", "--help"]):
         result = runner.invoke(app, command)
         assert result.exit_code == 0 and "Example" in result.stdout
+
+
+# ------------------------------------------------------------------------------- pinned, fresh lists
+
+
+def _pin(run: PkiPaths) -> list[str]:
+    return ["--root-fingerprint", run.root_fingerprint.read_text().strip()]
+
+
+def test_root_fingerprint_is_sha256_of_the_root_der(run: PkiPaths) -> None:
+    der = load_certificate(run.root_cert).public_bytes(serialization.Encoding.DER)
+    assert run.root_fingerprint.read_text().strip() == hashlib.sha256(der).hexdigest()
+    assert _run(_code(run), "--trust", str(run.trustlist), *_pin(run), "--at", AT)[0] == 0
+
+
+def test_substituted_trust_list_is_refused(run: PkiPaths, tmp_path: Path) -> None:
+    # an attacker's own root, code-signing key and self-consistent trust list, placed where the verifier reads
+    attacker = PkiPaths(_scenario(tmp_path / "attacker", seed=11))
+    init_keys(attacker.run_dir)
+    forged = _code(attacker, colour="green")
+    status, report = _run(forged, "--trust", str(attacker.trustlist), *_pin(run), "--at", AT)
+    assert status == 2 and "not the pinned" in report["reason"] and "substituted" in report["reason"]
+    # its list alone, without a pin, is no longer enough either
+    lone = tmp_path / "lone" / "trustlist.json"
+    lone.parent.mkdir()
+    lone.write_bytes(attacker.trustlist.read_bytes())
+    status, report = _run(forged, "--trust", str(lone), "--at", AT)
+    assert status == 2 and "no pinned root" in report["reason"]
+
+
+def test_stale_trust_list_is_refused(run: PkiPaths) -> None:
+    doc = json.loads(run.trustlist.read_text())
+    until = datetime.fromisoformat(doc["issued_at"]) + timedelta(seconds=doc["max_age"])
+    late = (until + timedelta(seconds=1)).isoformat()
+    status, report = _run(_code(run, issued_at=until - timedelta(hours=1)), "--trust", str(run.trustlist),
+                          "--at", late)
+    assert status == 2 and "trust list is stale" in report["reason"] and "max_age" in report["reason"]
+
+
+def test_rolled_back_revocation_list_is_refused(tmp_path: Path) -> None:
+    run = PkiPaths(_scenario(tmp_path / "run"))
+    init_keys(run.run_dir)
+    old = tmp_path / "old-revocations.json"
+    old.write_bytes(run.revocations.read_bytes())  # issued at keys init, revokes nothing
+    later = ISSUED + timedelta(days=3)
+    write_revocations(run, ["c-9"], issued_at=later)
+    code = _code(run, "c-9", issued_at=later)
+    at = (later + timedelta(hours=1)).isoformat()
+    status, report = _run(code, "--trust", str(run.trustlist), "--revocations", str(run.revocations),
+                          "--at", at)
+    assert status == 1 and report["revoked"]
+    status, report = _run(code, "--trust", str(run.trustlist), "--revocations", str(old), "--at", at)
+    assert status == 2 and "revocation list of issuer 411200 is stale" in report["reason"]
+
+
+# ------------------------------------------------------------------------------------- several issuers
+
+SANMENXIA, ZHENGZHOU = "411200", "410100"
+
+
+@pytest.fixture(scope="module")
+def national(tmp_path_factory: pytest.TempPathFactory) -> PkiPaths:
+    """A run whose PKI has two issuing authorities under one national root."""
+    directory = _scenario(tmp_path_factory.mktemp("national"))
+    result = runner.invoke(app, ["keys", "init", "--run", str(directory), "--issuer", SANMENXIA,
+                                 "--issuer", ZHENGZHOU])
+    assert result.exit_code == 0, result.output
+    return PkiPaths(directory)
+
+
+def test_one_trust_list_names_every_issuer(national: PkiPaths) -> None:
+    doc = json.loads(national.trustlist.read_text())
+    assert [k["issuer"] for k in doc["keys"]] == [SANMENXIA, ZHENGZHOU]
+    assert national.home_issuer == SANMENXIA and national.issuers() == sorted([SANMENXIA, ZHENGZHOU])
+    for region in (SANMENXIA, ZHENGZHOU):
+        revocations = json.loads((national.issuer_dir(region) / "revocations.json").read_text())
+        assert revocations["issuer"] == region and revocations["max_age"] > 0
+
+
+def test_codes_of_every_listed_issuer_are_accepted(national: PkiPaths) -> None:
+    for region in (SANMENXIA, ZHENGZHOU):
+        status, report = _run(_code(national, issuer=region), "--trust", str(national.trustlist), "--at", AT)
+        assert status == 0 and report["claims"]["iss"] == region
+
+
+def test_code_signed_under_another_issuers_name_is_refused(national: PkiPaths) -> None:
+    code = _code(national, issuer=SANMENXIA, signer=ZHENGZHOU)
+    status, report = _run(code, "--trust", str(national.trustlist), "--at", AT)
+    assert status == 1 and not report["signature_ok"]
+    assert report["reason"].startswith(f"code claims issuer '{SANMENXIA}' but is signed by the key of issuer "
+                                       f"{ZHENGZHOU}")
+
+
+def test_code_of_an_unlisted_issuer_is_refused(national: PkiPaths, tmp_path: Path) -> None:
+    beijing = PkiPaths(_scenario(tmp_path / "beijing", seed=12))
+    init_keys(beijing.run_dir, issuers=["110000"])
+    status, report = _run(_code(beijing), "--trust", str(national.trustlist), "--at", AT)
+    assert status == 1 and report["reason"].startswith("issuer 110000 is not on the trust list")
+    # and the other way: a verifier that trusts only Beijing refuses Sanmenxia's codes
+    status, report = _run(_code(national), "--trust", str(beijing.trustlist), "--at", AT)
+    assert status == 1
+    assert report["reason"].startswith("issuer 411200 is not on the trust list (it lists 110000)")
+
+
+def test_revocation_lists_are_per_issuer(national: PkiPaths, tmp_path: Path) -> None:
+    run = PkiPaths(_scenario(tmp_path / "run"))
+    init_keys(run.run_dir, issuers=[ZHENGZHOU, SANMENXIA])  # this coordinator issues for Zhengzhou
+    write_revocations(run, ["c-9"], issued_at=ISSUED)
+    lists = [arg for r in (SANMENXIA, ZHENGZHOU) for arg in ("--revocations", str(run.issuer_dir(r) /
+                                                                                     "revocations.json"))]
+    trusted = ["--trust", str(run.trustlist), *lists, "--at", AT]
+    status, report = _run(_code(run, "c-9", issuer=ZHENGZHOU), *trusted)
+    assert status == 1 and report["revoked"]
+    status, report = _run(_code(run, "c-9", issuer=SANMENXIA), *trusted)
+    assert status == 0 and not report["revoked"]  # Zhengzhou cannot revoke Sanmenxia's codes
+    # a list naming Sanmenxia but signed with Zhengzhou's key is refused
+    zhengzhou_key = load_signing_key(run, ZHENGZHOU)[0]
+    forged = make_revocations(["c-1"], zhengzhou_key, issued_at=ISSUED, issuer=SANMENXIA)
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(forged))
+    status, report = _run(_code(run, issuer=SANMENXIA), "--trust", str(run.trustlist), "--revocations",
+                          str(path), "--at", AT)
+    assert status == 2 and f"signed by the key of issuer '{ZHENGZHOU}'" in report["reason"]
+
+
+def test_keys_init_rejects_a_bad_issuer(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["keys", "init", "--run", str(tmp_path), "--issuer", "zhengzhou"])
+    assert result.exit_code == 2 and "--issuer" in result.stderr and "region code" in result.stderr
+    assert not (tmp_path / "pki").exists()

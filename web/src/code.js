@@ -5,7 +5,9 @@ import { decode as b45decode } from '@digitalbazaar/base45';
 import { inflate } from 'pako';
 import { Decoder, Encoder, Tag } from 'cbor-x';
 
-export const REASONS = ['not-a-code', 'unknown-key', 'bad-signature', 'expired', 'not-yet-valid', 'revoked'];
+export const REASONS = [
+  'not-a-code', 'unknown-key', 'wrong-issuer', 'bad-signature', 'expired', 'not-yet-valid', 'revoked',
+];
 const PREFIXES = { 'HCP1:': 'healthpsi', 'HC1:': 'eu-dcc' };
 const MAX_PAYLOAD_CHARS = 8192;
 const MAX_COSE_BYTES = 65536;
@@ -121,8 +123,10 @@ function codeId(cert, format) {
   return null;
 }
 
-/** Verify a payload against a checked trust list and revocation set at `now` (a Date: the device's clock).
- * Returns {format, colour, name, sid, id, issuer, expires}; throws VerifyError with the reason. */
+/** Verify a payload against a checked trust list and the revocation lists (Map issuer region -> Set of code
+ * ids) at `now` (a Date: the device's clock). A healthpsi code's `iss` must be its key's issuer, and only that
+ * issuer's list can revoke it. Returns {format, colour, name, sid, id, issuer, expires}; throws VerifyError
+ * with the reason. */
 export async function verifyPayload(payload, trust, revoked, now) {
   const cose = decodePayload(payload);
   if (cose.format === 'healthpsi' && cose.protectedAlg !== ALG_ES256) {
@@ -138,6 +142,10 @@ export async function verifyPayload(payload, trust, revoked, now) {
   if (cose.format === 'healthpsi' && (typeof cert.get('id') !== 'string' || !COLOURS.includes(cert.get('c')))) {
     throw new VerifyError('not-a-code', 'claims: a healthpsi code needs an id and a colour');
   }
+  if (cose.format === 'healthpsi' && claims.get(1) !== key.issuer) {
+    throw new VerifyError('wrong-issuer', `code claims issuer ${JSON.stringify(claims.get(1))} but is signed by `
+      + `the key of issuer ${key.issuer}`);
+  }
   const exp = claims.get(4);
   const iat = claims.get(6);
   if (typeof exp !== 'number') throw new VerifyError('not-a-code', 'claims: no expiry (exp)');
@@ -147,7 +155,7 @@ export async function verifyPayload(payload, trust, revoked, now) {
   }
   if (seconds > exp) throw new VerifyError('expired', `expired at ${new Date(exp * 1000).toISOString()}`);
   const id = codeId(cert, cose.format);
-  if (id !== null && revoked.has(id)) throw new VerifyError('revoked', `code ${id} is revoked`);
+  if (id !== null && revoked.get(key.issuer)?.has(id)) throw new VerifyError('revoked', `code ${id} is revoked`);
   let name = cert.get('n');
   if (cose.format === 'eu-dcc') {
     const nam = cert.get('nam');

@@ -44,6 +44,7 @@ async function getJson(url, init) {
 async function loadManifests(urls) {
   const config = await getJson(urls.config);
   const bundle = await getJson(urls.manifest);
+  // no freshness check here: the list only anchors the coordinator's identity key, not codes or revocations
   const trust = await checkTrustList(bundle.trustlist, config.root_fingerprint);
   await checkSignature(bundle.identities, 'healthpsi-identities', trust.rootKey);
   const coordinator = fromHex(bundle.identities.coordinator);

@@ -1,5 +1,5 @@
 // The verifier's service worker: on install it caches the verifier page, its bundle and style sheet, the
-// configuration and both signed lists; afterwards every request is tried on the network first (refreshing
+// configuration, the trust list and every issuer's revocation list; afterwards every request is tried on the network first (refreshing
 // the cache) and answered from the cache when the device is offline.
 const CACHE = 'healthpsi-verifier-v1';
 const CONFIG_URL = '/api/v1/verifier/config';
@@ -10,7 +10,7 @@ self.addEventListener('install', (event) => {
     const cache = await caches.open(CACHE);
     await cache.addAll(SHELL);
     const config = await (await cache.match(CONFIG_URL)).json();
-    await cache.addAll([config.trustlist_url, config.revocations_url]);
+    await cache.addAll([config.trustlist_url, ...config.revocations_urls]);
     await self.skipWaiting();
   })());
 });

@@ -19,12 +19,21 @@ async function getJson(url) {
 async function loadLists() {
   const status = $('lists-status');
   try {
+    const now = new Date();
     const config = await getJson($('verifier').dataset.config);
-    const trust = await checkTrustList(await getJson(config.trustlist_url), config.root_fingerprint);
-    const revocations = await checkRevocations(await getJson(config.revocations_url), trust.rootKey);
-    lists = { config, trust, revoked: revocations.revoked };
+    const trust = await checkTrustList(await getJson(config.trustlist_url), config.root_fingerprint, now);
+    const revoked = new Map();
+    const dates = [];
+    for (const url of config.revocations_urls) {
+      const list = await checkRevocations(await getJson(url), trust, now);
+      revoked.set(list.issuer, list.revoked);
+      dates.push(`${list.issuer} ${list.issuedAt} (${list.revoked.size})`);
+    }
+    const missing = [...trust.issuers].filter((issuer) => !revoked.has(issuer));
+    if (missing.length) throw new Error(`no revocation list for issuer ${missing.join(', ')}`);
+    lists = { config, trust, revoked };
     status.textContent = `${t('lists.ok')} · ${t('lists.trust')} ${trust.issuedAt} (${trust.size}) · `
-      + `${t('lists.revocations')} ${revocations.issuedAt} (${revocations.revoked.size})`;
+      + `${t('lists.revocations')} ${dates.join(', ')}`;
     status.dataset.state = 'ready';
   } catch (err) {
     lists = null;

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dproto/healthpsi/v1/node.proto\x12\x0chealthpsi.v1\"\x14\n\x12GetManifestRequest\"\xd7\x01\n\rPartitionInfo\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\t\x12\x13\n\x0btoken_kinds\x18\x04 \x03(\t\x12\x13\n\x0b\x65ntry_count\x18\x05 \x01(\x04\x12\x14\n\x0cindex_digest\x18\x06 \x01(\x0c\x12\x13\n\x0bindex_bytes\x18\x07 \x01(\x04\x12\x12\n\npublic_key\x18\x08 \x01(\x0c\x12\x14\n\x0c\x62udget_total\x18\t \x01(\x04\x12\x13\n\x0b\x62udget_left\x18\n \x01(\x04\"\x90\x02\n\x08Manifest\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\r\n\x05suite\x18\x02 \x01(\t\x12\r\n\x05\x61s_of\x18\x03 \x01(\t\x12\x13\n\x0bwindow_days\x18\x04 \x01(\r\x12\x11\n\tissued_at\x18\x05 \x01(\t\x12\x38\n\tmalformed\x18\x06 \x03(\x0b\x32%.healthpsi.v1.Manifest.MalformedEntry\x12/\n\npartitions\x18\x07 \x03(\x0b\x32\x1b.healthpsi.v1.PartitionInfo\x12\x11\n\tmax_batch\x18\x08 \x01(\r\x1a\x30\n\x0eMalformedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"K\n\x0eSignedManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0cidentity_key\x18\x03 \x01(\x0c\"P\n\x12StreamIndexRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x14\n\x0cindex_digest\x18\x03 \x01(\x0c\"q\n\nIndexChunk\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\x12\r\n\x05total\x18\x06 \x01(\x04\"n\n\x0f\x45valuateRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x18\n\x10\x62linded_elements\x18\x02 \x01(\x0c\x12\x12\n\nverifiable\x18\x03 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\x7f\n\x10\x45valuateResponse\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65valuated_elements\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62udget_left\x18\x04 \x01(\x04\x12\x15\n\rinputs_digest\x18\x05 \x01(\x0c\x32\xf5\x01\n\x0cMatchingNode\x12M\n\x0bGetManifest\x12 .healthpsi.v1.GetManifestRequest\x1a\x1c.healthpsi.v1.SignedManifest\x12K\n\x0bStreamIndex\x12 .healthpsi.v1.StreamIndexRequest\x1a\x18.healthpsi.v1.IndexChunk0\x01\x12I\n\x08\x45valuate\x12\x1d.healthpsi.v1.EvaluateRequest\x1a\x1e.healthpsi.v1.EvaluateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dproto/healthpsi/v1/node.proto\x12\x0chealthpsi.v1\"\x14\n\x12GetManifestRequest\"\xec\x01\n\rPartitionInfo\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\t\x12\x13\n\x0btoken_kinds\x18\x04 \x03(\t\x12\x13\n\x0b\x65ntry_count\x18\x05 \x01(\x04\x12\x14\n\x0cindex_digest\x18\x06 \x01(\x0c\x12\x13\n\x0bindex_bytes\x18\x07 \x01(\x04\x12\x12\n\npublic_key\x18\x08 \x01(\x0c\x12\x14\n\x0c\x62udget_total\x18\t \x01(\x04\x12\x13\n\x0b\x62udget_left\x18\n \x01(\x04\x12\x13\n\x0bkey_version\x18\x0b \x01(\r\"\xa4\x02\n\x08Manifest\x12\x0e\n\x06\x61gency\x18\x01 \x01(\t\x12\r\n\x05suite\x18\x02 \x01(\t\x12\r\n\x05\x61s_of\x18\x03 \x01(\t\x12\x13\n\x0bwindow_days\x18\x04 \x01(\r\x12\x11\n\tissued_at\x18\x05 \x01(\t\x12\x38\n\tmalformed\x18\x06 \x03(\x0b\x32%.healthpsi.v1.Manifest.MalformedEntry\x12/\n\npartitions\x18\x07 \x03(\x0b\x32\x1b.healthpsi.v1.PartitionInfo\x12\x11\n\tmax_batch\x18\x08 \x01(\r\x12\x12\n\nrandomness\x18\t \x01(\t\x1a\x30\n\x0eMalformedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"K\n\x0eSignedManifest\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x14\n\x0cidentity_key\x18\x03 \x01(\x0c\"P\n\x12StreamIndexRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x14\n\x0cindex_digest\x18\x03 \x01(\x0c\"q\n\nIndexChunk\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\x12\r\n\x05total\x18\x06 \x01(\x04\"n\n\x0f\x45valuateRequest\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x18\n\x10\x62linded_elements\x18\x02 \x01(\x0c\x12\x12\n\nverifiable\x18\x03 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\x7f\n\x10\x45valuateResponse\x12\x14\n\x0cpartition_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65valuated_elements\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\x12\x13\n\x0b\x62udget_left\x18\x04 \x01(\x04\x12\x15\n\rinputs_digest\x18\x05 \x01(\x0c\x32\xf5\x01\n\x0cMatchingNode\x12M\n\x0bGetManifest\x12 .healthpsi.v1.GetManifestRequest\x1a\x1c.healthpsi.v1.SignedManifest\x12K\n\x0bStreamIndex\x12 .healthpsi.v1.StreamIndexRequest\x1a\x18.healthpsi.v1.IndexChunk0\x01\x12I\n\x08\x45valuate\x12\x1d.healthpsi.v1.EvaluateRequest\x1a\x1e.healthpsi.v1.EvaluateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,21 +36,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMANIFESTREQUEST']._serialized_start=47
   _globals['_GETMANIFESTREQUEST']._serialized_end=67
   _globals['_PARTITIONINFO']._serialized_start=70
-  _globals['_PARTITIONINFO']._serialized_end=285
-  _globals['_MANIFEST']._serialized_start=288
-  _globals['_MANIFEST']._serialized_end=560
-  _globals['_MANIFEST_MALFORMEDENTRY']._serialized_start=512
-  _globals['_MANIFEST_MALFORMEDENTRY']._serialized_end=560
-  _globals['_SIGNEDMANIFEST']._serialized_start=562
-  _globals['_SIGNEDMANIFEST']._serialized_end=637
-  _globals['_STREAMINDEXREQUEST']._serialized_start=639
-  _globals['_STREAMINDEXREQUEST']._serialized_end=719
-  _globals['_INDEXCHUNK']._serialized_start=721
-  _globals['_INDEXCHUNK']._serialized_end=834
-  _globals['_EVALUATEREQUEST']._serialized_start=836
-  _globals['_EVALUATEREQUEST']._serialized_end=946
-  _globals['_EVALUATERESPONSE']._serialized_start=948
-  _globals['_EVALUATERESPONSE']._serialized_end=1075
-  _globals['_MATCHINGNODE']._serialized_start=1078
-  _globals['_MATCHINGNODE']._serialized_end=1323
+  _globals['_PARTITIONINFO']._serialized_end=306
+  _globals['_MANIFEST']._serialized_start=309
+  _globals['_MANIFEST']._serialized_end=601
+  _globals['_MANIFEST_MALFORMEDENTRY']._serialized_start=553
+  _globals['_MANIFEST_MALFORMEDENTRY']._serialized_end=601
+  _globals['_SIGNEDMANIFEST']._serialized_start=603
+  _globals['_SIGNEDMANIFEST']._serialized_end=678
+  _globals['_STREAMINDEXREQUEST']._serialized_start=680
+  _globals['_STREAMINDEXREQUEST']._serialized_end=760
+  _globals['_INDEXCHUNK']._serialized_start=762
+  _globals['_INDEXCHUNK']._serialized_end=875
+  _globals['_EVALUATEREQUEST']._serialized_start=877
+  _globals['_EVALUATEREQUEST']._serialized_end=987
+  _globals['_EVALUATERESPONSE']._serialized_start=989
+  _globals['_EVALUATERESPONSE']._serialized_end=1116
+  _globals['_MATCHINGNODE']._serialized_start=1119
+  _globals['_MATCHINGNODE']._serialized_end=1364
 # @@protoc_insertion_point(module_scope)

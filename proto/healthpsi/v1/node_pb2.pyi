@@ -52,6 +52,7 @@ class PartitionInfo(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     BUDGET_TOTAL_FIELD_NUMBER: _builtins.int
     BUDGET_LEFT_FIELD_NUMBER: _builtins.int
+    KEY_VERSION_FIELD_NUMBER: _builtins.int
     partition_id: _builtins.str
     """"<dataset>@<YYYY-MM-DD>" or "<dataset>@static"."""
     dataset: _builtins.str
@@ -68,6 +69,10 @@ class PartitionInfo(_message.Message):
     budget_total: _builtins.int
     """Budget, in evaluated elements."""
     budget_left: _builtins.int
+    key_version: _builtins.int
+    """Version of the partition's key, 1 for its first build; a partition whose rows change (late rows) is
+    rebuilt under a fresh key of the next version (a key never seals two label sets).
+    """
     @_builtins.property
     def token_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Token kinds found in this partition, sorted."""
@@ -85,10 +90,11 @@ class PartitionInfo(_message.Message):
         public_key: _builtins.bytes = ...,
         budget_total: _builtins.int = ...,
         budget_left: _builtins.int = ...,
+        key_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_left", b"budget_left", "budget_total", b"budget_total", "dataset", b"dataset", "day", b"day", "entry_count", b"entry_count", "index_bytes", b"index_bytes", "index_digest", b"index_digest", "partition_id", b"partition_id", "public_key", b"public_key", "token_kinds", b"token_kinds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_left", b"budget_left", "budget_total", b"budget_total", "dataset", b"dataset", "day", b"day", "entry_count", b"entry_count", "index_bytes", b"index_bytes", "index_digest", b"index_digest", "key_version", b"key_version", "partition_id", b"partition_id", "public_key", b"public_key", "token_kinds", b"token_kinds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -126,6 +132,7 @@ class Manifest(_message.Message):
     MALFORMED_FIELD_NUMBER: _builtins.int
     PARTITIONS_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
+    RANDOMNESS_FIELD_NUMBER: _builtins.int
     agency: _builtins.str
     suite: _builtins.str
     """OPRF suite, "ristretto255-SHA512"."""
@@ -136,6 +143,10 @@ class Manifest(_message.Message):
     """When the manifest was produced, ISO 8601."""
     max_batch: _builtins.int
     """Largest batch the node accepts in one Evaluate call."""
+    randomness: _builtins.str
+    """Where the node's secrets (partition keys, proof nonces) come from: "deterministic" (derived from the
+    simulation's seed in scenario.json, for the auditor's re-run) or "system" (the operating system).
+    """
     @_builtins.property
     def malformed(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Malformed rows skipped while loading, per category ("bad_subject_id": 3, ...)."""
@@ -153,10 +164,11 @@ class Manifest(_message.Message):
         malformed: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         partitions: _abc.Iterable[Global___PartitionInfo] | None = ...,
         max_batch: _builtins.int = ...,
+        randomness: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "as_of", b"as_of", "issued_at", b"issued_at", "malformed", b"malformed", "max_batch", b"max_batch", "partitions", b"partitions", "suite", b"suite", "window_days", b"window_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "as_of", b"as_of", "issued_at", b"issued_at", "malformed", b"malformed", "max_batch", b"max_batch", "partitions", b"partitions", "randomness", b"randomness", "suite", b"suite", "window_days", b"window_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,29 @@
+"""`healthpsi bench daily --quick`: its JSON section and table, both days checked against their plaintext
+join, and the steady-state day querying less than the cold one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from healthpsi.cli import app
+
+
+@pytest.mark.slow
+def test_bench_daily_quick_json(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "daily", "--quick", "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    section = json.loads((tmp_path / "bench-daily.json").read_text())["daily"]
+    assert section["matches_equal_plaintext"] is True
+    assert len(section["days"]) == 2
+    cold, steady = section["cold_epoch"], section["steady_epoch"]
+    assert cold["reused_answers"] == 0 and cold["indexes_cached"] == 0
+    assert 0 < steady["queried"] < cold["queried"]
+    assert steady["reused_answers"] > 0 and steady["indexes_cached"] > 0
+    for key in ("cold_seconds", "steady_seconds", "plaintext_seconds"):
+        assert section[key] > 0
+    ratio = section["steady_seconds"] / section["plaintext_seconds"]
+    assert section["steady_privacy_price"] == pytest.approx(ratio)
