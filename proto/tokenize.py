@@ -41,11 +41,11 @@ CATEGORIES = (
     "bad_nights", "visit_too_long",
 )
 """Why a row is malformed, in the order rows are checked (a row counts under the first it breaks): a null
-(or NaN) in a token column (a check-in's `leave` may be null), a subject id whose check character fails, a value out of its type's range (a
-`cell_id` beyond int32, a fractional one), a value longer than its limit (`MAX_NAME_CHARS`, `MAX_ID_BYTES`),
-a stay or check-in whose end is not after its start (a declaration whose `to_date` is before its
-`from_date`), a stay in a cell the carrier does not list, a hotel stay of fewer than one night, a stay,
-hotel visit or check-in of more than `MAX_VISIT_DAYS`."""
+(or NaN) in a token column (a check-in's `leave` may be null), a subject id whose check character fails, a
+value out of its type's range (a `cell_id` beyond int32, a fractional one), a value longer than its limit
+(`MAX_NAME_CHARS`, `MAX_ID_BYTES`), a stay or check-in whose end is not after its start (a declaration
+whose `to_date` is before its `from_date`), a stay in a cell the carrier does not list, a hotel stay of
+fewer than one night, a stay, hotel visit or check-in of more than `MAX_VISIT_DAYS`."""
 MAX_NAME_CHARS = 64
 """The longest name a row may carry, in characters."""
 MAX_ID_BYTES = 64

@@ -215,7 +215,7 @@ class _AgencyFiles:
             length = pc.subtract(table["leave"].cast(pa.timestamp("s")).cast(pa.int64()), at)
             rules += [
                 ("end_not_after_start", flags(pc.less_equal(length, 0))),
-                ("too_long", flags(pc.greater(length, tz.MAX_VISIT_SECONDS))),
+                ("visit_too_long", flags(pc.greater(length, tz.MAX_VISIT_DAYS * _DAY))),
             ]
         if name == "declarations":
             rules.append(("end_not_after_start", flags(pc.less(table["to_date"], table["from_date"]))))
@@ -253,7 +253,7 @@ class _AgencyFiles:
         elif name == "tickets":
             keep = pads.field("service_date") == date
         elif name == "checkins":  # a check-in lasts at most 31 days (a longer one is malformed)
-            earliest = pa.scalar((day * _DAY) - tz.MAX_VISIT_SECONDS, pa.int64()).cast(pa.timestamp("s"))
+            earliest = pa.scalar((day - tz.MAX_VISIT_DAYS) * _DAY, pa.int64()).cast(pa.timestamp("s"))
             keep = (pads.field("at") < hi) & (pads.field("at") >= earliest)
         elif name == "declarations":
             keep = (pads.field("from_date") <= date) & (pads.field("to_date") >= date)

@@ -45,6 +45,7 @@ from nodes.store import AgencyStore, StoreError
 from proto import tokens as tk
 from proto.healthpsi.v1 import node_pb2
 from runctx.pki import PkiPaths, init_keys, load_signing_key
+from simulation.writer import SCHEMAS
 
 EXAMPLES = int(os.environ.get("HEALTHPSI_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -163,13 +164,13 @@ JSON = st.recursive(
 def test_trust_and_revocation_lists_refuse_any_edit_cleanly(
     pki: PkiPaths, doc: Any, key: str, value: Any
 ) -> None:
-    root = load_certificate(pki.root_cert)
+    root, trust = load_certificate(pki.root_cert), pki_trust(pki)
     for original in (json.loads(pki.trustlist.read_text()), json.loads(pki.revocations.read_text())):
         edited = {**original, key: value}
         for candidate in (doc, edited):
-            for parse in (parse_trust_list, parse_revocations):
+            for parse, against in ((parse_trust_list, root), (parse_revocations, trust)):
                 try:
-                    parse(candidate, root)
+                    parse(candidate, against)
                 except CryptoError:
                     continue
                 assert candidate == original or candidate.get(key) == original.get(key)
@@ -177,8 +178,12 @@ def test_trust_and_revocation_lists_refuse_any_edit_cleanly(
 
 def test_a_revocation_list_signed_by_another_key_is_refused(pki: PkiPaths) -> None:
     doc = make_revocations(["c-1"], ec.generate_private_key(ec.SECP256R1()), issued_at=ISSUED)
+    with pytest.raises(CryptoError, match="not in the trust list"):
+        parse_revocations(doc, pki_trust(pki))
+    # the same list claiming the issuer's real key: its signature is not that key's
+    doc["kid"] = json.loads(pki.revocations.read_text())["kid"]
     with pytest.raises(CryptoError, match="does not verify"):
-        parse_revocations(doc, load_certificate(pki.root_cert))
+        parse_revocations(doc, pki_trust(pki))
 
 
 # ----------------------------------------------------------------------------- gRPC messages, manifests
@@ -296,6 +301,7 @@ def test_agency_files_of_any_types_are_served_or_named(
     root.mkdir(parents=True)
     names = ("subject_id", "name", "birth_date", "household_id")
     pq.write_table(pa.table(dict(zip(names, columns[:4], strict=True))), root / "population.parquet")
+    pq.write_table(SCHEMAS["declarations"].empty_table(), root / "declarations.parquet")
     hotel = root / "hotel_stays.parquet"
     if as_bytes:
         hotel.write_bytes(raw)

@@ -36,7 +36,7 @@ CHECKINS = [
     (BAD, "market-411202-0001", "2020-01-18T09:00", "2020-01-18T10:00"),  # bad_subject_id
     (A, None, "2020-01-18T09:00", "2020-01-18T10:00"),  # missing_value
     (A, "market-411202-0001", "2020-01-19T09:00", "2020-01-19T08:00"),  # end_not_after_start
-    (B, "market-411202-0001", "2020-01-18T09:00", "2020-02-20T09:00"),  # too_long (33 days)
+    (B, "market-411202-0001", "2020-01-18T09:00", "2020-02-20T09:00"),  # visit_too_long (33 days)
 ]
 EXPECTED = {
     "checkins@2020-01-18": {
@@ -123,7 +123,7 @@ def test_node_store_and_oracle_read_checkins_alike(tmp_path: Path, by_day: bool)
         "bad_subject_id": 1,
         "missing_value": 1,
         "end_not_after_start": 1,
-        "too_long": 1,
+        "visit_too_long": 1,
     }
     assert store.malformed == expected_malformed
     oracle = _AgencyFiles(tmp_path, "venues", WINDOW[1])
