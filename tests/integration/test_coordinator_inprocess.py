@@ -37,6 +37,7 @@ from healthpsi import cli
 from nodes.budget import BudgetPolicy
 from nodes.startup import open_node
 from proto import ids, tokenize
+from proto import tokens as tk
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
 from runctx.pki import PkiPaths, create_pki, init_keys, load_identities, load_pinned_trust_list
@@ -49,6 +50,7 @@ AS_OF = dt.date(2020, 2, 14)
 PERSONS = 48
 DAYS = 16  # two days before the 14-day window
 AGENCIES = ("carrier", "transport", "police")
+"""The hand-made run's agencies (it holds no venue check-ins); a simulated run has every agency."""
 CASES = {"c1": 0, "c2": 13, "c3": 30}
 CELLS = 40
 
@@ -369,8 +371,8 @@ def done(base: tuple[Path, dict[str, pd.DataFrame]], tmp_path_factory: pytest.Te
 class in_process_nodes:
     """In-process transports over freshly opened node handlers; closes them on exit."""
 
-    def __init__(self, run: Path, **kwargs: Any) -> None:
-        self.handlers = {a: open_node(run, a, **kwargs) for a in AGENCIES}
+    def __init__(self, run: Path, agencies: tuple[str, ...] = AGENCIES, **kwargs: Any) -> None:
+        self.handlers = {a: open_node(run, a, **kwargs) for a in agencies}
 
     def __enter__(self) -> dict[str, InProcessTransport]:
         return {a: InProcessTransport(h, a) for a, h in self.handlers.items()}
@@ -393,7 +395,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("sim") / "run"
     simulate("city-20k", 7, run, persons=1500)
     init_keys(run)
-    enroll_nodes(run, AGENCIES)
+    enroll_nodes(run, tk.AGENCIES)
     reference_matches(run)
     return run
 
@@ -402,7 +404,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_simulated_city_matches_the_reference_exactly(simulated: Path) -> None:
-    with in_process_nodes(simulated) as transports:
+    with in_process_nodes(simulated, tk.AGENCIES) as transports:
         result = run_epoch(simulated, transports)
     got = pq.read_table(simulated / "coordinator" / "matches.parquet")
     expected = pq.read_table(simulated / "reference" / "matches.parquet")

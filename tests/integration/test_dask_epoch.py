@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from coordinator.epoch import EpochResult, run_epoch
 from healthpsi.cli import app
+from proto import tokens as tk
 from runctx.pki import PkiPaths
 from runner.executors import DaskAddressError, dask_security, make_executor
 from runner.pipeline import in_process_nodes
@@ -97,7 +98,7 @@ def result_partitions(run: Path) -> dict[str, int]:
     """Partitions each node planned (built, reused or empty), from its build record."""
     return {
         agency: json.loads((run / "nodes" / agency / "build.json").read_text())["partitions"]
-        for agency in ("carrier", "transport", "police")
+        for agency in tk.AGENCIES
     }
 
 

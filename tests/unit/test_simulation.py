@@ -167,7 +167,7 @@ def test_malformed_rows_are_injected_reported_and_good_rows_kept(
     rows = _rows(run / "data/carrier/stays")
     assert rows == scenario["counts"]["stays"]  # type: ignore[index]
     assert 0.0005 < total / rows < 0.002
-    for agency in ("carrier", "transport", "police"):
+    for agency in tk.AGENCIES:
         store = AgencyStore(run, agency)
         found = store.malformed_by_dataset
         for dataset, counts in found.items():
