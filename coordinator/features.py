@@ -34,6 +34,9 @@ COUNT_FEATURES: tuple[str, ...] = (
 )
 FEATURE_NAMES: tuple[str, ...] = ("is_case", *COUNT_FEATURES)
 """Every feature a policy rule may test (numeric; `is_case` counts as 0/1)."""
+DATED_BY: dict[str, str] = {"declared_symptoms": "symptoms_on"}
+"""Features dated by a column of their own rather than `last_exposure`: a rule on them runs from that date
+(symptoms declared today do not revive an exposure whose quarantine is over)."""
 
 SCHEMA = pa.schema(
     [
@@ -42,6 +45,7 @@ SCHEMA = pa.schema(
         ("case_status", pa.string()),
         *[(name, pa.int32()) for name in COUNT_FEATURES],
         ("last_exposure", pa.date32()),
+        ("symptoms_on", pa.date32()),
     ]
 )
 """Schema of RUN/coordinator/features.parquet."""
@@ -90,8 +94,9 @@ def compute_features(
     the applicants who declared symptoms (`symptoms`: subject_id, applied_on).
 
     The last exposure is the latest day of any matched token; a household contact's exposure lasts until
-    the case's report date, a case's own date is its report date, and a declaration of symptoms dates from
-    the application. Shared venue-hours are split by the venue's kind: hours at a hospital count apart.
+    the case's report date, and a case's own date is its report date. A declaration of symptoms is dated
+    apart (`symptoms_on`, the latest application declaring some). Shared venue-hours are split by the
+    venue's kind: hours at a hospital count apart.
     """
     symptoms = symptoms if symptoms is not None else pd.DataFrame({"subject_id": [], "applied_on": []})
     symptoms = symptoms.assign(applied_on=pd.to_datetime(symptoms["applied_on"]).dt.date)
@@ -136,13 +141,13 @@ def compute_features(
         [
             m[["subject_id", "day"]].dropna(),
             cases[["subject_id", "report_date"]].rename(columns={"report_date": "day"}),
-            symptoms[["subject_id", "applied_on"]].rename(columns={"applied_on": "day"}),
         ]
     )
     # as datetime64 (a grouped max of date objects would run in Python), then dates again
     latest = pd.Series(np.array(days["day"].tolist(), dtype="datetime64[D]"), index=days.index)
     last = latest.groupby(days["subject_id"]).max().dt.date
     out["last_exposure"] = last.reindex(out.index)
+    out["symptoms_on"] = symptoms.groupby("subject_id")["applied_on"].max().reindex(out.index)
     out = out.reset_index()
     return out[[f.name for f in SCHEMA]]
 
@@ -150,5 +155,6 @@ def compute_features(
 def features_table(features: pd.DataFrame) -> pa.Table:
     """The features frame as an Arrow table with the published schema."""
     frame = features.copy()
-    frame["last_exposure"] = [d if isinstance(d, dt.date) else None for d in frame["last_exposure"]]
+    for column in ("last_exposure", "symptoms_on"):
+        frame[column] = [d if isinstance(d, dt.date) else None for d in frame[column]]
     return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)

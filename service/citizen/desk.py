@@ -161,7 +161,11 @@ class CitizenDesk:
     def _record(
         self, phone: str, request: ApplicationRequest, epoch: LatestEpoch, known: bool, now: dt.datetime
     ) -> Outcome:
-        code = self.issuer.code(epoch, request.subject_id, request.name, now) if known else None
+        code = (
+            self.issuer.code(epoch, request.subject_id, request.name, now, bool(request.symptoms))
+            if known
+            else None
+        )
         refusal = None if known else appl.REASON_NOT_IN_REGISTER
         application = Application(
             application_id=secrets.token_hex(8),
