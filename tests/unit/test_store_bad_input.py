@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from nodes.store import CATEGORIES, AgencyStore
 from proto import ids
+from simulation.writer import SCHEMAS
 
 A = ids.from_int(41120219900101001)
 B = ids.from_int(41120219850505002)
@@ -44,6 +45,8 @@ def stays(run: Path, subjects: list[str], cell_ids: pa.Array, spans: list[tuple[
 
 
 def population(run: Path, names: list[str], subjects: list[str] | None = None) -> Path:
+    """The police's population file (and an empty declarations file: the police hold both)."""
+    write(run, "police", "declarations", SCHEMAS["declarations"].empty_table())
     subjects = subjects or [A, B][: len(names)]
     return write(run, "police", "population", pa.table({
         "subject_id": pa.array(subjects),
