@@ -24,6 +24,7 @@ from proto.tokens import AGENCIES
 from runctx.pki import init_keys
 from runner import allocator
 from runner.enrollment import enroll_nodes
+from runner.executors import default_workers
 from simulation.presets import get_preset
 from simulation.scenario import simulate
 
@@ -62,6 +63,18 @@ class CityBenchSettings:
         if self.repeat is not None:
             return self.repeat
         return 1 if self.population >= LARGE_PERSONS else 3
+
+    def head(self) -> dict[str, Any]:
+        """The first members of a benchmark's section: the city, the nodes' transport, the workers and the
+        repetitions."""
+        return {
+            "preset": self.preset,
+            "persons": self.population,
+            "seed": self.seed,
+            "transport": self.transport,
+            "workers": self.workers or default_workers(),
+            "repeat": self.repetitions,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""

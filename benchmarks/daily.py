@@ -46,7 +46,7 @@ from coordinator.epoch import EpochResult, epoch_dir, run_epoch
 from coordinator.risk import load_scenario
 from runctx.pki import PkiPaths
 from runner.days import advance_nodes
-from runner.executors import DASK_LOCAL, default_workers, make_executor
+from runner.executors import DASK_LOCAL, make_executor
 from runner.pipeline import RunResult, serving_nodes
 from simulation.reference import compute_reference
 
@@ -195,12 +195,7 @@ def run_daily_bench(settings: DailyBenchSettings, step: Step | None = None) -> d
         foreign = other_cpu_share(before, busy_seconds())
         peaks = dict(rss.peaks)
     return {
-        "preset": settings.preset,
-        "persons": settings.population,
-        "seed": settings.seed,
-        "transport": settings.transport,
-        "workers": settings.workers or default_workers(),
-        "repeat": settings.repetitions,
+        **settings.head(),
         "days": [d.isoformat() for d in days],
         "simulate_seconds": simulate_seconds,
         "cold_seconds": _median(runs, "cold_seconds"),

@@ -239,13 +239,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
     matching_price = (last["nodes_seconds"] + last["matching_epoch_seconds"]) / last["plaintext_seconds"]
     floor = crypto_floor_seconds(last["counts"], raw, workers)
     return {
-        "preset": settings.preset,
-        "persons": settings.population,
-        "seed": settings.seed,
-        "transport": settings.transport,
-        "workers": workers,
+        **settings.head(),
         "dask": settings.dask,
-        "repeat": settings.repetitions,
         "seconds": seconds,
         "peak_rss_bytes": max(run["peak_rss_bytes"] for run in runs),
         "privacy_price": price,
