@@ -49,8 +49,10 @@ from simulation.writer import SCHEMAS, write_table
 AS_OF = dt.date(2020, 2, 14)
 PERSONS = 48
 DAYS = 16  # two days before the 14-day window
-AGENCIES = ("carrier", "transport", "police")
-"""The hand-made run's agencies (it holds no venue check-ins); a simulated run has every agency."""
+AGENCIES = tk.AGENCIES
+"""Every agency has a node; the hand-made run's venues hold no check-ins."""
+WITH_DATA = ("carrier", "transport", "police")
+"""The agencies whose hand-made data gives matches."""
 CASES = {"c1": 0, "c2": 13, "c3": 30}
 CELLS = 40
 
@@ -303,6 +305,7 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
         ),
     )
     write_table(data / "police" / "declarations.parquet", SCHEMAS["declarations"].empty_table())
+    write_table(data / "venues" / "checkins.parquet", SCHEMAS["checkins"].empty_table())
     write_parquet(
         data / "police" / "hotel_stays.parquet",
         frames["hotel_stays"],
@@ -371,8 +374,8 @@ def done(base: tuple[Path, dict[str, pd.DataFrame]], tmp_path_factory: pytest.Te
 class in_process_nodes:
     """In-process transports over freshly opened node handlers; closes them on exit."""
 
-    def __init__(self, run: Path, agencies: tuple[str, ...] = AGENCIES, **kwargs: Any) -> None:
-        self.handlers = {a: open_node(run, a, **kwargs) for a in agencies}
+    def __init__(self, run: Path, **kwargs: Any) -> None:
+        self.handlers = {a: open_node(run, a, **kwargs) for a in AGENCIES}
 
     def __enter__(self) -> dict[str, InProcessTransport]:
         return {a: InProcessTransport(h, a) for a, h in self.handlers.items()}
@@ -395,7 +398,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("sim") / "run"
     simulate("city-20k", 7, run, persons=1500)
     init_keys(run)
-    enroll_nodes(run, tk.AGENCIES)
+    enroll_nodes(run, AGENCIES)
     reference_matches(run)
     return run
 
@@ -404,7 +407,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_simulated_city_matches_the_reference_exactly(simulated: Path) -> None:
-    with in_process_nodes(simulated, tk.AGENCIES) as transports:
+    with in_process_nodes(simulated) as transports:
         result = run_epoch(simulated, transports)
     got = pq.read_table(simulated / "coordinator" / "matches.parquet")
     expected = pq.read_table(simulated / "reference" / "matches.parquet")
@@ -419,7 +422,7 @@ def test_matches_equal_the_plaintext_join(done: Path, base: tuple[Path, dict[str
     expected = plaintext_matches(done, base[1])
     got = read_matches(done)
     assert len(expected) > 20
-    assert set(expected["agency"]) == set(AGENCIES)
+    assert set(expected["agency"]) == set(WITH_DATA)
     assert expected["case_id"].isna().any()  # region tokens present
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     table = pq.read_table(done / "coordinator" / "matches.parquet")
