@@ -28,15 +28,13 @@ from nodes.budget import BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers
 from nodes.index import DEFAULT_CHUNK_BYTES
 from nodes.secrets import NodeSecrets
-from nodes.service import MatchingNodeServicer, certificate_fingerprint
+from nodes.service import SERVICE_NAME, MatchingNodeServicer, add_to_server, certificate_fingerprint
 from nodes.startup import Progress, date_source, node_dir, open_node
-from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
 from runctx.files import write_atomic
 from runctx.pki import PkiPaths
 
 log = logging.getLogger("healthpsi.node")
 
-SERVICE_NAME = node_pb2.DESCRIPTOR.services_by_name["MatchingNode"].full_name
 MiB = 1 << 20
 
 
@@ -107,7 +105,7 @@ class NodeServer:
             ],
         )
         self.servicer = MatchingNodeServicer(None, coordinator)
-        node_pb2_grpc.add_MatchingNodeServicer_to_server(self.servicer, self.server)
+        add_to_server(self.servicer, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
