@@ -17,7 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from google.protobuf.internal.encoder import _VarintBytes
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -284,7 +283,8 @@ def test_undecodable_requests_are_refused_and_logged_with_lengths_capped(
     city_run: Path, nodes: dict[str, NodeProcess]
 ) -> None:
     node = nodes["carrier"]
-    megabyte = b"\x0a" + _VarintBytes(1 << 20) + b"\xff" * (1 << 20)  # a 1 MB partition id, not UTF-8
+    blob = node_pb2.EvaluateRequest(blinded_elements=b"\xff" * (1 << 20)).SerializeToString()
+    megabyte = b"\x0a" + blob[1:]  # the same bytes as field 1: a 1 MB partition id, not UTF-8
     sent = {
         "Evaluate": [b"\x0a\x05ab", b"\x0f", megabyte],
         "StreamIndex": [b"\x0a\x05ab"],
