@@ -67,9 +67,11 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
         self.handlers = handlers
         self.allowed_peer = allowed_peer
 
-    def _handlers(self, context: grpc.ServicerContext, call: str, request: object) -> NodeHandlers:
-        """The handlers, after checking the peer is the coordinator, the node is ready and the request decoded
-        (a refused peer or request is logged in the node's audit log once the node is ready)."""
+    def _handlers(
+        self, context: grpc.ServicerContext, call: str, request: M | Undecodable
+    ) -> tuple[NodeHandlers, M]:
+        """The handlers and the request, after checking the peer is the coordinator, the node is ready and
+        the request decoded (a refused peer or request is in the node's audit log once the node is ready)."""
         if self.allowed_peer is not None:
             certs = context.auth_context().get("x509_pem_cert") or []
             try:
@@ -92,7 +94,8 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
             log.warning("refused %s from %s: %s", call, context.peer(), reason)
             handlers.log_refusal(call, "INVALID_ARGUMENT", reason, context.peer())
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
-        return handlers
+            raise AssertionError("context.abort raises")
+        return handlers, request
 
     @staticmethod
     def _fail(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
@@ -107,10 +110,9 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
         self, request: node_pb2.GetManifestRequest | Undecodable, context: grpc.ServicerContext
     ) -> node_pb2.SignedManifest:
         """The node's signed manifest."""
-        handlers = self._handlers(context, "GetManifest", request)
-        assert not isinstance(request, Undecodable)
+        handlers, message = self._handlers(context, "GetManifest", request)
         try:
-            return handlers.get_manifest(request)
+            return handlers.get_manifest(message)
         except Exception as exc:
             self._fail(context, exc)
 
@@ -118,10 +120,9 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
         self, request: node_pb2.StreamIndexRequest | Undecodable, context: grpc.ServicerContext
     ) -> Iterator[node_pb2.IndexChunk]:
         """A partition's index in chunks, from the requested entry offset."""
-        handlers = self._handlers(context, "StreamIndex", request)
-        assert not isinstance(request, Undecodable)
+        handlers, message = self._handlers(context, "StreamIndex", request)
         try:
-            chunks = handlers.stream_index(request)
+            chunks = handlers.stream_index(message)
         except Exception as exc:
             self._fail(context, exc)
         try:
@@ -135,10 +136,9 @@ class MatchingNodeServicer(node_pb2_grpc.MatchingNodeServicer):
         self, request: node_pb2.EvaluateRequest | Undecodable, context: grpc.ServicerContext
     ) -> node_pb2.EvaluateResponse:
         """BlindEvaluate a batch of blinded elements under the partition's key."""
-        handlers = self._handlers(context, "Evaluate", request)
-        assert not isinstance(request, Undecodable)
+        handlers, message = self._handlers(context, "Evaluate", request)
         try:
-            return handlers.evaluate(request)
+            return handlers.evaluate(message)
         except Exception as exc:
             self._fail(context, exc)
 
