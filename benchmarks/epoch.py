@@ -40,6 +40,7 @@ from benchmarks.crypto import raw_operation_seconds
 from benchmarks.measure import busy_seconds, other_cpu_share
 from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
+from nodes.budget import CONFIG_FILE
 from nodes.startup import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths, init_keys
@@ -181,11 +182,16 @@ class RssSampler:
 
 def _reset(run_dir: Path) -> None:
     """Remove every node's and the coordinator's state and the nodes' day keys (the PKI, the nodes' own
-    keys and the data stay)."""
+    keys, their operators' caps and the data stay)."""
     for name in ("coordinator", "reference"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
     for path in (run_dir / "nodes").glob("*"):
-        shutil.rmtree(path / "days" if path.name.endswith(".secrets") else path, ignore_errors=True)
+        if path.name.endswith(".secrets"):
+            shutil.rmtree(path / "days", ignore_errors=True)
+            continue
+        for entry in path.iterdir() if path.is_dir() else ():
+            if entry.name != CONFIG_FILE:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
@@ -195,7 +201,7 @@ def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
     for agency in AGENCIES:  # fresh budgets and logs; the indexes and keys are reused
         state = run_dir / "nodes" / agency
         for path in state.iterdir():
-            if path.name not in ("index", "keys", SOURCES_FILE):
+            if path.name not in ("index", "keys", SOURCES_FILE, CONFIG_FILE):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     applicants = applicants_path(run_dir)
     hidden = applicants.with_name(applicants.name + ".bench-hidden")

@@ -195,7 +195,7 @@ def _set_budgets(state: _NodeState, partitions: Mapping[str, Partition], policy:
     """Set every served partition's cap (`set_budget`) for the node's date."""
     for pid, part in partitions.items():
         cap = policy.cap(pid, part.meta.entry_count)
-        set_budget(state.ledger, state.audit, pid, cap, state.scenario.as_of)
+        set_budget(state.ledger, state.audit, pid, cap, state.scenario.as_of, part.key_version)
 
 
 def lock_state(state: Path) -> int:
@@ -253,7 +253,9 @@ class _NodeState:
         for pid in sorted(set(keystore.partitions()) | set(idx.indexed_partitions(self.index_dir))):
             if not self.scenario.in_window(pid):
                 _, day = parse_partition_id(pid)
-                shredded = day is not None and keystore.shred_day(day.isoformat())
+                # the day's kinds share its wrapping key: shredded with the first of them
+                shredded = day is not None and (keystore.shred_day(day.isoformat())
+                                                or not keystore.day_key_path(day.isoformat()).exists())
                 destroyed = keystore.destroy(pid)
                 idx.remove_index(self.index_dir, pid)
                 forgotten = self.ledger.forget_responses(pid)
@@ -299,10 +301,13 @@ class _NodeState:
         return partitions, malformed, stats
 
 
-def set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int, epoch: dt.date) -> None:
+def set_budget(
+    ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int, epoch: dt.date, key_version: int = 1
+) -> None:
     """Set a partition's budget cap and, when it is new or changed, log it (`budget_set`: total and used)
     so that an auditor can check every charge in the log against the cap in force. A static partition's
-    budget is per epoch: on a new date its use goes back to 0, logged first (`budget_reset`)."""
+    budget is per epoch, a day partition's per key: on a new date (static) or a fresh key after late rows
+    (day) its use goes back to 0, logged first (`budget_reset`)."""
     try:
         previous: int | None = ledger.budget(partition_id).total
     except KeyError:
@@ -311,10 +316,13 @@ def set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: in
     if previous != cap:
         audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
     _, day = parse_partition_id(partition_id)
-    if day is None and ledger.epoch(partition_id) != epoch.isoformat():
-        audit.append("budget_reset", {"partition_id": partition_id, "epoch": epoch.isoformat(),
+    period = epoch.isoformat() if day is None else f"key v{key_version}"
+    current = ledger.epoch(partition_id)
+    if current != period and (day is None or current is not None or budget.used):
+        audit.append("budget_reset", {"partition_id": partition_id, "epoch": period, "key_version": key_version,
                                       "total": budget.total, "used_before": budget.used})
-        ledger.start_epoch(partition_id, epoch.isoformat())
+    if current != period:
+        ledger.start_epoch(partition_id, period)
 
 
 def source_digest(run_dir: Path, agency: str, as_of: dt.date | None = None) -> str:
