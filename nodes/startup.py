@@ -319,8 +319,9 @@ def set_budget(
     period = epoch.isoformat() if day is None else f"key v{key_version}"
     current = ledger.epoch(partition_id)
     if current != period and (day is None or current is not None or budget.used):
-        audit.append("budget_reset", {"partition_id": partition_id, "epoch": period, "key_version": key_version,
-                                      "total": budget.total, "used_before": budget.used})
+        audit.append("budget_reset", {"partition_id": partition_id, "epoch": period,
+                                      "key_version": key_version, "total": budget.total,
+                                      "used_before": budget.used})
     if current != period:
         ledger.start_epoch(partition_id, period)
 

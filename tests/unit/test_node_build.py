@@ -45,7 +45,8 @@ def _same_partitions(run: Path, agency: str) -> None:
     streamed = {pid: _rows(frame) for pid, frame in streamed_store.iter_partitions(WINDOW)}
     planner = AgencyStore(run, agency)
     jobs = build.partition_jobs(planner, WINDOW)
-    assert [pid for job in jobs for pid in job.partition_ids] == planner.partition_ids(WINDOW) == list(streamed)
+    planned = [pid for job in jobs for pid in job.partition_ids]
+    assert planned == planner.partition_ids(WINDOW) == list(streamed)
     for job in jobs:
         worker = AgencyStore(run, agency)
         together = sorted(row for pid in job.partition_ids for row in streamed[pid])

@@ -498,7 +498,8 @@ def test_a_serving_node_rolls_to_its_next_date(run: Path) -> None:
     assert (secrets / f"{next_day.isoformat()}.key").exists()
     entries = audit_entries(run)
     left = [e["data"] for e in entries if e["kind"] == "partition_key_destroyed" and "window" in e["data"]]
-    assert [(d["partition_id"], d["day_key_shredded"]) for d in left] == [(p, True) for p in day_pids(leaving)]
+    shredded = [(d["partition_id"], d["day_key_shredded"]) for d in left]
+    assert shredded == [(p, True) for p in day_pids(leaving)]
     assert [e["data"]["as_of"] for e in entries if e["kind"] == "node_rolled"] == [next_day.isoformat()]
     chain = verify_file(run / "nodes" / "transport" / "audit.jsonl",
                         load_identities(PkiPaths(run)).node("transport"))
