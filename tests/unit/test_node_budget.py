@@ -48,7 +48,7 @@ def test_the_operators_file_holds_caps_the_command_line_overrides(tmp_path: Path
     assert merged.cap(STATIC, 578) == 10 and merged.cap("identity@static", 1500) == 1200
     assert BudgetPolicy.read(tmp_path / "none.conf") == BudgetPolicy()
     path.write_text("identity=lots\n")
-    with pytest.raises(BudgetSpecError, match="budget.conf"):
+    with pytest.raises(BudgetSpecError, match=r"budget\.conf"):
         BudgetPolicy.read(path)
 
 
