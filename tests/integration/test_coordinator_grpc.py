@@ -74,7 +74,7 @@ def test_node_refusals_arrive_as_protocol_errors(served: tuple[Path, dict[str, N
         manifest = verify_manifest(client.get_manifest(), "transport", load_identities(PkiPaths(run)))
         part = manifest.partitions[0]
         with pytest.raises(NotFound):
-            list(client.stream_index("tickets@1999-01-01", 0, b""))
+            list(client.stream_index("trip@1999-01-01", 0, b""))
         with pytest.raises(FailedPrecondition):
             list(client.stream_index(part.partition_id, 0, bytes(32)))
         with pytest.raises(InvalidArgument):

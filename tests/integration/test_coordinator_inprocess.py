@@ -648,8 +648,8 @@ def test_labels_opened_in_parts_give_the_same_matches(
 
 
 def test_budget_is_checked_before_sending(run: Path) -> None:
-    with in_process_nodes(run, budget=BudgetPolicy({"population": 5})) as transports:
-        with pytest.raises(BudgetError, match="population@static"):
+    with in_process_nodes(run, budget=BudgetPolicy({"identity": 5})) as transports:
+        with pytest.raises(BudgetError, match="identity@static"):
             run_epoch(run, transports)
         assert transports["police"].counter.sent < 1000  # only manifest requests went out
     audit = (run / "nodes" / "police" / "audit.jsonl").read_text()
