@@ -65,6 +65,13 @@ def city_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+def copy_caps(source: Path, target: Path) -> None:
+    """Copy the node operators' caps (RUN/nodes/<agency>/budget.conf) of one run into another."""
+    for config in (source / "nodes").glob(f"*/{CONFIG_FILE}"):
+        (target / "nodes" / config.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(config, target / "nodes" / config.parent.name / CONFIG_FILE)
+
+
 def copy_run(source: Path, target: Path) -> Path:
     """A copy of a run's scenario, agency data, PKI, node keys and operators' caps (no node state) for a test
     that needs its own node."""
@@ -72,9 +79,7 @@ def copy_run(source: Path, target: Path) -> Path:
     shutil.copy2(source / "scenario.json", target / "scenario.json")
     shutil.copytree(source / "data", target / "data")
     shutil.copytree(source / "pki", target / "pki")
-    for config in (source / "nodes").glob(f"*/{CONFIG_FILE}"):
-        (target / "nodes" / config.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(config, target / "nodes" / config.parent.name / CONFIG_FILE)
+    copy_caps(source, target)
     for secrets in (source / "nodes").glob("*.secrets"):
         shutil.copytree(secrets, target / "nodes" / secrets.name)
     return target

@@ -243,7 +243,6 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
         rng=Drbg(b"healthpsi" + (7).to_bytes(8, "big")).child("pki"),
         now=dt.datetime(2020, 2, 14),
     )
-    enroll_nodes(run, AGENCIES)
     frames = agency_frames()
     data = run / "data"
     write_parquet(
@@ -318,6 +317,7 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
         hand_made_applicants(frames["population"]),
         pa.schema([("subject_id", pa.string()), ("name", pa.string()), ("birth_date", pa.date32())]),
     )
+    enroll_nodes(run, AGENCIES)  # after the applicants: the police operator declares them
     return frames
 
 

@@ -27,6 +27,8 @@ from runner.executors import DaskAddressError, dask_security, make_executor
 from runner.pipeline import in_process_nodes
 from simulation.reference import compute_reference
 
+from .conftest import copy_caps
+
 PARTITIONED_STEPS = {
     "build_partition",  # a node tokenises and indexes one partition
     "_blind_evaluate_chunk",  # a node evaluates a chunk of a blinded batch
@@ -52,7 +54,8 @@ class CountingExecutor(Executor):
 
 
 def _copy(source: Path, target: Path) -> Path:
-    """The city's scenario, data, health files, PKI and node keys, without any node or coordinator state."""
+    """The city's scenario, data, health files, PKI, node keys and operators' caps, without any node or
+    coordinator state."""
 
     def skip(directory: str, names: list[str]) -> set[str]:
         if Path(directory) == source:
@@ -62,6 +65,7 @@ def _copy(source: Path, target: Path) -> Path:
         return set()
 
     shutil.copytree(source, target, ignore=skip)
+    copy_caps(source, target)
     return target
 
 
