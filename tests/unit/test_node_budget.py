@@ -8,8 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from crypto.auditlog import AuditLog
+from healthpsi.cli import app
 from nodes.budget import BudgetLedger, BudgetPolicy, BudgetSpecError, config_path, default_cap, write_budget
 from nodes.startup import set_budget
 from proto.errors import FailedPrecondition, ResourceExhausted
@@ -159,3 +161,17 @@ def test_a_day_budget_is_per_key_and_its_reset_is_logged(tmp_path: Path) -> None
     resets = [json.loads(line)["data"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()
               if json.loads(line)["kind"] == "budget_reset"]
     assert [(r["key_version"], r["used_before"]) for r in resets] == [(2, 7)]
+
+
+def test_node_init_stores_the_operators_caps_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    runner = CliRunner()
+    init = ["node", "init", "--run", str(run), "--agency", "police"]
+    bad = runner.invoke(app, [*init, "--budget", "identity=x"])
+    assert bad.exit_code == 2 and "--budget" in bad.output
+    assert not config_path(run, "police").exists()
+    result = runner.invoke(app, [*init, "--budget", "identity=1200", "--budget", "household=40"])
+    assert result.exit_code == 0, result.output
+    stored = BudgetPolicy.read(config_path(run, "police"))
+    assert stored == BudgetPolicy({"identity": 1200, "household": 40})
