@@ -8,9 +8,8 @@ files' row-group statistics alone (no record is read), and `build_partition` —
 arguments are paths, row-group numbers and the partitions' keys — does one job from start to finish. An
 executor (a local process pool or a Dask cluster) runs the jobs side by side; each worker holds one dataset
 day's records at a time and sends back only the index metadata, the malformed-row counts of the row groups
-it read, and its timings. Workers read the agency's
-files and write the index files themselves, so they need the node's state directory (on one machine, or a
-shared filesystem for a Dask cluster).
+it read, and its timings. Workers read the agency's files and write the index files themselves, so they need
+the node's state directory (on one machine, or a shared filesystem for a Dask cluster).
 
 A record that spans midnight belongs to the partitions of both days: the row group of its start day is
 read for the next day's partition too (the row group's statistics say which days it can reach).
