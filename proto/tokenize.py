@@ -470,7 +470,7 @@ def checkin_tokens(checkins: pd.DataFrame) -> pd.DataFrame:
     venue = _str(np.asarray(checkins["venue_id"], dtype=object)[row])
     tokens = ("venue-hour|" + venue + "|" + hour_text).to_numpy(object)
     subject = pd.Series(np.asarray(checkins["subject_id"], dtype=object)[row])
-    return _from_row_strings(subject, tokens, _partition_strings("checkins", hour // 24))
+    return _from_row_strings(subject, tokens, _partition_strings("venue-hour", hour // 24))
 
 
 def declaration_tokens(declarations: pd.DataFrame) -> pd.DataFrame:
@@ -485,4 +485,4 @@ def declaration_tokens(declarations: pd.DataFrame) -> pd.DataFrame:
     place = _str(np.asarray(declarations["place_id"], dtype=object)[row])
     tokens = ("place-day|" + place + "|" + _str(day_strings(day))).to_numpy(object)
     subject = pd.Series(np.asarray(declarations["subject_id"], dtype=object)[row])
-    return _from_row_strings(subject, tokens, _partition_strings("declarations", day))
+    return _from_row_strings(subject, tokens, _partition_strings("place-day", day))

@@ -181,7 +181,7 @@ def test_clean_run_replays_clean(done: Path) -> None:
     # every agency's queries were re-derived, the venues' check-ins and the police's declarations included
     opened = {tuple(v.item.split("/")[:2]) for v in report.verdicts if v.section == "openings"}
     assert {agency for agency, _ in opened} == set(AGENCIES)
-    assert {pid.split("@")[0] for _, pid in opened} >= {"checkins", "declarations"}
+    assert {pid.split("@")[0] for _, pid in opened} >= {"venue-hour", "place-day"}
     results = {v.item.split(" ")[0]: v for v in report.verdicts if v.section == "results"}
     day = f"epochs/{load_scenario(done).as_of.isoformat()}/"
     assert set(results) == {

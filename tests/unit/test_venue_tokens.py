@@ -39,12 +39,12 @@ CHECKINS = [
     (B, "market-411202-0001", "2020-01-18T09:00", "2020-02-20T09:00"),  # visit_too_long (33 days)
 ]
 EXPECTED = {
-    "checkins@2020-01-18": {
+    "venue-hour@2020-01-18": {
         (A, "venue-hour|market-411202-0001|2020-01-18T09"),
         (B, "venue-hour|compound-411202-0001|2020-01-18T23"),
     },
-    "checkins@2020-01-19": {(B, "venue-hour|compound-411202-0001|2020-01-19T00")},
-    "checkins@2020-01-20": {
+    "venue-hour@2020-01-19": {(B, "venue-hour|compound-411202-0001|2020-01-19T00")},
+    "venue-hour@2020-01-20": {
         (B, "venue-hour|hospital-411202-0001|2020-01-20T14"),
         (B, "venue-hour|hospital-411202-0001|2020-01-20T15"),
     },
@@ -86,18 +86,18 @@ def test_place_day_rule_on_hand_made_rows() -> None:
     )
     frame = tokenize.declaration_tokens(rows).astype(str)
     assert set(frame.itertuples(index=False, name=None)) == {
-        (A, "place-day|dwelling-H1|2020-01-30", "declarations@2020-01-30"),
-        (A, "place-day|dwelling-H1|2020-01-31", "declarations@2020-01-31"),
-        (A, "place-day|dwelling-H1|2020-02-01", "declarations@2020-02-01"),
-        (B, "place-day|workplace-7-0|2020-02-01", "declarations@2020-02-01"),
+        (A, "place-day|dwelling-H1|2020-01-30", "place-day@2020-01-30"),
+        (A, "place-day|dwelling-H1|2020-01-31", "place-day@2020-01-31"),
+        (A, "place-day|dwelling-H1|2020-02-01", "place-day@2020-02-01"),
+        (B, "place-day|workplace-7-0|2020-02-01", "place-day@2020-02-01"),
     }
 
 
 def test_new_tokens_parse_and_name_their_agency() -> None:
     venue = tk.parse(tk.venue_hour("hospital-411202-0001", dt.datetime(2020, 1, 20, 14)))
-    assert (venue.agency, venue.partition_id) == ("venues", "checkins@2020-01-20")
+    assert (venue.agency, venue.partition_id) == ("venues", "venue-hour@2020-01-20")
     place = tk.parse(tk.place_day("dwelling-H1", dt.date(2020, 1, 30)))
-    assert (place.agency, place.partition_id) == ("police", "declarations@2020-01-30")
+    assert (place.agency, place.partition_id) == ("police", "place-day@2020-01-30")
     assert tk.venue_kind("hospital-411202-0001") == "hospital"
     assert tk.venue_kind("shop-1") == "other"
     with pytest.raises(tk.TokenError, match="YYYY-MM-DDTHH"):
