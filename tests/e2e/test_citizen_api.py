@@ -22,37 +22,28 @@ from coordinator.policy import Policy
 from tests.integration.conftest import NodeProcess
 from tests.servers import (
     ServiceProcess,
-    build_run,
+    copy_run,
     outbox_code,
     republish_trust_list,
-    start_police,
+    served,
     unclaimed_people,
 )
 
-PERSONS = 1000
+
+@pytest.fixture(scope="module")
+def run(run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_run(run_template, tmp_path_factory.mktemp("citizen-api") / "run")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_run(tmp_path_factory.mktemp("citizen-api") / "run", persons=PERSONS)
+def served_run(run: Path) -> Iterator[tuple[NodeProcess, ServiceProcess]]:
+    with served(run, workers=2) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
-def police(run: Path) -> Iterator[NodeProcess]:
-    node = start_police(run)
-    try:
-        yield node
-    finally:
-        node.terminate()
-
-
-@pytest.fixture(scope="module")
-def service(run: Path, police: NodeProcess) -> Iterator[ServiceProcess]:
-    proc = ServiceProcess(run, "--node", f"police={police.address}", "--workers", "2").wait_ready()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def service(served_run: tuple[NodeProcess, ServiceProcess]) -> ServiceProcess:
+    return served_run[1]
 
 
 @pytest.fixture(scope="module")
