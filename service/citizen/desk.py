@@ -280,10 +280,10 @@ class CitizenDesk:
 
     def appeals(self, phone: str, code_id: str) -> list[Appeal] | None:
         """The appeals against one of the phone's codes (None when the code is not among them)."""
-        with self.store() as store:
-            if not store.holds(phone, code_id):
-                return None
-            return store.appeals(code_id)
+        store = self.reader()
+        if not store.holds(phone, code_id):
+            return None
+        return store.appeals(code_id)
 
 
 def desk_of(settings: ServiceSettings, state: Any) -> CitizenDesk:
