@@ -484,3 +484,17 @@ def test_an_unreachable_police_node_is_reported_within_seconds_and_nothing_is_wr
         assert conn.execute(
             "SELECT COUNT(*) FROM codes WHERE subject_id = ?", (person["subject_id"],)
         ).fetchone() == (0,)
+
+
+def test_access_log_holds_one_json_line_per_request_from_every_worker(run: Path, tmp_path: Path) -> None:
+    log = tmp_path / "access.jsonl"
+    logged = ServiceProcess(run, "--access-log", str(log), workers=2).wait_ready()
+    try:
+        with httpx.Client(base_url=logged.url, timeout=60) as c:
+            statuses = [c.get(path).status_code for path in ("/api/v1/health", "/api/v1/citizen/codes") * 5]
+    finally:
+        assert logged.stop() == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    asked = [(e["path"], e["status"]) for e in lines if e["path"] != "/api/v1/health" or e["status"] != 200]
+    assert statuses == [200, 401] * 5 and asked == [("/api/v1/citizen/codes", 401)] * 5
+    assert all(set(e) == {"at", "method", "path", "status", "ms", "client"} for e in lines)
