@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,13 @@ from coordinator.sealing import read_sealed_json, storage_key
 from coordinator.transport import NodeTransport
 from proto import tokens as tk
 from proto.errors import ProtocolError
+from proto.healthpsi.v1 import node_pb2
 from runctx.pki import PkiPaths, load_identities
 
 POLICE = "police"
+MANIFEST_SECONDS = 60.0
+"""Checks reuse the police node's verified manifest this long (one fetch per check cost as much as the
+check's Evaluate call)."""
 
 
 class IdentityCheckError(RuntimeError):
@@ -114,6 +119,7 @@ class IdentityChecker:
         self.identities = load_identities(PkiPaths(run))
         self.openings = AnsweredOpenings(run / "coordinator" / "openings", storage_key(run))
         self.cache = IndexCache(run / "coordinator" / "cache")
+        self._manifests: tuple[float, dict[str, node_pb2.Manifest]] = (0.0, {})
 
     def check(self, declarations: Sequence[Declaration]) -> Checked:
         """For each declaration, whether the register holds a person with that id, name and birth date
@@ -131,6 +137,8 @@ class IdentityChecker:
             if sink is not None:
                 sink(event, **fields, epoch=label)
 
+        fetched_at, manifests = self._manifests
+        reuse = time.monotonic() - fetched_at < MANIFEST_SECONDS
         matcher = Matcher(
             label,
             self.transports,
@@ -140,11 +148,15 @@ class IdentityChecker:
             as_of=self.as_of.isoformat(),
             window_days=self.window_days,
             blind_rng=lambda agency, partition_id: None,
+            manifests=manifests if reuse else None,
             audit=audit,
         )
         try:
             found = matcher.run([Query(POLICE, partition, appl.PURPOSE, tuple(sorted(set(tokens))))])
         except (MatchingError, ProtocolError) as exc:
+            self._manifests = (0.0, {})  # a node restarted with new keys, say: fetch its manifest again
             raise IdentityCheckError(str(exc)) from exc
+        if not reuse:
+            self._manifests = (time.monotonic(), matcher.manifests)
         register = found.get((POLICE, partition), {})
         return Checked(label, [d.subject_id in register.get(d.token, ()) for d in declarations])

@@ -26,9 +26,10 @@ import fcntl
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,23 +91,30 @@ class ServiceLog:
 
     @contextlib.contextmanager
     def _log(self) -> Iterator[AuditLog]:
-        """The log, reopened under the exclusive lock (so it continues whatever another worker appended)."""
+        """The log, reopened under the exclusive lock (so it continues whatever another worker appended),
+        and synced to disk once before the lock is released."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._thread_lock, open(self.lock_path, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                with AuditLog(self.path, witness=self.witness) as log:
+                with AuditLog(self.path, fsync=False, witness=self.witness) as log:
                     yield log
+                with open(self.path, "rb") as written:
+                    os.fsync(written.fileno())
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def append(self, kind: str, data: Mapping[str, Any]) -> None:
-        """Append one entry (fsynced), and a signed head when the last one is `HEAD_SECONDS` old."""
+    def append(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Append entries together (synced once), and a signed head when the last one is `HEAD_SECONDS`
+        old."""
+        if not entries:
+            return
         with self._log() as log:
-            log.append(kind, data)
-            self._unsigned += 1
+            for kind, data in entries:
+                log.append(kind, data)
+            self._unsigned += len(entries)
             if time.monotonic() - self._last_head >= HEAD_SECONDS:
-                self._head(log, str(data.get("epoch", "")))
+                self._head(log, str(entries[-1][1].get("epoch", "")))
 
     def sign_head(self, epoch: str) -> None:
         """Close what this worker appended with a signed head (nothing when it appended nothing since)."""

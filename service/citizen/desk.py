@@ -111,6 +111,7 @@ class CitizenDesk:
         self._transports: dict[str, NodeTransport] | None = None
         self._checkers: dict[str, IdentityChecker] = {}
         self._audit_log: ServiceLog | None = None
+        self._pending: list[tuple[str, dict[str, Any]]] = []
         self.batcher: MicroBatcher[tuple[str, ApplicationRequest], Outcome] = MicroBatcher(
             self._apply_batch, BATCH_WINDOW, 64
         )
@@ -152,8 +153,14 @@ class CitizenDesk:
         return self._audit_log
 
     def _log(self, event: str, **fields: Any) -> None:
-        """An identity check's entry (`evaluate`, `index_streamed`) in the service's audit log."""
-        self.audit_log.append(event, fields)
+        """An identity check's entry (`evaluate`, `index_streamed`), kept until the batch's applications are
+        logged with it (batches run one at a time)."""
+        self._pending.append((event, fields))
+
+    def _flush(self, *entries: tuple[str, dict[str, Any]]) -> None:
+        """Write the pending check entries and `entries` to the service's audit log, together."""
+        pending, self._pending = self._pending, []
+        self.audit_log.append([*pending, *entries])
 
     def _check(self, epoch: LatestEpoch, declarations: list[Declaration]) -> Checked:
         """One batch of identity checks: one Evaluate call for its new tokens."""
@@ -178,6 +185,13 @@ class CitizenDesk:
     def _apply_batch(self, items: list[tuple[str, ApplicationRequest]]) -> list[Outcome]:
         """Check a batch's identities, sign codes for those the register holds, and store every application
         with its code or refusal, bound in the service's audit log before the transaction commits."""
+        try:
+            return self._check_and_record(items)
+        finally:
+            if self._pending:  # a check's queries are logged even when its applications are not stored
+                self._flush()
+
+    def _check_and_record(self, items: list[tuple[str, ApplicationRequest]]) -> list[Outcome]:
         epoch = latest_epoch(self.run)
         declarations = [Declaration(r.subject_id, r.name, r.birth_date) for _, r in items]
         checked = self._check(epoch, declarations)
@@ -213,8 +227,7 @@ class CitizenDesk:
                     "code": None if row is None else line_digest(code_line(row)),
                     "new": code is not None and row is not None and row.payload == code[6],
                 })
-            self.audit_log.append(RECORDED, {"epoch": epoch.epoch, "check": checked.label,
-                                             "applications": entries})
+            self._flush((RECORDED, {"epoch": epoch.epoch, "check": checked.label, "applications": entries}))
 
         with self.store() as store:
             rows = store.record_applications(records, bind)
