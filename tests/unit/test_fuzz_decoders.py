@@ -15,6 +15,7 @@ import io
 import json
 import os
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -164,21 +165,29 @@ def test_trust_and_revocation_lists_refuse_any_edit_cleanly(
     pki: PkiPaths, doc: Any, key: str, value: Any
 ) -> None:
     root = load_certificate(pki.root_cert)
-    for original in (json.loads(pki.trustlist.read_text()), json.loads(pki.revocations.read_text())):
+    trust = parse_trust_list(json.loads(pki.trustlist.read_text()), root)
+    checks: tuple[tuple[Any, Callable[[Any], object]], ...] = (
+        (json.loads(pki.trustlist.read_text()), lambda d: parse_trust_list(d, root)),
+        (json.loads(pki.revocations.read_text()), lambda d: parse_revocations(d, trust)),
+    )
+    for original, parse in checks:
         edited = {**original, key: value}
         for candidate in (doc, edited):
-            for parse in (parse_trust_list, parse_revocations):
-                try:
-                    parse(candidate, root)
-                except CryptoError:
-                    continue
-                assert candidate == original or candidate.get(key) == original.get(key)
+            try:
+                parse(candidate)
+            except CryptoError:
+                continue
+            assert candidate == original or candidate.get(key) == original.get(key)
 
 
 def test_a_revocation_list_signed_by_another_key_is_refused(pki: PkiPaths) -> None:
     doc = make_revocations(["c-1"], ec.generate_private_key(ec.SECP256R1()), issued_at=ISSUED)
+    trust = parse_trust_list(json.loads(pki.trustlist.read_text()), load_certificate(pki.root_cert))
+    with pytest.raises(CryptoError, match="not in the trust list"):
+        parse_revocations(doc, trust)
+    genuine = json.loads(pki.revocations.read_text())
     with pytest.raises(CryptoError, match="does not verify"):
-        parse_revocations(doc, load_certificate(pki.root_cert))
+        parse_revocations({**doc, "kid": genuine["kid"]}, trust)  # claims the issuer's key, signed by another
 
 
 # ----------------------------------------------------------------------------- gRPC messages, manifests
