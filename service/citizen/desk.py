@@ -246,10 +246,11 @@ class CitizenDesk:
             self._audit_log.sign_head(epoch)
 
     def applications(self, phone: str) -> list[tuple[Application, CodeRow | None]]:
-        """The phone's applications, newest first, each with its code (None for a refusal)."""
-        with self.store() as store:
-            mine = store.applications_of(phone)
-            return [(a, None if a.code_id is None else store.code(a.code_id)) for a in mine]
+        """The phone's applications, newest first, each with its code (None for a refusal), read on this
+        thread's long-lived connection (a soak made opening the store per listing its costliest request)."""
+        store = self.reader()
+        mine = store.applications_of(phone)
+        return [(a, None if a.code_id is None else store.code(a.code_id)) for a in mine]
 
     def view(self, phone: str, code_id: str, now: dt.datetime | None = None) -> CodeView | None:
         """The holder's view of a code, or None when no application from this phone led to it."""
