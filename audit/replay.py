@@ -18,7 +18,9 @@ published result, trusting neither the coordinator nor the nodes.
 - **budgets** — per partition, the node's charges never exceed the cap it logged (`budget_set`), and every
   logged `budget_left` follows from the cap and the charges before it;
 - **results** — `matches.parquet`, `features.parquet` and each epoch's codes in `codes.sqlite` have the
-  digests the coordinator logged, and every match comes from a queried token its record justifies;
+  digests the coordinator logged, and so has each epoch's own `epochs/<date>/` (matches, features, summary)
+  against the entries of the last epoch logged for that date; every match comes from a queried token its
+  record justifies, under the risk set of its own epoch's window;
 - **rerun** — given a fresh re-run of the same scenario, matches, features and codes have equal digests and,
   in a seeded (deterministic) run, every audit log is equal byte for byte.
 """

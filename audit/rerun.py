@@ -1,5 +1,5 @@
-"""Comparisons with a fresh re-run: row digests of the result files and the codes, and the audit logs
-byte for byte.
+"""Comparisons with a fresh re-run: row digests of the result files (the latest and each day's) and the codes,
+and the audit logs byte for byte.
 """
 
 from __future__ import annotations
@@ -110,9 +110,12 @@ def rerun_verdicts(
         )
     except InputError as exc:
         out.append(Verdict("rerun", "scenario.json", "scenario", "fail", str(exc)))
-    for name, columns in (("matches.parquet", MATCH_COLUMNS), ("features.parquet", None)):
-        digests = [file_frame_digest(run / "coordinator" / name, columns) for run in (mine, theirs)]
-        out.append(compare("rerun", name, "results", *digests))
+    days = sorted({p.name for run in (mine, theirs) for p in (run / "coordinator" / "epochs").glob("*/")})
+    for folder in ["", *(f"epochs/{day}/" for day in days)]:  # the latest files, then each day's
+        for name, columns in (("matches.parquet", MATCH_COLUMNS), ("features.parquet", None)):
+            paths = [run / "coordinator" / folder / name for run in (mine, theirs)]
+            digests = [file_frame_digest(path, columns) for path in paths]
+            out.append(compare("rerun", folder + name, "results", *digests))
     codes = [codes_digests(run / "coordinator" / "codes.sqlite", served) for run in (mine, theirs)]
     out.append(compare("rerun", "codes.sqlite", "codes", *codes))
     nodes = {

@@ -30,6 +30,14 @@ from runctx.pki import PkiPaths, load_pinned_trust_list
 from runctx.progress import Progress
 
 MATCH_COLUMNS = ["subject_id", "agency", "token", "case_id"]
+EPOCH_FILES = (
+    ("matches.parquet", "matches_written", MATCH_COLUMNS),
+    ("features.parquet", "features_written", None),
+)
+"""The frames each epoch writes, with the entry that logs each and the columns its digest covers."""
+
+Logged = tuple[str, str, dict[str, Any]]
+"""(epoch, where, data) of a coordinator entry that binds a published file."""
 
 
 class ResultChecks:
@@ -56,28 +64,58 @@ class ResultChecks:
         """The published files against the digests the coordinator logged."""
         coordinator = self.run_dir / "coordinator"
         out = [
-            self._frame_verdict(coordinator / "matches.parquet", "matches_written", MATCH_COLUMNS, justifier),
-            self._frame_verdict(coordinator / "features.parquet", "features_written", None, justifier),
+            self._frame_verdict(coordinator / name, name, kind, columns, justifier, self.last.get(kind))
+            for name, kind, columns in EPOCH_FILES
         ]
-        self.progress("results", 1, 2)
+        self.progress("results", 1, 3)
+        out += self._epoch_dir_verdicts(coordinator / "epochs", justifier)
+        self.progress("results", 2, 3)
         out += self._codes_verdicts(coordinator / "codes.sqlite")
         out.append(self._revocation_list_verdict())
         out.append(self._qr_verdict(coordinator / "qr"))
-        out.append(self._summary_verdict(coordinator / "epoch.json"))
-        self.progress("results", 2, 2)
+        summary = coordinator / "epoch.json"
+        out.append(self._summary_verdict(summary, summary.name, self.last.get("summary_written")))
+        self.progress("results", 3, 3)
         return out
 
-    def _summary_verdict(self, path: Path) -> Verdict:
-        """The epoch summary against the digest its last summary_written entry logged."""
+    def _epoch_dir_verdicts(self, root: Path, justifier: Justifier) -> list[Verdict]:
+        """Each epoch's own files (`epochs/<as_of>/`) against the entries of the last epoch logged for that
+        date, and a directory no logged epoch wrote."""
+        latest: dict[str, str] = {}  # as_of → the last epoch logged for it (a re-run of the date rewrote it)
+        for epoch, kinds in self.logged.items():
+            span = self.epoch_window(epoch)
+            if span is not None and any(kind in kinds for _, kind, _ in EPOCH_FILES):
+                latest[span[0].isoformat()] = epoch
+        out = []
+        for day, epoch in sorted(latest.items()):
+            kinds = self.logged[epoch]
+            for name, kind, columns in EPOCH_FILES:
+                logged = (epoch, *kinds[kind]) if kind in kinds else None
+                item = f"epochs/{day}/{name}"
+                out.append(self._frame_verdict(root / day / name, item, kind, columns, justifier, logged))
+            summary = kinds.get("summary_written")
+            out.append(self._summary_verdict(
+                root / day / "epoch.json", f"epochs/{day}/epoch.json",
+                None if summary is None else (epoch, *summary),
+            ))
+        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        for day in found:
+            if day not in latest:
+                out.append(Verdict("results", f"epochs/{day}/", "epoch", "fail",
+                                   "no epoch of that date in the coordinator's log wrote it"))
+        return out
+
+    def _summary_verdict(self, path: Path, name: str, logged: Logged | None) -> Verdict:
+        """An epoch summary against the digest its summary_written entry (`logged`) gave."""
         notes = Notes()
         kind = "summary_written"
-        if kind not in self.last:
+        if logged is None:
             if path.exists():
                 notes.fail(f"the coordinator's log has no {kind} entry for it")
             else:
                 notes.warn(f"absent, and no epoch logged a {kind} entry")
-            return notes.verdict("results", path.name, kind)
-        epoch, where, data = self.last[kind]
+            return notes.verdict("results", name, kind)
+        epoch, where, data = logged
         try:
             summary = json.loads(path.read_bytes())
             if not isinstance(summary, dict):
@@ -85,7 +123,7 @@ class ResultChecks:
             digest = summary_digest(summary)
         except (OSError, ValueError) as exc:
             notes.fail(f"unreadable ({exc}), but the {kind} entry at {where} logged it")
-            return notes.verdict("results", path.name, kind)
+            return notes.verdict("results", name, kind)
         if digest != data.get("digest"):
             notes.fail(
                 f"altered: digest {short(digest)}, but the {kind} entry at {where} logged "
@@ -96,7 +134,7 @@ class ResultChecks:
                 f"digest equals the {kind} entry at {where} (epoch {epoch}; all but "
                 f"{', '.join(SUMMARY_UNBOUND)})"
             )
-        return notes.verdict("results", path.name, kind)
+        return notes.verdict("results", name, kind)
 
     def _qr_verdict(self, directory: Path) -> Verdict:
         """Each QR image (payload text, index) against the digests its qr_written entry logged."""
@@ -162,21 +200,24 @@ class ResultChecks:
         return notes.verdict("results", name, "revocations")
 
     def _frame_verdict(
-        self, path: Path, kind: str, columns: list[str] | None, justifier: Justifier
+        self, path: Path, name: str, kind: str, columns: list[str] | None, justifier: Justifier,
+        logged: Logged | None,
     ) -> Verdict:
+        """A published frame against the rows and digest its entry (`logged`) gave; matches also against the
+        queries and the cases of that entry's epoch."""
         notes = Notes()
-        name = path.name
-        if kind not in self.last:
+        if logged is None:
             if path.exists():
                 notes.fail(f"the coordinator's log has no {kind} entry for it")
             else:
                 notes.warn("absent, and no epoch logged it")
             return notes.verdict("results", name, kind)
-        epoch, where, data = self.last[kind]
+        epoch, where, data = logged
         try:
             frame = pd.read_parquet(path)
         except (OSError, ValueError) as exc:
-            notes.fail(f"unreadable ({exc})")
+            missing = f"missing, but the {kind} entry at {where} logged it (epoch {epoch})"
+            notes.fail(f"unreadable ({exc})" if path.exists() else missing)
             return notes.verdict("results", name, kind)
         digest = frame_digest(frame, columns or list(frame.columns))
         if digest != data.get("digest") or len(frame) != data.get("rows"):

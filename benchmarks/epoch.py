@@ -17,43 +17,35 @@ The private matches must equal the plaintext ones row for row, or the run fails.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
-import os
 import shutil
 import statistics
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import Any
 
 from benchmarks import Step
+from benchmarks.city import (
+    CityBenchSettings,
+    RssSampler,
+    city_directory,
+    equals_plaintext,
+    fresh_start,
+    machine,
+    prepare_city,
+)
 from benchmarks.crypto import raw_operation_seconds
 from benchmarks.measure import busy_seconds, other_cpu_share
 from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
 from nodes.startup import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
-from runctx.pki import PkiPaths, init_keys
-from runner import allocator
-from runner.enrollment import enroll_nodes
+from runctx.pki import PkiPaths
 from runner.executors import default_workers, make_executor
 from runner.pipeline import RunResult, serving_nodes
-from simulation.presets import get_preset
 from simulation.reference import compute_reference
-from simulation.scenario import simulate
 
-Transport = Literal["inprocess", "grpc"]
-LARGE_PERSONS = 200_000
-"""From this population on (city-240k, sanmenxia) one repetition by default, three below."""
 STAGES = ("tokenise", "index", "load", "manifests", "evaluate", "finalize", "stream", "match", "issue",
           "revocations")
 """The stages reported, in order: the nodes' build, then the coordinator's epoch."""
@@ -74,118 +66,15 @@ MEMORY_DETAIL = (
 
 
 @dataclass(frozen=True)
-class EpochBenchSettings:
+class EpochBenchSettings(CityBenchSettings):
     """What one `bench epoch` run measures."""
 
-    preset: str = "city-20k"
-    persons: int | None = None
-    seed: int = 7
-    workers: int | None = None
     dask: str | None = None
-    repeat: int | None = None
-    """Repetitions (None: 3 below LARGE_PERSONS, 1 from there on)."""
-    transport: Transport = "inprocess"
-    run_dir: Path | None = None
-    """Where to simulate (kept); None: a temporary directory, removed afterwards."""
-
-    @classmethod
-    def quick(cls) -> EpochBenchSettings:
-        """A 1,500-person city, one repetition: seconds, for tests (the figures are noisy)."""
-        return cls(persons=1500, repeat=1)
-
-    @property
-    def population(self) -> int:
-        """The number of residents simulated."""
-        return self.persons if self.persons is not None else get_preset(self.preset).persons
-
-    @property
-    def repetitions(self) -> int:
-        """How many times the epoch and the plaintext join are measured."""
-        if self.repeat is not None:
-            return self.repeat
-        return 1 if self.population >= LARGE_PERSONS else 3
+    """A Dask scheduler (tls://HOST:PORT) or "local" to run the partitioned work on; None: local processes."""
 
     def steps(self) -> int:
         """How many progress steps `run_epoch_bench` reports."""
         return 1 + 3 * self.repetitions
-
-
-class RssSampler:
-    """Peak resident set of this process plus all its descendants, sampled by a thread, per phase.
-
-    Reading one process's resident set is cheap; listing the descendants scans all of /proc, so the list is
-    refreshed every `refresh` seconds and at each phase change, not at every sample.
-    """
-
-    def __init__(self, interval: float = 0.05, refresh: float = 1.0) -> None:
-        self.interval = interval
-        self.refresh = refresh
-        self.phase = "start"
-        self.peaks: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self._me = psutil.Process()
-        self._children: list[psutil.Process] = []
-        self._listed_at: float | None = None
-        self._since = 0
-
-    def sample(self, relist: bool = False) -> int:
-        """The current resident set of the process tree, in bytes (`relist`: list the descendants anew)."""
-        now = time.monotonic()
-        if relist or self._listed_at is None or now - self._listed_at >= self.refresh:
-            with contextlib.suppress(psutil.Error):
-                self._children = self._me.children(recursive=True)
-            self._listed_at = now
-        total = 0
-        for process in (self._me, *self._children):
-            with contextlib.suppress(psutil.Error):
-                total += process.memory_info().rss
-        return total
-
-    def _record(self, relist: bool = False) -> None:
-        rss = self.sample(relist)
-        if rss > self.peaks.get(self.phase, 0):
-            self.peaks[self.phase] = rss
-        self._since = max(self._since, rss)
-
-    def take_peak(self) -> int:
-        """The peak since the last call (or the start), whatever the phase; the next call starts afresh."""
-        self._record(relist=True)
-        peak, self._since = self._since, 0
-        return peak
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._record()
-
-    def enter(self, phase: str) -> None:
-        """Attribute the samples from now on to `phase`."""
-        self._record(relist=True)
-        self.phase = phase
-        self._record()
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._record()
-
-    @property
-    def peak(self) -> int:
-        """The largest sample of any phase."""
-        return max(self.peaks.values(), default=0)
-
-
-def _reset(run_dir: Path) -> None:
-    """Remove every node's and the coordinator's state and the nodes' day keys (the PKI, the nodes' own
-    keys and the data stay)."""
-    for name in ("coordinator", "reference"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-    for path in (run_dir / "nodes").glob("*"):
-        shutil.rmtree(path / "days" if path.name.endswith(".secrets") else path, ignore_errors=True)
 
 
 def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
@@ -233,22 +122,12 @@ def _split_nodes(wall: float, builds: dict[str, dict[str, Any]]) -> tuple[float,
     return wall * tokenise / (tokenise + index), wall * index / (tokenise + index)
 
 
-def _private_equals_plaintext(run_dir: Path, plaintext: pa.Table) -> bool:
-    """Whether the coordinator's matches.parquet equals the plaintext join, row for row."""
-    private = pq.read_table(run_dir / "coordinator" / "matches.parquet").replace_schema_metadata(None)
-    return bool(private.equals(plaintext.replace_schema_metadata(None)))
-
-
 def _repetition(
     settings: EpochBenchSettings, run_dir: Path, rss: RssSampler, step: Step, matching_only: bool = False
 ) -> dict[str, Any]:
     """One measurement of the private epoch and the plaintext join, from fresh node and coordinator state
     (and, when asked, of the matching alone, after them)."""
-    _reset(run_dir)
-    # the workers are forked below: give back the heap the last repetition freed, or every worker's resident
-    # set would count those pages again
-    allocator.release()
-    rss.take_peak()
+    fresh_start(run_dir, rss)
     result = RunResult(run_dir=run_dir)
     rss.enter("nodes")
     with make_executor(settings.workers, settings.dask, PkiPaths(run_dir)) as executor:
@@ -270,7 +149,7 @@ def _repetition(
     plaintext_seconds = time.perf_counter() - started
     rss.enter("idle")
     step("plaintext join")
-    if not _private_equals_plaintext(run_dir, reference.table):
+    if not equals_plaintext(run_dir / "coordinator" / "matches.parquet", reference.table):
         raise RuntimeError("the private matches differ from the plaintext join")
     matching_seconds = None
     if matching_only:
@@ -327,16 +206,6 @@ def _median_stages(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     }
 
 
-@contextlib.contextmanager
-def _run_directory(settings: EpochBenchSettings) -> Iterator[Path]:
-    """The directory to simulate into: the one asked for (kept), or a temporary one (removed)."""
-    if settings.run_dir is not None:
-        yield Path(settings.run_dir)
-        return
-    with tempfile.TemporaryDirectory(prefix="healthpsi-bench-epoch-") as tmp:
-        yield Path(tmp) / "run"
-
-
 def crypto_floor_seconds(counts: dict[str, int], raw: dict[str, float], workers: int) -> float:
     """Wall seconds of the epoch's unavoidable libsodium work at raw speed on `workers` cores (see the
     `crypto_floor_seconds` note)."""
@@ -348,12 +217,8 @@ def crypto_floor_seconds(counts: dict[str, int], raw: dict[str, float], workers:
 def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> dict[str, Any]:
     """Run the epoch benchmark and return its figures (the `epoch` section of `healthpsi bench --json`)."""
     report = step or (lambda _: None)
-    with _run_directory(settings) as run_dir:
-        started = time.perf_counter()
-        simulate(settings.preset, settings.seed, run_dir, persons=settings.persons)
-        init_keys(run_dir, force=True)
-        enroll_nodes(run_dir, AGENCIES)
-        simulate_seconds = time.perf_counter() - started
+    with city_directory(settings, "healthpsi-bench-epoch-") as run_dir:
+        simulate_seconds = prepare_city(settings, run_dir)
         report("simulate")
         runs = []
         before = busy_seconds()
@@ -374,13 +239,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
     matching_price = (last["nodes_seconds"] + last["matching_epoch_seconds"]) / last["plaintext_seconds"]
     floor = crypto_floor_seconds(last["counts"], raw, workers)
     return {
-        "preset": settings.preset,
-        "persons": settings.population,
-        "seed": settings.seed,
-        "transport": settings.transport,
-        "workers": workers,
+        **settings.head(),
         "dask": settings.dask,
-        "repeat": settings.repetitions,
         "seconds": seconds,
         "peak_rss_bytes": max(run["peak_rss_bytes"] for run in runs),
         "privacy_price": price,
@@ -410,15 +270,8 @@ def run_epoch_bench(settings: EpochBenchSettings, step: Step | None = None) -> d
         "matches_equal_plaintext": True,
         "memory_note": MEMORY_NOTE,
         "memory_detail": MEMORY_DETAIL,
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "memory_bytes": psutil.virtual_memory().total,
-            "load_average_end": list(os.getloadavg()),
-            "other_processes_cpu_share": foreign,
-        },
-        "settings": {
-            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(settings).items()
-        },
+        "machine": machine(foreign),
+        "settings": settings.to_json(),
         "notes": {
             "seconds": "private epoch: the nodes' tokenise + index build (wall, from no state) plus the "
             "coordinator's epoch (load, manifests, evaluate, finalize, stream, match, issue, revocations); "

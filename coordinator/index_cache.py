@@ -5,6 +5,7 @@ cut, kept under `RUN/coordinator/cache/`, and the binary entry parser that keeps
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import struct
@@ -17,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.errors import IndexIntegrityError
-from coordinator.transport import NodeTransport, NodeUnavailable
+from coordinator.transport import NodeTransport, NodeUnavailable, backoff_delay
 from crypto import labels
 from proto.healthpsi.v1 import node_pb2
+
+log = logging.getLogger("healthpsi.coordinator")
 
 ENTRY_HEADER = struct.Struct(">16sI")
 
@@ -228,12 +231,15 @@ class IndexCache:
                         offset += seen
                     if offset < info.entry_count:
                         raise NodeUnavailable(f"node {agency}: index stream of {pid} ended at entry {offset}")
-                except NodeUnavailable:
+                except NodeUnavailable as exc:
                     attempts += 1
                     out.flush()
                     if attempts > resumes:
                         raise
-                    time.sleep(self.backoff * 2 ** min(attempts - 1, 5))
+                    delay = backoff_delay(attempts - 1, self.backoff)
+                    log.warning("%s; resuming %s from entry %d (attempt %d of %d) in %.1fs", exc, pid, offset,
+                                attempts, resumes, delay)
+                    time.sleep(delay)
             out.flush()
         if offset != info.entry_count or h.digest() != info.index_digest:
             part.unlink()

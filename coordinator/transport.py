@@ -7,6 +7,7 @@ worth retrying (the node is down or the connection was cut).
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -23,6 +24,10 @@ from runctx.pki import PkiPaths
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest gRPC message either way (an Evaluate batch or an index chunk stays far below)."""
+MAX_BACKOFF = 10.0
+"""The longest wait, in seconds, before a retry (before jitter)."""
+
+log = logging.getLogger("healthpsi.coordinator")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -88,6 +93,13 @@ class ByteCounter:
         return self.sent + self.received
 
 
+def backoff_delay(attempt: int, base: float, cap: float = MAX_BACKOFF) -> float:
+    """Seconds to wait before retry number `attempt` (0-based): `base`·2^attempt capped at `cap`, of which a
+    random half is jittered away so that callers refused together do not come back together."""
+    delay = min(cap, base * 2 ** min(attempt, 30))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
 def error_from_rpc(exc: grpc.RpcError, agency: str) -> ProtocolError:
     """The protocol error a failed gRPC call stands for (per `proto.errors.BY_STATUS`)."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
@@ -104,8 +116,10 @@ def error_from_rpc(exc: grpc.RpcError, agency: str) -> ProtocolError:
 class GrpcTransport:
     """A node over gRPC with mutual TLS: the coordinator's client certificate, the nodes CA as trust root.
 
-    Unary calls get a deadline and are retried with exponential backoff and jitter while the node is
-    UNAVAILABLE (Evaluate is safe to retry: its idempotency key keeps the node from charging twice).
+    Unary calls get a deadline and are retried `retries` times with bounded exponential backoff and jitter
+    while the node is UNAVAILABLE (down, or at its limit of calls in progress), each retry logged; Evaluate is
+    safe to retry: its idempotency key keeps the node from charging twice. RESOURCE_EXHAUSTED (a spent
+    budget) and every other refusal are raised at once, never retried.
     """
 
     def __init__(
@@ -162,7 +176,10 @@ class GrpcTransport:
                 error = error_from_rpc(exc, self.agency)
                 if not isinstance(error, NodeUnavailable) or attempt == self.retries:
                     raise error from exc
-                time.sleep(self.backoff * 2**attempt * (1 + random.random() / 2))
+                delay = backoff_delay(attempt, self.backoff)
+                log.warning("%s (%s); retry %d of %d in %.1fs", error, type(request).__name__.removesuffix(
+                    "Request"), attempt + 1, self.retries, delay)
+                time.sleep(delay)
                 continue
             self.counter.add(received=response.ByteSize())
             return response

@@ -205,8 +205,15 @@ def _daily_table(result: dict[str, Any]) -> Table:
         ("elements queried day 1 / day 2", f"{cold['queried']:,} / {steady['queried']:,}"),
         ("answers reused day 2", f"{steady['reused_answers']:,}"),
         ("indexes downloaded / cached day 2", f"{steady['indexes_downloaded']} / {steady['indexes_cached']}"),
-        ("CPU taken by other processes", f"{result['other_processes_cpu_share']:.0%}"),
     ]
+    for point in result["dask_scaling"]:
+        n = point["dask_workers"]
+        rows.append((
+            f"Dask, {n} worker{'s' if n > 1 else ''}: cold / steady state (speed-up)",
+            f"{point['cold_seconds']:.1f} s / {point['steady_seconds']:.1f} s "
+            f"({point['cold_speedup']:.2f}× / {point['steady_speedup']:.2f}×)",
+        ))
+    rows.append(("CPU taken by other processes", f"{result['other_processes_cpu_share']:.0%}"))
     for row in rows:
         table.add_row(*row)
     return table
@@ -375,7 +382,15 @@ def daily(
     persons: int | None = typer.Option(None, "--persons", min=100, help="Override the preset's population."),
     seed: int = typer.Option(7, "--seed", help="Scenario seed."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Worker processes (default: 1/core)."),
-    repeat: int | None = typer.Option(None, "--repeat", min=1, help="Repetitions (default: 3)."),
+    repeat: int | None = typer.Option(
+        None, "--repeat", min=1, help="Repetitions (default: 3, or 1 from 200,000 persons on)."
+    ),
+    dask_workers: list[int] | None = typer.Option(
+        None, "--dask-workers", min=1, max=64,
+        help="A size of the Dask scaling curve (LocalCluster worker processes over mutual TLS); repeat the "
+        "option for each (default: 1 and 2).",
+    ),
+    no_scaling: bool = typer.Option(False, "--no-scaling", help="Skip the Dask scaling curve."),
     grpc: bool = typer.Option(
         False, "--grpc", help="Nodes as `healthpsi node serve` processes over mTLS (default: in-process)."
     ),
@@ -387,15 +402,19 @@ def daily(
     quick: bool = QuickOption,
 ) -> None:
     """A steady-state day (day 2 after day 1, nodes still running) against a cold epoch (day 1 from no
-    state) and against the plaintext join of day 2, ratios measured in the same run.
+    state) and against the plaintext join of day 2, ratios measured in the same run; then the same two days
+    on a Dask LocalCluster of 1 and 2 worker processes over mutual TLS (the scaling curve).
 
     The city is simulated once for two epochs (not timed); each repetition starts from no node or
-    coordinator state. Both days' private matches must equal their plaintext join, or the benchmark fails.
+    coordinator state. Every day's private matches must equal its plaintext join, or the benchmark fails.
 
     \b
-    Example: healthpsi bench daily --persons 1500 --repeat 1 --json --out runs/bench
+    Example: healthpsi bench daily --preset city-20k --persons 1500 --repeat 1 --json --out runs/bench
     """
+    if no_scaling and dask_workers:
+        raise typer.BadParameter("give --dask-workers or --no-scaling, not both", param_hint="--dask-workers")
     base = daily_settings(quick)
+    scaling = () if no_scaling else tuple(sorted(set(dask_workers))) if dask_workers else base.dask_workers
     settings = dataclasses.replace(
         base,
         preset=preset,
@@ -403,6 +422,7 @@ def daily(
         seed=seed,
         workers=workers,
         repeat=repeat if repeat is not None else base.repeat,
+        dask_workers=scaling,
         transport="grpc" if grpc else "inprocess",
         run_dir=run_dir,
     )

@@ -135,6 +135,10 @@ def serve(
     max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", min=1, help="Elements per Evaluate."),
     grace: float = typer.Option(10.0, "--grace", min=0, help="Seconds to drain calls after SIGTERM."),
     chunk_bytes: int = typer.Option(1 << 20, "--chunk-bytes", min=1, help="Target size of an index chunk."),
+    max_calls: int = typer.Option(
+        ServerLimits.max_concurrent_rpcs, "--max-calls", min=1,
+        help="Calls running or waiting at once; more get UNAVAILABLE, which the coordinator retries.",
+    ),
     as_of: datetime | None = AS_OF_OPTION,
     clock: str = typer.Option(
         "auto", "--clock",
@@ -165,7 +169,7 @@ def serve(
     policy = _budget(budget)
     limits = ServerLimits(
         max_batch=max_batch, max_receive_bytes=max(4 << 20, 64 * max_batch), grace_seconds=grace,
-        chunk_bytes=chunk_bytes,
+        chunk_bytes=chunk_bytes, max_concurrent_rpcs=max_calls,
     )
     bar, advance = _progress_bar(agency.value)
 

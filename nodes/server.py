@@ -15,7 +15,7 @@ import signal
 import threading
 import types
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +23,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from nodes.admission import CallGate, CountingExecutor
 from nodes.budget import BudgetPolicy
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers
 from nodes.index import DEFAULT_CHUNK_BYTES
 from nodes.secrets import NodeSecrets
-from nodes.service import MatchingNodeServicer, certificate_fingerprint
+from nodes.service import SERVICE_NAME, MatchingNodeServicer, add_to_server, certificate_fingerprint
 from nodes.startup import Progress, date_source, node_dir, open_node
-from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
 from runctx.files import write_atomic
 from runctx.pki import PkiPaths
 
 log = logging.getLogger("healthpsi.node")
 
-SERVICE_NAME = node_pb2.DESCRIPTOR.services_by_name["MatchingNode"].full_name
 MiB = 1 << 20
 
 
@@ -52,7 +51,8 @@ class ServerLimits:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     """Target size of one index chunk."""
     max_concurrent_rpcs: int = 32
-    """Calls in progress at once over all connections; more get RESOURCE_EXHAUSTED."""
+    """Calls running or waiting for a thread at once over all connections; more get UNAVAILABLE (retryable;
+    RESOURCE_EXHAUSTED means a spent budget only)."""
     max_concurrent_streams: int = 16
     """HTTP/2 streams at once per connection."""
     rpc_threads: int = 8
@@ -89,8 +89,11 @@ class NodeServer:
         self.port_file = node_dir(self.run_dir, agency) / "port"
         credentials, coordinator = tls_credentials(self.run_dir, agency)
         lim = self.limits
+        self.executor = CountingExecutor(lim.rpc_threads)
+        self.gate = CallGate(lim.max_concurrent_rpcs, self.executor)
         self.server = grpc.server(
-            ThreadPoolExecutor(max_workers=lim.rpc_threads, thread_name_prefix="rpc"),
+            self.executor,
+            interceptors=[self.gate],
             options=[
                 ("grpc.max_receive_message_length", lim.max_receive_bytes),
                 ("grpc.max_send_message_length", lim.max_send_bytes),
@@ -100,10 +103,9 @@ class NodeServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
-            maximum_concurrent_rpcs=lim.max_concurrent_rpcs,
         )
         self.servicer = MatchingNodeServicer(None, coordinator)
-        node_pb2_grpc.add_MatchingNodeServicer_to_server(self.servicer, self.server)
+        add_to_server(self.servicer, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -145,6 +147,7 @@ class NodeServer:
         """Stop: NOT_SERVING, refuse new calls, let running ones finish within `grace`, close the state."""
         self.health.enter_graceful_shutdown()
         self.server.stop(self.limits.grace_seconds if grace is None else grace).wait()
+        self.executor.shutdown(wait=False)
         if self.handlers is not None:
             self.handlers.close()
         self.port_file.unlink(missing_ok=True)

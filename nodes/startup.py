@@ -290,6 +290,9 @@ class _NodeState:
         for path, why in store.unreadable.items():
             log.warning("%s: %s; skipped, the rest is served", path, why)
             self.audit.append("data_file_skipped", {"file": path, "reason": why[:500]})
+        for path, rows in store.duplicates.items():
+            log.warning("%s: %d rows repeat an earlier row exactly; skipped", path, rows)
+            self.audit.append("duplicate_rows_skipped", {"file": path, "rows": rows})
         for name, rows in store.good_rows.items():
             if rows == 0:
                 log.warning("%s: the %s dataset holds no usable rows", self.agency, name)

@@ -14,7 +14,9 @@ A row is malformed when a token-relevant value is missing (`missing_value`), its
 than one night (`bad_nights`); also when a value is out of its type's range (`out_of_range`), longer than
 its limit (`too_long`) or a visit lasts more than 31 days (`visit_too_long`). Each malformed row is counted
 once, under the first of these that applies (`proto.tokenize.CATEGORIES`). A file that cannot be read as its
-schema (not Parquet, a column of the wrong type) is named in `unreadable` and skipped; the rest is served.
+schema (not Parquet, a column of the wrong type) is named in `unreadable` and skipped; the rest is served. A
+good row that repeats an earlier one of its row group in every token column is an exact duplicate: skipped
+(it adds no token) and counted per file in `duplicates`.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ BODY_COLUMN = "subject_body"
 """The column the store adds to the rows it reads: each subject id's 17-digit body (see `ids.parse`)."""
 
 
-Counts = dict[tuple[str, int], tuple[dict[str, int], int]]
-"""(dataset, row group) → (malformed rows by category, good rows)."""
+Counts = dict[tuple[str, int], tuple[dict[str, int], int, int]]
+"""(dataset, row group) → (malformed rows by category, good rows, exact duplicates skipped)."""
 
 
 class StoreError(ValueError):
@@ -118,6 +120,19 @@ def _open_files(
     return out
 
 
+def repeated(table: pa.Table, columns: Sequence[str], among: np.ndarray) -> np.ndarray:
+    """The rows of `among` that repeat an earlier row of `among` in every one of `columns` (the first of each
+    set of equal rows is not marked)."""
+    n = table.num_rows
+    if n < 2:
+        return np.zeros(n, dtype=bool)
+    keyed = table.select(list(columns)).append_column("__row", pa.array(np.arange(n))).filter(pa.array(among))
+    first = keyed.group_by(list(columns), use_threads=False).aggregate([("__row", "min")])["__row_min"]
+    kept = np.zeros(n, dtype=bool)
+    kept[first.to_numpy()] = True
+    return among & ~kept
+
+
 def _day_number(value: object) -> int:
     """A date or timestamp statistic as days since 1970-01-01."""
     return int(np.datetime64(value, "D").astype(np.int64))  # type: ignore[call-overload]
@@ -159,6 +174,7 @@ class AgencyStore:
         self._cells: pd.DataFrame | None = None
         self._counts: dict[tuple[str, int], dict[str, int]] = {}
         self._good: dict[tuple[str, int], int] = {}
+        self._twice: dict[tuple[str, int], int] = {}
 
     # -- reference data -------------------------------------------------------------------------------
 
@@ -273,9 +289,12 @@ class AgencyStore:
             first, last = self._spans(ds, table)
             table = table.filter(pa.array((first <= reaching) & (last >= reaching)))
         good, bodies, counts = self._validate(ds, table)
+        twice = repeated(table, ds.columns, good)
+        good &= ~twice
         if reaching is None:
             self._counts[(ds.name, group)] = counts
             self._good[(ds.name, group)] = int(good.sum())
+            self._twice[(ds.name, group)] = int(twice.sum())
         table = table.append_column(BODY_COLUMN, pa.array(bodies)).filter(pa.array(good))
         if "cell_id" in ds.columns and table["cell_id"].type != pa.int32():  # good rows are in range
             table = table.set_column(
@@ -319,15 +338,27 @@ class AgencyStore:
             out[name] += n
         return out
 
+    @property
+    def duplicates(self) -> dict[str, int]:
+        """Exact duplicate rows skipped, per file that has any."""
+        self._scan_all()
+        out: dict[str, int] = {}
+        for (name, group), n in self._twice.items():
+            if n:
+                path = str(self._pieces[name][group].path)
+                out[path] = out.get(path, 0) + n
+        return out
+
     def counts(self) -> Counts:
-        """The malformed and good counts of every row group read so far."""
-        return {key: (dict(counts), self._good[key]) for key, counts in self._counts.items()}
+        """The malformed, good and duplicate counts of every row group read so far."""
+        return {key: (dict(n), self._good[key], self._twice[key]) for key, n in self._counts.items()}
 
     def merge_counts(self, counts: Counts) -> None:
         """Record row groups' counts measured elsewhere (a row group read twice is counted once)."""
-        for key, (malformed, good) in counts.items():
+        for key, (malformed, good, twice) in counts.items():
             self._counts[key] = dict(malformed)
             self._good[key] = good
+            self._twice[key] = twice
 
     # -- row groups -------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import sqlite3
@@ -14,10 +15,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from coordinator.policy import Policy
+from coordinator.policy import DEFAULT_POLICY, Policy
 from coordinator.report import COLOURS, figure_png, plot_codes_by_colour, plot_exposures_per_day, write_report
 from proto.tokens import KINDS
-from simulation.evaluation import truth_metrics
+from simulation.evaluation import RunTruth, infected_by, policy_metrics, truth_metrics
+
+POLICY_2020 = DEFAULT_POLICY.parent / "2020.toml"
+"""The 2020-style rules (≥ 2 shared cell-hours with a case → red for 14 days), kept for comparison."""
 
 
 def matches_by_kind(matches: pd.DataFrame) -> pd.DataFrame:
@@ -138,17 +142,46 @@ def _day_row(day: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def policy_comparison(
+    run_dir: Path, features: pd.DataFrame, as_of: dt.date, active_version: str | None = None
+) -> list[dict[str, Any]]:
+    """The default policy beside the 2020 rules on the same features, against the simulation's truth (as
+    `healthpsi policy evaluate` computes it): codes by colour, infections caught and missed, and quarantine
+    person-days imposed on uninfected and on infected people. A policy whose version is `active_version`
+    (the one the epoch logged) is named the active one."""
+    truth = dataclasses.replace(
+        RunTruth.load(run_dir), features=features, infected=infected_by(run_dir, as_of), as_of=as_of
+    )
+    rows = []
+    for name, policy in (("default", Policy.load()), ("2020 rules", Policy.load(POLICY_2020))):
+        role = "active" if policy.version == active_version else name
+        m = policy_metrics(truth, policy.assess_frame(features, truth.issued_on))
+        rows.append({
+            "policy": f"{role} ({policy.version})",
+            **{c: m[c] for c in COLOURS},
+            "infected caught": m["infected_flagged"],
+            "infections missed": m["infected"] - m["infected_flagged"],
+            "sensitivity": _percent(m["sensitivity"]),
+            "quarantine days, uninfected": m["quarantine_days_uninfected"],
+            "quarantine days, infected": m["quarantine_days_infected"],
+            "caught per 1,000 quarantine days": m["infected_per_1000_days"],
+        })
+    return rows
+
+
 def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
     """Write RUN/report.json and RUN/report.html for a finished run; return the HTML path."""
     scenario = json.loads((run_dir / "scenario.json").read_text())
-    as_of = dt.date.fromisoformat(scenario["as_of"])
     epoch = summary["epoch"] or {}
+    # the latest epoch's date: the features and codes read below are that day's in a run of several days
+    as_of = dt.date.fromisoformat(epoch.get("as_of") or scenario["as_of"])
     matches = pq.read_table(run_dir / "coordinator" / "matches.parquet").to_pandas()
     features = pq.read_table(run_dir / "coordinator" / "features.parquet").to_pandas()
     codes = latest_codes(run_dir)
     colours = features.pipe(Policy.load().assess_frame, as_of)[["subject_id", "until"]]
     codes = codes.merge(colours, on="subject_id", how="left").rename(columns={"until": "quarantine_until"})
     metrics = truth_metrics(run_dir, codes, as_of)
+    comparison = policy_comparison(run_dir, features, as_of, epoch.get("policy_version"))
     colour_counts = {c: int((codes["color"] == c).sum()) for c in COLOURS}
     by_kind = matches_by_kind(matches)
     stage_bytes = {name: int(n) for name, n in epoch.get("bytes", {}).items() if name != "total"}
@@ -199,6 +232,16 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
                     for k, v in metrics.items()
                 ],
             },
+            {
+                "title": "The active policy against the 2020 rules (same features, simulation truth)",
+                "text": (
+                    "What each policy would give the same matched features on the day of issue, measured "
+                    "against who was really infected by the end of the window. Quarantine days run from the "
+                    "day of issue through each code's last quarantine day. "
+                    "`healthpsi policy evaluate` gives the same figures for any policy file."
+                ),
+                "rows": comparison,
+            },
             {"title": "Matches per agency and token kind", "rows": by_kind.to_dict("records")},
             {"title": "Exposures per day", "figures": ["exposures"]},
             {"title": "Where the exposures were", "figures": ["map"]},
@@ -235,6 +278,7 @@ def build_report(run_dir: Path, summary: dict[str, Any]) -> Path:
         "metrics": metrics,
         "colours": colour_counts,
         "matches_by_kind": by_kind.to_dict("records"),
+        "policy_comparison": comparison,
         "summary": summary,
     }
     return write_report(run_dir, report, figures)

@@ -134,6 +134,10 @@ def test_later_epochs_reuse_answers_and_query_less(run_dir: Path) -> None:
         assert sum(d["colours"].values()) == d["codes_issued"] > 0
     report = (run_dir / "report.html").read_text()
     assert "Day by day" in report
+    assert "The active policy against the 2020 rules" in report
+    comparison = json.loads((run_dir / "report.json").read_text())["policy_comparison"]
+    assert [row["policy"].split(" (")[0] for row in comparison] == ["active", "2020 rules"]
+    assert all(row["red"] + row["yellow"] > 0 for row in comparison)
 
 
 def test_audit_replay_holds_on_the_finished_run(run_dir: Path) -> None:

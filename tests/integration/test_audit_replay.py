@@ -27,10 +27,10 @@ from typer.testing import CliRunner
 import coordinator.epoch as coordinator_epoch
 from audit.replay import replay
 from audit.verdicts import ReplayReport, Verdict
-from coordinator.epoch import run_epoch
+from coordinator.epoch import epoch_dir, run_epoch
 from coordinator.openings import Batch
 from coordinator.results import frame_digest
-from coordinator.risk import RiskSet, group_by_partition
+from coordinator.risk import RiskSet, group_by_partition, load_scenario
 from coordinator.sealing import read_sealed_json, write_sealed_json
 from coordinator.transport import InProcessTransport
 from crypto import codes
@@ -179,8 +179,10 @@ def test_clean_run_replays_clean(done: Path) -> None:
     purposes = {v.item.split("/")[2].split(" ")[0] for v in report.verdicts if v.section == "openings"}
     assert purposes == {"risk", "identity"}
     results = {v.item.split(" ")[0]: v for v in report.verdicts if v.section == "results"}
+    day = f"epochs/{load_scenario(done).as_of.isoformat()}/"
     assert set(results) == {
-        "matches.parquet", "features.parquet", "codes.sqlite", REVOCATIONS_ITEM, "qr/", "epoch.json"
+        "matches.parquet", "features.parquet", "codes.sqlite", REVOCATIONS_ITEM, "qr/", "epoch.json",
+        *(day + name for name in ("matches.parquet", "features.parquet", "epoch.json")),
     }
     assert all(v.status == "ok" for v in results.values())
     assert "every row from a queried, justified token" in results["matches.parquet"].reason
@@ -525,7 +527,9 @@ def test_altered_matches_with_a_rewritten_log_differ_from_the_rerun(run: Path, r
     its chain intact — the re-run shows the results and the log are not what the scenario gives."""
     path = run / "coordinator" / "matches.parquet"
     frame = pq.read_table(path).slice(1)
-    pq.write_table(frame, path)
+    day = epoch_dir(run, load_scenario(run).as_of)
+    for target in (path, day / "matches.parquet"):  # the latest file and the epoch's own copy
+        pq.write_table(frame, target)
     digest = frame_digest(frame.to_pandas(), ["subject_id", "agency", "token", "case_id"])
     items = entries(run / COORDINATOR_LOG)
     for e in items:
@@ -545,7 +549,7 @@ def test_altered_matches_with_a_rewritten_log_differ_from_the_rerun(run: Path, r
     assert replay(run).ok  # on its own, a consistent forgery by the key holder
     report = replay(run, rerun_dir=rerun)
     named = {v.item for v in failing(report, "rerun")}
-    assert named == {"matches.parquet", str(COORDINATOR_LOG)}
+    assert named == {"matches.parquet", f"epochs/{day.name}/matches.parquet", str(COORDINATOR_LOG)}
 
 
 def test_budget_overrun_is_named(run: Path) -> None:

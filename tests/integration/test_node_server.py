@@ -279,6 +279,39 @@ def test_a_root_issued_certificate_that_is_not_the_coordinator_is_denied(
     ]
 
 
+def test_undecodable_requests_are_refused_and_logged_with_lengths_capped(
+    city_run: Path, nodes: dict[str, NodeProcess]
+) -> None:
+    node = nodes["carrier"]
+    blob = node_pb2.EvaluateRequest(blinded_elements=b"\xff" * (1 << 20)).SerializeToString()
+    megabyte = b"\x0a" + blob[1:]  # the same bytes as field 1: a 1 MB partition id, not UTF-8
+    sent = {
+        "Evaluate": [b"\x0a\x05ab", b"\x0f", megabyte],
+        "StreamIndex": [b"\x0a\x05ab"],
+        "GetManifest": [b"\x0f"],
+    }
+    with NodeClient(city_run, "carrier", node.address) as client:
+        unary, stream = client.channel.unary_unary, client.channel.unary_stream  # bytes in, bytes out
+        for call, requests in sent.items():
+            for request in requests:
+                method = f"/{SERVICE}/{call}"
+                if call == "StreamIndex":
+                    error = rpc_error(lambda r, m=method: list(stream(m)(r, timeout=30)), request)
+                else:
+                    error = rpc_error(unary(method), request, timeout=30)
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (call, request[:8])
+                assert f"a request of {len(request)} bytes that is not a {call} request" in error.details()
+                assert len(error.details()) < 1000
+        assert client.manifest().manifest  # the node still serves
+    refused = [e for e in audit(city_run, "carrier") if e["kind"] == "refused"][-5:]
+    assert [(e["data"]["call"], e["data"]["status"]) for e in refused] == [
+        (call, "INVALID_ARGUMENT") for call, requests in sent.items() for _ in requests
+    ]
+    assert f"{len(megabyte)} bytes" in refused[2]["data"]["reason"]
+    log_bytes = (city_run / "nodes" / "carrier" / "audit.jsonl").read_bytes()
+    assert max(len(line) for line in log_bytes.splitlines()) < 4096
+
+
 def test_invalid_requests_get_typed_errors(nodes: dict[str, NodeProcess]) -> None:
     node = nodes["transport"]
     with NodeClient(node.run, node.agency, node.address) as client:

@@ -1,5 +1,5 @@
 """`healthpsi bench daily --quick`: its JSON section and table, both days checked against their plaintext
-join, and the steady-state day querying less than the cold one."""
+join, the steady-state day querying less than the cold one, and a Dask scaling curve of 1 and 2 workers."""
 
 from __future__ import annotations
 
@@ -27,3 +27,16 @@ def test_bench_daily_quick_json(tmp_path: Path) -> None:
         assert section[key] > 0
     ratio = section["steady_seconds"] / section["plaintext_seconds"]
     assert section["steady_privacy_price"] == pytest.approx(ratio)
+    curve = section["dask_scaling"]
+    assert [p["dask_workers"] for p in curve] == [1, 2]
+    assert curve[0]["cold_speedup"] == 1.0 and curve[0]["steady_speedup"] == 1.0
+    for point in curve:
+        assert point["cold_seconds"] > 0 and point["steady_seconds"] > 0
+        assert point["steady_speedup"] == pytest.approx(curve[0]["steady_seconds"] / point["steady_seconds"])
+    assert "Dask, 2 workers" in result.output
+
+
+def test_bench_daily_refuses_a_curve_and_no_curve() -> None:
+    result = CliRunner().invoke(app, ["bench", "daily", "--dask-workers", "2", "--no-scaling"])
+    assert result.exit_code == 2
+    assert "--dask-workers" in result.output

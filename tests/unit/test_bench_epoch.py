@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.epoch import MEMORY_NOTE, RssSampler, crypto_floor_seconds
+from benchmarks.city import RssSampler
+from benchmarks.epoch import MEMORY_NOTE, crypto_floor_seconds
 from healthpsi.cli import app
 
 STAGES = ("tokenise", "index", "evaluate", "stream", "match", "issue")

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from crypto import oprf
@@ -100,3 +103,27 @@ def test_a_stale_port_file_is_removed_when_a_node_takes_the_state(base_run: Path
         assert not port.exists()
     finally:
         node.close()
+
+
+def test_duplicate_rows_and_an_empty_dataset_are_reported_when_the_node_builds(
+    base_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = Path(shutil.copytree(base_run, tmp_path / "run"))
+    tickets = run / "data" / "transport" / "tickets.parquet"
+    table = pq.read_table(tickets)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 4)]), tickets)
+    with caplog.at_level(logging.WARNING, logger="healthpsi.node"):
+        node = open_node(run, "transport")
+        node.close()
+    assert f"{tickets}: 4 rows repeat an earlier row exactly; skipped" in caplog.text
+    assert [e["data"] for e in entries(node) if e["kind"] == "duplicate_rows_skipped"] == [
+        {"file": str(tickets), "rows": 4}
+    ]
+    assert "holds no usable rows" not in caplog.text
+    caplog.clear()
+    pq.write_table(table.slice(0, 0), tickets)
+    with caplog.at_level(logging.WARNING, logger="healthpsi.node"):
+        node = open_node(run, "transport")
+        node.close()
+    assert "transport: the tickets dataset holds no usable rows" in caplog.text
+    assert node.partitions == {}

@@ -150,3 +150,19 @@ def test_absurd_durations_are_malformed(tmp_path: Path) -> None:
     police = AgencyStore(tmp_path, "police")
     assert served(police)["hotel_stays@2020-01-19"] == 2  # A's second night (hotel-night and room-night)
     assert police.malformed["visit_too_long"] == 1
+
+
+def test_exact_duplicate_rows_are_counted_by_file_and_skipped(tmp_path: Path) -> None:
+    cells(tmp_path, pa.array([1, 2], pa.int32()), ["R1", "R2"])
+    a, b, a_longer = (("2020-01-19T08:00", "2020-01-19T09:00"), ("2020-01-19T10:00", "2020-01-19T11:00"),
+                      ("2020-01-19T08:00", "2020-01-19T09:30"))
+    stays(tmp_path, [A, B, A], pa.array([1, 2, 1], pa.int32()), [a, b, a_longer])
+    expected = served(AgencyStore(tmp_path, "carrier"))
+    # A's first row three times, B's twice; a row differing only in its end is not a duplicate
+    cell_ids = pa.array([1, 2, 1, 2, 1, 1], pa.int32())
+    path = stays(tmp_path, [A, B, A, B, A, A], cell_ids, [a, b, a, b, a, a_longer])
+    store = AgencyStore(tmp_path, "carrier")
+    assert store.duplicates == {str(path): 3}
+    assert store.good_rows == {"stays": 3}
+    assert sum(store.malformed.values()) == 0
+    assert served(store) == expected
