@@ -41,7 +41,7 @@ class Verdict:
     """Where the item lives: "inputs", a log ("coordinator/audit.jsonl", "nodes/carrier/audit.jsonl"),
     "risk set", "openings", "budgets", "results" or "rerun"."""
     item: str
-    """Which item: "line 12 (seq 11)", "carrier/stays@2020-01-18/<key>", "matches.parquet", ..."""
+    """Which item: "line 12 (seq 11)", "carrier/cell-hour@2020-01-18/<key>", "matches.parquet", ..."""
     kind: str
     """The entry kind, or what was checked ("opening", "budget", "matches", ...)."""
     status: Status

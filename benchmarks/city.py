@@ -20,6 +20,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nodes.budget import CONFIG_FILE
 from proto.tokens import AGENCIES
 from runctx.pki import init_keys
 from runner import allocator
@@ -102,11 +103,16 @@ def prepare_city(settings: CityBenchSettings, run_dir: Path, days: int = 1) -> f
 
 def reset_state(run_dir: Path) -> None:
     """Remove every node's and the coordinator's state and the nodes' day keys (the PKI, the nodes' own
-    keys and the data stay)."""
+    keys, their operators' caps and the data stay)."""
     for name in ("coordinator", "reference"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
     for path in (run_dir / "nodes").glob("*"):
-        shutil.rmtree(path / "days" if path.name.endswith(".secrets") else path, ignore_errors=True)
+        if path.name.endswith(".secrets"):
+            shutil.rmtree(path / "days", ignore_errors=True)
+            continue
+        for entry in path.iterdir() if path.is_dir() else ():
+            if entry.name != CONFIG_FILE:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
 def fresh_start(run_dir: Path, rss: RssSampler) -> None:

@@ -39,6 +39,7 @@ from benchmarks.crypto import raw_operation_seconds
 from benchmarks.measure import busy_seconds, other_cpu_share
 from coordinator.applicants import applicants_path
 from coordinator.epoch import EpochResult, run_epoch
+from nodes.budget import CONFIG_FILE
 from nodes.startup import BUILD_FILE, SOURCES_FILE
 from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths
@@ -84,7 +85,7 @@ def _matching_only(settings: EpochBenchSettings, run_dir: Path) -> float:
     for agency in AGENCIES:  # fresh budgets and logs; the indexes and keys are reused
         state = run_dir / "nodes" / agency
         for path in state.iterdir():
-            if path.name not in ("index", "keys", SOURCES_FILE):
+            if path.name not in ("index", "keys", SOURCES_FILE, CONFIG_FILE):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     applicants = applicants_path(run_dir)
     hidden = applicants.with_name(applicants.name + ".bench-hidden")

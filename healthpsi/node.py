@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from healthpsi.checks import parse_address, require_run
-from nodes.budget import BudgetPolicy, BudgetSpecError
+from nodes.budget import BudgetPolicy, BudgetSpecError, write_budget
 from nodes.handlers import DEFAULT_MAX_BATCH
 from nodes.secrets import NodeSecrets, init_node
 from nodes.server import ServerLimits
@@ -51,9 +51,12 @@ AS_OF_OPTION = typer.Option(
 BUDGET_OPTION = typer.Option(
     None,
     "--budget",
-    help="Query cap in evaluated elements: N for every partition, or SCOPE=N with SCOPE a partition id, "
-    "a dataset, 'day' or 'static' (repeatable). Default: max(1024, entries/2) per day partition, "
-    "entries for static partitions.",
+    help="Query cap in evaluated elements: N for every partition, or SCOPE=N with SCOPE a partition id "
+    "(identity@static), a token kind (household), a dataset (stays), 'day' or 'static' (repeatable). Each "
+    "token kind of each day is its own partition with its own cap; a static partition's cap is per epoch. "
+    "Safe default: entries/8 of each partition (at least 4, never more than its entries). identity=N: the "
+    "applications this node answers per epoch (one element each). Options of `node serve` override the "
+    "caps `node init --budget` stored in RUN/nodes/<agency>/budget.conf.",
 )
 
 
@@ -100,23 +103,29 @@ def init(
     run: Path = RUN_OPTION,
     agency: Agency = AGENCY_OPTION,
     force: bool = typer.Option(False, "--force", help="Replace this node's existing keys."),
+    budget: list[str] | None = BUDGET_OPTION,
 ) -> None:
     """Generate this node's own keys where it runs — Ed25519 identity, TLS and storage keys, in
     RUN/nodes/<agency>.secrets/ (or $HEALTHPSI_NODE_SECRETS/<agency>/), mode 0600 — and write its
     enrollment request (RUN/nodes/<agency>/request.json) for the authority to certify with
-    `healthpsi keys enroll`.
+    `healthpsi keys enroll`. With --budget, the node's caps are stored in RUN/nodes/<agency>/budget.conf
+    (read by every later start of the node).
 
     In a simulation (RUN/scenario.json with a seed) the keys come from the run's seed.
 
     \b
     Example:
       healthpsi node init --run runs/demo --agency carrier
+      healthpsi node init --run runs/demo --agency police --force --budget identity=1200 --budget household=40
     """
     require_run(run)
+    policy = _budget(budget)
     scenario = Scenario.read(run)
     rng = None if scenario is None else scenario.rng(f"node/{agency.value}")
     try:
         request = init_node(run, agency.value, rng, force=force)
+        if budget:
+            write_budget(run, agency.value, policy)
     except (OSError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
@@ -157,7 +166,7 @@ def serve(
     \b
     Example:
       healthpsi node serve --run runs/demo --agency carrier --listen 127.0.0.1:50051
-      healthpsi node serve --run runs/demo --agency police --listen 127.0.0.1:0 --budget population=5000
+      healthpsi node serve --run runs/demo --agency police --listen 127.0.0.1:0 --budget household=200
       echo 2020-02-01 > runs/demo/nodes/carrier/date     # a --clock run node moves to that day
     """
     require_run(run, "scenario", "pki", "data")

@@ -17,10 +17,16 @@ from pathlib import Path
 from proto import tokens
 from proto.errors import FailedPrecondition, ResourceExhausted
 
-DAY_MINIMUM = 1024
-"""Smallest default cap of a day partition."""
+DEFAULT_FRACTION = 8
+"""A partition's default cap is 1/DEFAULT_FRACTION of its entries (distinct tokens)..."""
+DEFAULT_FLOOR = 4
+"""...but at least this many elements (or every entry of a partition that has fewer), so that a small
+partition still answers the few tokens a case justifies."""
+CONFIG_FILE = "budget.conf"
+"""In RUN/nodes/<agency>/: the operator's caps, one SCOPE=N per line (`#` comments), written by
+`healthpsi node init --budget`; `--budget` options of `node serve` override it."""
 
-_SPEC = re.compile(r"^(?:(?P<scope>[A-Za-z0-9_.@-]+)=)?(?P<cap>[0-9]+)$")
+_SPEC = re.compile(r"^(?:(?P<scope>[A-Za-z0-9_.@-]+|\*)=)?(?P<cap>[0-9]+)$")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budget (
     partition_id TEXT PRIMARY KEY,
@@ -47,41 +53,77 @@ class BudgetSpecError(ValueError):
 
 
 def default_cap(partition_id: str, entry_count: int) -> int:
-    """The default cap: max(1024, entries // 2) for a day partition, the entry count for a static one."""
-    _, day = tokens.parse_partition_id(partition_id)
-    return entry_count if day is None else max(DAY_MINIMUM, entry_count // 2)
+    """The default cap, the same for day partitions (per key) and static ones (per epoch): an eighth of
+    the partition's entries, at least `DEFAULT_FLOOR` (never more than the entries)."""
+    return max(entry_count // DEFAULT_FRACTION, min(DEFAULT_FLOOR, entry_count))
 
 
 @dataclass(frozen=True)
 class BudgetPolicy:
     """Caps per partition: explicit overrides by scope, else `default_cap`.
 
-    A scope is a partition id (`stays@2020-02-01`), a dataset (`stays`), `day` or `static` (every day
-    or static partition), or `*` (every partition); the most specific scope that matches wins.
+    A scope is a partition id (`cell-hour@2020-02-01`), a token kind (`household`), a dataset (`stays`),
+    `day` or `static` (every day or static partition), or `*` (every partition); the most specific scope
+    that matches wins.
     """
 
     overrides: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, specs: Sequence[str]) -> BudgetPolicy:
-        """Parse `N` (every partition) or `SCOPE=N` items, e.g. `["stays=2000", "population@static=500"]`."""
+        """Parse `N` (every partition) or `SCOPE=N` items, e.g. `["stays=2000", "identity=500"]`."""
         overrides: dict[str, int] = {}
         for spec in specs:
             for item in filter(None, (part.strip() for part in spec.split(","))):
                 match = _SPEC.match(item)
                 if not match:
                     raise BudgetSpecError(f"budget {item!r}: expected N or SCOPE=N (SCOPE: partition id, "
-                                          "dataset, 'day', 'static' or '*')")
+                                          "token kind, dataset, 'day', 'static' or '*')")
                 overrides[match["scope"] or "*"] = int(match["cap"])
         return cls(overrides)
 
+    @classmethod
+    def read(cls, path: Path) -> BudgetPolicy:
+        """The caps in an operator's budget file (`CONFIG_FILE`; none when it does not exist)."""
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            return cls()
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        try:
+            return cls.parse([line for line in lines if line])
+        except BudgetSpecError as exc:
+            raise BudgetSpecError(f"{path}: {exc}") from None
+
+    def over(self, base: BudgetPolicy) -> BudgetPolicy:
+        """These caps, with `base`'s for the scopes these do not set."""
+        return BudgetPolicy({**base.overrides, **self.overrides})
+
+    def lines(self) -> str:
+        """The caps as a budget file's text (`read` parses it back)."""
+        return "".join(f"{scope}={cap}\n" for scope, cap in sorted(self.overrides.items()))
+
     def cap(self, partition_id: str, entry_count: int) -> int:
         """The cap of a partition with `entry_count` index entries."""
-        dataset, day = tokens.parse_partition_id(partition_id)
-        for scope in (partition_id, dataset, "static" if day is None else "day", "*"):
+        kind, day = tokens.parse_partition_id(partition_id)
+        scopes = (partition_id, kind, tokens.KINDS[kind][1], "static" if day is None else "day", "*")
+        for scope in scopes:
             if scope in self.overrides:
                 return self.overrides[scope]
         return default_cap(partition_id, entry_count)
+
+
+def config_path(run_dir: Path, agency: str) -> Path:
+    """RUN/nodes/<agency>/budget.conf: the node operator's caps."""
+    return Path(run_dir) / "nodes" / agency / CONFIG_FILE
+
+
+def write_budget(run_dir: Path, agency: str, policy: BudgetPolicy) -> Path:
+    """Store the operator's caps for a node (`config_path`), replacing earlier ones; return the file."""
+    path = config_path(run_dir, agency)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# query caps of this node, SCOPE=N (see healthpsi node serve --help)\n" + policy.lines())
+    return path
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,23 @@ def group_rows(rows: pd.DataFrame) -> Groups:
     return Groups([str(t) for t in token_values], bodies, bounds)
 
 
+def split_kinds(groups: Groups) -> dict[str, Groups]:
+    """A day's grouped rows split by token kind (each kind's tokens are one run of the sorted tokens: they
+    share the prefix "<kind>|")."""
+    out: dict[str, Groups] = {}
+    kinds = [t.split(tokens.SEP, 1)[0] for t in groups.tokens]
+    start = 0
+    for kind, run in itertools.groupby(kinds):
+        stop = start + sum(1 for _ in run)
+        if kind in out:
+            raise ValueError(f"tokens of kind {kind!r} are not contiguous: the rows are not sorted by token")
+        lo, hi = int(groups.bounds[start]), int(groups.bounds[stop])
+        bounds = groups.bounds[start : stop + 1] - lo
+        out[kind] = Groups(groups.tokens[start:stop], groups.bodies[lo:hi], bounds)
+        start = stop
+    return out
+
+
 def build_entries(sk: bytes, rows: pd.DataFrame, executor: Executor | None = None) -> list[bytes]:
     """The canonical entries of a partition, sorted by tag: one VOPRF evaluation per distinct token."""
     return _entries(sk, group_rows(rows), executor)
@@ -185,10 +202,13 @@ def build_index(
     offsets = np.zeros(len(entries) + 1, dtype=np.int64)
     np.cumsum([len(e) for e in entries], out=offsets[1:])
     data = b"".join(entries)
-    dataset, day = tokens.parse_partition_id(partition_id)
+    kind, day = tokens.parse_partition_id(partition_id)
+    found = _kinds(groups.tokens)
+    if found and found != (kind,):
+        raise ValueError(f"partition {partition_id} holds {kind} tokens only, not {', '.join(found)}")
     meta = IndexMeta(
         partition_id=partition_id,
-        dataset=dataset,
+        dataset=tokens.partition_dataset(partition_id),
         day=tokens.STATIC if day is None else day.isoformat(),
         token_kinds=_kinds(groups.tokens),
         entry_count=len(entries),

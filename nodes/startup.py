@@ -5,6 +5,7 @@ partition at a time, and the handlers returned.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -25,7 +26,7 @@ from crypto.auditlog import AuditLog
 from crypto.drbg import Rng
 from nodes import build, keys
 from nodes import index as idx
-from nodes.budget import BudgetLedger, BudgetPolicy
+from nodes.budget import BudgetLedger, BudgetPolicy, config_path
 from nodes.handlers import DEFAULT_MAX_BATCH, NodeHandlers, Partition
 from nodes.keys import KeyStore, KeyStoreError, PartitionKey
 from nodes.secrets import NodeSecrets
@@ -119,7 +120,7 @@ def open_node(
     """
     run_dir = Path(run_dir)
     scenario = node_scenario(run_dir, as_of, window_days)
-    policy = budget or BudgetPolicy()
+    policy = (budget or BudgetPolicy()).over(BudgetPolicy.read(config_path(run_dir, agency)))
     node_dir(run_dir, agency).mkdir(parents=True, exist_ok=True)
     lock = lock_state(node_dir(run_dir, agency))
     # this process holds the state now: a port file still there was left by a node killed without a stop
@@ -194,7 +195,7 @@ def _set_budgets(state: _NodeState, partitions: Mapping[str, Partition], policy:
     """Set every served partition's cap (`set_budget`) for the node's date."""
     for pid, part in partitions.items():
         cap = policy.cap(pid, part.meta.entry_count)
-        set_budget(state.ledger, state.audit, pid, cap, state.scenario.as_of)
+        set_budget(state.ledger, state.audit, pid, cap, state.scenario.as_of, part.key_version)
 
 
 def lock_state(state: Path) -> int:
@@ -252,7 +253,9 @@ class _NodeState:
         for pid in sorted(set(keystore.partitions()) | set(idx.indexed_partitions(self.index_dir))):
             if not self.scenario.in_window(pid):
                 _, day = parse_partition_id(pid)
-                shredded = day is not None and keystore.shred_day(day.isoformat())
+                # the day's kinds share its wrapping key: shredded with the first of them
+                shredded = day is not None and (keystore.shred_day(day.isoformat())
+                                                or not keystore.day_key_path(day.isoformat()).exists())
                 destroyed = keystore.destroy(pid)
                 idx.remove_index(self.index_dir, pid)
                 forgotten = self.ledger.forget_responses(pid)
@@ -301,10 +304,13 @@ class _NodeState:
         return partitions, malformed, stats
 
 
-def set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int, epoch: dt.date) -> None:
+def set_budget(
+    ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: int, epoch: dt.date, key_version: int = 1
+) -> None:
     """Set a partition's budget cap and, when it is new or changed, log it (`budget_set`: total and used)
     so that an auditor can check every charge in the log against the cap in force. A static partition's
-    budget is per epoch: on a new date its use goes back to 0, logged first (`budget_reset`)."""
+    budget is per epoch, a day partition's per key: on a new date (static) or a fresh key after late rows
+    (day) its use goes back to 0, logged first (`budget_reset`)."""
     try:
         previous: int | None = ledger.budget(partition_id).total
     except KeyError:
@@ -313,10 +319,14 @@ def set_budget(ledger: BudgetLedger, audit: AuditLog, partition_id: str, cap: in
     if previous != cap:
         audit.append("budget_set", {"partition_id": partition_id, "total": budget.total, "used": budget.used})
     _, day = parse_partition_id(partition_id)
-    if day is None and ledger.epoch(partition_id) != epoch.isoformat():
-        audit.append("budget_reset", {"partition_id": partition_id, "epoch": epoch.isoformat(),
-                                      "total": budget.total, "used_before": budget.used})
-        ledger.start_epoch(partition_id, epoch.isoformat())
+    period = epoch.isoformat() if day is None else f"key v{key_version}"
+    current = ledger.epoch(partition_id)
+    if current != period and (day is None or current is not None or budget.used):
+        audit.append("budget_reset", {"partition_id": partition_id, "epoch": period,
+                                      "key_version": key_version, "total": budget.total,
+                                      "used_before": budget.used})
+    if current != period:
+        ledger.start_epoch(partition_id, period)
 
 
 def source_digest(run_dir: Path, agency: str, as_of: dt.date | None = None) -> str:
@@ -397,34 +407,38 @@ def _reuse(
 
 @dataclass
 class _Planned:
-    """A partition about to be built: its job, its sealed key (if any), a fresh key in case its rows are
-    new or changed, and the metadata of its index on disk."""
+    """A job about to be built: per partition of it, its sealed key (if any), a fresh key in case its rows
+    are new or changed, and the metadata of its index on disk."""
 
     job: build.PartitionJob
-    current: PartitionKey | None
-    fresh: PartitionKey
-    previous: str | None
+    current: dict[str, PartitionKey | None]
+    fresh: dict[str, PartitionKey | None]
+    previous: dict[str, str | None]
 
 
 def _plan(job: build.PartitionJob, index_dir: Path, state: _NodeState) -> _Planned:
-    """The keys a partition's index may be built with: its sealed key and a fresh one of the next version
-    (sealed only if the partition turns out to have new or changed rows)."""
-    pid = job.partition_id
-    try:
-        current = state.keystore.load(pid)
-    except KeyStoreError:
-        current = None
-    version = 1 if current is None else current.version + 1
-    fresh = keys.generate(version, b"", state.key_rng(pid, version))
-    meta = idx.load_meta(index_dir, pid)
-    return _Planned(job, current, fresh, None if meta is None else meta.to_json())
+    """The keys each partition of a job may be built with: its sealed key and a fresh one of the next
+    version (sealed only if the partition turns out to have new or changed rows)."""
+    plan = _Planned(job, {}, {}, {})
+    for pid in job.partition_ids:
+        try:
+            current = state.keystore.load(pid)
+        except KeyStoreError:
+            current = None
+        version = 1 if current is None else current.version + 1
+        plan.current[pid] = current
+        plan.fresh[pid] = keys.generate(version, b"", state.key_rng(pid, version))
+        meta = idx.load_meta(index_dir, pid)
+        plan.previous[pid] = None if meta is None else meta.to_json()
+    return plan
 
 
 def _build_partitions(
     state: _NodeState, store: AgencyStore, executor: Executor | None, progress: Progress | None
 ) -> tuple[dict[str, Partition], build.BuildStats]:
-    """Tokenise and index every partition of the window, one `nodes.build.build_partition` job each over the
-    executor (in order, in-process without one); reuse indexes built from the same rows under the same key.
+    """Tokenise and index every partition of the window, one `nodes.build.build_partition` job per dataset
+    day over the executor (in order, in-process without one); reuse indexes built from the same rows under
+    the same key.
 
     Keys, audit entries and progress follow the partitions' order whatever order the jobs finish in.
     """
@@ -433,44 +447,53 @@ def _build_partitions(
     jobs = build.partition_jobs(store, state.scenario.window)
     plans = [_plan(job, index_dir, state) for job in jobs]
     stats = build.BuildStats(workers=type(executor).__name__ if executor is not None else "in-process")
+    expected = sum(len(plan.job.partition_ids) for plan in plans)
 
-    def args(plan: _Planned, previous: str | None) -> tuple[Any, ...]:
+    def args(plan: _Planned, previous: Mapping[str, str | None] | None) -> tuple[Any, ...]:
         return (str(state.run_dir), state.agency, plan.job, str(index_dir), plan.current, plan.fresh,
                 previous)
 
     if executor is None:
-        outcomes: Iterator[build.BuildOutcome] = (build.build_partition(*args(p, p.previous)) for p in plans)
+        results: Iterator[list[build.BuildOutcome]] = (
+            build.build_partition(*args(p, p.previous)) for p in plans
+        )
     else:
         futures = [executor.submit(build.build_partition, *args(p, p.previous)) for p in plans]
-        outcomes = (f.result() for f in futures)
+        results = (f.result() for f in futures)
     partitions: dict[str, Partition] = {}
-    for done, (plan, outcome) in enumerate(zip(plans, outcomes, strict=True), start=1):
-        pid = plan.job.partition_id
-        store.merge_counts(outcome.counts)
-        part = None
-        if outcome.fingerprint is not None and outcome.reused:
-            part = _reuse(pid, index_dir, keystore, outcome.fingerprint)
-            if part is None:  # the index on disk is unusable after all: build it here
-                outcome = build.build_partition(*args(plan, None))
-        meta = None
-        if outcome.fingerprint is not None and part is None:
-            assert outcome.meta is not None
-            meta = idx.IndexMeta.from_json(outcome.meta)
-            assert outcome.key is not None
-            if outcome.fresh:
-                _replace_key(state, pid, plan.current, outcome.key)
-            audit.append("index_built", {"partition_id": pid, "entry_count": meta.entry_count,
-                                         "index_sha256": meta.index_digest.hex()})
-            log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", pid,
-                     meta.entry_count, outcome.rows, outcome.tokenise_seconds + outcome.index_seconds,
-                     meta.index_digest.hex()[:16])
-            offsets = np.frombuffer(outcome.offsets, dtype=np.int64) if outcome.offsets else None
-            part = Partition(idx.open_index(index_dir, meta, offsets), outcome.key.sk, outcome.key.version)
-        if part is not None:
-            partitions[pid] = part
-        stats.add(outcome, part.meta if part is not None else None)
-        if progress is not None:
-            progress(pid, done, len(plans), outcome.fingerprint is None or outcome.reused)
+    done = 0
+    for plan, outcomes in zip(plans, results, strict=True):
+        rebuilt: list[build.BuildOutcome] | None = None
+        for position, outcome in enumerate(outcomes):
+            pid = outcome.partition_id
+            done += 1
+            store.merge_counts(outcome.counts)
+            part = None
+            if outcome.fingerprint is not None and outcome.reused:
+                part = _reuse(pid, index_dir, keystore, outcome.fingerprint)
+                if part is None:  # the index on disk is unusable after all: build the job here, without it
+                    rebuilt = rebuilt or build.build_partition(*args(plan, None))
+                    outcome = dataclasses.replace(rebuilt[position], counts={})
+            meta = None
+            if outcome.fingerprint is not None and part is None:
+                assert outcome.meta is not None
+                meta = idx.IndexMeta.from_json(outcome.meta)
+                assert outcome.key is not None
+                if outcome.fresh:
+                    _replace_key(state, pid, plan.current[pid], outcome.key)
+                audit.append("index_built", {"partition_id": pid, "entry_count": meta.entry_count,
+                                             "index_sha256": meta.index_digest.hex()})
+                log.info("index built for %s: %d entries from %d rows in %.2fs, digest %s", pid,
+                         meta.entry_count, outcome.rows, outcome.tokenise_seconds + outcome.index_seconds,
+                         meta.index_digest.hex()[:16])
+                offsets = np.frombuffer(outcome.offsets, dtype=np.int64) if outcome.offsets else None
+                index = idx.open_index(index_dir, meta, offsets)
+                part = Partition(index, outcome.key.sk, outcome.key.version)
+            if part is not None:
+                partitions[pid] = part
+            stats.add(outcome, part.meta if part is not None else None)
+            if progress is not None:
+                progress(pid, done, expected, outcome.fingerprint is None or outcome.reused)
     stats.wall_seconds = time.perf_counter() - started
     return partitions, stats
 

@@ -394,9 +394,10 @@ class AgencyStore:
             out.append((first, last))
         return out
 
-    def read_partition(self, dataset: str, groups: Sequence[int], day: int | None) -> pd.DataFrame:
-        """One partition's distinct (subject_id, token) rows, as `iter_partitions` yields them, from the
-        given row groups only (all of them for a static dataset, whose `day` is None)."""
+    def read_day(self, dataset: str, groups: Sequence[int], day: int | None) -> pd.DataFrame:
+        """One day's distinct (subject_id, token) rows of a dataset, every kind's partition together
+        (`kind_partitions` splits them), from the given row groups only (all of them for a static dataset,
+        whose `day` is None)."""
         ds = self._dataset(dataset)
         if day is None:
             return self._static(ds)
@@ -417,31 +418,33 @@ class AgencyStore:
     # -- partitions -------------------------------------------------------------------------------------
 
     def partition_ids(self, window: tuple[dt.date, dt.date]) -> list[str]:
-        """The partition ids iter_partitions yields for this window, in order."""
+        """The partition ids iter_partitions yields for this window, in order (dataset, day, kind)."""
         first, last = window
         out = []
         for ds in self.datasets:
             if ds.date_column is None:
-                out.append(tk.partition_id(ds.name, None))
+                out.extend(tk.dataset_partition_ids(ds.name, None))
             else:
-                n_days = (last - first).days + 1
-                out.extend(tk.partition_id(ds.name, first + dt.timedelta(days=i)) for i in range(n_days))
+                for i in range((last - first).days + 1):
+                    out.extend(tk.dataset_partition_ids(ds.name, first + dt.timedelta(days=i)))
         return out
 
     def iter_partitions(self, window: tuple[dt.date, dt.date]) -> Iterator[tuple[str, pd.DataFrame]]:
-        """Yield (partition_id, frame of distinct (subject_id, token)) per dataset and day of the window.
+        """Yield (partition_id, frame of distinct (subject_id, token)) per dataset, day and token kind of the
+        window.
 
         `window` is (first_day, last_day), inclusive; static partitions are always included. Days with no
-        records yield an empty frame. Frames are sorted by (token, subject_id); columns are Categoricals.
+        records yield empty frames. Frames are sorted by (token, subject_id); columns are Categoricals.
         """
         first, last = window
         if last < first:
             raise StoreError(f"empty window {first} .. {last}")
         for ds in self.datasets:
             if ds.date_column is None:
-                yield tk.partition_id(ds.name, None), self._static(ds)
+                yield from kind_partitions(self._static(ds), ds.name, None)
             else:
-                yield from self._daily(ds, _day_number(first), _day_number(last))
+                for day, frame in self._daily(ds, _day_number(first), _day_number(last)):
+                    yield from kind_partitions(frame, ds.name, _date(day))
 
     def _static(self, ds: Dataset) -> pd.DataFrame:
         """The one partition of a static dataset (the population register)."""
@@ -463,15 +466,16 @@ class AgencyStore:
         return first, first
 
     def _day_tokens(self, ds: Dataset, rows: pd.DataFrame, day: int) -> pd.DataFrame:
-        """The partition of `day` from the (validated) rows that reach it."""
-        pid = tk.partition_id(ds.name, _date(day))
+        """The tokens of `day` (every kind) from the (validated) rows that reach it."""
+        pids = tk.dataset_partition_ids(ds.name, _date(day))
         tokens = _TOKENIZERS[ds.name](self, rows, day)
-        if len(tokens) and list(tokens["partition_id"].cat.categories) != [pid]:
-            return _columns(tokens[tokens["partition_id"] == pid].reset_index(drop=True))
+        if len(tokens) and not set(tokens["partition_id"].cat.categories) <= set(pids):
+            return _columns(tokens[tokens["partition_id"].isin(pids)].reset_index(drop=True))
         return tokens[["subject_id", "token"]]
 
-    def _daily(self, ds: Dataset, first: int, last: int) -> Iterator[tuple[str, pd.DataFrame]]:
-        """Stream a dated dataset's partitions for days first..last, carrying rows that span days."""
+    def _daily(self, ds: Dataset, first: int, last: int) -> Iterator[tuple[int, pd.DataFrame]]:
+        """Stream a dated dataset's days first..last (each day's tokens of every kind), carrying rows that
+        span days."""
         pending = sorted((low, g) for g, (low, _) in enumerate(self.row_group_days(ds.name)))
         buffer: pa.Table | None = None
         span_first = span_last = np.zeros(0, dtype=np.int64)
@@ -483,12 +487,11 @@ class AgencyStore:
                 table, f, la = table.filter(pa.array(keep)), f[keep], la[keep]
                 buffer = table if buffer is None else pa.concat_tables([buffer, table])
                 span_first, span_last = np.concatenate([span_first, f]), np.concatenate([span_last, la])
-            pid = tk.partition_id(ds.name, _date(day))
             if buffer is None or buffer.num_rows == 0:
-                yield pid, _columns(tokenize.empty())
+                yield day, _columns(tokenize.empty())
                 continue
             today = (span_first <= day) & (span_last >= day)
-            yield pid, self._day_tokens(ds, records(buffer.filter(pa.array(today))), day)
+            yield day, self._day_tokens(ds, records(buffer.filter(pa.array(today))), day)
             done = span_last <= day
             if done.any():
                 buffer = buffer.filter(pa.array(~done))
@@ -521,6 +524,20 @@ def _stat(pf: pq.ParquetFile, group: int, column: str, which: str) -> object:
     if stats is None or not stats.has_min_max:
         return None
     return stats.min if which == "min" else stats.max
+
+
+def kind_partitions(
+    frame: pd.DataFrame, dataset: str, day: dt.date | None
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Split one day's (subject_id, token) rows of a dataset into its kinds' partitions, in partition id
+    order (an empty frame for a kind with no tokens)."""
+    categories = frame["token"].cat.categories
+    kind_of_category = np.array([str(t).split(tk.SEP, 1)[0] for t in categories], dtype=object)
+    codes = frame["token"].cat.codes.to_numpy()
+    kinds = kind_of_category[codes] if len(categories) else np.zeros(0, dtype=object)
+    for pid in tk.dataset_partition_ids(dataset, day):
+        kind, _ = tk.parse_partition_id(pid)
+        yield pid, _columns(frame[kinds == kind].reset_index(drop=True))
 
 
 def _date(day: int) -> dt.date:

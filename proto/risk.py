@@ -109,7 +109,7 @@ def risk_tokens(
         day = start
         while day <= end:
             token = tk.region_day(code, day)
-            rows.append((token, None, None, tk.partition_id("stays", day), "carrier", "region-day"))
+            rows.append((token, None, None, tk.partition_id("region-day", day), "carrier", "region-day"))
             day += dt.timedelta(days=1)
 
     out = pd.DataFrame(rows, columns=list(COLUMNS), dtype=object).drop_duplicates(["token", "case_id"])

@@ -165,9 +165,9 @@ def _str(values: np.ndarray | pd.Series) -> pd.Series:
     return pd.Series(values.array if isinstance(values, pd.Series) else values).astype("str")
 
 
-def _partition_strings(dataset: str, day_numbers: np.ndarray) -> np.ndarray:
-    """Partition ids "<dataset>@<YYYY-MM-DD>" for an array of day numbers."""
-    return (f"{dataset}@" + _str(day_strings(day_numbers))).to_numpy(dtype=object)
+def _partition_strings(kind: str, day_numbers: np.ndarray) -> np.ndarray:
+    """Partition ids "<kind>@<YYYY-MM-DD>" for an array of day numbers."""
+    return (f"{kind}@" + _str(day_strings(day_numbers))).to_numpy(dtype=object)
 
 
 def assemble(
@@ -326,7 +326,7 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
             d_cell, d_hour = cell_values[distinct // n_hours], distinct % n_hours + h_min
             hour_text = np.datetime_as_string(d_hour.astype("datetime64[h]"), unit="h").astype(object)
             tokens = ("cell-hour|" + _str(d_cell.astype(str)) + "|" + _str(hour_text)).to_numpy(object)
-            partitions = _partition_strings("stays", d_hour // 24)
+            partitions = _partition_strings("cell-hour", d_hour // 24)
             frames.append((np.concatenate(pair_subjects), token_ids, tokens, partitions))
         del key, pair_keys, pair_subjects
 
@@ -349,7 +349,7 @@ def stay_tokens(stays: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
             rd_inverse, (rd_region, rd_day) = group_rows(g_region[ok], g_day[ok])
             region_text = np.asarray(regions, dtype=object)[rd_region]
             tokens = ("region-day|" + _str(region_text) + "|" + _str(day_strings(rd_day))).to_numpy(object)
-            frames.append((g_subj[ok], rd_inverse, tokens, _partition_strings("stays", rd_day)))
+            frames.append((g_subj[ok], rd_inverse, tokens, _partition_strings("region-day", rd_day)))
 
     if not frames:
         return empty()
@@ -382,9 +382,9 @@ def ticket_tokens(tickets: pd.DataFrame) -> pd.DataFrame:
     trip = ("trip|" + trip_id + "|" + date_text).to_numpy(object)
     carriage_no = _str(np.asarray(tickets["carriage"], dtype=np.int64).astype(str))
     carriage = ("carriage|" + trip_id + "|" + date_text + "|" + carriage_no).to_numpy(object)
-    part = _partition_strings("tickets", day)
+    parts = [_partition_strings("trip", day), _partition_strings("carriage", day)]
     subjects = pd.concat([tickets["subject_id"], tickets["subject_id"]], ignore_index=True)
-    return _from_row_strings(subjects, np.concatenate([trip, carriage]), np.concatenate([part, part]))
+    return _from_row_strings(subjects, np.concatenate([trip, carriage]), np.concatenate(parts))
 
 
 def hotel_tokens(hotel_stays: pd.DataFrame) -> pd.DataFrame:
@@ -399,12 +399,12 @@ def hotel_tokens(hotel_stays: pd.DataFrame) -> pd.DataFrame:
     room = _str(np.asarray(hotel_stays["room"], dtype=object)[row])
     hotel_night = ("hotel-night|" + hotel + "|" + date_text).to_numpy(object)
     room_night = ("room-night|" + hotel + "|" + room + "|" + date_text).to_numpy(object)
-    part = _partition_strings("hotel_stays", night)
+    parts = [_partition_strings("hotel-night", night), _partition_strings("room-night", night)]
     subject = np.asarray(hotel_stays["subject_id"], dtype=object)[row]
     return _from_row_strings(
         pd.Series(np.concatenate([subject, subject])),
         np.concatenate([hotel_night, room_night]),
-        np.concatenate([part, part]),
+        np.concatenate(parts),
     )
 
 
@@ -424,5 +424,8 @@ def population_tokens(population: pd.DataFrame) -> pd.DataFrame:
         subjects,
         np.concatenate([household_codes, identity_codes + len(households)]),
         tokens,
-        pa.repeat(pa.scalar(tk.partition_id("population", None), pa.large_string()), len(tokens)),
+        pa.concat_arrays([
+            pa.repeat(pa.scalar(tk.partition_id(kind, None), pa.large_string()), n)
+            for kind, n in (("household", len(households)), ("identity", len(identities)))
+        ]),
     )

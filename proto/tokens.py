@@ -1,7 +1,8 @@
 """Canonical risk tokens: build and parse them, and name the partition a token belongs to.
 
-A token is a UTF-8 string of `|`-separated fields whose first field is its kind. Its partition is
-the agency's dataset and the day named in the token (`static` where none): "<dataset>@<day>".
+A token is a UTF-8 string of `|`-separated fields whose first field is its kind. Its partition is its
+kind and the day named in the token (`static` where none): "<kind>@<day>". A partition thus holds one token
+kind of one dataset and one day, with its own key and its own budget: no partition mixes kinds.
 """
 
 from __future__ import annotations
@@ -61,27 +62,50 @@ class Token:
     @property
     def partition_id(self) -> str:
         """The partition that holds this token."""
-        return partition_id(self.dataset, self.day)
+        return partition_id(self.kind, self.day)
 
 
-def partition_id(dataset: str, day: dt.date | str | None) -> str:
-    """The partition id "<dataset>@<YYYY-MM-DD>" (or "@static" for day None)."""
+def dataset_kinds(dataset: str) -> tuple[str, ...]:
+    """The token kinds built from an agency dataset, sorted (empty for an unknown dataset)."""
+    return tuple(sorted(kind for kind, (_, name, _) in KINDS.items() if name == dataset))
+
+
+def partition_id(kind: str, day: dt.date | str | None) -> str:
+    """The partition id "<kind>@<YYYY-MM-DD>" (or "<kind>@static" for day None)."""
     if day is None or day == STATIC:
-        return f"{dataset}@{STATIC}"
-    return f"{dataset}@{day if isinstance(day, str) else day.isoformat()}"
+        return f"{kind}@{STATIC}"
+    return f"{kind}@{day if isinstance(day, str) else day.isoformat()}"
+
+
+def dataset_partition_ids(dataset: str, day: dt.date | None) -> list[str]:
+    """The partition ids of one day (None: static) of an agency dataset, one per token kind, sorted."""
+    return [partition_id(kind, day) for kind in dataset_kinds(dataset)]
 
 
 def parse_partition_id(pid: str) -> tuple[str, dt.date | None]:
-    """Split a partition id into its dataset and day (None for static)."""
-    dataset, sep, day = pid.partition("@")
-    if not sep or not dataset:
-        raise TokenError(f"not a partition id: {pid!r}")
+    """Split a partition id into its token kind and day (None for static); TokenError for an unknown kind,
+    or a day on a static kind (or none on a dated one)."""
+    kind, sep, day = pid.partition("@")
+    if not sep or kind not in KINDS:
+        kinds = ", ".join(sorted(KINDS))
+        raise TokenError(f"not a partition id (<kind>@<day>, kind one of {kinds}): {pid!r}")
+    dated = KINDS[kind][2] is not None
     if day == STATIC:
-        return dataset, None
+        if dated:
+            raise TokenError(f"partition id {pid!r}: {kind} tokens are dated, not static")
+        return kind, None
+    if not dated:
+        raise TokenError(f"partition id {pid!r}: {kind} tokens are static (<kind>@static)")
     try:
-        return dataset, dt.date.fromisoformat(day)
+        return kind, dt.date.fromisoformat(day)
     except ValueError as exc:
         raise TokenError(f"bad day in partition id {pid!r}") from exc
+
+
+def partition_dataset(pid: str) -> str:
+    """The agency dataset a partition's tokens are built from."""
+    kind, _ = parse_partition_id(pid)
+    return KINDS[kind][1]
 
 
 def parse(token: str) -> Token:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from proto import ids, layout, risk
 from proto import tokenize as tz
-from proto.tokens import AGENCIES, partition_id
+from proto.tokens import AGENCIES, dataset_kinds, dataset_partition_ids
 from runctx.progress import Progress
 from runctx.scenario import Scenario, ScenarioError
 from simulation.writer import SCHEMAS, write_table
@@ -99,7 +99,9 @@ def compute_reference(
     for agency in AGENCIES:
         files = _AgencyFiles(run, agency, scenario.as_of)
         wanted = {pid: frame for pid, frame in tokens[tokens.agency == agency].groupby("partition_id")}
-        total = sum(1 if ds.date_column is None else days for ds in files.datasets)
+        total = sum(
+            len(dataset_kinds(ds.name)) * (1 if ds.date_column is None else days) for ds in files.datasets
+        )
         for i, (pid, frame) in enumerate(files.partitions(window)):
             if progress is not None:
                 progress(agency, i + 1, total)
@@ -250,15 +252,16 @@ class _AgencyFiles:
 
     def partitions(self, window: tuple[dt.date, dt.date]) -> Iterator[tuple[str, pd.DataFrame]]:
         """(partition id, its distinct (subject_id, token) rows) for the static partitions and every day of
-        the window."""
+        the window, one partition per token kind."""
         first, last = (int(np.datetime64(d, "D").astype(np.int64)) for d in window)
         for ds in self.datasets:
             if ds.date_column is None:
                 rows = self.good(ds.name, self._read(ds.name, self._paths(ds.name)))
-                yield partition_id(ds.name, None), _pairs(tz.population_tokens(rows.to_pandas()))
+                tokens = tz.population_tokens(rows.to_pandas())
+                for pid in dataset_partition_ids(ds.name, None):
+                    yield pid, _pairs(tokens[tokens["partition_id"] == pid])
                 continue
             for day in range(first, last + 1):
-                pid = partition_id(ds.name, dt.date(1970, 1, 1) + dt.timedelta(days=day))
                 rows = self._reaching(ds.name, day).to_pandas()
                 if ds.name == "stays":
                     tokens = tz.stay_tokens(rows, self.cells)
@@ -266,7 +269,8 @@ class _AgencyFiles:
                     tokens = tz.ticket_tokens(rows)
                 else:
                     tokens = tz.hotel_tokens(rows)
-                yield pid, _pairs(tokens[tokens["partition_id"] == pid])
+                for pid in dataset_partition_ids(ds.name, dt.date(1970, 1, 1) + dt.timedelta(days=day)):
+                    yield pid, _pairs(tokens[tokens["partition_id"] == pid])
 
 
 def _pairs(tokens: pd.DataFrame) -> pd.DataFrame:

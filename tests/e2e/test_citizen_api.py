@@ -88,7 +88,7 @@ def police_requests(run: Path) -> list[tuple[str, int]]:
     with sqlite3.connect(run / "nodes" / "police" / "state.sqlite") as node_db:
         return node_db.execute(
             "SELECT idempotency_key, count FROM requests "
-            "WHERE partition_id = 'population@static' ORDER BY rowid"
+            "WHERE partition_id = 'identity@static' ORDER BY rowid"
         ).fetchall()
 
 

@@ -18,8 +18,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from crypto.pki import DNS_SUFFIX
+from nodes.budget import CONFIG_FILE
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
 from runctx.pki import PkiPaths
+from runner.enrollment import declared_applications
 
 PERSONS = 1500
 SEED = 7
@@ -48,25 +50,36 @@ def healthpsi(*args: str, timeout: float = 900.0) -> subprocess.CompletedProcess
 @pytest.fixture(scope="session")
 def city_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated city (`--persons 1500`, seed 7) with its PKI from `keys init` and each node's own keys
-    from `node init`, enrolled by `keys enroll`; no node state."""
+    from `node init` (the police operator declaring the simulation's applications as its identity cap),
+    enrolled by `keys enroll`; no node state."""
     run = tmp_path_factory.mktemp("city") / "run"
     healthpsi(
         "simulate", "--preset", "city-20k", "--seed", str(SEED), "--out", str(run), "--persons", str(PERSONS)
     )
     healthpsi("keys", "init", "--run", str(run))
     for agency in AGENCIES:
-        healthpsi("node", "init", "--run", str(run), "--agency", agency)
+        applications = declared_applications(run) if agency == "police" else None
+        caps = ["--budget", f"identity={applications}"] if applications is not None else []
+        healthpsi("node", "init", "--run", str(run), "--agency", agency, *caps)
         healthpsi("keys", "enroll", "--run", str(run), "--agency", agency)
     return run
 
 
+def copy_caps(source: Path, target: Path) -> None:
+    """Copy the node operators' caps (RUN/nodes/<agency>/budget.conf) of one run into another."""
+    for config in (source / "nodes").glob(f"*/{CONFIG_FILE}"):
+        (target / "nodes" / config.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(config, target / "nodes" / config.parent.name / CONFIG_FILE)
+
+
 def copy_run(source: Path, target: Path) -> Path:
-    """A copy of a run's scenario, agency data, PKI and node keys (no node state) for a test that needs its
-    own node."""
+    """A copy of a run's scenario, agency data, PKI, node keys and operators' caps (no node state) for a test
+    that needs its own node."""
     target.mkdir(parents=True)
     shutil.copy2(source / "scenario.json", target / "scenario.json")
     shutil.copytree(source / "data", target / "data")
     shutil.copytree(source / "pki", target / "pki")
+    copy_caps(source, target)
     for secrets in (source / "nodes").glob("*.secrets"):
         shutil.copytree(secrets, target / "nodes" / secrets.name)
     return target

@@ -24,7 +24,7 @@ from crypto import labels, oprf
 from crypto.auditlog import verify_file
 from crypto.group import ORDER
 from crypto.pki import load_certificate, load_ec_private_key
-from nodes.budget import default_cap
+from nodes.budget import BudgetPolicy, config_path, default_cap
 from nodes.index import ENTRY_HEADER, entry_offsets
 from nodes.manifest import ManifestError, verify_manifest
 from nodes.secrets import NodeSecrets
@@ -135,13 +135,16 @@ def test_manifests_verify_against_identities(city_run: Path, nodes: dict[str, No
         assert (manifest.agency, manifest.suite, manifest.as_of) == (agency, "ristretto255-SHA512", as_of)
         assert manifest.window_days == 14 and manifest.max_batch > 0
         store = AgencyStore(city_run, agency)
+        caps = BudgetPolicy.read(config_path(city_run, agency))
         assert dict(manifest.malformed) == store.malformed
         ids_ = [p.partition_id for p in manifest.partitions]
         assert ids_ == sorted(ids_) and set(ids_) <= set(store.partition_ids(window(city_run)))
         assert len({p.public_key for p in manifest.partitions}) == len(ids_)  # one key per partition
         for info in manifest.partitions:
             assert info.entry_count > 0 and len(info.index_digest) == 32 and len(info.public_key) == 32
-            assert info.budget_total == default_cap(info.partition_id, info.entry_count)
+            assert info.budget_total == caps.cap(info.partition_id, info.entry_count)
+            if info.partition_id != "identity@static":  # the police operator declared the applications
+                assert info.budget_total == default_cap(info.partition_id, info.entry_count)
             assert set(info.token_kinds) <= {k for k, v in tokens.KINDS.items() if v[0] == agency}
         other = next(a for a in AGENCIES if a != agency)
         with pytest.raises(ManifestError):
@@ -271,7 +274,7 @@ def test_a_root_issued_certificate_that_is_not_the_coordinator_is_denied(
     ) as client:
         error = rpc_error(client.manifest)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-        error = rpc_error(client.evaluate, "population@static", blinded_batch(1))
+        error = rpc_error(client.evaluate, "identity@static", blinded_batch(1))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     refused = [e["data"] for e in audit(city_run, "police") if e["kind"] == "refused"]
     assert [(r["call"], r["status"]) for r in refused[-2:]] == [
@@ -316,7 +319,8 @@ def test_invalid_requests_get_typed_errors(nodes: dict[str, NodeProcess]) -> Non
     node = nodes["transport"]
     with NodeClient(node.run, node.agency, node.address) as client:
         manifest = manifest_of(node.run, node.agency, client.manifest())
-        pid = day_partitions(manifest)[0].partition_id
+        # a partition whose cap fits every batch below: only their contents are wrong
+        pid = max(day_partitions(manifest), key=lambda p: p.budget_total).partition_id
         good = blinded_batch(1)
         invalid = {
             "identity": bytes(32),
@@ -335,7 +339,7 @@ def test_invalid_requests_get_typed_errors(nodes: dict[str, NodeProcess]) -> Non
         error = rpc_error(client.evaluate, pid, blinded_batch(manifest.max_batch + 1))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert f"max_batch {manifest.max_batch}" in error.details()
-        assert rpc_error(client.evaluate, "tickets@1999-01-01", good).code() == grpc.StatusCode.NOT_FOUND
+        assert rpc_error(client.evaluate, "trip@1999-01-01", good).code() == grpc.StatusCode.NOT_FOUND
         assert rpc_error(client.stream, "nowhere@static").code() == grpc.StatusCode.NOT_FOUND
         stale = rpc_error(client.stream, pid, digest=b"\x00" * 32)
         assert stale.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -461,7 +465,7 @@ def test_nothing_the_node_sends_contains_a_token_or_subject_id(
         for info in manifest.partitions:
             download(client, info)
         info = manifest.partitions[-1]
-        mine = some_tokens[info.partition_id]
+        mine = some_tokens[info.partition_id][: info.budget_left]
         client.evaluate(info.partition_id, oprf.blind_many([t.encode() for t in mine], oprf.Mode.VOPRF)[1])
         for bad in (bytes(32), b"\x01" * 31):
             rpc_error(client.evaluate, info.partition_id, bad)

@@ -17,6 +17,7 @@ from nodes.startup import source_digest
 from nodes.store import AgencyStore, StoreError
 from proto import ids, layout
 from simulation.writer import SCHEMAS, DayPartitionedWriter, write_table
+from tests.unit.test_store import by_dataset_day
 
 A, B, C = (ids.from_int(41120219900101001 + 2 * i) for i in range(3))
 DAY1, DAY2, DAY3 = dt.date(2020, 1, 20), dt.date(2020, 1, 21), dt.date(2020, 1, 22)
@@ -61,11 +62,7 @@ def carrier(run: Path) -> Path:
 
 def partitions(run: Path, as_of: dt.date | None) -> dict[str, set[tuple[str, str]]]:
     """Every partition of the window as a set of (subject, token), read as of `as_of`."""
-    store = AgencyStore(run, "carrier", as_of)
-    return {
-        pid: set(zip(f["subject_id"].astype(str), f["token"].astype(str), strict=True))
-        for pid, f in store.iter_partitions(WINDOW)
-    }
+    return by_dataset_day(AgencyStore(run, "carrier", as_of).iter_partitions(WINDOW))
 
 
 def test_a_node_reads_only_files_delivered_by_its_date(tmp_path: Path) -> None:
@@ -88,7 +85,8 @@ def test_a_day_partition_reads_only_that_days_files(tmp_path: Path) -> None:
     """The build plan names, for each day, the row groups of that day's files delivered by the date."""
     carrier(tmp_path)
     store = AgencyStore(tmp_path, "carrier", DAY2)
-    jobs = {j.partition_id: j for j in build.partition_jobs(store, WINDOW)}
+    jobs = {f"{j.dataset}@{j.date}": j for j in build.partition_jobs(store, WINDOW)}
+    assert jobs["stays@2020-01-20"].partition_ids == ["cell-hour@2020-01-20", "region-day@2020-01-20"]
     days = store.row_group_days("stays")
     assert len(days) == 3  # three files of one row group each
     day1 = (DAY1 - dt.date(1970, 1, 1)).days
@@ -97,7 +95,7 @@ def test_a_day_partition_reads_only_that_days_files(tmp_path: Path) -> None:
     assert len(jobs["stays@2020-01-21"].groups) == 1 and not jobs["stays@2020-01-22"].groups
     assert {j.as_of for j in jobs.values()} == {DAY2}
     worker = AgencyStore(tmp_path, "carrier", jobs["stays@2020-01-20"].as_of)
-    rows = build.read_partition(worker, jobs["stays@2020-01-20"])
+    rows = build.read_rows(worker, jobs["stays@2020-01-20"])
     assert set(rows["subject_id"].astype(str)) == {A, B, C}
 
 

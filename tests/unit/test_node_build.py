@@ -45,10 +45,12 @@ def _same_partitions(run: Path, agency: str) -> None:
     streamed = {pid: _rows(frame) for pid, frame in streamed_store.iter_partitions(WINDOW)}
     planner = AgencyStore(run, agency)
     jobs = build.partition_jobs(planner, WINDOW)
-    assert [job.partition_id for job in jobs] == planner.partition_ids(WINDOW) == list(streamed)
+    planned = [pid for job in jobs for pid in job.partition_ids]
+    assert planned == planner.partition_ids(WINDOW) == list(streamed)
     for job in jobs:
         worker = AgencyStore(run, agency)
-        assert _rows(build.read_partition(worker, job)) == streamed[job.partition_id], job
+        together = sorted(row for pid in job.partition_ids for row in streamed[pid])
+        assert _rows(build.read_rows(worker, job)) == together, job
         planner.merge_counts(worker.counts())
     assert planner.malformed == streamed_store.malformed
     assert planner.good_rows == streamed_store.good_rows
@@ -126,9 +128,14 @@ def test_open_node_over_a_process_pool_builds_the_same_indexes(city: Path, tmp_p
 
 def test_a_key_bound_to_other_rows_is_refused(city: Path, tmp_path: Path) -> None:
     job = next(j for j in build.partition_jobs(AgencyStore(city, "carrier"), WINDOW) if j.groups)
-    stale = nk.generate(1, b"\x00" * 32)
+    stale = dict.fromkeys(job.partition_ids, nk.generate(1, b"\x00" * 32))
     with pytest.raises(KeyReuseError, match="need a fresh key"):
-        build.build_partition(str(city), "carrier", job, str(tmp_path), stale, None)
-    built = build.build_partition(str(city), "carrier", job, str(tmp_path), stale, nk.generate(2, b""))
-    assert built.fresh and built.key is not None and built.key.version == 2
-    assert built.key.rows_digest == built.fingerprint
+        build.build_partition(str(city), "carrier", job, str(tmp_path), stale, {})
+    fresh = {pid: nk.generate(2, b"") for pid in job.partition_ids}
+    outcomes = build.build_partition(str(city), "carrier", job, str(tmp_path), stale, fresh)
+    assert [o.partition_id for o in outcomes] == job.partition_ids == [
+        f"cell-hour@{job.date}", f"region-day@{job.date}"
+    ]
+    for built in outcomes:  # each kind's partition under its own fresh key
+        assert built.fresh and built.key is not None and built.key.version == 2
+        assert built.key.rows_digest == built.fingerprint and built.key.pk == fresh[built.partition_id].pk

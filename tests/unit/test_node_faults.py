@@ -58,13 +58,13 @@ def entries(node: NodeHandlers) -> list[dict[str, Any]]:
 
 def test_stream_index_refusals_are_logged(node: NodeHandlers) -> None:
     with pytest.raises(NotFound):
-        node.stream_index(node_pb2.StreamIndexRequest(partition_id="tickets@1999-01-01"))
+        node.stream_index(node_pb2.StreamIndexRequest(partition_id="trip@1999-01-01"))
     pid = next(iter(node.partitions))
     with pytest.raises(FailedPrecondition):
         node.stream_index(node_pb2.StreamIndexRequest(partition_id=pid, index_digest=bytes(32)))
     refused = [e["data"] for e in entries(node) if e["kind"] == "index_refused"]
     assert [(r["partition_id"], r["status"]) for r in refused] == [
-        ("tickets@1999-01-01", "NOT_FOUND"), (pid, "FAILED_PRECONDITION")
+        ("trip@1999-01-01", "NOT_FOUND"), (pid, "FAILED_PRECONDITION")
     ]
 
 

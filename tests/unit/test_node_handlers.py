@@ -88,15 +88,25 @@ def run(base_run: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def node(run: Path) -> NodeHandlers:
-    """Handlers over the fresh run (closed after the test)."""
-    handlers = open_node(run, "transport")
+    """Handlers over the fresh run, every cap set to 1024 by the operator (closed after the test)."""
+    handlers = open_node(run, "transport", budget=BudgetPolicy.parse(["1024"]))
     yield handlers
     handlers.close()
 
 
 def day_pid(day: dt.date) -> str:
-    """The tickets partition of a day."""
-    return f"tickets@{day.isoformat()}"
+    """The carriage partition of a day (12 tokens a day)."""
+    return f"carriage@{day.isoformat()}"
+
+
+def trip_pid(day: dt.date) -> str:
+    """The trip partition of a day (3 tokens a day)."""
+    return f"trip@{day.isoformat()}"
+
+
+def day_pids(day: dt.date) -> list[str]:
+    """Both partitions of a day, one per token kind, in build order."""
+    return [day_pid(day), trip_pid(day)]
 
 
 def download(node: NodeHandlers, pid: str, offset: int = 0) -> bytes:
@@ -126,12 +136,14 @@ def test_manifest_is_signed_and_describes_the_window(run: Path, node: NodeHandle
     # simulated clock of a seeded run: the end of the as_of day
     assert manifest.issued_at == "2020-01-21T00:00:00"
     days = [AS_OF - dt.timedelta(days=i) for i in range(14)]
-    assert sorted(p.partition_id for p in manifest.partitions) == sorted(day_pid(d) for d in days)
+    expected = sorted(f"{kind}@{d.isoformat()}" for d in days for kind in ("carriage", "trip"))
+    assert sorted(p.partition_id for p in manifest.partitions) == expected
     assert manifest.malformed["bad_subject_id"] == BAD_IDS
-    for info in manifest.partitions:
-        assert info.entry_count == 3 + 12  # 3 trips, 12 carriages
-        assert tuple(info.token_kinds) == ("carriage", "trip")
-        assert info.budget_total == info.budget_left == 1024
+    for info in manifest.partitions:  # one partition per kind: 12 carriages, 3 trips a day
+        kind = info.partition_id.split("@")[0]
+        assert tuple(info.token_kinds) == (kind,) and info.dataset == "tickets"
+        assert info.entry_count == {"carriage": 12, "trip": 3}[kind]
+        assert info.budget_total == info.budget_left == 1024  # the operator's cap
         data = download(node, info.partition_id)
         assert hashlib.sha256(data).digest() == info.index_digest and len(data) == info.index_bytes
     forged = node_pb2.SignedManifest()
@@ -197,7 +209,7 @@ def test_oversized_batch_and_unknown_partition(node: NodeHandlers) -> None:
     with pytest.raises(InvalidArgument, match="max_batch 4"):
         node.evaluate(node_pb2.EvaluateRequest(partition_id=day_pid(AS_OF), blinded_elements=blinded))
     with pytest.raises(NotFound):
-        node.evaluate(node_pb2.EvaluateRequest(partition_id="tickets@1999-01-01", blinded_elements=blinded))
+        node.evaluate(node_pb2.EvaluateRequest(partition_id="carriage@1999-01-01", blinded_elements=blinded))
     with pytest.raises(NotFound):
         node.stream_index(node_pb2.StreamIndexRequest(partition_id=day_pid(FIRST_DAY)))
 
@@ -266,7 +278,7 @@ def test_restart_reuses_indexes_and_rebuilds_only_changed_partitions(
     assert {p.partition_id: p.index_digest for p in second.manifest().partitions} == digests
     second.close()
     assert {p.name: p.stat().st_mtime_ns for p in index_dir.iterdir()} == mtimes
-    assert sum("index reused" in r.message for r in caplog.records) == 14
+    assert sum("index reused" in r.message for r in caplog.records) == 2 * 14  # two kinds a day
     assert not any("index built" in r.message for r in caplog.records)
     # a corrupted index file is detected and rebuilt to the same digest (same key, same rows)
     victim = index_dir / f"{day_pid(AS_OF)}.idx"
@@ -302,11 +314,11 @@ def test_keys_are_destroyed_when_partitions_leave_the_window(run: Path) -> None:
         assert not (run / "nodes" / "transport" / "index" / f"{day_pid(day)}.idx").exists()
     entries = audit_entries(run)
     destroyed = [e["data"]["partition_id"] for e in entries if e["kind"] == "partition_key_destroyed"]
-    assert sorted(destroyed) == sorted(day_pid(d) for d in gone)
+    assert sorted(destroyed) == sorted(pid for d in gone for pid in day_pids(d))
     stored = sqlite3.connect(run / "nodes" / "transport" / "state.sqlite").execute(
         "SELECT COUNT(*) FROM requests WHERE partition_id = ?", (oldest,)).fetchone()[0]
     assert stored == 0
-    assert day_pid(later) in served and not served & {day_pid(d) for d in gone}
+    assert day_pid(later) in served and not served & {pid for d in gone for pid in day_pids(d)}
 
 
 def test_seeded_runs_are_reproducible(base_run: Path, tmp_path: Path) -> None:
@@ -370,8 +382,8 @@ def test_changed_data_rebuilds_only_the_partitions_whose_rows_changed(
     finally:
         second.close()
     built = [r.message.split(":")[0] for r in caplog.records if "index built" in r.message]
-    assert built == [f"index built for {day_pid(changed_day)}"]
-    assert {pid for pid in now if now[pid] != digests[pid]} == {day_pid(changed_day)}
+    assert built == [f"index built for {pid}" for pid in day_pids(changed_day)]  # the new rider's two kinds
+    assert {pid for pid in now if now[pid] != digests[pid]} == set(day_pids(changed_day))
 
 
 def test_one_node_per_state_directory(run: Path) -> None:
@@ -420,7 +432,7 @@ def test_a_partition_with_late_rows_is_rebuilt_under_a_fresh_key(run: Path) -> N
     assert sealed != old_sealed
     destroyed = [e["data"] for e in audit_entries(run) if e["kind"] == "partition_key_destroyed"]
     assert [(d["partition_id"], d["key_version"], d["public_key"]) for d in destroyed] == [
-        (pid, 1, before[pid].public_key.hex())
+        (p, 1, before[p].public_key.hex()) for p in day_pids(changed)  # the late rider has both kinds
     ]
 
 
@@ -467,8 +479,8 @@ def test_a_serving_node_rolls_to_its_next_date(run: Path) -> None:
         manifest = verify_manifest(signed, identity)
         after = {p.partition_id: p for p in manifest.partitions}
         assert manifest.as_of == next_day.isoformat()
-        assert set(after) - set(before) == {day_pid(next_day)}
-        assert set(before) - set(after) == {day_pid(leaving)}
+        assert set(after) - set(before) == set(day_pids(next_day))
+        assert set(before) - set(after) == set(day_pids(leaving))
         assert after[day_pid(late_day)].key_version == 2
         assert after[day_pid(late_day)].public_key != before[day_pid(late_day)].public_key
         assert after[day_pid(AS_OF)].public_key == before[day_pid(AS_OF)].public_key
@@ -486,7 +498,8 @@ def test_a_serving_node_rolls_to_its_next_date(run: Path) -> None:
     assert (secrets / f"{next_day.isoformat()}.key").exists()
     entries = audit_entries(run)
     left = [e["data"] for e in entries if e["kind"] == "partition_key_destroyed" and "window" in e["data"]]
-    assert [(d["partition_id"], d["day_key_shredded"]) for d in left] == [(day_pid(leaving), True)]
+    shredded = [(d["partition_id"], d["day_key_shredded"]) for d in left]
+    assert shredded == [(p, True) for p in day_pids(leaving)]
     assert [e["data"]["as_of"] for e in entries if e["kind"] == "node_rolled"] == [next_day.isoformat()]
     chain = verify_file(run / "nodes" / "transport" / "audit.jsonl",
                         load_identities(PkiPaths(run)).node("transport"))

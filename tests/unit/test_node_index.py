@@ -14,7 +14,7 @@ from crypto.drbg import Drbg
 from nodes import index as idx
 from proto import ids
 
-PID = "tickets@2020-01-20"
+PID = "trip@2020-01-20"
 
 
 def rows_for(spec: dict[str, list[int]]) -> pd.DataFrame:
@@ -25,9 +25,9 @@ def rows_for(spec: dict[str, list[int]]) -> pd.DataFrame:
 
 SPEC = {
     "trip|G101|2020-01-20": [11000000000000001, 11000000000000007, 11000000000000003],
-    "carriage|G101|2020-01-20|3": [11000000000000007, 11000000000000003],
+    "trip|G102|2020-01-20": [11000000000000007, 11000000000000003],
     "trip|D7|2020-01-20": [41000000000000002],
-    "carriage|D7|2020-01-20|1": [41000000000000002, 11000000000000001, 41000000000000009, 41000000000000005,
+    "trip|D8|2020-01-20": [41000000000000002, 11000000000000001, 41000000000000009, 41000000000000005,
                                  41000000000000011],
 }
 
@@ -59,7 +59,7 @@ def test_entries_open_to_the_subjects_at_each_token(key: tuple[bytes, bytes]) ->
 def test_coordinator_side_blinding_finds_the_entry(key: tuple[bytes, bytes]) -> None:
     sk, pk = key
     entries = idx.build_entries(sk, rows_for(SPEC))
-    token = b"carriage|G101|2020-01-20|3"
+    token = b"trip|G102|2020-01-20"
     blinds, blinded = oprf.blind_many([token], oprf.Mode.VOPRF, Drbg(b"coordinator"))
     evaluated = oprf.blind_evaluate_packed(sk, blinded)
     proof = oprf.generate_proof(sk, pk, [blinded], [evaluated])
@@ -87,6 +87,23 @@ def test_one_evaluation_per_distinct_token(key: tuple[bytes, bytes], monkeypatch
     idx.build_entries(key[0], pd.concat([rows] * 5, ignore_index=True))
     assert len(seen) == 1
     assert sorted(seen[0]) == sorted(t.encode() for t in SPEC)
+
+
+def test_a_day_splits_into_one_partition_per_kind_and_none_mixes_kinds(
+    key: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    carriages = {
+        "carriage|G101|2020-01-20|3": [11000000000000007],
+        "carriage|D7|2020-01-20|1": [41000000000000002],
+    }
+    mixed = {**SPEC, **carriages}
+    split = idx.split_kinds(idx.group_rows(rows_for(mixed)))
+    assert sorted(split) == ["carriage", "trip"]
+    assert split["trip"].tokens == sorted(SPEC)
+    assert split["trip"].digest() == idx.group_rows(rows_for(SPEC)).digest()
+    assert [int(b) for b in split["carriage"].bodies] == [41000000000000002, 11000000000000007]
+    with pytest.raises(ValueError, match="trip tokens only"):
+        idx.build_index(tmp_path, PID, *key, rows_for(mixed))
 
 
 def test_rows_fingerprint_ignores_order_but_not_content() -> None:

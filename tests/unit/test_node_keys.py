@@ -12,7 +12,7 @@ from crypto.group import base_mult
 from nodes import keys as nk
 from nodes.keys import SEALED_BYTES, KeyReuseError, KeyStore, KeyStoreError
 
-PID = "stays@2020-01-20"
+PID = "cell-hour@2020-01-20"
 ROWS = b"r" * 32
 
 
@@ -54,20 +54,20 @@ def test_drbg_keys_are_reproducible_byte_for_byte(tmp_path: Path) -> None:
 
 def test_static_key_is_wrapped_by_the_storage_key(tmp_path: Path) -> None:
     keys = store(tmp_path)
-    keys.store("population@static", nk.generate(1, ROWS))
+    keys.store("identity@static", nk.generate(1, ROWS))
     assert keys.days() == []
     with pytest.raises(KeyStoreError, match="does not open"):
-        store(tmp_path, key=b"x" * 32).load("population@static")
+        store(tmp_path, key=b"x" * 32).load("identity@static")
 
 
 def test_sealed_key_is_bound_to_its_partition_and_agency(tmp_path: Path) -> None:
     keys = store(tmp_path)
     keys.store(PID, nk.generate(1, ROWS))
-    keys.store("stays@2020-01-21", nk.generate(1, ROWS))
-    moved = keys.path("stays@2020-01-21")
+    keys.store("cell-hour@2020-01-21", nk.generate(1, ROWS))
+    moved = keys.path("cell-hour@2020-01-21")
     moved.write_bytes(keys.path(PID).read_bytes())
     with pytest.raises(KeyStoreError):
-        keys.load("stays@2020-01-21")
+        keys.load("cell-hour@2020-01-21")
     with pytest.raises(KeyStoreError):
         store(tmp_path, agency="police").load(PID)
 

@@ -232,7 +232,7 @@ def test_risk_tokens_window_static_and_regions(run: Path) -> None:
     assert (household.case_id, household.case_subject_id, household.partition_id, household.agency) == (
         "C1",
         A,
-        "population@static",
+        "household@static",
         "police",
     )
     assert len(risk[risk.token == "trip|G123|2020-01-19"]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from nodes.store import BODY_COLUMN, CATEGORIES, AgencyStore, StoreError, records
 from proto import ids
+from proto import tokens as tk
 from simulation.writer import SCHEMAS, write_table
 
 A = ids.from_int(41120219900101001)
@@ -71,11 +73,32 @@ ROWS: list[tuple[str | None, int | None, str | None, str | None]] = [
 ]
 
 
+def by_dataset_day(partitions: Iterable[tuple[str, pd.DataFrame]]) -> dict[str, set[tuple[str, str]]]:
+    """Kind partitions as (subject, token) sets merged by "<dataset>@<day>", after checking that each holds
+    tokens of its own kind only and that the kinds of a dataset day come together."""
+    out: dict[str, set[tuple[str, str]]] = {}
+    for pid, f in partitions:
+        kind, day = tk.parse_partition_id(pid)
+        rows = set(zip(f["subject_id"].astype(str), f["token"].astype(str), strict=True))
+        assert all(token.startswith(kind + tk.SEP) for _, token in rows), pid
+        out.setdefault(f"{tk.partition_dataset(pid)}@{day or tk.STATIC}", set()).update(rows)
+    return out
+
+
 def _partitions(store: AgencyStore) -> dict[str, set[tuple[str, str]]]:
-    return {
-        pid: set(zip(f["subject_id"].astype(str), f["token"].astype(str), strict=True))
-        for pid, f in store.iter_partitions(WINDOW)
-    }
+    return by_dataset_day(store.iter_partitions(WINDOW))
+
+
+def test_each_kind_is_its_own_partition(tmp_path: Path) -> None:
+    _carrier(tmp_path, ROWS, True)
+    store = AgencyStore(tmp_path, "carrier")
+    days = ("2020-01-18", "2020-01-19", "2020-01-20")
+    kinds = ("cell-hour", "region-day")
+    assert store.partition_ids(WINDOW) == [f"{kind}@{day}" for day in days for kind in kinds]
+    parts = dict(store.iter_partitions(WINDOW))
+    assert list(parts) == store.partition_ids(WINDOW)
+    assert set(parts["region-day@2020-01-19"]["token"].astype(str)) == {"region-day|420100|2020-01-19"}
+    assert len(parts["region-day@2020-01-18"]) == 0 and len(parts["cell-hour@2020-01-18"]) == 3
 
 
 @pytest.mark.parametrize("by_day", [True, False])
@@ -110,7 +133,7 @@ def test_carrier_partitions_carry_stays_across_midnight(tmp_path: Path, by_day: 
 def test_empty_days_yield_empty_frames(tmp_path: Path) -> None:
     _carrier(tmp_path, [(A, 1, "2020-01-19T08:00", "2020-01-19T09:00")], by_day=True)
     frames = dict(AgencyStore(tmp_path, "carrier").iter_partitions(WINDOW))
-    assert [len(f) for f in frames.values()] == [0, 1, 0]
+    assert [len(f) for f in frames.values()] == [0, 0, 1, 0, 0, 0]  # cell-hour, region-day per day
     assert all(list(f.columns) == ["subject_id", "token"] for f in frames.values())
 
 

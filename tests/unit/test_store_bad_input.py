@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from nodes.store import CATEGORIES, AgencyStore
 from proto import ids
+from tests.unit.test_store import by_dataset_day
 
 A = ids.from_int(41120219900101001)
 B = ids.from_int(41120219850505002)
@@ -64,8 +65,8 @@ def hotel(run: Path, subject_ids: pa.Array, nights: list[int]) -> Path:
 
 
 def served(store: AgencyStore) -> dict[str, int]:
-    """Rows per served partition."""
-    return {pid: len(frame) for pid, frame in store.iter_partitions(WINDOW)}
+    """Rows per dataset day, its kinds' partitions together."""
+    return {pid: len(rows) for pid, rows in by_dataset_day(store.iter_partitions(WINDOW)).items()}
 
 
 def test_wrong_column_types_name_the_file_and_serve_the_rest(tmp_path: Path) -> None:

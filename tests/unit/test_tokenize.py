@@ -64,8 +64,8 @@ def test_stay_across_hours_and_midnight() -> None:
         "cell-hour|2|2020-01-21T00",
     ]
     parts = dict(zip(out["token"].astype(str), out["partition_id"].astype(str), strict=True))
-    assert parts["cell-hour|2|2020-01-20T23"] == "stays@2020-01-20"
-    assert parts["cell-hour|2|2020-01-21T00"] == "stays@2020-01-21"
+    assert parts["cell-hour|2|2020-01-20T23"] == "cell-hour@2020-01-20"
+    assert parts["cell-hour|2|2020-01-21T00"] == "cell-hour@2020-01-21"
     # 90 minutes on the 20th, 65 on the 21st: no region-day either side
     assert not any(t.startswith("region-day") for t in parts)
 
@@ -207,7 +207,7 @@ def test_ticket_tokens() -> None:
         (A, "carriage|G1234|2020-01-19|3"),
         (B, "carriage|G1234|2020-01-19|5"),
     }
-    assert set(out["partition_id"].astype(str)) == {"tickets@2020-01-19"}
+    assert set(out["partition_id"].astype(str)) == {"trip@2020-01-19", "carriage@2020-01-19"}
 
 
 def test_multi_night_hotel_stay_and_nights_below_one() -> None:
@@ -234,7 +234,7 @@ def test_multi_night_hotel_stay_and_nights_below_one() -> None:
         "hotel-night|H1|2020-01-31",
         "room-night|H1|305|2020-01-31",
     }
-    assert "hotel_stays@2020-02-01" in set(out["partition_id"].astype(str))
+    assert "room-night@2020-02-01" in set(out["partition_id"].astype(str))
 
 
 def test_population_tokens() -> None:
@@ -253,7 +253,7 @@ def test_population_tokens() -> None:
         (A, f"identity|{A}|张三|1990-01-01"),
         (B, f"identity|{B}|李小红|1985-05-05"),
     }
-    assert set(out["partition_id"].astype(str)) == {"population@static"}
+    assert set(out["partition_id"].astype(str)) == {"household@static", "identity@static"}
 
 
 @pytest.mark.parametrize("func", [tokenize.ticket_tokens, tokenize.hotel_tokens, tokenize.population_tokens])

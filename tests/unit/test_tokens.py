@@ -19,21 +19,21 @@ DAY = dt.date(2020, 1, 20)
             "cell-hour",
             DAY,
             "carrier",
-            "stays@2020-01-20",
+            "cell-hour@2020-01-20",
         ),
-        (tk.region_day("411202", DAY), "region-day", DAY, "carrier", "stays@2020-01-20"),
-        (tk.trip("G1234", DAY), "trip", DAY, "transport", "tickets@2020-01-20"),
-        (tk.carriage("G1234", DAY, 7), "carriage", DAY, "transport", "tickets@2020-01-20"),
-        (tk.household("411202-0000001"), "household", None, "police", "population@static"),
+        (tk.region_day("411202", DAY), "region-day", DAY, "carrier", "region-day@2020-01-20"),
+        (tk.trip("G1234", DAY), "trip", DAY, "transport", "trip@2020-01-20"),
+        (tk.carriage("G1234", DAY, 7), "carriage", DAY, "transport", "carriage@2020-01-20"),
+        (tk.household("411202-0000001"), "household", None, "police", "household@static"),
         (
             tk.identity("11010519491231002X", "张三", dt.date(1949, 12, 31)),
             "identity",
             None,
             "police",
-            "population@static",
+            "identity@static",
         ),
-        (tk.hotel_night("H4112020001", DAY), "hotel-night", DAY, "police", "hotel_stays@2020-01-20"),
-        (tk.room_night("H4112020001", "305", DAY), "room-night", DAY, "police", "hotel_stays@2020-01-20"),
+        (tk.hotel_night("H4112020001", DAY), "hotel-night", DAY, "police", "hotel-night@2020-01-20"),
+        (tk.room_night("H4112020001", "305", DAY), "room-night", DAY, "police", "room-night@2020-01-20"),
     ],
 )
 def test_build_and_parse(token: str, kind: str, day: dt.date | None, agency: str, partition: str) -> None:
@@ -72,10 +72,14 @@ def test_parse_rejects(bad: str) -> None:
 
 
 def test_partition_ids() -> None:
-    assert tk.partition_id("stays", DAY) == "stays@2020-01-20"
-    assert tk.partition_id("population", None) == "population@static"
-    assert tk.parse_partition_id("stays@2020-01-20") == ("stays", DAY)
-    assert tk.parse_partition_id("population@static") == ("population", None)
-    for bad in ("stays", "@2020-01-01", "stays@2020-02-30"):
+    assert tk.partition_id("cell-hour", DAY) == "cell-hour@2020-01-20"
+    assert tk.partition_id("household", None) == "household@static"
+    assert tk.parse_partition_id("cell-hour@2020-01-20") == ("cell-hour", DAY)
+    assert tk.parse_partition_id("identity@static") == ("identity", None)
+    assert tk.partition_dataset("room-night@2020-01-20") == "hotel_stays"
+    assert tk.dataset_partition_ids("population", None) == ["household@static", "identity@static"]
+    assert tk.dataset_partition_ids("stays", DAY) == ["cell-hour@2020-01-20", "region-day@2020-01-20"]
+    for bad in ("stays", "@2020-01-01", "cell-hour@2020-02-30", "stays@2020-01-20", "identity@2020-01-20",
+                "trip@static"):
         with pytest.raises(tk.TokenError):
             tk.parse_partition_id(bad)

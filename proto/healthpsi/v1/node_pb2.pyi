@@ -4,7 +4,7 @@ isort:skip_file
 healthpsi wire contract between the coordinator and an agency node.
 
 A node answers OPRF-based private-set-intersection queries over its own data,
-one partition (dataset x day) at a time. Group elements and tags travel packed:
+one partition (token kind x day) at a time. Group elements and tags travel packed:
 one `bytes` field holding n fixed-size items back to back.
 """
 
@@ -54,7 +54,7 @@ class PartitionInfo(_message.Message):
     BUDGET_LEFT_FIELD_NUMBER: _builtins.int
     KEY_VERSION_FIELD_NUMBER: _builtins.int
     partition_id: _builtins.str
-    """"<dataset>@<YYYY-MM-DD>" or "<dataset>@static"."""
+    """"<kind>@<YYYY-MM-DD>" or "<kind>@static": one token kind of one dataset and day."""
     dataset: _builtins.str
     day: _builtins.str
     """"YYYY-MM-DD" or "static"."""
@@ -75,7 +75,7 @@ class PartitionInfo(_message.Message):
     """
     @_builtins.property
     def token_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Token kinds found in this partition, sorted."""
+        """The partition's token kind (one)."""
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ isort:skip_file
 healthpsi wire contract between the coordinator and an agency node.
 
 A node answers OPRF-based private-set-intersection queries over its own data,
-one partition (dataset x day) at a time. Group elements and tags travel packed:
+one partition (token kind x day) at a time. Group elements and tags travel packed:
 one `bytes` field holding n fixed-size items back to back.
 """
 
