@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -43,6 +44,8 @@ class Justifier:
     def __init__(self, health: Health | None, identity_tokens: set[str] | None) -> None:
         self.health = health
         self.identity_tokens = identity_tokens
+        self.declared: Callable[[str], bool] = lambda token: False
+        """Whether an application the code service logged declared an identity token."""
         self._sets: dict[tuple[dt.date, int], RiskSet | None] = {}
         self.errors: dict[tuple[dt.date, int], str] = {}
         inv = health.investigations if health is not None else pd.DataFrame(columns=["case_id", "token"])
@@ -88,9 +91,11 @@ class Justifier:
         if purpose == appl.PURPOSE:
             if parsed.kind != "identity":
                 return f"a {parsed.kind} token in an identity query"
+            if token in (self.identity_tokens or ()) or self.declared(token):
+                return None
             if self.identity_tokens is None:
-                return "identity query, but the run has no application records"
-            return None if token in self.identity_tokens else "no application record declares this identity"
+                return "identity query, but neither an applicants file nor the service's log declares it"
+            return "no application record (the applicants file or the service's log) declares this identity"
         if purpose != "risk":
             return f"unknown query purpose {purpose!r}"
         if risk is None:

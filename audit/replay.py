@@ -41,6 +41,7 @@ from audit.logs import COORDINATOR_LOG, Log, read_log
 from audit.openings import Opening, read_openings
 from audit.rerun import rerun_verdicts
 from audit.results import ResultChecks
+from audit.service import RECORDED, ServiceIssuance, epoch_issue_times, read_service_log
 from audit.verdicts import Notes, ReplayReport, Status, Verdict, named, short
 from coordinator import applicants as appl
 from coordinator.risk import (
@@ -116,6 +117,8 @@ class _Replay:
         self.scenario: Scenario | None = None
         self.committed: dict[str, set[tuple[str, str]]] = defaultdict(set)
         """epoch → the (agency, partition) pairs whose risk tokens it committed."""
+        self.service = ServiceIssuance()
+        """What the code service's log binds (applications, their identity checks and codes)."""
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -173,7 +176,9 @@ class _Replay:
                 self._input("health/applicants.parquet", "ok", f"{len(applicants)} applications")
         except (OSError, ValueError) as exc:
             self._input("health/applicants.parquet", "fail", f"unusable ({exc})")
-        return identities, storage, Justifier(health, identity_tokens)
+        justifier = Justifier(health, identity_tokens)
+        justifier.declared = lambda token: self.service.declared(storage, token)
+        return identities, storage, justifier
 
     # -------------------------------------------------------------------------------------------- logs
 
@@ -191,6 +196,9 @@ class _Replay:
             witness_dir(run, "coordinator"),
         )
         self.logs.append(self.coordinator)
+        self.service.log = read_service_log(run, None if identities is None else identities.coordinator)
+        if self.service.log is not None:
+            self.logs.append(self.service.log)
         for n, agency in enumerate(agencies, 1):
             key = None if identities is None else identities.nodes.get(agency)
             log = read_log(
@@ -364,20 +372,40 @@ class _Replay:
             elif kind == "evaluate":
                 self._coordinator_evaluate(data, notes)
             elif kind == "index_streamed":
-                agency, pid = str(data.get("agency")), str(data.get("partition_id"))
-                if str(data.get("index_digest")) in self.node_indexes.get((agency, pid), set()):
-                    notes.ok("the node logged building this index")
-                else:
-                    notes.fail(
-                        f"the {agency} node never logged building index {short(data.get('index_digest'))} "
-                        f"of {pid}"
-                    )
+                self._index_streamed(data, notes)
             elif kind in PUBLISHED:
                 self.logged[epoch][kind] = (where, data)
                 self.last[kind] = (epoch, where, data)
                 notes.ok("checked against the file under results")
             elif kind == "head":
                 self._head(epoch, data, notes)
+        self.check_service_log()
+
+    def check_service_log(self) -> None:
+        """The code service's entries: its identity checks' queries as the epochs' are checked, and the
+        applications it recorded gathered for the results (`audit.service`)."""
+        log = self.service.log
+        for line, entry, notes in log.items() if log is not None else ():
+            kind, data = entry["kind"], entry["data"]
+            if kind == "evaluate":
+                self._coordinator_evaluate(data, notes)
+            elif kind == "index_streamed":
+                self._index_streamed(data, notes)
+            elif kind == RECORDED:
+                self.service.record(line, data, set(self.epochs), notes)
+            elif kind == "head":
+                notes.ok(f"closes the service's entries of epoch {data.get('epoch')} before it")
+            else:
+                notes.fail(f"an entry of kind {kind!r} the service does not write")
+
+    def _index_streamed(self, data: dict[str, Any], notes: Notes) -> None:
+        agency, pid = str(data.get("agency")), str(data.get("partition_id"))
+        if str(data.get("index_digest")) in self.node_indexes.get((agency, pid), set()):
+            notes.ok("the node logged building this index")
+        else:
+            notes.fail(
+                f"the {agency} node never logged building index {short(data.get('index_digest'))} of {pid}"
+            )
 
     def _risk_committed(self, justifier: Justifier, epoch: str, data: dict[str, Any], notes: Notes) -> None:
         span = self.epoch_window(epoch)
@@ -581,7 +609,8 @@ class _Replay:
     def result_verdicts(self, justifier: Justifier) -> list[Verdict]:
         """The published files against the digests the coordinator logged (`audit.results`)."""
         checks = ResultChecks(
-            self.run_dir, self.logged, self.last, self.openings, self.epoch_window, self.progress
+            self.run_dir, self.logged, self.last, self.openings, self.epoch_window, self.progress,
+            self.service, epoch_issue_times(self.coordinator),
         )
         return checks.verdicts(justifier)
 
@@ -590,7 +619,7 @@ class _Replay:
     def rerun_verdicts(self, other: Path) -> list[Verdict]:
         """Compare the run with a fresh re-run of its scenario (`audit.rerun.rerun_verdicts`)."""
         deterministic = self.scenario is not None and self.scenario.deterministic
-        return rerun_verdicts(self.run_dir, other, deterministic)
+        return rerun_verdicts(self.run_dir, other, deterministic, set(self.service.codes))
 
     # ---------------------------------------------------------------------------------------------- run
 

@@ -14,11 +14,11 @@ import pandas as pd
 
 from audit.justify import Justifier
 from audit.openings import Opening
+from audit.service import ServiceIssuance, epoch_codes_digest_without, service_verdicts
 from audit.verdicts import Notes, Verdict, named, short
 from coordinator.results import (
     SUMMARY_UNBOUND,
     directory_digests,
-    epoch_codes_digest,
     file_digest,
     frame_digest,
     summary_digest,
@@ -51,9 +51,14 @@ class ResultChecks:
         openings: list[Opening],
         epoch_window: Callable[[str], tuple[dt.date, int] | None],
         progress: Progress,
+        service: ServiceIssuance | None = None,
+        issued_at: dict[str, set[str]] | None = None,
     ) -> None:
         self.run_dir, self.logged, self.last, self.openings = run_dir, logged, last, openings
         self.epoch_window, self.progress = epoch_window, progress
+        self.service = service or ServiceIssuance()
+        """The codes the service issued under an epoch's id are left out of that epoch's digest."""
+        self.issued_at = issued_at or {}
 
     def verdicts(self, justifier: Justifier) -> list[Verdict]:
         """The published files against the digests the coordinator logged."""
@@ -279,17 +284,20 @@ class ResultChecks:
             with CodeStore(path) as store:
                 for epoch, (where, data) in sorted(epochs.items()):
                     notes = Notes()
-                    digest, count = epoch_codes_digest(store, epoch), store.count_codes(epoch)
+                    digest, count = epoch_codes_digest_without(store, epoch, self.service.codes)
                     if digest != data.get("digest") or count != data.get("count"):
                         notes.fail(
                             f"altered: {count} codes, digest {short(digest)}, but the codes_issued entry "
                             f"at {where} logged {data.get('count')}, digest {short(data.get('digest'))}"
                         )
                     else:
-                        notes.ok(f"{count} codes, digest equals the codes_issued entry at {where}")
+                        served = store.count_codes(epoch) - count
+                        also = f" (and {served} the service issued, checked below)" if served else ""
+                        notes.ok(f"{count} codes, digest equals the codes_issued entry at {where}{also}")
                     out.append(notes.verdict("results", f"codes.sqlite epoch {epoch}", "codes_issued"))
                 if "revocations" in self.last:
                     out.append(self._revocations_verdict(store))
+                out += service_verdicts(store, self.service, self.issued_at, set(epochs))
         except (StoreError, OSError, ValueError) as exc:
             out.append(Verdict("results", "codes.sqlite", "codes_issued", "fail", f"unreadable ({exc})"))
         return out

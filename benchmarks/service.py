@@ -3,6 +3,9 @@ on loopback by locust (benchmarks/loadtest/locustfile.py) in two phases with the
 
 - baseline: every user asks /api/v1/health, the service's cheapest answer;
 - codes: every user is a signed-in citizen fetching their code's JSON, and nothing else;
+- applications: every user is a signed-in citizen applying for a family member, and nothing else (people of
+  the register without a code, cycled: on a small run most are asked again, answered from the identity
+  check's stored answers without a new charge);
 - peak: the morning peak — citizens fetching their code (most traffic), applying, checking a trip;
   verifiers fetching the lists; a commander watching.
 
@@ -48,6 +51,9 @@ CODE_FETCH = "GET /api/v1/citizen/codes/[id]"
 BASELINE = "GET /api/v1/health"
 TARGETS = {"code_fetch_per_s": 1000.0, "code_fetch_p99_ms": 100.0, "failures": 0}
 """Issue 20's targets for code fetches on this machine, locust included."""
+APPLY = "POST /api/v1/citizen/applications"
+APPLY_TARGETS = {"applications_per_s": 200.0, "applications_p99_ms": 1000.0, "failures": 0}
+"""Issue 20's targets for applications (identity checked over PSI)."""
 PROBES = {
     CODE_FETCH: ("GET", "/api/v1/citizen/codes/probe"),
     "GET /citizen/codes/[id]": ("GET", "/citizen/codes/probe"),
@@ -95,7 +101,7 @@ class ServiceBenchSettings:
 
     def steps(self) -> int:
         """Progress steps of `run_service_bench`."""
-        return 5 if self.run is not None else 6
+        return 6 if self.run is not None else 7
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -353,6 +359,26 @@ def code_fetch_summary(
     }
 
 
+def application_summary(applications: dict[str, Any], absent: Sequence[str]) -> dict[str, Any]:
+    """The applications phase against the issue's targets."""
+    if APPLY in absent or APPLY not in applications["endpoints"]:
+        return {"served": False, "targets": APPLY_TARGETS}
+    apply = applications["endpoints"][APPLY]
+    rate, p99 = apply["requests_per_s"], apply["p99_ms"]
+    return {
+        "served": True,
+        "requests_per_s": rate,
+        "p99_ms": p99,
+        "failures": apply["failures"],
+        "service_cpu_ms_per_request": applications["service_cpu_ms_per_request"],
+        "targets": APPLY_TARGETS,
+        "meets_targets": rate >= APPLY_TARGETS["applications_per_s"]
+        and p99 is not None
+        and p99 < APPLY_TARGETS["applications_p99_ms"]
+        and apply["failures"] == APPLY_TARGETS["failures"],
+    }
+
+
 def run_service_bench(settings: ServiceBenchSettings, step: Step) -> dict[str, Any]:
     """Start the service (and the police node, for applications) over a run, drive it with locust in a
     baseline phase and a peak phase, and return the figures (JSON-ready)."""
@@ -387,6 +413,11 @@ def run_service_bench(settings: ServiceBenchSettings, step: Step) -> dict[str, A
                 "codes", ("CitizenUser",), settings.baseline_seconds, settings, service, env, work, ["code"]
             )
             step("code-fetch phase")
+            applications = _phase(
+                "applications", ("CitizenUser",), settings.baseline_seconds, settings, service, env, work,
+                ["apply"],
+            )
+            step("applications phase")
             peak = _phase("peak", PEAK_USERS, settings.seconds, settings, service, env, work)
             step("peak phase")
         finally:
@@ -400,6 +431,7 @@ def run_service_bench(settings: ServiceBenchSettings, step: Step) -> dict[str, A
         "cpus": psutil.cpu_count(),
         "absent_routes": absent,
         "citizens_signed_in": signed_in,
-        "phases": {"baseline": baseline, "codes": codes, "peak": peak},
+        "phases": {"baseline": baseline, "codes": codes, "applications": applications, "peak": peak},
         "code_fetch": code_fetch_summary(baseline, codes, peak, absent),
+        "applications": application_summary(applications, absent),
     }

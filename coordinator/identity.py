@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from coordinator import applicants as appl
 from coordinator.errors import MatchingError
 from coordinator.index_cache import IndexCache
-from coordinator.matching import Matcher
+from coordinator.matching import AuditSink, Matcher
 from coordinator.openings import Batch, OpeningStore, Query
 from coordinator.sealing import read_sealed_json, storage_key
 from coordinator.transport import NodeTransport
 from proto import tokens as tk
 from proto.errors import ProtocolError
+from proto.healthpsi.v1 import node_pb2
 from runctx.pki import PkiPaths, load_identities
 
 POLICE = "police"
+MANIFEST_SECONDS = 60.0
+"""Checks reuse the police node's verified manifest this long (one fetch per check cost as much as the
+check's Evaluate call)."""
 
 
 class IdentityCheckError(RuntimeError):
@@ -42,6 +48,15 @@ class Declaration:
     def token(self) -> str:
         """The declaration's identity token."""
         return tk.identity(self.subject_id, self.name, self.birth_date)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The outcome of one identity check: its label (the epoch of its queries) and one answer per
+    declaration."""
+
+    label: str
+    known: list[bool]
 
 
 class AnsweredOpenings(OpeningStore):
@@ -81,7 +96,8 @@ class IdentityChecker:
 
     Query openings are sealed into the coordinator's openings store before they are sent, answers are
     recorded after their proof verifies, and the index comes from the coordinator's cache: a token asked
-    before (by an epoch or an earlier batch) is answered again without a new charge.
+    before (by an epoch or an earlier batch) is answered again without a new charge. `audit` receives each
+    check's `evaluate` and `index_streamed` entries, with the check's label as their epoch.
     """
 
     def __init__(
@@ -92,8 +108,10 @@ class IdentityChecker:
         epoch: str,
         as_of: dt.date,
         window_days: int,
+        audit: AuditSink | None = None,
     ) -> None:
         run = Path(run_dir)
+        self.audit = audit
         self.transports = dict(transports)
         self.epoch = epoch
         self.as_of = as_of
@@ -101,18 +119,28 @@ class IdentityChecker:
         self.identities = load_identities(PkiPaths(run))
         self.openings = AnsweredOpenings(run / "coordinator" / "openings", storage_key(run))
         self.cache = IndexCache(run / "coordinator" / "cache")
+        self._manifests: tuple[float, dict[str, node_pb2.Manifest]] = (0.0, {})
 
-    def check(self, declarations: Sequence[Declaration]) -> list[bool]:
+    def check(self, declarations: Sequence[Declaration]) -> Checked:
         """For each declaration, whether the register holds a person with that id, name and birth date
-        (IdentityCheckError when the node cannot answer safely)."""
+        (IdentityCheckError when the node cannot answer safely), under the check's label."""
         if not declarations:
-            return []
+            return Checked("", [])
         tokens = [d.token for d in declarations]
         partition = tk.parse(tokens[0]).partition_id
         self.openings.wanted = frozenset(tokens)
         # each check is its own batch series: numbered from 0 under a label of its own within the epoch
+        label = f"{self.epoch}/identity/{secrets.token_hex(6)}"
+        sink = self.audit
+
+        def audit(event: str, **fields: Any) -> None:
+            if sink is not None:
+                sink(event, **fields, epoch=label)
+
+        fetched_at, manifests = self._manifests
+        reuse = time.monotonic() - fetched_at < MANIFEST_SECONDS
         matcher = Matcher(
-            f"{self.epoch}/identity/{secrets.token_hex(6)}",
+            label,
             self.transports,
             self.identities,
             self.openings,
@@ -120,10 +148,15 @@ class IdentityChecker:
             as_of=self.as_of.isoformat(),
             window_days=self.window_days,
             blind_rng=lambda agency, partition_id: None,
+            manifests=manifests if reuse else None,
+            audit=audit,
         )
         try:
             found = matcher.run([Query(POLICE, partition, appl.PURPOSE, tuple(sorted(set(tokens))))])
         except (MatchingError, ProtocolError) as exc:
+            self._manifests = (0.0, {})  # a node restarted with new keys, say: fetch its manifest again
             raise IdentityCheckError(str(exc)) from exc
+        if not reuse:
+            self._manifests = (time.monotonic(), matcher.manifests)
         register = found.get((POLICE, partition), {})
-        return [d.subject_id in register.get(d.token, ()) for d in declarations]
+        return Checked(label, [d.subject_id in register.get(d.token, ()) for d in declarations])

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -393,46 +393,60 @@ class CodeStore:
         row = self._db.execute(f"SELECT {_CODE_COLUMNS} FROM codes WHERE code_id = ?", (code_id,)).fetchone()
         return None if row is None else _code_row(row)
 
-    def record_application(
-        self, application: Application, code: CodeFields | None, refusal: tuple[str, str] | None
-    ) -> CodeRow | None:
-        """Store an application in one transaction with its code (kept as it is when the subject already
-        holds this epoch's code) or its refusal (subject id, reason); return the subject's code of the
-        epoch, or None for a refusal."""
+    def record_applications(
+        self,
+        applications: Sequence[tuple[Application, CodeFields | None, tuple[str, str] | None]],
+        before_commit: Callable[[list[tuple[Application, CodeRow | None]]], None] | None = None,
+    ) -> list[CodeRow | None]:
+        """Store applications in one transaction, each with its code (kept as it is when the subject already
+        holds this epoch's code) or its refusal (subject id, reason); return each one's code of the epoch,
+        or None for a refusal. `before_commit` sees the stored (application, code) pairs inside the
+        transaction: when it raises, nothing is stored."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            stored: CodeRow | None = None
-            if code is not None:
-                if code[2] not in COLOURS:
-                    raise StoreError(f"code {code[0]} has a colour outside {COLOURS}")
+            stored_all: list[tuple[Application, CodeRow | None]] = []
+            for application, code, refusal in applications:
+                stored: CodeRow | None = None
+                if code is not None:
+                    if code[2] not in COLOURS:
+                        raise StoreError(f"code {code[0]} has a colour outside {COLOURS}")
+                    self._db.execute(
+                        f"INSERT OR IGNORE INTO codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*code[:3], reasons_json(code[3]), *code[4:]),
+                    )
+                    row = self._db.execute(
+                        f"SELECT {_CODE_COLUMNS} FROM codes WHERE epoch = ? AND subject_id = ?",
+                        (application.epoch, application.subject_id),
+                    ).fetchone()
+                    stored = _code_row(row)
+                    application = dataclasses.replace(application, code_id=stored.code_id)
+                if refusal is not None:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO refusals (epoch, subject_id, reason) VALUES (?, ?, ?)",
+                        (application.epoch, *refusal),
+                    )
+                a = application
                 self._db.execute(
-                    f"INSERT OR IGNORE INTO codes ({_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*code[:3], reasons_json(code[3]), *code[4:]),
+                    f"INSERT INTO applications ({_APPLICATION_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        a.application_id, a.applicant_phone, a.relation, a.subject_id, a.phone,
+                        json.dumps(list(a.symptoms)), a.created_at, a.epoch, a.status, a.reason, a.code_id,
+                    ),
                 )
-                row = self._db.execute(
-                    f"SELECT {_CODE_COLUMNS} FROM codes WHERE epoch = ? AND subject_id = ?",
-                    (application.epoch, application.subject_id),
-                ).fetchone()
-                stored = _code_row(row)
-                application = dataclasses.replace(application, code_id=stored.code_id)
-            if refusal is not None:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO refusals (epoch, subject_id, reason) VALUES (?, ?, ?)",
-                    (application.epoch, *refusal),
-                )
-            a = application
-            self._db.execute(
-                f"INSERT INTO applications ({_APPLICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    a.application_id, a.applicant_phone, a.relation, a.subject_id, a.phone,
-                    json.dumps(list(a.symptoms)), a.created_at, a.epoch, a.status, a.reason, a.code_id,
-                ),
-            )
+                stored_all.append((application, stored))
+            if before_commit is not None:
+                before_commit(stored_all)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        return stored
+        return [code for _, code in stored_all]
+
+    def applications(self) -> Iterator[Application]:
+        """Every application, in id order."""
+        rows = self._db.execute(f"SELECT {_APPLICATION_COLUMNS} FROM applications ORDER BY application_id")
+        return (_application(row) for row in rows)
 
     def applications_of(self, phone: str) -> list[Application]:
         """The applications made from a phone, newest first."""

@@ -178,6 +178,12 @@ def _service_table(result: dict[str, Any]) -> Table:
             table.add_row("  CPU per code fetch / per baseline request", cpu, "", "", "", "")
     else:
         table.add_row("[bold]code fetches[/]", "not served by this build", "", "", "", "")
+    apply = result.get("applications", {"served": False})
+    if apply["served"]:
+        verdict = "meets" if apply["meets_targets"] else "misses"
+        table.add_row("[bold]applications (applications phase)[/] vs ≥ 200/s, p99 < 1 s, 0 failures",
+                      f"{apply['requests_per_s']:,.0f}", "", "", _ms(apply["p99_ms"]),
+                      f"{apply['failures']:,} ({verdict})")
     return table
 
 

@@ -7,12 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.features import compute_features
 from coordinator.policy import DEFAULT_POLICY, Policy, PolicyError
+from coordinator.risk import load_health
 from simulation.evaluation import RunTruth, pareto_best, plot_tradeoff, policy_metrics, summarise
+from simulation.reference import reference_matches
 
 app = typer.Typer(
     help="Policies: compare colour rules on a run's features against the simulation's truth.",
@@ -20,6 +24,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 RUN_FILES = ("scenario.json", "coordinator/features.parquet", "truth/infections.parquet")
+SIMULATION_FILES = ("scenario.json", "truth/infections.parquet", "health/cases.parquet")
 COLUMNS = (
     ("red", "red", "{:,.0f}"),
     ("yellow", "yellow", "{:,.0f}"),
@@ -41,18 +46,34 @@ RUN_OPTION = typer.Option(
     ..., "--run", help="RUN directory after `healthpsi run` (repeat for several seeds).", show_default=False
 )
 JSON_OPTION = typer.Option(False, "--json", help="Print the figures as JSON instead of tables.")
+PLAINTEXT_OPTION = typer.Option(
+    False,
+    "--plaintext",
+    help="Features from the plaintext oracle's matches, so a simulated run needs no private epoch (equal to "
+    "a private run's: every run checks its matches equal the oracle's).",
+)
 
 
-def load_runs(runs: list[Path]) -> list[RunTruth]:
-    """Each run's features and truth; BadParameter (--run) naming a missing or unreadable file."""
+def plaintext_features(run: Path) -> pd.DataFrame:
+    """A simulated run's features computed as the coordinator does, from the plaintext oracle's matches of
+    its epoch (writes RUN/reference/matches.parquet)."""
+    health = load_health(run)
+    return compute_features(reference_matches(run), health.cases, health.risk_regions)
+
+
+def load_runs(runs: list[Path], plaintext: bool = False) -> list[RunTruth]:
+    """Each run's features (the private epoch's, or with `plaintext` the oracle's) and truth; BadParameter
+    (--run) naming a missing or unreadable file."""
     loaded = []
     for run in runs:
-        missing = [name for name in RUN_FILES if not (run / name).is_file()]
+        needed = SIMULATION_FILES if plaintext else RUN_FILES
+        missing = [name for name in needed if not (run / name).is_file()]
         if missing:
-            raise typer.BadParameter(f"{run}: missing {', '.join(missing)}", param_hint="--run")
+            hint = "" if plaintext else " (run `healthpsi run`, or give --plaintext for a simulated run)"
+            raise typer.BadParameter(f"{run}: missing {', '.join(missing)}{hint}", param_hint="--run")
         try:
-            loaded.append(RunTruth.load(run))
-        except (OSError, ValueError, KeyError) as exc:
+            loaded.append(RunTruth.load(run, plaintext_features(run) if plaintext else None))
+        except (OSError, ValueError, KeyError) as exc:  # the oracle's and load_health's errors too
             raise typer.BadParameter(f"{run}: {exc}", param_hint="--run") from None
     return loaded
 
@@ -139,6 +160,7 @@ def evaluate(
         [], "--policy", help="Policy TOML file (repeat to compare; default: the default policy)."
     ),
     as_json: bool = JSON_OPTION,
+    plaintext: bool = PLAINTEXT_OPTION,
 ) -> None:
     """Compare colour policies on runs' features against the simulation's ground truth.
 
@@ -153,8 +175,10 @@ def evaluate(
     [cyan]healthpsi policy evaluate --run runs/demo[/cyan]
 
     [cyan]healthpsi policy evaluate --run runs/demo --policy coordinator/policies/2020.toml --json[/cyan]
+
+    [cyan]healthpsi policy evaluate --run runs/demo --plaintext[/cyan]
     """
-    truths = load_runs(run)
+    truths = load_runs(run, plaintext)
     policies = [(str(p), load_policy(p)) for p in policy] or [(str(DEFAULT_POLICY), load_policy(None))]
     results = [evaluate_policy(label, p, truths) for label, p in policies]
     if as_json:
@@ -181,6 +205,7 @@ def sweep(
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the trade-off curve here (PNG)."),
     as_json: bool = JSON_OPTION,
+    plaintext: bool = PLAINTEXT_OPTION,
 ) -> None:
     """Evaluate a policy with one or two rules varied over a grid, and mark the Pareto-best variants.
 
@@ -219,7 +244,7 @@ def sweep(
             variants.append((" ".join(label), varied))
     except PolicyError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rule") from None
-    truths = load_runs(run)
+    truths = load_runs(run, plaintext)
     results = [evaluate_policy(label, p, truths) for label, p in variants]
     costs = [r["summary"]["quarantine_days_uninfected"]["median"] for r in results]
     gains = [(r["summary"]["sensitivity"] or {"median": 0.0})["median"] for r in results]

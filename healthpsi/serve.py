@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import typer
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
 from healthpsi.checks import parse_address, parse_nodes
+from service.middleware import access_log as access_logger
 from service.settings import APPS, ENV_SETTINGS, ServiceSettings, SettingsError
 
 
@@ -21,6 +25,9 @@ def serve(
     app: str = typer.Option(",".join(APPS), "--app", help=f"Comma-separated apps among {', '.join(APPS)}."),
     node: list[str] = typer.Option([], "--node", help="AGENCY=HOST:PORT of a node the service queries."),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes behind one listener."),
+    access_log: Path | None = typer.Option(
+        None, "--access-log", help="Append one JSON line per request (method, path, status, ms, client) here."
+    ),
 ) -> None:
     """Serve the citizen, verifier, venue, host and commander apps over a run.
 
@@ -29,6 +36,8 @@ def serve(
     [bold]Example:[/bold]
 
     [cyan]healthpsi serve --run runs/demo --listen 127.0.0.1:8000[/cyan]
+
+    [cyan]healthpsi serve --run runs/demo --workers 2 --access-log runs/demo/service/access.jsonl[/cyan]
     """
     host, port = parse_address(listen, "--listen", any_port=True)
     try:
@@ -38,6 +47,9 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"serve: {exc}", err=True)
         raise typer.Exit(2) from None
+    if access_log is not None and not access_log.parent.is_dir():
+        typer.echo(f"serve: --access-log: no directory {access_log.parent}", err=True)
+        raise typer.Exit(2)
     settings.secret_key()  # made once, before the workers race to make it
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -60,6 +72,7 @@ def serve(
         factory=True,
         workers=workers,
         log_level="warning",
+        log_config=log_config(access_log),
         timeout_graceful_shutdown=10,
         # a worker imports the whole command line before it answers: on a busy machine that takes longer
         # than uvicorn's 5 s, which made the supervisor restart workers over and over
@@ -75,3 +88,18 @@ def serve(
         with contextlib.suppress(FileNotFoundError):
             port_file.unlink()
         sock.close()
+
+
+def log_config(access_log: Path | None) -> dict[str, Any]:
+    """uvicorn's logging configuration (each worker applies it), plus the service's JSON access lines in
+    `access_log` when given (one short line per write, so the workers' appends do not interleave)."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    if access_log is not None:
+        config["formatters"]["line"] = {"format": "%(message)s"}
+        config["handlers"]["access_file"] = {
+            "class": "logging.FileHandler", "filename": str(access_log), "formatter": "line",
+        }
+        config["loggers"][access_logger.name] = {
+            "handlers": ["access_file"], "level": "INFO", "propagate": False,
+        }
+    return config

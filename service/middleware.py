@@ -81,6 +81,7 @@ class ServiceMiddleware:
             access_log.info(
                 json.dumps(
                     {
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status,

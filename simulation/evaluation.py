@@ -80,14 +80,16 @@ class RunTruth:
         return self.as_of + dt.timedelta(days=1)
 
     @classmethod
-    def load(cls, run_dir: Path) -> RunTruth:
-        """Read RUN/scenario.json, RUN/coordinator/features.parquet and RUN/truth/infections.parquet.
+    def load(cls, run_dir: Path, features: pd.DataFrame | None = None) -> RunTruth:
+        """Read RUN/scenario.json, RUN/truth/infections.parquet and the run's features: `features` when given,
+        else RUN/coordinator/features.parquet.
 
         The population is every resident and visitor of the scenario; everyone without features is green.
         """
         scenario = json.loads((run_dir / "scenario.json").read_text(encoding="utf-8"))
         as_of = dt.date.fromisoformat(str(scenario["as_of"]))
-        features = pq.read_table(run_dir / "coordinator" / "features.parquet").to_pandas()
+        if features is None:
+            features = pq.read_table(run_dir / "coordinator" / "features.parquet").to_pandas()
         infected = infected_by(run_dir, as_of)
         people = int(scenario["persons"]) + int(scenario.get("visitors", 0))
         known = len(set(features["subject_id"]) | infected)

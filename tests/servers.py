@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,7 +18,10 @@ from runctx.pki import PkiPaths, save_json
 from service.process import ServiceProcess
 from tests.integration.conftest import NodeProcess
 
-__all__ = ["ServiceProcess", "build_run", "outbox_code", "outbox_lines", "start_police", "unclaimed_people"]
+__all__ = [
+    "ServiceProcess", "build_run", "copy_run", "outbox_code", "outbox_lines", "served", "start_police",
+    "unclaimed_people",
+]
 
 PERSONS = 1500
 SEED = 7
@@ -29,6 +35,27 @@ def build_run(out: Path, persons: int = PERSONS, seed: int = SEED) -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"healthpsi run exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr}")
     return out
+
+
+def copy_run(template: Path, out: Path) -> Path:
+    """A copy of a finished run that no service has touched yet, for tests that write to it."""
+    shutil.copytree(template, out, symlinks=True)
+    return out
+
+
+@contextlib.contextmanager
+def served(run: Path, workers: int = 1) -> Iterator[tuple[NodeProcess, ServiceProcess]]:
+    """The run's police node and `healthpsi serve` asking it (on port 0), stopped at the end (the service
+    first, with SIGTERM: its workers sign their heads)."""
+    police = start_police(run)
+    try:
+        service = ServiceProcess(run, "--node", f"police={police.address}", workers=workers).wait_ready()
+        try:
+            yield police, service
+        finally:
+            service.stop()
+    finally:
+        police.terminate()
 
 
 def start_police(run: Path) -> NodeProcess:

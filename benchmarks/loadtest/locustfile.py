@@ -93,6 +93,7 @@ class CitizenUser(FastHttpUser):
     def my_codes(self) -> None:
         self._get("/api/v1/citizen/codes", "/api/v1/citizen/codes")
 
+    @tag("apply")
     @task(1)
     def apply_for_family(self) -> None:
         if _family is None:

@@ -3,7 +3,6 @@ a code, a holder's view of a code, appeals — independent of HTTP."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import logging
@@ -15,9 +14,17 @@ from typing import Any
 import segno
 
 from coordinator import applicants as appl
-from coordinator.identity import POLICE, Declaration, IdentityChecker, IdentityCheckError
+from coordinator.identity import POLICE, Checked, Declaration, IdentityChecker, IdentityCheckError
 from coordinator.issuance import iso
-from coordinator.store import Appeal, Application, CodeRow, CodeStore
+from coordinator.service_log import (
+    RECORDED,
+    ServiceLog,
+    application_digest,
+    code_line,
+    line_digest,
+    token_mac,
+)
+from coordinator.store import Appeal, Application, CodeFields, CodeRow, CodeStore
 from coordinator.transport import GrpcTransport, NodeTransport
 from crypto import codes
 from runctx.pki import PkiPaths
@@ -103,7 +110,11 @@ class CitizenDesk:
         self._issuer: Issuer | None = None
         self._transports: dict[str, NodeTransport] | None = None
         self._checkers: dict[str, IdentityChecker] = {}
-        self.batcher: MicroBatcher[Declaration, bool] = MicroBatcher(self._check, BATCH_WINDOW, 64)
+        self._audit_log: ServiceLog | None = None
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self.batcher: MicroBatcher[tuple[str, ApplicationRequest], Outcome] = MicroBatcher(
+            self._apply_batch, BATCH_WINDOW, 64
+        )
         self._readers = threading.local()
 
     def store(self) -> CodeStore:
@@ -134,14 +145,30 @@ class CitizenDesk:
             self._transports = {POLICE: police}
         return self._transports
 
-    def _check(self, declarations: list[Declaration]) -> list[bool]:
-        """One batch of identity checks (runs on a thread): one Evaluate call for its new tokens."""
-        epoch = latest_epoch(self.run)
+    @property
+    def audit_log(self) -> ServiceLog:
+        """The service's audit log (opened on first use)."""
+        if self._audit_log is None:
+            self._audit_log = ServiceLog(self.run)
+        return self._audit_log
+
+    def _log(self, event: str, **fields: Any) -> None:
+        """An identity check's entry (`evaluate`, `index_streamed`), kept until the batch's applications are
+        logged with it (batches run one at a time)."""
+        self._pending.append((event, fields))
+
+    def _flush(self, *entries: tuple[str, dict[str, Any]]) -> None:
+        """Write the pending check entries and `entries` to the service's audit log, together."""
+        pending, self._pending = self._pending, []
+        self.audit_log.append([*pending, *entries])
+
+    def _check(self, epoch: LatestEpoch, declarations: list[Declaration]) -> Checked:
+        """One batch of identity checks: one Evaluate call for its new tokens."""
         checker = self._checkers.get(epoch.epoch)
         if checker is None:
             checker = IdentityChecker(
                 self.run, self._transports_now(), epoch=epoch.epoch, as_of=epoch.as_of,
-                window_days=epoch.window_days,
+                window_days=epoch.window_days, audit=self._log,
             )
             self._checkers = {epoch.epoch: checker}
         try:
@@ -151,46 +178,83 @@ class CitizenDesk:
             raise Unavailable(f"the police node cannot check identities now: {exc}") from exc
 
     async def apply(self, phone: str, request: ApplicationRequest) -> Outcome:
-        """Check the declared identity over PSI, then store the application with its code or refusal."""
-        epoch = await asyncio.to_thread(latest_epoch, self.run)
-        declaration = Declaration(request.subject_id, request.name, request.birth_date)
-        known = await self.batcher.submit(declaration)
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        return await asyncio.to_thread(self._record, phone, request, epoch, known, now)
+        """Check the declared identity over PSI, then store the application with its code or refusal (the
+        applications of a few milliseconds share one check, one transaction and one audit entry)."""
+        return await self.batcher.submit((phone, request))
 
-    def _record(
-        self, phone: str, request: ApplicationRequest, epoch: LatestEpoch, known: bool, now: dt.datetime
-    ) -> Outcome:
-        code = (
-            self.issuer.code(epoch, request.subject_id, request.name, now, bool(request.symptoms))
-            if known
-            else None
-        )
-        refusal = None if known else appl.REASON_NOT_IN_REGISTER
-        application = Application(
-            application_id=secrets.token_hex(8),
-            applicant_phone=phone,
-            relation=request.relation,
-            subject_id=request.subject_id,
-            phone=request.phone,
-            symptoms=tuple(request.symptoms),
-            created_at=iso(now),
-            epoch=epoch.epoch,
-            status="issued" if known else "refused",
-            reason=refusal,
-            code_id=None,
-        )
-        with self.store() as store:
-            row = store.record_application(
-                application, code, None if refusal is None else (request.subject_id, refusal)
+    def _apply_batch(self, items: list[tuple[str, ApplicationRequest]]) -> list[Outcome]:
+        """Check a batch's identities, sign codes for those the register holds, and store every application
+        with its code or refusal, bound in the service's audit log before the transaction commits."""
+        try:
+            return self._check_and_record(items)
+        finally:
+            if self._pending:  # a check's queries are logged even when its applications are not stored
+                self._flush()
+
+    def _check_and_record(self, items: list[tuple[str, ApplicationRequest]]) -> list[Outcome]:
+        epoch = latest_epoch(self.run)
+        declarations = [Declaration(r.subject_id, r.name, r.birth_date) for _, r in items]
+        checked = self._check(epoch, declarations)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        records: list[tuple[Application, CodeFields | None, tuple[str, str] | None]] = []
+        for (phone, request), known in zip(items, checked.known, strict=True):
+            code = (
+                self.issuer.code(epoch, request.subject_id, request.name, now, bool(request.symptoms))
+                if known
+                else None
             )
-        return Outcome(application.application_id, row, refusal)
+            refusal = None if known else appl.REASON_NOT_IN_REGISTER
+            application = Application(
+                application_id=secrets.token_hex(8),
+                applicant_phone=phone,
+                relation=request.relation,
+                subject_id=request.subject_id,
+                phone=request.phone,
+                symptoms=tuple(request.symptoms),
+                created_at=iso(now),
+                epoch=epoch.epoch,
+                status="issued" if known else "refused",
+                reason=refusal,
+                code_id=None,
+            )
+            records.append((application, code, None if refusal is None else (request.subject_id, refusal)))
+
+        def bind(stored: list[tuple[Application, CodeRow | None]]) -> None:
+            entries = []
+            signed = [code for _, code, _ in records]
+            for (application, row), code, declaration in zip(stored, signed, declarations, strict=True):
+                entries.append({
+                    "application_id": application.application_id,
+                    "digest": application_digest(application),
+                    "token": token_mac(self.issuer.secret, declaration.token),
+                    "code_id": None if row is None else row.code_id,
+                    "code": None if row is None else line_digest(code_line(row)),
+                    "new": code is not None and row is not None and row.payload == code[6],
+                })
+            self._flush((RECORDED, {"epoch": epoch.epoch, "check": checked.label, "applications": entries}))
+
+        with self.store() as store:
+            rows = store.record_applications(records, bind)
+        return [
+            Outcome(application.application_id, row, application.reason)
+            for (application, _, _), row in zip(records, rows, strict=True)
+        ]
+
+    def close(self) -> None:
+        """Sign a head over what this worker logged (at shutdown)."""
+        if self._audit_log is not None:
+            try:
+                epoch = latest_epoch(self.run).epoch
+            except Unavailable:
+                epoch = ""
+            self._audit_log.sign_head(epoch)
 
     def applications(self, phone: str) -> list[tuple[Application, CodeRow | None]]:
-        """The phone's applications, newest first, each with its code (None for a refusal)."""
-        with self.store() as store:
-            mine = store.applications_of(phone)
-            return [(a, None if a.code_id is None else store.code(a.code_id)) for a in mine]
+        """The phone's applications, newest first, each with its code (None for a refusal), read on this
+        thread's long-lived connection (a soak made opening the store per listing its costliest request)."""
+        store = self.reader()
+        mine = store.applications_of(phone)
+        return [(a, None if a.code_id is None else store.code(a.code_id)) for a in mine]
 
     def view(self, phone: str, code_id: str, now: dt.datetime | None = None) -> CodeView | None:
         """The holder's view of a code, or None when no application from this phone led to it."""
@@ -234,10 +298,10 @@ class CitizenDesk:
 
     def appeals(self, phone: str, code_id: str) -> list[Appeal] | None:
         """The appeals against one of the phone's codes (None when the code is not among them)."""
-        with self.store() as store:
-            if not store.holds(phone, code_id):
-                return None
-            return store.appeals(code_id)
+        store = self.reader()
+        if not store.holds(phone, code_id):
+            return None
+        return store.appeals(code_id)
 
 
 def desk_of(settings: ServiceSettings, state: Any) -> CitizenDesk:

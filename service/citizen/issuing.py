@@ -77,11 +77,17 @@ class Issuer:
         self.secret = storage_key(self.run)
         self._lock = threading.Lock()
         self._features: tuple[int, dict[str, dict[str, Any]]] | None = None
+        self._policy: tuple[tuple[Path, int], Policy] | None = None
 
     def policy(self, epoch: LatestEpoch) -> Policy:
         """The active policy, which must be the one the latest epoch applied (Unavailable otherwise)."""
         path = self.run / POLICY_FILE
-        policy = Policy.load(path if path.exists() else DEFAULT_POLICY)
+        source = path if path.exists() else DEFAULT_POLICY
+        stamp = (source, os.stat(source).st_mtime_ns)
+        with self._lock:  # parsed again only when the file changes
+            if self._policy is None or self._policy[0] != stamp:
+                self._policy = (stamp, Policy.load(source))
+            policy = self._policy[1]
         if policy.version != epoch.policy_version:
             raise Unavailable(
                 f"the active policy is {policy.version} but the latest epoch applied {epoch.policy_version}; "

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from tests.integration.conftest import NodeProcess
-from tests.servers import ServiceProcess, build_run, start_police
+from tests.servers import ServiceProcess, copy_run, served
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -39,29 +39,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def service_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small simulated run (`healthpsi run --persons 1500`, seed 7) with its epoch's codes."""
-    return build_run(tmp_path_factory.mktemp("browser") / "run")
+def service_run(run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's small run (`healthpsi run --persons 1500`, seed 7) with its epoch's codes."""
+    return copy_run(run_template, tmp_path_factory.mktemp("browser") / "run")
 
 
 @pytest.fixture(scope="session")
-def police_node(service_run: Path) -> Iterator[NodeProcess]:
-    """The run's police node as a real process (identity checks over PSI)."""
-    node = start_police(service_run)
-    try:
-        yield node
-    finally:
-        node.terminate()
+def served_run(service_run: Path) -> Iterator[tuple[NodeProcess, ServiceProcess]]:
+    """The run's police node (identity checks over PSI) and `healthpsi serve` on port 0 asking it."""
+    with served(service_run) as both:
+        yield both
 
 
 @pytest.fixture(scope="session")
-def service(service_run: Path, police_node: NodeProcess) -> Iterator[ServiceProcess]:
-    """`healthpsi serve` on port 0 over the run, asking the police node; stopped with SIGTERM."""
-    proc = ServiceProcess(service_run, "--node", f"police={police_node.address}").wait_ready()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def service(served_run: tuple[NodeProcess, ServiceProcess]) -> ServiceProcess:
+    """`healthpsi serve` over the run; stopped with SIGTERM at the end of the session."""
+    return served_run[1]
 
 
 @pytest.fixture(scope="session")

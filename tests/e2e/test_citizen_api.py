@@ -22,37 +22,28 @@ from coordinator.policy import Policy
 from tests.integration.conftest import NodeProcess
 from tests.servers import (
     ServiceProcess,
-    build_run,
+    copy_run,
     outbox_code,
     republish_trust_list,
-    start_police,
+    served,
     unclaimed_people,
 )
 
-PERSONS = 1000
+
+@pytest.fixture(scope="module")
+def run(run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_run(run_template, tmp_path_factory.mktemp("citizen-api") / "run")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_run(tmp_path_factory.mktemp("citizen-api") / "run", persons=PERSONS)
+def served_run(run: Path) -> Iterator[tuple[NodeProcess, ServiceProcess]]:
+    with served(run, workers=2) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
-def police(run: Path) -> Iterator[NodeProcess]:
-    node = start_police(run)
-    try:
-        yield node
-    finally:
-        node.terminate()
-
-
-@pytest.fixture(scope="module")
-def service(run: Path, police: NodeProcess) -> Iterator[ServiceProcess]:
-    proc = ServiceProcess(run, "--node", f"police={police.address}", "--workers", "2").wait_ready()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+def service(served_run: tuple[NodeProcess, ServiceProcess]) -> ServiceProcess:
+    return served_run[1]
 
 
 @pytest.fixture(scope="module")
@@ -520,3 +511,17 @@ def test_an_unreachable_police_node_is_reported_within_seconds_and_nothing_is_wr
         assert conn.execute(
             "SELECT COUNT(*) FROM codes WHERE subject_id = ?", (person["subject_id"],)
         ).fetchone() == (0,)
+
+
+def test_access_log_holds_one_json_line_per_request_from_every_worker(run: Path, tmp_path: Path) -> None:
+    log = tmp_path / "access.jsonl"
+    logged = ServiceProcess(run, "--access-log", str(log), workers=2).wait_ready()
+    try:
+        with httpx.Client(base_url=logged.url, timeout=60) as c:
+            statuses = [c.get(path).status_code for path in ("/api/v1/health", "/api/v1/citizen/codes") * 5]
+    finally:
+        assert logged.stop() == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    asked = [(e["path"], e["status"]) for e in lines if e["path"] != "/api/v1/health" or e["status"] != 200]
+    assert statuses == [200, 401] * 5 and asked == [("/api/v1/citizen/codes", 401)] * 5
+    assert all(set(e) == {"at", "method", "path", "status", "ms", "client"} for e in lines)

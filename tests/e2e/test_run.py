@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +123,27 @@ def test_report_reads_as_a_report(run_dir: Path) -> None:
     html = (run_dir / "report.html").read_text()
     for raw in ("True", "None", '{"checked"', "coded_subjects"):
         assert raw not in html, raw
+
+
+def test_policy_evaluate_on_the_oracle_equals_the_private_run(run_dir: Path, tmp_path: Path) -> None:
+    """`policy evaluate --plaintext` (features from the oracle's matches) gives the private run's figures, and
+    a simulated run without an epoch is refused with the option that helps."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    policies = ["--policy", "coordinator/policies/2020.toml", "--policy", "coordinator/policies/default.toml"]
+
+    def evaluate(*extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "healthpsi.cli", "policy", "evaluate", "--run", str(run), *policies]
+        cmd += extra
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+    private, plaintext = evaluate("--json"), evaluate("--json", "--plaintext")
+    assert private.returncode == 0 and plaintext.returncode == 0, private.stderr + plaintext.stderr
+    figures = [[p["summary"] for p in json.loads(out.stdout)["policies"]] for out in (private, plaintext)]
+    assert figures[0] == figures[1]
+    assert figures[0][0]["red"]["median"] > 0
+
+    (run / "coordinator" / "features.parquet").unlink()
+    refused = evaluate()
+    assert refused.returncode == 2
+    assert "coordinator/features.parquet" in refused.stderr and "--plaintext" in refused.stderr

@@ -341,7 +341,9 @@ def test_the_load_benchmark_reports_every_phase_and_endpoint(served_run: ServedR
     )
     assert bench.returncode == 0, bench.stderr[-3000:]
     result = json.loads(bench.stdout)["service"]
-    assert set(result) == {"settings", "cpus", "absent_routes", "citizens_signed_in", "phases", "code_fetch"}
+    assert set(result) == {
+        "settings", "cpus", "absent_routes", "citizens_signed_in", "phases", "code_fetch", "applications"
+    }
     assert set(result["absent_routes"]) <= set(PROBES)
     baseline, peak = result["phases"]["baseline"], result["phases"]["peak"]
     assert set(baseline["endpoints"]) == {"GET /api/v1/health"}
@@ -350,6 +352,8 @@ def test_the_load_benchmark_reports_every_phase_and_endpoint(served_run: ServedR
     # which endpoints a few-second peak reaches depends on the load of the machine: only that it made requests
     assert peak["requests"] > 0
     assert set(result["phases"]["codes"]["endpoints"]) == {"GET /api/v1/citizen/codes/[id]"}
+    assert set(result["phases"]["applications"]["endpoints"]) == {"POST /api/v1/citizen/applications"}
+    assert result["applications"]["served"] is True
     assert peak["requests"] == sum(e["requests"] for e in peak["endpoints"].values())
     for phase in (baseline, peak):
         for share in ("service_cpu_share", "locust_cpu_share", "other_cpu_share"):
