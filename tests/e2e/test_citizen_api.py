@@ -49,7 +49,7 @@ def service(served_run: tuple[NodeProcess, ServiceProcess]) -> ServiceProcess:
 @pytest.fixture(scope="module")
 def people(run: Path) -> Iterator[dict[str, str]]:
     """People of the register who hold no code yet, handed out one per call."""
-    return iter(unclaimed_people(run, 40))
+    return iter(unclaimed_people(run, 60))
 
 
 _phones = iter(range(13900000000, 13999999999))
