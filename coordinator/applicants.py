@@ -63,6 +63,25 @@ def load_applicants(run_dir: Path, as_of: dt.date | None = None) -> pd.DataFrame
     return frame[["subject_id", "name", "birth_date"]]
 
 
+def load_symptoms(run_dir: Path, as_of: dt.date) -> pd.DataFrame:
+    """Applicants who declared symptoms by `as_of` (subject_id, applied_on: the latest such application);
+    empty when the run has no applicants file or the file has no `symptoms` column."""
+    path = applicants_path(run_dir)
+    empty = pd.DataFrame(
+        {"subject_id": pd.Series([], dtype=object), "applied_on": pd.Series([], dtype=object)}
+    )
+    if not path.exists():
+        return empty
+    frame = pd.read_parquet(path)
+    if "symptoms" not in frame.columns or "applied_on" not in frame.columns:
+        return empty
+    applied = pd.to_datetime(frame["applied_on"]).dt.date
+    declared = frame["symptoms"].map(lambda s: s is not None and len(s) > 0)
+    chosen = frame.assign(applied_on=applied)[declared & (applied <= as_of)]
+    latest = chosen.groupby("subject_id")["applied_on"].max()
+    return pd.DataFrame({"subject_id": latest.index.astype(object), "applied_on": latest.to_numpy()})
+
+
 def _birth(value: object) -> dt.date | None:
     """A birth date as a date, or None when missing or unparseable."""
     if value is None or (isinstance(value, float) and value != value):

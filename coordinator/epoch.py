@@ -287,7 +287,8 @@ def run_epoch(
             subjects=int(matches["subject_id"].nunique()),
             digest=matches_digest,
         )
-        features = compute_features(matches, health.cases, health.risk_regions)
+        symptoms = appl.load_symptoms(run, as_of)
+        features = compute_features(matches, health.cases, health.risk_regions, symptoms)
         _write_parquet(features_table(features), day_dir / "features.parquet")
         _write_parquet(features_table(features), out_dir / "features.parquet")
         colours = policy.assess_frame(features, issued.date())

@@ -21,15 +21,22 @@ COUNTED_KINDS: dict[str, str] = {
     "same_room_night": "room-night",
     "same_hotel_night": "hotel-night",
     "same_household": "household",
+    "same_place_days": "place-day",
 }
 COUNT_FEATURES: tuple[str, ...] = (
     "shared_cell_hours",
     *COUNTED_KINDS,
     "high_risk_region_days",
     "medium_risk_region_days",
+    "shared_venue_hours",
+    "shared_hospital_hours",
+    "declared_symptoms",
 )
 FEATURE_NAMES: tuple[str, ...] = ("is_case", *COUNT_FEATURES)
 """Every feature a policy rule may test (numeric; `is_case` counts as 0/1)."""
+DATED_BY: dict[str, str] = {"declared_symptoms": "symptoms_on"}
+"""Features dated by a column of their own rather than `last_exposure`: a rule on them runs from that date
+(symptoms declared today do not revive an exposure whose quarantine is over)."""
 
 SCHEMA = pa.schema(
     [
@@ -38,6 +45,7 @@ SCHEMA = pa.schema(
         ("case_status", pa.string()),
         *[(name, pa.int32()) for name in COUNT_FEATURES],
         ("last_exposure", pa.date32()),
+        ("symptoms_on", pa.date32()),
     ]
 )
 """Schema of RUN/coordinator/features.parquet."""
@@ -76,19 +84,32 @@ def region_levels(region_tokens: pd.Series, risk_regions: pd.DataFrame) -> pd.Se
     return region_tokens.map(levels).astype(object)
 
 
-def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: pd.DataFrame) -> pd.DataFrame:
-    """Features per subject (see SCHEMA) from matches (subject_id, agency, token, case_id) and the cases.
+def compute_features(
+    matches: pd.DataFrame,
+    cases: pd.DataFrame,
+    risk_regions: pd.DataFrame,
+    symptoms: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Features per subject (see SCHEMA) from matches (subject_id, agency, token, case_id), the cases and
+    the applicants who declared symptoms (`symptoms`: subject_id, applied_on).
 
     The last exposure is the latest day of any matched token; a household contact's exposure lasts until
-    the case's report date, and a case's own date is its report date.
+    the case's report date, and a case's own date is its report date. A declaration of symptoms is dated
+    apart (`symptoms_on`, the latest application declaring some). Shared venue-hours are split by the
+    venue's kind: hours at a hospital count apart.
     """
+    symptoms = symptoms if symptoms is not None else pd.DataFrame({"subject_id": [], "applied_on": []})
+    symptoms = symptoms.assign(applied_on=pd.to_datetime(symptoms["applied_on"]).dt.date)
     cases = cases.assign(report_date=pd.to_datetime(cases["report_date"]).dt.date)
     m = matches.merge(token_kind_and_day(matches["token"]), on="token", how="left")
     case_report = dict(zip(cases["case_id"], cases["report_date"], strict=True))
     household = m["kind"] == "household"
     m.loc[household, "day"] = m.loc[household, "case_id"].map(case_report)
 
-    subjects = pd.Index(sorted(set(m["subject_id"]) | set(cases["subject_id"])), name="subject_id")
+    subjects = pd.Index(
+        sorted(set(m["subject_id"]) | set(cases["subject_id"]) | set(symptoms["subject_id"])),
+        name="subject_id",
+    )
     out = pd.DataFrame(index=subjects)
 
     cell = m[m["kind"] == "cell-hour"]
@@ -100,6 +121,11 @@ def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: p
     level = region_levels(region["token"], risk_regions) if len(region) else pd.Series(dtype=object)
     out["high_risk_region_days"] = region[level == "high"].groupby("subject_id")["token"].nunique()
     out["medium_risk_region_days"] = region[level == "medium"].groupby("subject_id")["token"].nunique()
+    venue = m[m["kind"] == "venue-hour"]
+    at_hospital = np.array([tk.venue_kind(tk.parse(t).fields[0]) == "hospital" for t in venue["token"]], bool)
+    out["shared_venue_hours"] = venue[~at_hospital].groupby("subject_id")["token"].nunique()
+    out["shared_hospital_hours"] = venue[at_hospital].groupby("subject_id")["token"].nunique()
+    out["declared_symptoms"] = symptoms.groupby("subject_id").size().clip(upper=1)
     for feature in COUNT_FEATURES:
         out[feature] = out[feature].fillna(0).astype(np.int32)
 
@@ -121,6 +147,7 @@ def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: p
     latest = pd.Series(np.array(days["day"].tolist(), dtype="datetime64[D]"), index=days.index)
     last = latest.groupby(days["subject_id"]).max().dt.date
     out["last_exposure"] = last.reindex(out.index)
+    out["symptoms_on"] = symptoms.groupby("subject_id")["applied_on"].max().reindex(out.index)
     out = out.reset_index()
     return out[[f.name for f in SCHEMA]]
 
@@ -128,5 +155,6 @@ def compute_features(matches: pd.DataFrame, cases: pd.DataFrame, risk_regions: p
 def features_table(features: pd.DataFrame) -> pa.Table:
     """The features frame as an Arrow table with the published schema."""
     frame = features.copy()
-    frame["last_exposure"] = [d if isinstance(d, dt.date) else None for d in frame["last_exposure"]]
+    for column in ("last_exposure", "symptoms_on"):
+        frame[column] = [d if isinstance(d, dt.date) else None for d in frame[column]]
     return pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)

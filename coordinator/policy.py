@@ -2,8 +2,9 @@
 
 A rule names a feature, a threshold (`min`, optional `max`), a colour, a quarantine in days and a reason
 code. A rule is active at a date while that date is at most `quarantine_days` days after the subject's
-last exposure. A subject takes the colour of the first active matching rule, with the reason codes of every
-active matching rule of that colour; with none, it is green.
+last exposure (or, for a feature with a date of its own such as declared symptoms, after that date). A
+subject takes the colour of the first active matching rule, with the reason codes of every active matching
+rule of that colour; with none, it is green.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coordinator.features import FEATURE_NAMES
+from coordinator.features import DATED_BY, FEATURE_NAMES
 from crypto.codes import COLOURS
 
 COLORS: tuple[str, ...] = COLOURS
 """Colours, from best to worst (those a health code can carry)."""
 SEVERITY: dict[str, int] = {c: i for i, c in enumerate(COLORS)}
 DEFAULT_POLICY = Path(__file__).resolve().parent / "policies" / "default.toml"
+EPOCH = dt.date(1970, 1, 1)
+NO_DATE = -(10**9)
+"""A missing date, in days since `EPOCH`."""
 
 
 class PolicyError(ValueError):
@@ -42,6 +46,11 @@ class Rule:
     quarantine_days: int
     min: float
     max: float | None = None
+
+    @property
+    def dated_by(self) -> str:
+        """The features column that dates this rule: `last_exposure`, or its feature's own date."""
+        return DATED_BY.get(self.feature, "last_exposure")
 
     def matches(self, value: float) -> bool:
         """True when a feature value lies within the rule's thresholds."""
@@ -112,44 +121,53 @@ class Policy:
         return Policy(version=f"{self.version}+{label}", rules=tuple(rules))
 
     def assess(self, features: Mapping[str, Any], at: dt.date) -> Assessment:
-        """The colour of one subject (a mapping of feature values and `last_exposure`) at a date."""
-        last = features.get("last_exposure")
-        last = last if isinstance(last, dt.date) else None
-        hits = [r for r in self.rules if r.matches(_number(features.get(r.feature))) and r.active(last, at)]
+        """The colour of one subject (a mapping of feature values and their dates) at a date."""
+
+        def since(rule: Rule) -> dt.date | None:
+            day = features.get(rule.dated_by)
+            return day if isinstance(day, dt.date) else None
+
+        hits = [
+            r for r in self.rules if r.matches(_number(features.get(r.feature))) and r.active(since(r), at)
+        ]
         if not hits:
             return Assessment("green", (), None)
         color = hits[0].color
         chosen = [r for r in hits if r.color == color]
-        until = None if last is None else last + dt.timedelta(days=max(r.quarantine_days for r in chosen))
-        return Assessment(color, tuple(r.reason for r in chosen), until)
+        ends = [day + dt.timedelta(days=r.quarantine_days) for r in chosen if (day := since(r)) is not None]
+        return Assessment(color, tuple(r.reason for r in chosen), max(ends) if ends else None)
 
     def assess_frame(self, features: pd.DataFrame, at: dt.date) -> pd.DataFrame:
         """Colours at a date for a features frame: columns subject_id, color, reasons (tuple), until."""
         n = len(features)
-        last = features["last_exposure"] if n else pd.Series(dtype=object)
-        age = np.array([(at - d).days if isinstance(d, dt.date) else -(10**9) for d in last], dtype=np.int64)
+        dates: dict[str, np.ndarray] = {}  # column -> days since 1970, or NO_DATE
+        for column in {r.dated_by for r in self.rules}:
+            days = features[column] if n and column in features.columns else [None] * n
+            dates[column] = np.array(
+                [(d - EPOCH).days if isinstance(d, dt.date) else NO_DATE for d in days], dtype=np.int64
+            )
+        today = (at - EPOCH).days
         color = np.full(n, "", dtype=object)
         hit_masks = []
         for rule in self.rules:
             values = features[rule.feature].to_numpy(dtype=float) if n else np.zeros(0)
             values = np.nan_to_num(values, nan=0.0)
-            mask = (values >= rule.min) & (age <= rule.quarantine_days)
+            since = dates[rule.dated_by]  # a rule without a date is always active, as in `Rule.active`
+            mask = (values >= rule.min) & ((since == NO_DATE) | (today - since <= rule.quarantine_days))
             if rule.max is not None:
                 mask &= values <= rule.max
             hit_masks.append(mask)
             color = np.where((color == "") & mask, rule.color, color)
         color = np.where(color == "", "green", color)
         reasons: list[tuple[str, ...]] = [() for _ in range(n)]
-        quarantine = np.full(n, -1, dtype=np.int64)
+        end = np.full(n, NO_DATE, dtype=np.int64)
         for rule, mask in zip(self.rules, hit_masks, strict=True):
             chosen = mask & (color == rule.color)
             for i in np.flatnonzero(chosen):
                 reasons[i] = (*reasons[i], rule.reason)
-            quarantine = np.where(chosen, np.maximum(quarantine, rule.quarantine_days), quarantine)
-        until = [
-            d + dt.timedelta(days=int(q)) if q >= 0 and isinstance(d, dt.date) else None
-            for d, q in zip(last, quarantine, strict=True)
-        ]
+            dated = chosen & (dates[rule.dated_by] != NO_DATE)
+            end = np.where(dated, np.maximum(end, dates[rule.dated_by] + rule.quarantine_days), end)
+        until = [EPOCH + dt.timedelta(days=int(e)) if e != NO_DATE else None for e in end]
         subjects = features["subject_id"].to_numpy()
         return pd.DataFrame({"subject_id": subjects, "color": color, "reasons": reasons, "until": until})
 

@@ -103,7 +103,7 @@ def _summary(result: EpochResult) -> Table:
 def epoch(
     run: Path = typer.Option(..., "--run", help="Run directory (RUN/health, RUN/pki, RUN/coordinator)."),
     node: list[str] = typer.Option(
-        [], "--node", help="A node to query: AGENCY=HOST:PORT (repeat for carrier, transport, police)."
+        [], "--node", help="A node to query: AGENCY=HOST:PORT (repeat: carrier, transport, police, venues)."
     ),
     in_process: bool = typer.Option(
         False, "--in-process", help="Open the nodes inside this process over RUN/data (simulations, tests)."
@@ -136,7 +136,7 @@ def epoch(
     \b
     Example:
       healthpsi coordinator epoch --run runs/demo --node carrier=127.0.0.1:50051 \\
-          --node transport=127.0.0.1:50052 --node police=127.0.0.1:50053
+          --node transport=127.0.0.1:50052 --node police=127.0.0.1:50053 --node venues=127.0.0.1:50054
       healthpsi coordinator epoch --run runs/demo --in-process --workers 2
       healthpsi coordinator epoch --run runs/week --in-process --as-of 2020-02-01
     """

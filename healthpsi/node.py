@@ -39,6 +39,7 @@ class Agency(enum.StrEnum):
     carrier = "carrier"
     transport = "transport"
     police = "police"
+    venues = "venues"
 
 
 RUN_OPTION = typer.Option(..., "--run", help="Run directory (RUN/data/<agency>, RUN/pki, RUN/nodes/...).")

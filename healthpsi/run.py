@@ -22,7 +22,7 @@ STAGE_TEXT = {
 STEP_TEXT = {
     "simulate": "Simulating the city and its epidemic",
     "keys": "Creating the PKI and signing keys",
-    "nodes": "Starting carrier, transport and police nodes (building indexes)",
+    "nodes": "Starting the carrier, transport, police and venues nodes (building indexes)",
     "epoch": "Coordinator epoch: risk set, OPRF queries, indexes, matches, codes",
     "cotravel": "Publishing the co-travel check's day keys and tags",
     "verify": "Verifying a sample of codes offline",
@@ -102,9 +102,9 @@ def run(
         help="Consecutive daily epochs; the nodes keep running and roll to each new day.",
     ),
 ) -> None:
-    """Run the whole job: simulate, keys, three nodes as mTLS gRPC processes, epoch, verify, report.
+    """Run the whole job: simulate, keys, four nodes as mTLS gRPC processes, epoch, verify, report.
 
-    The nodes (carrier, transport, police) are real `healthpsi node serve` processes on 127.0.0.1 with
+    The nodes (carrier, transport, police, venues) are real `healthpsi node serve` processes on 127.0.0.1 with
     OS-chosen ports; they are stopped with SIGTERM at the end. The run checks that the private matches
     equal the plaintext join and verifies a sample of the issued codes offline.
 

@@ -10,13 +10,14 @@ kept.
 
 A row is malformed when a token-relevant value is missing (`missing_value`), its subject id is not
 17 digits and the right MOD 11-2 check character (`bad_subject_id`), a stay's end is not after its start
-(`end_not_after_start`), a stay's cell is not in cells.parquet (`unknown_cell`), or a hotel stay has fewer
+(`end_not_after_start`; also a check-in whose `leave` is not after its `at`, a declaration whose `to_date` is
+before its `from_date`), a stay's cell is not in cells.parquet (`unknown_cell`), or a hotel stay has fewer
 than one night (`bad_nights`); also when a value is out of its type's range (`out_of_range`), longer than
-its limit (`too_long`) or a visit lasts more than 31 days (`visit_too_long`). Each malformed row is counted
-once, under the first of these that applies (`proto.tokenize.CATEGORIES`). A file that cannot be read as its
-schema (not Parquet, a column of the wrong type) is named in `unreadable` and skipped; the rest is served. A
-good row that repeats an earlier one of its row group in every token column is an exact duplicate: skipped
-(it adds no token) and counted per file in `duplicates`.
+its limit (`too_long`) or a stay, hotel visit or check-in lasts more than 31 days (`visit_too_long`). Each
+malformed row is counted once, under the first of these that applies (`proto.tokenize.CATEGORIES`). A file
+that cannot be read as its schema (not Parquet, a column of the wrong type) is named in `unreadable` and
+skipped; the rest is served. A good row that repeats an earlier one of its row group in every token column
+is an exact duplicate: skipped (it adds no token) and counted per file in `duplicates`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ _KINDS: dict[str, tuple[str, Callable[[pa.DataType], bool]]] = {
     "service_date": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
     "birth_date": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
     "check_in": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
+    "from_date": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
+    "to_date": ("a date", lambda t: pa.types.is_date32(t) or pa.types.is_timestamp(t)),
+    "at": ("a timestamp", pa.types.is_timestamp),
+    "leave": ("a timestamp", pa.types.is_timestamp),
     "carriage": ("an integer", pa.types.is_integer),
     "nights": ("an integer", pa.types.is_integer),
 }
@@ -84,6 +89,8 @@ _SPAN_COLUMNS = {
     "stays": ("start", "end"),
     "tickets": ("service_date",),
     "hotel_stays": ("check_in", "nights"),
+    "checkins": ("at",),
+    "declarations": ("from_date", "to_date"),
 }
 """The columns `AgencyStore._spans` reads, per dated dataset."""
 
@@ -235,7 +242,7 @@ class AgencyStore:
             return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
         missing = np.zeros(n, dtype=bool)
-        for col in ds.columns:
+        for col in ds.required:
             missing |= table[col].is_null().to_numpy(zero_copy_only=False)
             if pa.types.is_floating(table[col].type):
                 missing |= flags(pc.is_nan(table[col]))
@@ -264,6 +271,14 @@ class AgencyStore:
         if ds.name == "hotel_stays":
             mark("bad_nights", flags(pc.less(table["nights"], 1)))
             mark("visit_too_long", flags(pc.greater(table["nights"], MAX_VISIT_DAYS)))
+        if ds.name == "checkins":
+            at = table["at"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            leave = table["leave"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            length = pc.subtract(leave, at)
+            mark("end_not_after_start", flags(pc.less_equal(length, 0)))
+            mark("visit_too_long", flags(pc.greater(length, MAX_VISIT_DAYS * _DAY)))
+        if ds.name == "declarations":
+            mark("end_not_after_start", flags(pc.less(table["to_date"], table["from_date"])))
         return ~bad, bodies, counts
 
     def _read(self, ds: Dataset, group: int, reaching: int | None = None) -> pa.Table:
@@ -387,6 +402,16 @@ class AgencyStore:
                 high, nights = _stat(pf, g, "check_in", "max"), _stat(pf, g, "nights", "max")
                 if high is not None and nights is not None:
                     last = float(_day_number(high) + max(int(str(nights)), 1) - 1)
+            elif ds.name == "checkins":
+                high, leave = _stat(pf, g, "at", "max"), _stat(pf, g, "leave", "max")
+                if high is not None:  # an hour assumed after `at` may cross midnight
+                    last = float(_day_number(high) + 1)
+                    if leave is not None:
+                        last = max(last, float(_day_number(leave)))
+            elif ds.name == "declarations":
+                high = _stat(pf, g, "to_date", "max")
+                if high is not None:
+                    last = float(_day_number(high))
             else:
                 high = _stat(pf, g, str(ds.date_column), "max")
                 if high is not None:
@@ -463,6 +488,13 @@ class AgencyStore:
         first = _as_day_numbers(table[ds.date_column])
         if ds.name == "hotel_stays":
             return first, first + table["nights"].cast(pa.int64()).to_numpy() - 1
+        if ds.name == "checkins":
+            at = table["at"].cast(pa.timestamp("s"), safe=False).cast(pa.int64()).to_numpy()
+            leave = table["leave"].cast(pa.timestamp("s"), safe=False).cast(pa.int64())
+            end = pc.coalesce(leave, pa.array(at + tokenize.VENUE_DEFAULT_SECONDS)).to_numpy()
+            return at // _DAY, np.maximum(end - 1, at) // _DAY
+        if ds.name == "declarations":
+            return first, _as_day_numbers(table["to_date"])
         return first, first
 
     def _day_tokens(self, ds: Dataset, rows: pd.DataFrame, day: int) -> pd.DataFrame:
@@ -575,8 +607,21 @@ def _hotel_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame
     return tokenize.hotel_tokens(night)
 
 
+def _checkins_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame:
+    """Tokens of the check-ins reaching one day (those of other days are dropped by the caller)."""
+    return tokenize.checkin_tokens(rows)
+
+
+def _declarations_day(store: AgencyStore, rows: pd.DataFrame, day: int) -> pd.DataFrame:
+    """Tokens of the one day `day` of each declaration covering it."""
+    one = np.datetime64(day, "D")
+    return tokenize.declaration_tokens(rows.assign(from_date=one, to_date=one))
+
+
 _TOKENIZERS: dict[str, Callable[[AgencyStore, pd.DataFrame, int], pd.DataFrame]] = {
     "stays": _stays_day,
     "tickets": _tickets_day,
     "hotel_stays": _hotel_day,
+    "checkins": _checkins_day,
+    "declarations": _declarations_day,
 }

@@ -15,7 +15,9 @@ Rules (docs/tokens.md, "Canonical tokens"):
 - region-day: a subject's total time in a region's cells that day is at least 120 minutes;
 - trip and carriage: one of each per ticket;
 - hotel-night and room-night: each night from check_in for `nights` nights;
-- household and identity: one of each per person.
+- household and identity: one of each per person;
+- venue-hour: each clock hour that overlaps a check-in [at, leave or at + 1 h) by at least 10 minutes;
+- place-day: each day of a host's declaration, from `from_date` to `to_date`.
 
 Times are naive local timestamps; a day runs from local midnight to midnight. Rows must already be
 valid (`CATEGORIES` names the rules; the nodes' store applies them); rows that cannot yield a token (an end
@@ -39,16 +41,17 @@ CATEGORIES = (
     "bad_nights", "visit_too_long",
 )
 """Why a row is malformed, in the order rows are checked (a row counts under the first it breaks): a null
-(or NaN) in a token column, a subject id whose check character fails, a value out of its type's range (a
-`cell_id` beyond int32, a fractional one), a value longer than its limit (`MAX_NAME_CHARS`, `MAX_ID_BYTES`),
-a stay whose end is not after its start, a stay in a cell the carrier does not list, a hotel stay of fewer
-than one night, a visit of more than `MAX_VISIT_DAYS`."""
+(or NaN) in a token column (a check-in's `leave` may be null), a subject id whose check character fails, a
+value out of its type's range (a `cell_id` beyond int32, a fractional one), a value longer than its limit
+(`MAX_NAME_CHARS`, `MAX_ID_BYTES`), a stay or check-in whose end is not after its start (a declaration
+whose `to_date` is before its `from_date`), a stay in a cell the carrier does not list, a hotel stay of
+fewer than one night, a stay, hotel visit or check-in of more than `MAX_VISIT_DAYS`."""
 MAX_NAME_CHARS = 64
 """The longest name a row may carry, in characters."""
 MAX_ID_BYTES = 64
 """The longest identifier (trip, seat, hotel, room, household...) a row may carry, in UTF-8 bytes."""
 MAX_VISIT_DAYS = 31
-"""The longest stay or hotel visit a row may describe, in days."""
+"""The longest stay, hotel visit or check-in a row may describe, in days."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class Dataset:
     name: str
     columns: tuple[str, ...]
     date_column: str | None  # None: a static dataset, one partition
+    nullable: tuple[str, ...] = ()  # token columns whose null is meaningful, not a missing value
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The token columns a row must fill."""
+        return tuple(c for c in self.columns if c not in self.nullable)
 
 
 DATASETS: dict[str, tuple[Dataset, ...]] = {
@@ -66,7 +75,9 @@ DATASETS: dict[str, tuple[Dataset, ...]] = {
     "police": (
         Dataset("population", ("subject_id", "name", "birth_date", "household_id"), None),
         Dataset("hotel_stays", ("subject_id", "hotel_id", "room", "check_in", "nights"), "check_in"),
+        Dataset("declarations", ("subject_id", "place_id", "from_date", "to_date"), "from_date"),
     ),
+    "venues": (Dataset("checkins", ("subject_id", "venue_id", "at", "leave"), "at", nullable=("leave",)),),
 }
 
 
@@ -77,6 +88,7 @@ def dataset(name: str) -> Dataset:
 
 COLUMNS = ("subject_id", "token", "partition_id")
 CELL_HOUR_MIN_SECONDS = 10 * 60
+VENUE_DEFAULT_SECONDS = 3600
 REGION_DAY_MIN_SECONDS = 120 * 60
 CHUNK_STAYS = 1_000_000
 DENSE_TABLE_LIMIT = 1 << 26
@@ -429,3 +441,48 @@ def population_tokens(population: pd.DataFrame) -> pd.DataFrame:
             for kind, n in (("household", len(households)), ("identity", len(identities)))
         ]),
     )
+
+
+def checkin_ends(checkins: pd.DataFrame) -> np.ndarray:
+    """Each check-in's end as int64 seconds: its `leave`, or one hour after `at` when `leave` is null."""
+    at = seconds(checkins["at"])
+    leave = pd.to_datetime(pd.Series(np.asarray(checkins["leave"])))
+    missing = leave.isna().to_numpy()
+    end = np.where(missing, at + VENUE_DEFAULT_SECONDS, 0)
+    if (~missing).any():
+        end[~missing] = seconds(leave[~missing].to_numpy())
+    return end
+
+
+def checkin_tokens(checkins: pd.DataFrame) -> pd.DataFrame:
+    """venue-hour tokens of venue check-ins (subject_id, venue_id, at, leave): each clock hour overlapping
+    [at, leave or at + 1 h) by at least 10 minutes."""
+    if len(checkins) == 0:
+        return empty()
+    s, e = seconds(checkins["at"]), checkin_ends(checkins)
+    h0, h1 = s // _HOUR, (e - 1) // _HOUR
+    h0 = h0 + (np.minimum(e, (h0 + 1) * _HOUR) - s < CELL_HOUR_MIN_SECONDS)
+    h1 = h1 - (e - np.maximum(s, h1 * _HOUR) < CELL_HOUR_MIN_SECONDS)
+    row, hour = explode(h0, np.where(e > s, h1 - h0 + 1, 0))
+    if len(row) == 0:
+        return empty()
+    hour_text = _str(np.datetime_as_string(hour.astype("datetime64[h]"), unit="h").astype(object))
+    venue = _str(np.asarray(checkins["venue_id"], dtype=object)[row])
+    tokens = ("venue-hour|" + venue + "|" + hour_text).to_numpy(object)
+    subject = pd.Series(np.asarray(checkins["subject_id"], dtype=object)[row])
+    return _from_row_strings(subject, tokens, _partition_strings("venue-hour", hour // 24))
+
+
+def declaration_tokens(declarations: pd.DataFrame) -> pd.DataFrame:
+    """place-day tokens of hosts' declarations (subject_id, place_id, from_date, to_date): each day from
+    from_date to to_date, both included."""
+    if len(declarations) == 0:
+        return empty()
+    first = days(declarations["from_date"])
+    row, day = explode(first, days(declarations["to_date"]) - first + 1)
+    if len(row) == 0:
+        return empty()
+    place = _str(np.asarray(declarations["place_id"], dtype=object)[row])
+    tokens = ("place-day|" + place + "|" + _str(day_strings(day))).to_numpy(object)
+    subject = pd.Series(np.asarray(declarations["subject_id"], dtype=object)[row])
+    return _from_row_strings(subject, tokens, _partition_strings("place-day", day))

@@ -23,6 +23,8 @@ KINDS: dict[str, tuple[str, str, int | None]] = {
     "identity": ("police", "population", None),
     "hotel-night": ("police", "hotel_stays", 2),
     "room-night": ("police", "hotel_stays", 3),
+    "place-day": ("police", "declarations", 2),
+    "venue-hour": ("venues", "checkins", 2),
 }
 FIELD_COUNTS = {
     "cell-hour": 3,
@@ -33,8 +35,12 @@ FIELD_COUNTS = {
     "identity": 4,
     "hotel-night": 3,
     "room-night": 4,
+    "place-day": 3,
+    "venue-hour": 3,
 }
-AGENCIES = ("carrier", "transport", "police")
+AGENCIES = ("carrier", "transport", "police", "venues")
+HOURLY = ("cell-hour", "venue-hour")
+"""Kinds whose day field is a clock hour, YYYY-MM-DDTHH."""
 
 
 class TokenError(ValueError):
@@ -120,9 +126,9 @@ def parse(token: str) -> Token:
     day: dt.date | None = None
     if day_field is not None:
         text = parts[day_field]
-        if kind == "cell-hour":
-            if len(text) != 13 or text[10] != "T":
-                raise TokenError(f"cell-hour needs YYYY-MM-DDTHH, got {text!r}")
+        if kind in HOURLY:
+            if len(text) != 13 or text[10] != "T" or not text[11:].isdigit() or int(text[11:]) > 23:
+                raise TokenError(f"{kind} needs YYYY-MM-DDTHH, got {text!r}")
             text = text[:10]
         try:
             day = dt.date.fromisoformat(text)
@@ -169,3 +175,24 @@ def room_night(hotel_id: str, room: str, night: dt.date) -> str:
 def identity(subject_id: str, name: str, birth_date: dt.date) -> str:
     """`identity|{subject_id}|{name}|{birth_date}`."""
     return f"identity|{subject_id}|{name}|{birth_date.isoformat()}"
+
+
+def venue_hour(venue_id: str, hour: dt.datetime) -> str:
+    """`venue-hour|{venue_id}|{YYYY-MM-DDTHH}`."""
+    return f"venue-hour|{venue_id}|{hour:%Y-%m-%dT%H}"
+
+
+def place_day(place_id: str, day: dt.date) -> str:
+    """`place-day|{place_id}|{YYYY-MM-DD}`."""
+    return f"place-day|{place_id}|{day.isoformat()}"
+
+
+VENUE_KINDS = ("compound", "market", "hospital", "station", "school", "other")
+"""The kinds of venue in venues.parquet. A venue id starts with its kind (`hospital-411202-0003`): the kind
+of a venue is public (its code hangs at its gate), and the coordinator needs it to grade a shared hour."""
+
+
+def venue_kind(venue_id: str) -> str:
+    """The kind a venue id names (`other` when its prefix is not a known kind)."""
+    prefix = venue_id.partition("-")[0]
+    return prefix if prefix in VENUE_KINDS else "other"

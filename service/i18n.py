@@ -212,6 +212,19 @@ TEXTS: dict[str, tuple[str, str]] = {
     "reason.SAME_HOTEL": ("与病例同住一家酒店", "You stayed in the same hotel as a case"),
     "reason.CELL_HOUR": ("与病例在同一区域停留约一小时", "You spent an hour in the same area as a case"),
     "reason.MEDIUM_RISK_REGION": ("到访过中风险地区", "You were in a medium-risk region"),
+    "reason.HOSPITAL_HOUR": ("与病例同一时段在同一医院", "You were at a hospital in the same hour as a case"),
+    "reason.VENUE_HOUR": (
+        "与病例同一时段在同一场所扫码（小区、市场、学校）",
+        "You checked in at a venue (compound, market, school) in the same hour as a case",
+    ),
+    "reason.SAME_PLACE": (
+        "房东或单位申报您与病例同住或同工作",
+        "A landlord or employer declared you living or working at the same place as a case",
+    ),
+    "reason.SYMPTOMS": (
+        "您申报了发热、咳嗽等症状，请到发热门诊就诊",
+        "You declared symptoms such as fever or cough: please visit a fever clinic",
+    ),
     "reason.LONG_CELL_HOURS": (
         "与病例在同一区域停留六小时以上", "You spent six hours or more in the same area as a case"
     ),

@@ -466,6 +466,8 @@ def investigation_tokens(
     stays: pd.DataFrame,
     tickets: pd.DataFrame,
     hotel_stays: pd.DataFrame,
+    checkins: pd.DataFrame,
+    declarations: pd.DataFrame,
     population: pd.DataFrame,
     cells: pd.DataFrame,
     window_start: dt.date,
@@ -475,8 +477,9 @@ def investigation_tokens(
 ) -> pd.DataFrame:
     """Each case's canonical tokens from its infectious period, each kept with probability `recall`.
 
-    `stays` are the true stays of the cases (with a `kind` column), `tickets`, `hotel_stays` and
-    `population` the true records (subject ids valid). Region-day tokens are not part of an investigation.
+    `stays` are the true stays of the cases (with a `kind` column), `tickets`, `hotel_stays`, venue
+    `checkins`, hosts' `declarations` and `population` the true records (subject ids valid).
+    Region-day tokens are not part of an investigation.
 
     An interview establishes where a case went, not that it slept at home: the cell-hour tokens of the
     night hours (22:00 to 06:00, `NIGHT`) a case spends at its base — at home, in its hotel, or where it
@@ -501,6 +504,8 @@ def investigation_tokens(
         tokenize.stay_tokens(without_nights_at_base(stays[stays["kind"] != HOSPITAL]), cells),
         tokenize.ticket_tokens(tickets),
         tokenize.hotel_tokens(hotel_stays),
+        tokenize.checkin_tokens(checkins),
+        tokenize.declaration_tokens(declarations),
     ]
     dated = pd.concat([f.astype(str) for f in frames], ignore_index=True)
     dated = dated[~dated.token.str.startswith("region-day|")]

@@ -193,10 +193,13 @@ class _AgencyFiles:
         def flags(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
             return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
-        columns = tz.dataset(name).columns
         rules = [
-            ("missing_value", np.logical_or.reduce([table[c].is_null().to_numpy(zero_copy_only=False)
-                                                   for c in columns])),
+            (
+                "missing_value",
+                np.logical_or.reduce(
+                    [table[c].is_null().to_numpy(zero_copy_only=False) for c in tz.dataset(name).required]
+                ),
+            ),
             ("bad_subject_id", ~ids.parse(table["subject_id"])[0]),
         ]
         if name == "stays":
@@ -209,12 +212,22 @@ class _AgencyFiles:
             ]
         if name == "hotel_stays":
             rules.append(("bad_nights", flags(pc.less(table["nights"], 1))))
+        if name == "checkins":
+            at = table["at"].cast(pa.timestamp("s")).cast(pa.int64())
+            length = pc.subtract(table["leave"].cast(pa.timestamp("s")).cast(pa.int64()), at)
+            rules += [
+                ("end_not_after_start", flags(pc.less_equal(length, 0))),
+                ("visit_too_long", flags(pc.greater(length, tz.MAX_VISIT_DAYS * _DAY))),
+            ]
+        if name == "declarations":
+            rules.append(("end_not_after_start", flags(pc.less(table["to_date"], table["from_date"]))))
         return rules
 
     def good(self, name: str, table: pa.Table) -> pa.Table:
         """The rows no rule rejects."""
-        bad = np.logical_or.reduce([np.zeros(table.num_rows, dtype=bool)]
-                                   + [mask for _, mask in self._rules(name, table)])
+        bad = np.logical_or.reduce(
+            [np.zeros(table.num_rows, dtype=bool)] + [mask for _, mask in self._rules(name, table)]
+        )
         return table.filter(pa.array(~bad))
 
     def malformed(self) -> dict[str, dict[str, int]]:
@@ -241,6 +254,11 @@ class _AgencyFiles:
             keep = (pads.field("start") < hi) & (pads.field("end") > lo)
         elif name == "tickets":
             keep = pads.field("service_date") == date
+        elif name == "checkins":  # a check-in lasts at most 31 days (a longer one is malformed)
+            earliest = pa.scalar((day - tz.MAX_VISIT_DAYS) * _DAY, pa.int64()).cast(pa.timestamp("s"))
+            keep = (pads.field("at") < hi) & (pads.field("at") >= earliest)
+        elif name == "declarations":
+            keep = (pads.field("from_date") <= date) & (pads.field("to_date") >= date)
         else:  # hotel_stays: checked in by that day, and still staying
             keep = pads.field("check_in") <= date
         table = self._read(name, paths, keep)
@@ -267,6 +285,10 @@ class _AgencyFiles:
                     tokens = tz.stay_tokens(rows, self.cells)
                 elif ds.name == "tickets":
                     tokens = tz.ticket_tokens(rows)
+                elif ds.name == "checkins":
+                    tokens = tz.checkin_tokens(rows)
+                elif ds.name == "declarations":
+                    tokens = tz.declaration_tokens(rows)
                 else:
                     tokens = tz.hotel_tokens(rows)
                 for pid in dataset_partition_ids(ds.name, dt.date(1970, 1, 1) + dt.timedelta(days=day)):

@@ -22,6 +22,7 @@ from simulation.epidemic import CONFIRMED, NEVER, ROUTES, Epidemic, investigatio
 from simulation.mobility import DAY, Mobility, Stays
 from simulation.presets import Preset, get_preset
 from simulation.transport import Travel, plan_travel, visitor_counts
+from simulation.venues import Venues, build_venues, day_checkins, declarations
 from simulation.writer import (
     MALFORMED,
     SCHEMAS,
@@ -301,10 +302,105 @@ class _Run:
         self.malformed["police/hotel_stays"] = bad.counts(delivered)
         self.counts["hotel_stays"] = int(delivered.sum())
 
+    def declarations(self) -> pd.DataFrame:
+        """The true hosts' declarations (房东/单位反向申报), sorted by from_date."""
+        return declarations(self.city, self.p.window_start, self.rng(320))
+
+    def write_declarations(self, frame: pd.DataFrame) -> None:
+        """RUN/data/police/declarations/, partitioned by from_date, with malformed and late rows."""
+        bad = Corruption("declarations", len(frame), self.malformed_rate, self.rng(321))
+        sid = bad.subject_ids(frame.subject_id.to_numpy().astype("S18"))
+        first = frame.from_date.to_numpy().astype("datetime64[D]").astype(np.int64)
+        last = frame.to_date.to_numpy().astype("datetime64[D]").astype(np.int64).copy()
+        wrong = bad.rows("end_not_after_start")
+        last[wrong] = first[wrong] - bad.rng.integers(1, 30, len(wrong))
+        table = pa.table(
+            [
+                strings(frame.place_id.to_numpy(), bad.null("place_id")),
+                fixed_strings(sid, bad.null("subject_id")),
+                strings(frame.role.to_numpy()),
+                dates(first, bad.null("from_date")),
+                dates(last, bad.null("to_date")),
+                strings(frame.declared_by.to_numpy()),
+            ],
+            schema=SCHEMAS["declarations"],
+        )
+        writer = self.partitioned("declarations")
+        delivered = writer.write_days(first, table, lambda d: self.rng(322, d))
+        self.late["police/declarations"] = writer.counts()
+        self.malformed["police/declarations"] = bad.counts(delivered)
+        self.counts["declarations"] = int(delivered.sum())
+
+    def venues(self) -> Venues:
+        """The venues of the city (compounds, markets, hospitals, stations, schools)."""
+        codes = [r.code for r in self.p.regions]
+        names = [r.name for r in self.p.regions]
+        return build_venues(self.city, codes, names, self.rng(330))
+
+    def write_venues(self, venues: Venues) -> pd.DataFrame:
+        """RUN/data/venues/venues.parquet and checkins/ (day by day, with malformed and late rows); returns
+        the true check-ins of the cases' tracked people (valid ids) for their investigations."""
+        f = venues.frame
+        table = pa.table(
+            [
+                strings(f.venue_id.to_numpy()),
+                strings(f.kind.to_numpy()),
+                strings(f.name.to_numpy()),
+                strings(f.region_code.to_numpy()),
+                pa.array(f.cell_id.to_numpy(), pa.int32()),
+            ],
+            schema=SCHEMAS["venues"],
+        )
+        write_table(self.out / "data" / "venues" / "venues.parquet", table)
+        self.counts["venues"] = len(f)
+        writer = self.partitioned("checkins")
+        malformed = dict.fromkeys(MALFORMED["checkins"], 0)
+        tracked_ids = set(self.city.people.subject_id[self.epi.tracked].astype(str))
+        kept: list[pd.DataFrame] = []
+        delivered_rows = 0
+        for d in range(self.p.sim_days):
+            day = self.p.window_start + dt.timedelta(days=d)
+            absent = self.epi.stay_in(d) | (self.epi.report <= d * DAY)
+            frame = day_checkins(self.city, venues, day, absent, self.rng(340, d))
+            kept.append(frame[frame.subject_id.isin(tracked_ids)])
+            bad = Corruption("checkins", len(frame), self.malformed_rate, self.rng(341, d))
+            sid = bad.subject_ids(frame.subject_id.to_numpy().astype("S18"))
+            at = frame["at"].to_numpy().astype("datetime64[s]").astype(np.int64)
+            leave_null = frame["leave"].isna().to_numpy().copy()
+            leave = np.where(
+                leave_null, 0, frame["leave"].to_numpy().astype("datetime64[s]").astype(np.int64)
+            )
+            wrong = bad.rows("end_not_after_start")
+            leave[wrong] = at[wrong] - bad.rng.integers(0, 3600, len(wrong))
+            leave_null[wrong] = False
+            table = pa.table(
+                [
+                    fixed_strings(sid, bad.null("subject_id")),
+                    strings(frame.venue_id.to_numpy(), bad.null("venue_id")),
+                    timestamps(at, bad.null("at")),
+                    timestamps(leave, leave_null),
+                ],
+                schema=SCHEMAS["checkins"],
+            )
+            delivered = writer.write_day(day, table, self.rng(342, d))
+            for category, n in bad.counts(delivered).items():
+                malformed[category] += n
+            delivered_rows += int(delivered.sum())
+        self.late["venues/checkins"] = writer.counts()
+        self.malformed["venues/checkins"] = malformed
+        self.counts["checkins"] = delivered_rows
+        return pd.concat(kept, ignore_index=True)
+
     # health and truth
 
     def write_health(
-        self, cells: pd.DataFrame, population: pd.DataFrame, tickets: pd.DataFrame, hotel_stays: pd.DataFrame
+        self,
+        cells: pd.DataFrame,
+        population: pd.DataFrame,
+        tickets: pd.DataFrame,
+        hotel_stays: pd.DataFrame,
+        checkins: pd.DataFrame,
+        declared: pd.DataFrame,
     ) -> None:
         """cases, investigations and risk regions (health/), and who infected whom (truth/)."""
         p, epi, people = self.p, self.epi, self.city.people
@@ -348,6 +444,8 @@ class _Run:
             stays,
             tickets[tickets.subject_id.isin(sid)],
             hotel_stays[hotel_stays.subject_id.isin(sid)],
+            checkins[checkins.subject_id.isin(sid)],
+            declared[declared.subject_id.isin(sid)],
             population,
             cells,
             p.window_start,
@@ -506,7 +604,10 @@ def simulate(
     run.write_tickets(tickets)
     hotel_stays = run.hotel_stays()
     run.write_hotel_stays(hotel_stays)
-    run.write_health(cells, population, tickets, hotel_stays)
+    declared = run.declarations()
+    run.write_declarations(declared)
+    checkins = run.write_venues(run.venues())
+    run.write_health(cells, population, tickets, hotel_stays, checkins, declared)
     write_applicants(run.out, seed, run.p.as_of, run.p.last_day, run.ill())
     report("writing agency and health files", 1, 1)
     return run.write_scenario()

@@ -67,6 +67,33 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("nights", pa.int16()),
         ]
     ),
+    "declarations": pa.schema(
+        [
+            ("place_id", pa.string()),
+            ("subject_id", pa.string()),
+            ("role", pa.string()),
+            ("from_date", pa.date32()),
+            ("to_date", pa.date32()),
+            ("declared_by", pa.string()),
+        ]
+    ),
+    "venues": pa.schema(
+        [
+            ("venue_id", pa.string()),
+            ("kind", pa.string()),
+            ("name", pa.string()),
+            ("region_code", pa.string()),
+            ("cell_id", pa.int32()),
+        ]
+    ),
+    "checkins": pa.schema(
+        [
+            ("subject_id", pa.string()),
+            ("venue_id", pa.string()),
+            ("at", pa.timestamp("s")),
+            ("leave", pa.timestamp("s")),
+        ]
+    ),
     "cases": pa.schema(
         [
             ("case_id", pa.string()),
@@ -103,6 +130,8 @@ DAY_PARTITIONED: dict[str, str] = {
     "stays": "carrier",
     "tickets": "transport",
     "hotel_stays": "police",
+    "declarations": "police",
+    "checkins": "venues",
 }
 """The datasets written as day-partitioned directories, RUN/data/<agency>/<dataset>/day=…/, by agency
 (each with its schema in `SCHEMAS`); every other table is a single file."""
@@ -115,6 +144,8 @@ MALFORMED: dict[str, tuple[str, ...]] = {
     "tickets": ("bad_subject_id", "missing_value"),
     "population": ("bad_subject_id", "missing_value"),
     "hotel_stays": ("bad_subject_id", "bad_nights", "missing_value"),
+    "declarations": ("bad_subject_id", "end_not_after_start", "missing_value"),
+    "checkins": ("bad_subject_id", "end_not_after_start", "missing_value"),
 }
 # the columns whose value the tokens need (a null there is a missing value)
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -122,6 +153,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "tickets": ("subject_id", "trip_id", "service_date", "carriage"),
     "population": ("subject_id", "name", "birth_date", "household_id"),
     "hotel_stays": ("subject_id", "hotel_id", "room", "check_in", "nights"),
+    "declarations": ("subject_id", "place_id", "from_date", "to_date"),
+    "checkins": ("subject_id", "venue_id", "at"),
 }
 _OPTIONS: dict[str, object] = {
     "compression": "zstd",

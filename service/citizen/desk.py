@@ -198,7 +198,11 @@ class CitizenDesk:
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         records: list[tuple[Application, CodeFields | None, tuple[str, str] | None]] = []
         for (phone, request), known in zip(items, checked.known, strict=True):
-            code = self.issuer.code(epoch, request.subject_id, request.name, now) if known else None
+            code = (
+                self.issuer.code(epoch, request.subject_id, request.name, now, bool(request.symptoms))
+                if known
+                else None
+            )
             refusal = None if known else appl.REASON_NOT_IN_REGISTER
             application = Application(
                 application_id=secrets.token_hex(8),

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from coordinator.features import DATED_BY
 from coordinator.issuance import ClaimContext, Signer, code_id, iso, sign_job
 from coordinator.policy import DEFAULT_POLICY, Assessment, Policy
 from coordinator.risk import load_scenario
@@ -58,6 +59,14 @@ def latest_epoch(run_dir: Path) -> LatestEpoch:
     )
 
 
+def with_declared_symptoms(features: dict[str, Any] | None, day: dt.date) -> dict[str, Any]:
+    """A subject's features with symptoms declared on `day` (`declared_symptoms` and its date)."""
+    out = dict(features or {})
+    out["declared_symptoms"] = 1
+    out[DATED_BY["declared_symptoms"]] = day
+    return out
+
+
 class Issuer:
     """Signs codes for one run; keeps the latest features (reloaded when the file changes) in memory."""
 
@@ -96,16 +105,23 @@ class Issuer:
                 self._features = (stamp, {row["subject_id"]: row for row in rows})
             return self._features[1].get(subject_id)
 
-    def assess(self, epoch: LatestEpoch, subject_id: str) -> Assessment:
-        """The subject's colour as the latest epoch assessed its features (at the epoch's issue date)."""
+    def assess(self, epoch: LatestEpoch, subject_id: str, symptoms: bool = False) -> Assessment:
+        """The subject's colour as the latest epoch assessed its features (at the epoch's issue date); with
+        `symptoms`, the application's own declaration counts too, dated that day (the SYMPTOMS rule)."""
         features = self._features_of(subject_id)
+        day = epoch.issued_at.date()
+        if symptoms:
+            features = with_declared_symptoms(features, day)
         if features is None:
             return GREEN
-        return self.policy(epoch).assess(features, epoch.issued_at.date())
+        return self.policy(epoch).assess(features, day)
 
-    def code(self, epoch: LatestEpoch, subject_id: str, name: str, now: dt.datetime) -> CodeFields:
-        """A signed code for the subject in the latest epoch, issued now, valid for a day."""
-        assessment = self.assess(epoch, subject_id)
+    def code(
+        self, epoch: LatestEpoch, subject_id: str, name: str, now: dt.datetime, symptoms: bool = False
+    ) -> CodeFields:
+        """A signed code for the subject in the latest epoch, issued now, valid for a day (`symptoms`: the
+        application declared some)."""
+        assessment = self.assess(epoch, subject_id, symptoms)
         policy = self.policy(epoch)
         holder = code_id(self.secret, epoch.epoch, subject_id)
         context = ClaimContext(self.secret, epoch.epoch, self.signer.issuer, policy.version, now)

@@ -49,7 +49,7 @@ def service(served_run: tuple[NodeProcess, ServiceProcess]) -> ServiceProcess:
 @pytest.fixture(scope="module")
 def people(run: Path) -> Iterator[dict[str, str]]:
     """People of the register who hold no code yet, handed out one per call."""
-    return iter(unclaimed_people(run, 40))
+    return iter(unclaimed_people(run, 60))
 
 
 _phones = iter(range(13900000000, 13999999999))
@@ -174,6 +174,33 @@ def test_colours_follow_the_epoch_features_under_the_policy(
             view = c.get(f"/api/v1/citizen/codes/{got['code_id']}").json()
             until = expected.loc[sid, "until"]
             assert view["green_from"] == (until + dt.timedelta(days=1)).isoformat()
+
+
+def test_declared_symptoms_give_a_yellow_code_with_a_fever_clinic_referral(
+    run: Path, service: ServiceProcess, people: Iterator[dict[str, str]]
+) -> None:
+    """Someone the epoch found unexposed who declares a fever is yellow by SYMPTOMS, from the epoch's issue
+    day for the rule's days (an expired exposure does not come back with it); another unexposed person
+    without symptoms stays green."""
+    features = pq.read_table(run / "coordinator" / "features.parquet").to_pandas()
+    epoch = latest_epoch(run)
+    at = dt.date.fromisoformat(epoch["issued_at"][:10])
+    colours = Policy.load().assess_frame(features, at).set_index("subject_id")["color"]
+    candidates = [next(people) for _ in range(10)]
+    unexposed = [p for p in candidates if colours.get(p["subject_id"], "green") == "green"]
+    assert len(unexposed) >= 2, "the run should hold unexposed people without a code"
+    (rule,) = [r for r in Policy.load().rules if r.reason == "SYMPTOMS"]
+    c = signed_in(service, run)
+    sick = c.post("/api/v1/citizen/applications",
+                  json=application(unexposed[0], new_phone(), "family", symptoms=["fever", "cough"])).json()
+    well = c.post("/api/v1/citizen/applications",
+                  json=application(unexposed[1], new_phone(), "family")).json()
+    assert (sick["color"], sick["reasons"]) == (rule.color, ["SYMPTOMS"])
+    assert (well["color"], well["reasons"]) == ("green", [])
+    view = c.get(f"/api/v1/citizen/codes/{sick['code_id']}").json()
+    assert view["green_from"] == (at + dt.timedelta(days=rule.quarantine_days + 1)).isoformat()
+    page = c.get(f"/citizen/codes/{sick['code_id']}", params={"lang": "zh"})
+    assert page.status_code == 200 and "发热门诊" in page.text
 
 
 def test_applications_arriving_together_share_evaluate_calls(

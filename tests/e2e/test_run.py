@@ -66,14 +66,16 @@ def test_private_matches_equal_plaintext_join_row_for_row(run_dir: Path) -> None
     assert private.num_rows > 0
     assert private.column_names == ["subject_id", "agency", "token", "case_id"]
     assert private.to_pylist() == oracle.to_pylist()
-    assert {"carrier", "police"} <= set(private.column("agency").to_pylist())
+    assert {"carrier", "police", "venues"} <= set(private.column("agency").to_pylist())
+    kinds = {token.split("|")[0] for token in private.column("token").to_pylist()}
+    assert {"cell-hour", "venue-hour", "place-day"} <= kinds
 
 
 def test_nodes_were_real_processes_and_stopped_cleanly(run_dir: Path) -> None:
     summary = json.loads((run_dir / "run.json").read_text())
-    assert summary["node_exit_codes"] == {"carrier": 0, "transport": 0, "police": 0}
+    assert summary["node_exit_codes"] == {"carrier": 0, "transport": 0, "police": 0, "venues": 0}
     assert summary["randomness"] == "deterministic"  # `healthpsi run`'s default, stated in run.json
-    for agency in ("carrier", "transport", "police"):
+    for agency in ("carrier", "transport", "police", "venues"):
         log = (run_dir / "nodes" / agency / "serve.log").read_text()
         assert log, f"{agency} node wrote no log"
         assert (run_dir / "nodes" / agency / "audit.jsonl").stat().st_size > 0

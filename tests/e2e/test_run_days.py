@@ -55,6 +55,8 @@ def test_each_days_matches_equal_that_days_plaintext_join(run_dir: Path) -> None
         private = pq.read_table(path).replace_schema_metadata(None).to_pylist()
         oracle = compute_reference(run_dir, as_of=date).table.replace_schema_metadata(None).to_pylist()
         assert private and private == oracle
+        kinds = {row["token"].split("|")[0] for row in private}
+        assert {"venue-hour", "place-day"} <= kinds, (date, kinds)  # the venues node and declarations too
         tables.append(private)
     assert tables[0] != tables[-1]  # the days differ, so each day was really checked against its own data
     latest = pq.read_table(run_dir / "coordinator" / "matches.parquet").replace_schema_metadata(None)

@@ -20,12 +20,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from crypto.pki import DNS_SUFFIX
 from nodes.budget import CONFIG_FILE
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
+from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths
 from runner.enrollment import declared_applications
 
 PERSONS = 1500
 SEED = 7
-AGENCIES = ("carrier", "transport", "police")
 TEST_CHUNK_BYTES = 4096
 """Small index chunks, so that every partition streams in several of them."""
 START_TIMEOUT = 600.0

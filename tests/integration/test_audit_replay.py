@@ -2,7 +2,7 @@
 of tampering — an edited, deleted or reordered entry, a forged head, a query with no case behind it, a
 hidden query, an altered matches or codes file, a budget overrun, a lying opening — is detected and named.
 
-The run is simulated once per module (`--persons 1500`, seed 7), its nodes built and its epoch run
+The run is simulated once per module (`--persons 1500`, seed 11), its nodes built and its epoch run
 in-process over `nodes.startup.open_node`; each test tampers with its own copy.
 """
 
@@ -48,8 +48,8 @@ from runner.enrollment import enroll_nodes
 from simulation.scenario import simulate
 
 PERSONS = 1500
-SEED = 7
-AGENCIES = ("carrier", "transport", "police")
+SEED = 11  # a seed whose cases include declared tenants, so place-day tokens are queried
+AGENCIES = tk.AGENCIES
 COORDINATOR_LOG = Path("coordinator") / "audit.jsonl"
 
 REVOCATIONS_ITEM = "pki/issuers/411200/revocations.json"
@@ -178,6 +178,10 @@ def test_clean_run_replays_clean(done: Path) -> None:
     assert report.counts["tokens re-derived"] > 100 and report.unjustified == []
     purposes = {v.item.split("/")[2].split(" ")[0] for v in report.verdicts if v.section == "openings"}
     assert purposes == {"risk", "identity"}
+    # every agency's queries were re-derived, the venues' check-ins and the police's declarations included
+    opened = {tuple(v.item.split("/")[:2]) for v in report.verdicts if v.section == "openings"}
+    assert {agency for agency, _ in opened} == set(AGENCIES)
+    assert {pid.split("@")[0] for _, pid in opened} >= {"venue-hour", "place-day"}
     results = {v.item.split(" ")[0]: v for v in report.verdicts if v.section == "results"}
     day = f"epochs/{load_scenario(done).as_of.isoformat()}/"
     assert set(results) == {
@@ -262,15 +266,13 @@ def test_forged_head_signature_is_named(run: Path) -> None:
 # ------------------------------------------------------------------------------------- query tampering
 
 
-def unjustified_token(run: Path) -> str:
+def unjustified_cell_hour(run: Path, as_of: dt.date, investigated: set[str]) -> str:
     """A crowded cell-hour on the last day that no case investigation names ("everyone at the mosque")."""
-    as_of = dt.date.fromisoformat(json.loads((run / "scenario.json").read_text())["as_of"])
     stays = pd.read_parquet(run / "data" / "carrier" / "stays")
     at_ten = stays[
         (stays["start"] <= pd.Timestamp(as_of) + pd.Timedelta(hours=10))
         & (stays["end"] >= pd.Timestamp(as_of) + pd.Timedelta(hours=11))
     ]
-    investigated = set(pd.read_parquet(run / "health" / "investigations.parquet")["token"])
     for cell in at_ten["cell_id"].value_counts().index:
         token = tk.cell_hour(int(cell), dt.datetime.combine(as_of, dt.time(10)))
         if token not in investigated:
@@ -278,13 +280,36 @@ def unjustified_token(run: Path) -> str:
     raise AssertionError("every crowded cell was investigated")
 
 
+def unjustified_venue_hour(run: Path, as_of: dt.date, investigated: set[str]) -> str:
+    """The busiest venue-hour of the last day that no case investigation names ("everyone at the market")."""
+    checkins = pd.read_parquet(run / "data" / "venues" / "checkins")
+    checkins = checkins[checkins["at"].dt.date == as_of]
+    hours = checkins.groupby(["venue_id", checkins["at"].dt.floor("h")]).size().sort_values(ascending=False)
+    for venue, hour in hours.index:
+        token = tk.venue_hour(str(venue), hour.to_pydatetime())
+        if token not in investigated:
+            return token
+    raise AssertionError("every venue was investigated")
+
+
+UNJUSTIFIED = {"carrier": unjustified_cell_hour, "venues": unjustified_venue_hour}
+
+
+def unjustified_token(run: Path, agency: str) -> str:
+    """A token of that agency, on the last day, that people hold and no case investigation names."""
+    as_of = dt.date.fromisoformat(json.loads((run / "scenario.json").read_text())["as_of"])
+    investigated = set(pd.read_parquet(run / "health" / "investigations.parquet")["token"])
+    return UNJUSTIFIED[agency](run, as_of, investigated)
+
+
+@pytest.mark.parametrize("agency", sorted(UNJUSTIFIED))
 def test_query_with_no_case_behind_it_is_named(
-    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, agency: str
 ) -> None:
     """The coordinator slips a token no case justifies into its risk set and runs its own code path: the
     query is committed, blinded, evaluated, logged on both sides and answered — and named by the replay."""
     run = Path(shutil.copytree(base, tmp_path / "run"))
-    token = unjustified_token(run)
+    token = unjustified_token(run, agency)
     honest = coordinator_epoch.build_risk_set
 
     def surveilling(*args: Any, **kwargs: Any) -> RiskSet:
@@ -297,7 +322,7 @@ def test_query_with_no_case_behind_it_is_named(
                     "case_id": None,
                     "case_subject_id": None,
                     "partition_id": parsed.partition_id,
-                    "agency": "carrier",
+                    "agency": agency,
                     "kind": parsed.kind,
                 }
             ]

@@ -37,17 +37,22 @@ from healthpsi import cli
 from nodes.budget import BudgetPolicy
 from nodes.startup import open_node
 from proto import ids, tokenize
+from proto import tokens as tk
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
 from runctx.pki import PkiPaths, create_pki, init_keys, load_identities, load_pinned_trust_list
 from runner.enrollment import enroll_nodes
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
+from simulation.writer import SCHEMAS, write_table
 
 AS_OF = dt.date(2020, 2, 14)
 PERSONS = 48
 DAYS = 16  # two days before the 14-day window
-AGENCIES = ("carrier", "transport", "police")
+AGENCIES = tk.AGENCIES
+"""Every agency has a node; the hand-made run's venues hold no check-ins."""
+WITH_DATA = ("carrier", "transport", "police")
+"""The agencies whose hand-made data gives matches."""
 CASES = {"c1": 0, "c2": 13, "c3": 30}
 CELLS = 40
 
@@ -298,6 +303,8 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
             ]
         ),
     )
+    write_table(data / "police" / "declarations.parquet", SCHEMAS["declarations"].empty_table())
+    write_table(data / "venues" / "checkins.parquet", SCHEMAS["checkins"].empty_table())
     write_parquet(
         data / "police" / "hotel_stays.parquet",
         frames["hotel_stays"],
@@ -415,7 +422,7 @@ def test_matches_equal_the_plaintext_join(done: Path, base: tuple[Path, dict[str
     expected = plaintext_matches(done, base[1])
     got = read_matches(done)
     assert len(expected) > 20
-    assert set(expected["agency"]) == set(AGENCIES)
+    assert set(expected["agency"]) == set(WITH_DATA)
     assert expected["case_id"].isna().any()  # region tokens present
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     table = pq.read_table(done / "coordinator" / "matches.parquet")

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from coordinator.epoch import EpochResult, run_epoch
 from healthpsi.cli import app
+from proto import tokens as tk
 from proto.tokenize import DATASETS
 from proto.tokens import dataset_kinds
 from runctx.pki import PkiPaths
@@ -103,7 +104,7 @@ def result_jobs(run: Path) -> dict[str, int]:
     """Build jobs (dataset days) each node planned: its partitions (built, reused or empty, from its build
     record), one per token kind of each dataset day."""
     out = {}
-    for agency in ("carrier", "transport", "police"):
+    for agency in tk.AGENCIES:
         partitions = json.loads((run / "nodes" / agency / "build.json").read_text())["partitions"]
         kinds = {ds.name: len(dataset_kinds(ds.name)) for ds in DATASETS[agency]}
         days = {ds.name: 1 if ds.date_column is None else 14 for ds in DATASETS[agency]}

@@ -46,6 +46,7 @@ from nodes.store import AgencyStore, StoreError
 from proto import tokens as tk
 from proto.healthpsi.v1 import node_pb2
 from runctx.pki import PkiPaths, init_keys, load_signing_key
+from simulation.writer import SCHEMAS
 
 EXAMPLES = int(os.environ.get("HEALTHPSI_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
@@ -305,6 +306,7 @@ def test_agency_files_of_any_types_are_served_or_named(
     root.mkdir(parents=True)
     names = ("subject_id", "name", "birth_date", "household_id")
     pq.write_table(pa.table(dict(zip(names, columns[:4], strict=True))), root / "population.parquet")
+    pq.write_table(SCHEMAS["declarations"].empty_table(), root / "declarations.parquet")
     hotel = root / "hotel_stays.parquet"
     if as_bytes:
         hotel.write_bytes(raw)

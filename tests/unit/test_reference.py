@@ -105,6 +105,8 @@ def run(tmp_path: Path) -> Path:
             },
         ),
     )
+    write_table(tmp_path / "data/police/declarations.parquet", SCHEMAS["declarations"].empty_table())
+    write_table(tmp_path / "data/venues/checkins.parquet", SCHEMAS["checkins"].empty_table())
     write_table(
         tmp_path / "data/police/hotel_stays.parquet",
         _table(
@@ -206,7 +208,7 @@ def test_reference_command(run: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "13" in result.output and "bad_subject_id 1" in result.output and "bad_nights 1" in result.output
     assert (run / "reference" / "matches.parquet").is_file()
-    missing = CliRunner().invoke(app, ["reference", "--run", str(run / "nowhere")])
+    missing = CliRunner().invoke(app, ["reference", "--run", str(run / "nowhere")], env={"COLUMNS": "200"})
     assert missing.exit_code == 2
     assert "does not exist" in missing.output and "healthpsi simulate" in missing.output
 

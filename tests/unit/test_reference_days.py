@@ -84,6 +84,8 @@ def run(tmp_path: Path) -> Path:
     )
     write_table(tmp_path / "data/transport/tickets.parquet", SCHEMAS["tickets"].empty_table())
     write_table(tmp_path / "data/police/hotel_stays.parquet", SCHEMAS["hotel_stays"].empty_table())
+    write_table(tmp_path / "data/police/declarations.parquet", SCHEMAS["declarations"].empty_table())
+    write_table(tmp_path / "data/venues/checkins.parquet", SCHEMAS["checkins"].empty_table())
     write_table(
         tmp_path / "data/police/population.parquet",
         table(

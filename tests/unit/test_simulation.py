@@ -167,7 +167,7 @@ def test_malformed_rows_are_injected_reported_and_good_rows_kept(
     rows = _rows(run / "data/carrier/stays")
     assert rows == scenario["counts"]["stays"]  # type: ignore[index]
     assert 0.0005 < total / rows < 0.002
-    for agency in ("carrier", "transport", "police"):
+    for agency in tk.AGENCIES:
         store = AgencyStore(run, agency)
         found = store.malformed_by_dataset
         for dataset, counts in found.items():
@@ -286,8 +286,8 @@ def test_without_nights_at_base() -> None:
 def test_matches_in_every_agency(run: Path) -> None:
     matches = reference_matches(run)
     kinds = set(matches["token"].str.split("|").str[0])
-    assert set(matches["agency"]) == {"carrier", "transport", "police"}
-    assert {"cell-hour", "region-day", "household", "hotel-night"} <= kinds
+    assert set(matches["agency"]) == set(tk.AGENCIES)
+    assert {"cell-hour", "region-day", "household", "hotel-night", "venue-hour"} <= kinds
     cases = pd.read_parquet(run / "health/cases.parquet")
     own = matches.merge(cases, on=["case_id", "subject_id"])
     assert own.empty
@@ -386,7 +386,7 @@ def test_default_policy_codes_a_minority_of_the_city(
     """With the default policy most of city-20k stays green and most of the infected do not."""
     run, scenario = cities[7]
     matches = reference_matches(run)
-    assert set(matches["agency"]) == {"carrier", "transport", "police"}
+    assert set(matches["agency"]) == set(tk.AGENCIES)
     cases = pd.read_parquet(run / "health/cases.parquet")
     features = compute_features(matches, cases, pd.read_parquet(run / "health/risk_regions.parquet"))
     issued = dt.date.fromisoformat(str(scenario["as_of"])) + dt.timedelta(days=1)  # the next morning

@@ -20,7 +20,7 @@ from simulation.reference import compute_reference
 
 AS_OF, LAST = dt.date(2020, 1, 31), dt.date(2020, 2, 2)
 FIRST = dt.date(2020, 1, 18)
-DATASETS = {"carrier": "stays", "transport": "tickets", "police": "hotel_stays"}
+DATASETS = {"carrier": "stays", "transport": "tickets", "police": "hotel_stays", "venues": "checkins"}
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,8 @@ def test_scenario_names_the_epochs_and_the_late_rows(scenario: dict[str, object]
         "carrier/stays",
         "transport/tickets",
         "police/hotel_stays",
+        "police/declarations",
+        "venues/checkins",
     }
     stays = late["carrier/stays"]
     assert 0.015 < (stays["late"] + stays["undelivered"]) / stays["rows"] < 0.05

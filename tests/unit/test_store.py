@@ -170,9 +170,24 @@ def test_police_hotel_nights_and_population(tmp_path: Path) -> None:
     write_table(
         tmp_path / "data" / "police" / "hotel_stays.parquet", hotel, row_groups=np.array([17, 19, 19])
     )
+    declarations = pa.table(
+        [
+            pa.array(["P1", "P1", "P2"]),
+            pa.array([A, B, B]),
+            pa.array(["tenant", "tenant", "employee"]),
+            pa.array([dt.date(2020, 1, 10), dt.date(2020, 1, 19), dt.date(2020, 1, 19)], pa.date32()),
+            pa.array([dt.date(2020, 1, 18), dt.date(2020, 3, 1), dt.date(2020, 1, 18)], pa.date32()),
+            pa.array(["L", "L", "E"]),
+        ],
+        schema=SCHEMAS["declarations"],
+    )
+    write_table(tmp_path / "data" / "police" / "declarations.parquet", declarations)
     store = AgencyStore(tmp_path, "police")
     parts = _partitions(store)
     assert next(iter(parts)) == "population@static"
+    assert parts["declarations@2020-01-18"] == {(A, "place-day|P1|2020-01-18")}
+    assert parts["declarations@2020-01-19"] == {(B, "place-day|P1|2020-01-19")}
+    assert parts["declarations@2020-01-20"] == {(B, "place-day|P1|2020-01-20")}
     assert parts["population@static"] == {
         (A, "household|H1"),
         (B, "household|H1"),
@@ -190,7 +205,12 @@ def test_police_hotel_nights_and_population(tmp_path: Path) -> None:
         (B, "room-night|X1|305|2020-01-19"),
     }
     assert parts["hotel_stays@2020-01-20"] == set()
-    assert store.malformed == dict.fromkeys(CATEGORIES, 0) | {"missing_value": 1, "bad_nights": 1}
+    assert store.malformed == dict.fromkeys(CATEGORIES, 0) | {
+        "missing_value": 1,
+        "bad_nights": 1,
+        "end_not_after_start": 1,
+    }
+    assert store.malformed_by_dataset["declarations"]["end_not_after_start"] == 1
 
 
 def test_unreadable_agency_data(tmp_path: Path) -> None:
