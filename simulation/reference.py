@@ -288,7 +288,10 @@ class _AgencyFiles:
                 elif ds.name == "checkins":
                     tokens = tz.checkin_tokens(rows)
                 elif ds.name == "declarations":
-                    tokens = tz.declaration_tokens(rows)
+                    # only this day of each declaration covering it: a long tenancy would otherwise yield
+                    # every day of its span, for each window day
+                    one = np.datetime64(day, "D")
+                    tokens = tz.declaration_tokens(rows.assign(from_date=one, to_date=one))
                 else:
                     tokens = tz.hotel_tokens(rows)
                 for pid in dataset_partition_ids(ds.name, dt.date(1970, 1, 1) + dt.timedelta(days=day)):
