@@ -12,11 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.applicants import load_symptoms
 from coordinator.features import compute_features
 from coordinator.policy import DEFAULT_POLICY, Policy, PolicyError
 from coordinator.risk import load_health
 from simulation.evaluation import RunTruth, pareto_best, plot_tradeoff, policy_metrics, summarise
-from simulation.reference import reference_matches
+from simulation.reference import load_scenario, reference_matches
 
 app = typer.Typer(
     help="Policies: compare colour rules on a run's features against the simulation's truth.",
@@ -55,10 +56,11 @@ PLAINTEXT_OPTION = typer.Option(
 
 
 def plaintext_features(run: Path) -> pd.DataFrame:
-    """A simulated run's features computed as the coordinator does, from the plaintext oracle's matches of
-    its epoch (writes RUN/reference/matches.parquet)."""
+    """A simulated run's features computed as the coordinator's epoch does, from the plaintext oracle's
+    matches of its epoch and the applicants' declared symptoms (writes RUN/reference/matches.parquet)."""
     health = load_health(run)
-    return compute_features(reference_matches(run), health.cases, health.risk_regions)
+    symptoms = load_symptoms(run, load_scenario(run).as_of)
+    return compute_features(reference_matches(run), health.cases, health.risk_regions, symptoms)
 
 
 def load_runs(runs: list[Path], plaintext: bool = False) -> list[RunTruth]:
