@@ -5,6 +5,7 @@ address. The state is in SQLite (RUN/service/citizen.sqlite), so every worker pr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -13,6 +14,7 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +72,22 @@ class OtpBox:
         db.executescript(SCHEMA)
         return db
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside BEGIN IMMEDIATE (one writer across workers): committed when the block ends,
+        rolled back on any error, closed either way."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
     def _digest(self, phone: str, code: str) -> str:
         return hmac.digest(self.key, f"otp|{phone}|{code}".encode(), hashlib.sha256).hex()
 
@@ -78,42 +96,33 @@ class OtpBox:
         OtpError (429) when the phone or the client address asked too often."""
         now = time.time() if now is None else now
         code = f"{secrets.randbelow(10**OTP_DIGITS):0{OTP_DIGITS}d}"
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for key, (limit, window), what in (
-                    (f"phone:{phone}", PHONE_LIMIT, "this phone"),
-                    (f"address:{address}", ADDRESS_LIMIT, "this address"),
-                ):
-                    sent = db.execute(
-                        "SELECT COUNT(*), MIN(at) FROM sends WHERE key = ? AND at > ?", (key, now - window)
-                    ).fetchone()
-                    if sent[0] >= limit:
-                        wait = int(sent[1] + window - now) + 1
-                        raise OtpError(
-                            "RATE_LIMITED",
-                            f"too many one-time codes for {what}: {limit} per {int(window // 60)} minutes; "
-                            f"try again in {wait} s",
-                            429,
-                            retry_after=wait,
-                        )
-                db.execute("DELETE FROM sends WHERE at <= ?", (now - max(PHONE_LIMIT[1], ADDRESS_LIMIT[1]),))
-                db.executemany(
-                    "INSERT INTO sends (key, at) VALUES (?, ?)",
-                    [(f"phone:{phone}", now), (f"address:{address}", now)],
-                )
-                db.execute(
-                    "INSERT OR REPLACE INTO otp (phone, digest, expires_at, tries) VALUES (?, ?, ?, 0)",
-                    (phone, self._digest(phone, code), now + OTP_TTL),
-                )
-                self._deliver(phone, code, now)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        with self._transaction() as db:
+            for key, (limit, window), what in (
+                (f"phone:{phone}", PHONE_LIMIT, "this phone"),
+                (f"address:{address}", ADDRESS_LIMIT, "this address"),
+            ):
+                sent = db.execute(
+                    "SELECT COUNT(*), MIN(at) FROM sends WHERE key = ? AND at > ?", (key, now - window)
+                ).fetchone()
+                if sent[0] >= limit:
+                    wait = int(sent[1] + window - now) + 1
+                    raise OtpError(
+                        "RATE_LIMITED",
+                        f"too many one-time codes for {what}: {limit} per {int(window // 60)} minutes; "
+                        f"try again in {wait} s",
+                        429,
+                        retry_after=wait,
+                    )
+            db.execute("DELETE FROM sends WHERE at <= ?", (now - max(PHONE_LIMIT[1], ADDRESS_LIMIT[1]),))
+            db.executemany(
+                "INSERT INTO sends (key, at) VALUES (?, ?)",
+                [(f"phone:{phone}", now), (f"address:{address}", now)],
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO otp (phone, digest, expires_at, tries) VALUES (?, ?, ?, 0)",
+                (phone, self._digest(phone, code), now + OTP_TTL),
+            )
+            self._deliver(phone, code, now)
 
     def _deliver(self, phone: str, code: str, now: float) -> None:
         """Append the message to the outbox under an exclusive lock (workers append to the same file)."""
@@ -128,17 +137,8 @@ class OtpBox:
         """Use up the phone's code if `code` is it; OtpError (401) when it is wrong, expired, used or
         tried too often."""
         now = time.time() if now is None else now
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                outcome = self._try(db, phone, code, now)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        with self._transaction() as db:
+            outcome = self._try(db, phone, code, now)
         if outcome is not None:
             raise outcome
 
