@@ -151,8 +151,15 @@ class Nodes:
         assert stale == self.processes[agency].address.rsplit(":", 1)[1], "a kill -9 leaves the port file"
         proc, log_path = spawn_node(self.run, agency, 1)
         node = wait_serving(self.run, agency, proc, log_path)
-        said = [line for line in log_path.read_text(errors="replace").splitlines() if "listening on" in line]
-        assert said[-1].endswith(f"listening on {node.address}: serving")  # the new node's port, not the old
+        expected = f"listening on {node.address}: serving"
+        deadline = time.monotonic() + 30  # the node publishes its port file just before it prints this line
+        while True:
+            lines = log_path.read_text(errors="replace").splitlines()
+            said = [line for line in lines if "listening on" in line]
+            if said[-1].endswith(expected) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert said[-1].endswith(expected)  # the new node's port, not the old
         self.processes[agency] = node
         self.proxies[agency].target = node.address
         return node
