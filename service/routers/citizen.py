@@ -8,8 +8,6 @@ cannot send one); forms carry a per-session CSRF token.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
-import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,6 +28,7 @@ from service.citizen.forms import (
 )
 from service.citizen.issuing import Unavailable
 from service.citizen.otp import OtpBox, OtpError
+from service.csrf import FIELD, csrf_ok, csrf_token, renew_csrf
 from service.i18n import negotiate, text
 from service.pages import render
 
@@ -60,27 +59,11 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _csrf(request: Request) -> str:
-    """The session's CSRF token (made on first use)."""
-    token = request.session.get(CSRF)
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(24)
-        request.session[CSRF] = token
-    return token
-
-
-def _csrf_ok(request: Request, form: FormData) -> bool:
-    """Whether the form carries the session's CSRF token."""
-    sent = form.get(CSRF)
-    expected = request.session.get(CSRF)
-    return isinstance(sent, str) and isinstance(expected, str) and hmac.compare_digest(sent, expected)
-
-
 def _sign_in(request: Request, phone: str) -> None:
     """A fresh session for the phone (nothing of the anonymous one carried over, a new CSRF token)."""
     request.session.clear()
     request.session[SESSION_PHONE] = phone
-    request.session[CSRF] = secrets.token_urlsafe(24)
+    renew_csrf(request, CSRF)
 
 
 def _phone(request: Request) -> str:
@@ -237,7 +220,7 @@ def api_appeals(request: Request, code_id: str) -> list[AppealOut]:
 def _home(request: Request, status: int = 200, **context: Any) -> Response:
     phone = request.session.get(SESSION_PHONE)
     values: dict[str, Any] = {
-        "csrf": _csrf(request),
+        "csrf": csrf_token(request, CSRF),
         "phone": phone,
         "pending": request.session.get(PENDING_PHONE),
         "symptoms": SYMPTOMS,
@@ -255,7 +238,7 @@ def _error(request: Request, status: int, message: str) -> Response:
 async def _form(request: Request) -> FormData | Response:
     """The posted form, or a 403 page when its CSRF token is missing or wrong."""
     form = await request.form()
-    if not _csrf_ok(request, form):
+    if not csrf_ok(request, CSRF, form.get(FIELD)):
         return _error(request, 403, text("error.csrf", negotiate(request)))
     return form
 
@@ -358,7 +341,7 @@ async def page_code(request: Request, code_id: str) -> Response:
 def _code_page(request: Request, phone: str, view: CodeView, status: int = 200, **context: Any) -> Response:
     now = dt.datetime.now(dt.UTC)
     values: dict[str, Any] = {
-        "csrf": _csrf(request),
+        "csrf": csrf_token(request, CSRF),
         "code": view,
         "now": now,
         "appeals": _desk(request).appeals(phone, view.row.code_id) or [],

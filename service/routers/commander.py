@@ -4,8 +4,6 @@ sessions and appeal decisions."""
 from __future__ import annotations
 
 import functools
-import hmac
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from proto.regions import OTHER, region_name
 from service.commander import charts, data
 from service.commander.accounts import OperatorStore, TooManyFailures
+from service.csrf import FIELD, csrf_ok, csrf_token, renew_csrf
 from service.i18n import negotiate, text
 from service.pages import render
 
@@ -56,22 +55,9 @@ def require_operator(request: Request) -> str:
     return user
 
 
-def csrf_token(request: Request) -> str:
-    """The session's CSRF token, made on first use; every commander form carries it."""
-    token = request.session.get(CSRF_KEY)
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(24)
-        request.session[CSRF_KEY] = token
-    return token
-
-
-def _csrf_ok(request: Request, sent: object) -> bool:
-    expected = request.session.get(CSRF_KEY)
-    return isinstance(expected, str) and isinstance(sent, str) and hmac.compare_digest(expected, sent)
-
-
 def _login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
-    return render(request, "commander_login.html", {"csrf": csrf_token(request), "error": error}, status)
+    context = {"csrf": csrf_token(request, CSRF_KEY), "error": error}
+    return render(request, "commander_login.html", context, status)
 
 
 @router.get("/commander/login", include_in_schema=False)
@@ -87,7 +73,7 @@ async def login(request: Request) -> Response:
     """Check the operator's name and password (CSRF-checked, failures rate-limited); a session on success."""
     form = await request.form()
     lang = negotiate(request)
-    if not _csrf_ok(request, form.get("csrf")):
+    if not csrf_ok(request, CSRF_KEY, form.get(FIELD)):
         return _login_page(request, text("cmd.csrf", lang), 403)
     user, password = form.get("username"), form.get("password")
     if not isinstance(user, str) or not isinstance(password, str) or not user or not password:
@@ -101,7 +87,7 @@ async def login(request: Request) -> Response:
     if token is None:
         return _login_page(request, text("cmd.login_wrong", lang), 401)
     request.session[TOKEN_KEY] = token
-    request.session[CSRF_KEY] = secrets.token_urlsafe(24)  # a fresh token once logged in
+    renew_csrf(request, CSRF_KEY)  # a fresh token once logged in
     return RedirectResponse("/commander", status_code=303)
 
 
@@ -109,7 +95,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """End the operator's session (server side too: the old cookie no longer works)."""
     form = await request.form()
-    if not _csrf_ok(request, form.get("csrf")):
+    if not csrf_ok(request, CSRF_KEY, form.get(FIELD)):
         raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
     token = request.session.pop(TOKEN_KEY, None)
     if isinstance(token, str):
@@ -124,7 +110,7 @@ async def decide(request: Request, appeal_id: str) -> Response:
         return RedirectResponse(LOGIN, status_code=303)
     form = await request.form()
     lang = negotiate(request)
-    if not _csrf_ok(request, form.get("csrf")):
+    if not csrf_ok(request, CSRF_KEY, form.get(FIELD)):
         return render(request, "error.html", {"reason": text("cmd.csrf", lang), "back": "/commander"}, 403)
     decision = form.get("decision")
     try:
@@ -172,7 +158,7 @@ def dashboard(request: Request) -> Response:
 
     context = {
         "user": user,
-        "csrf": csrf_token(request),
+        "csrf": csrf_token(request, CSRF_KEY),
         "refresh": REFRESH_SECONDS,
         "epoch": latest,
         "counties": _county_rows(counts, change["counties"]),
