@@ -41,26 +41,34 @@ class NodeProcess:
         return self.process.returncode
 
 
-def node_command(run_dir: Path, agency: str, listen: str, workers: int | None) -> list[str]:
-    """The command line that serves one agency's node."""
+def node_command(
+    run_dir: Path, agency: str, listen: str, workers: int | None, extra: Sequence[str] = ()
+) -> list[str]:
+    """The command line that serves one agency's node (`extra`: further `node serve` options)."""
     cmd = [sys.executable, "-m", "healthpsi.cli", "node", "serve", "--run", str(run_dir), "--agency", agency]
     cmd += ["--listen", listen]
     if workers:
         cmd += ["--workers", str(workers)]
-    return cmd
+    return [*cmd, *extra]
 
 
 def spawn_node(
-    run_dir: Path, agency: str, workers: int | None = None
+    run_dir: Path,
+    agency: str,
+    workers: int | None = None,
+    extra: Sequence[str] = (),
+    log_path: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start `healthpsi node serve` for one agency on 127.0.0.1 with an OS-chosen port; do not wait."""
+    """Start `healthpsi node serve` for one agency on 127.0.0.1 with an OS-chosen port; do not wait.
+
+    Its output is appended to `log_path` (default RUN/nodes/<agency>/serve.log)."""
     state = run_dir / "nodes" / agency
     state.mkdir(parents=True, exist_ok=True)
     (state / "port").unlink(missing_ok=True)
-    log_path = state / "serve.log"
+    log_path = log_path or state / "serve.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            node_command(run_dir, agency, "127.0.0.1:0", workers),
+            node_command(run_dir, agency, "127.0.0.1:0", workers, extra),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -3,7 +3,6 @@ loopback (ports chosen by the OS), and a small test-side gRPC client that record
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
 from proto.tokens import AGENCIES
 from runctx.pki import PkiPaths
 from runner.enrollment import declared_applications
+from runner.processes import spawn_node, wait_serving
 
 PERSONS = 1500
 SEED = 7
@@ -92,33 +92,14 @@ class NodeProcess:
         self.run = run
         self.agency = agency
         self.state = run / "nodes" / agency
-        self.state.mkdir(parents=True, exist_ok=True)
         self.port_file = self.state / "port"
-        self.port_file.unlink(missing_ok=True)
-        self.log_path = self.state / f"serve-{time.monotonic_ns()}.log"
-        args = [
-            "node",
-            "serve",
-            "--run",
-            str(run),
-            "--agency",
+        self.process, self.log_path = spawn_node(
+            run,
             agency,
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--chunk-bytes",
-            str(TEST_CHUNK_BYTES),
-            *extra,
-        ]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "healthpsi.cli", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )
+            workers=1,
+            extra=("--chunk-bytes", str(TEST_CHUNK_BYTES), *extra),
+            log_path=self.state / f"serve-{time.monotonic_ns()}.log",
+        )
         self.port = 0
 
     @property
@@ -131,21 +112,18 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> NodeProcess:
-        """Wait until the port file appears and the health service says SERVING."""
+        """Wait until the node publishes its port (`runner.processes.wait_serving`) and its health service
+        says SERVING."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise RuntimeError(f"{self.agency} node exited {code}:\n{self.log()[-3000:]}")
-            text = self.port_file.read_text().strip() if self.port_file.exists() else ""
-            if text.isdigit():
-                self.port = int(text)
-                with NodeClient(self.run, self.agency, self.address) as client:
-                    if client.health() == health_pb2.HealthCheckResponse.SERVING:
-                        return self
+        serving = wait_serving(self.run, self.agency, self.process, self.log_path, timeout=timeout)
+        self.port = int(serving.address.rpartition(":")[2])
+        while time.monotonic() < deadline and self.process.poll() is None:
+            with NodeClient(self.run, self.agency, self.address) as client:
+                if client.health() == health_pb2.HealthCheckResponse.SERVING:
+                    return self
             time.sleep(0.1)
         self.kill()
-        raise RuntimeError(f"{self.agency} node not ready within {timeout:.0f}s:\n{self.log()[-3000:]}")
+        raise RuntimeError(f"{self.agency} node not healthy within {timeout:.0f}s:\n{self.log()[-3000:]}")
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; return the exit code."""

@@ -21,7 +21,7 @@ import pytest
 from benchmarks.service import PROBES
 from service.process import ServiceProcess
 from simulation.presets import COUNTIES
-from tests.servers import build_run
+from tests.servers import copy_run
 
 OPERATOR = "chen.wei"
 OPERATOR_PASSWORD = "a-long-test-passphrase-7"
@@ -80,10 +80,10 @@ def _other_parties_files(run: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedRun]:
-    """`healthpsi run --preset city-20k --seed 3 --persons 1500`, an operator added with
-    `healthpsi operator add --password-stdin`, and `healthpsi serve` over it."""
-    run = build_run(tmp_path_factory.mktemp("commander") / "run", seed=3)
+def served_run(run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedRun]:
+    """A copy of the session's small run (`healthpsi run --preset city-20k --seed 7 --persons 1500`), an
+    operator added with `healthpsi operator add --password-stdin`, and `healthpsi serve` over it."""
+    run = copy_run(run_template, tmp_path_factory.mktemp("commander") / "run")
     add = subprocess.run(
         [
             sys.executable,
