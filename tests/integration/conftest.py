@@ -20,9 +20,10 @@ from crypto.pki import DNS_SUFFIX
 from nodes.budget import CONFIG_FILE
 from proto.healthpsi.v1 import node_pb2, node_pb2_grpc
 from proto.tokens import AGENCIES
-from runctx.pki import PkiPaths
-from runner.enrollment import declared_applications
+from runctx.pki import PkiPaths, init_keys
+from runner.enrollment import declared_applications, enroll_nodes
 from runner.processes import spawn_node, wait_serving
+from simulation.scenario import simulate
 
 PERSONS = 1500
 SEED = 7
@@ -62,6 +63,17 @@ def city_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         caps = ["--budget", f"identity={applications}"] if applications is not None else []
         healthpsi("node", "init", "--run", str(run), "--agency", agency, *caps)
         healthpsi("keys", "enroll", "--run", str(run), "--agency", agency)
+    return run
+
+
+@pytest.fixture(scope="session")
+def two_day_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A city simulated for two epochs (`--persons 1500`, seed 7, 5 % late rows) with its PKI and enrolled
+    nodes, no node or coordinator state: modules that run epochs on it work on their own copy."""
+    run = tmp_path_factory.mktemp("two-days") / "run"
+    simulate("city-20k", SEED, run, persons=PERSONS, days=2, late_rate=0.05)
+    init_keys(run)
+    enroll_nodes(run, AGENCIES)
     return run
 
 

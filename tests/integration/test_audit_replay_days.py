@@ -1,8 +1,8 @@
 """The audit replay of a two-day run checks each day's epoch: `RUN/coordinator/epochs/<date>/` against the
 entries that epoch logged, so an earlier day's altered matches are caught even though the latest files hold.
 
-The run is simulated for two epochs (`--persons 1500`, seed 7, late rows), its nodes opened in-process on
-day 1 and rolled to day 2; each tampering test works on its own copy.
+The run is the integration suite's two-day city (`--persons 1500`, seed 7, late rows), its nodes opened
+in-process on day 1 and rolled to day 2; each tampering test works on its own copy.
 """
 
 from __future__ import annotations
@@ -21,19 +21,14 @@ from coordinator.risk import load_scenario
 from coordinator.transport import InProcessTransport
 from nodes.startup import open_node
 from proto.tokens import AGENCIES
-from runctx.pki import init_keys
 from runner.days import advance_nodes
-from runner.enrollment import enroll_nodes
-from simulation.scenario import simulate
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run after the epochs of both its days, nodes rolled from day 1 to day 2 without a restart."""
-    run = tmp_path_factory.mktemp("audit-days") / "run"
-    simulate("city-20k", 7, run, persons=1500, days=2, late_rate=0.05)
-    init_keys(run)
-    enroll_nodes(run, AGENCIES)
+def done(two_day_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the two-day city after the epochs of both its days, nodes rolled from day 1 to day 2
+    without a restart."""
+    run = Path(shutil.copytree(two_day_city, tmp_path_factory.mktemp("audit-days") / "run"))
     day1, day2 = load_scenario(run).epochs
     handlers = {agency: open_node(run, agency, as_of=day1) for agency in AGENCIES}
     try:

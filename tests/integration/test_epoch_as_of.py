@@ -5,6 +5,7 @@ matches equal the plaintext oracle of that day, row for row."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,21 +15,15 @@ from coordinator.epoch import run_epoch
 from coordinator.transport import InProcessTransport
 from nodes.startup import open_node
 from proto.tokens import AGENCIES
-from runctx.pki import init_keys
-from runner.enrollment import enroll_nodes
 from simulation.reference import compute_reference
-from simulation.scenario import simulate
 
 DAY2 = dt.date(2020, 2, 1)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("days") / "run"
-    simulate("city-20k", 7, out, persons=1500, days=2, late_rate=0.05)
-    init_keys(out)
-    enroll_nodes(out, AGENCIES)
-    return out
+def run(two_day_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the integration suite's two-day city (`--persons 1500`, seed 7, late rows)."""
+    return Path(shutil.copytree(two_day_city, tmp_path_factory.mktemp("days") / "run"))
 
 
 def test_the_second_days_epoch_equals_that_days_oracle(run: Path) -> None:
