@@ -40,11 +40,12 @@ from proto import ids, tokenize
 from proto import tokens as tk
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
-from runctx.pki import PkiPaths, create_pki, init_keys, load_identities, load_pinned_trust_list
+from runctx.pki import PkiPaths, create_pki, load_identities, load_pinned_trust_list
 from runner.enrollment import enroll_nodes
 from simulation.reference import reference_matches
-from simulation.scenario import simulate
 from simulation.writer import SCHEMAS, write_table
+
+from .conftest import copy_run
 
 AS_OF = dt.date(2020, 2, 14)
 PERSONS = 48
@@ -393,12 +394,11 @@ def read_matches(run: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small simulated city (1,500 residents, seed 7) with its applicants, PKI and reference matches."""
-    run = tmp_path_factory.mktemp("sim") / "run"
-    simulate("city-20k", 7, run, persons=1500)
-    init_keys(run)
-    enroll_nodes(run, AGENCIES)
+def simulated(city_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the integration suite's city (1,500 residents, seed 7) with its applicants, PKI and enrolled
+    nodes, and its reference matches."""
+    run = copy_run(city_run, tmp_path_factory.mktemp("sim") / "run")
+    shutil.copytree(city_run / "health", run / "health")
     reference_matches(run)
     return run
 
