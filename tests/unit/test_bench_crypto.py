@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks.sections import SECTIONS
 from healthpsi.cli import app
+from tests.conftest import BenchAll
 
 RATIOS = ["blind_evaluate_vs_raw", "evaluate_vs_raw", "two_core_speedup", "ours_vs_openmined"]
 RATES = [
@@ -46,9 +48,11 @@ def test_bench_help_has_an_example() -> None:
 
 
 @pytest.mark.slow
-def test_bench_all_quick_has_the_crypto_section(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["bench", "all", "--quick", "--json", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
+def test_bench_all_quick_has_every_section_and_writes_each(bench_all_quick: BenchAll) -> None:
+    """`bench all --quick`: one section per benchmark, the crypto one with its figures, each written to its
+    own file under --out exactly as printed."""
+    document = bench_all_quick.document
+    assert set(document) == set(SECTIONS)
     assert document["crypto"]["ours_vs_openmined"] > 0
-    assert json.loads((tmp_path / "bench-crypto.json").read_text()) == {"crypto": document["crypto"]}
+    for name, section in document.items():
+        assert json.loads((bench_all_quick.out / f"bench-{name}.json").read_text()) == {name: section}

@@ -1,5 +1,6 @@
-"""`healthpsi bench daily --quick`: its JSON section and table, both days checked against their plaintext
-join, the steady-state day querying less than the cold one, and a Dask scaling curve of 1 and 2 workers."""
+"""`healthpsi bench daily`: its JSON section and table at the quick sizes (from the suite's one `bench all
+--quick` run), both days checked against their plaintext join, the steady-state day querying less than the
+cold one, and a Dask scaling curve of 1 and 2 workers; the command itself with its options."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from healthpsi.cli import app
+from tests.conftest import BenchAll
 
 
 @pytest.mark.slow
-def test_bench_daily_quick_json(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["bench", "daily", "--quick", "--json", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    section = json.loads((tmp_path / "bench-daily.json").read_text())["daily"]
+def test_bench_daily_quick_section(bench_all_quick: BenchAll) -> None:
+    """The daily section of `bench all --quick` (the daily benchmark at its quick sizes) and its table."""
+    section = bench_all_quick.document["daily"]
+    assert json.loads((bench_all_quick.out / "bench-daily.json").read_text())["daily"] == section
     assert section["matches_equal_plaintext"] is True
     assert len(section["days"]) == 2
     cold, steady = section["cold_epoch"], section["steady_epoch"]
@@ -33,7 +35,22 @@ def test_bench_daily_quick_json(tmp_path: Path) -> None:
     for point in curve:
         assert point["cold_seconds"] > 0 and point["steady_seconds"] > 0
         assert point["steady_speedup"] == pytest.approx(curve[0]["steady_seconds"] / point["steady_seconds"])
-    assert "Dask, 2 workers" in result.output
+    assert "Dask, 2 workers" in bench_all_quick.output
+
+
+@pytest.mark.slow
+def test_bench_daily_command_applies_its_options(tmp_path: Path) -> None:
+    """`healthpsi bench daily` itself, on a smaller city without the scaling curve: the options reach the
+    benchmark, both days equal their plaintext join, and the document printed is the one written."""
+    args = ["bench", "daily", "--quick", "--persons", "300", "--no-scaling", "--json", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document == json.loads((tmp_path / "bench-daily.json").read_text())
+    section = document["daily"]
+    assert section["persons"] == 300
+    assert section["matches_equal_plaintext"] is True and len(section["days"]) == 2
+    assert section["dask_scaling"] == []
 
 
 def test_bench_daily_refuses_a_curve_and_no_curve() -> None:

@@ -16,17 +16,16 @@ from typer.testing import CliRunner
 from benchmarks.city import RssSampler
 from benchmarks.epoch import MEMORY_NOTE, crypto_floor_seconds
 from healthpsi.cli import app
+from tests.conftest import BenchAll
 
 STAGES = ("tokenise", "index", "evaluate", "stream", "match", "issue")
 
 
 @pytest.mark.slow
-def test_bench_epoch_quick_json(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["bench", "epoch", "--quick", "--json", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
-    assert document == json.loads((tmp_path / "bench-epoch.json").read_text())
-    epoch = document["epoch"]
+def test_bench_epoch_quick_section(bench_all_quick: BenchAll) -> None:
+    """The epoch section of `bench all --quick` (the epoch benchmark at its quick sizes) and its table."""
+    epoch = bench_all_quick.document["epoch"]
+    assert json.loads((bench_all_quick.out / "bench-epoch.json").read_text()) == {"epoch": epoch}
     assert epoch["preset"] == "city-20k" and epoch["persons"] == 1500 and epoch["transport"] == "inprocess"
     for key in ("seconds", "privacy_price", "plaintext_seconds", "privacy_price_matching",
                 "privacy_price_without_issuance", "matching_epoch_seconds"):
@@ -46,7 +45,22 @@ def test_bench_epoch_quick_json(tmp_path: Path) -> None:
     assert epoch["crypto_floor_price"] == epoch["crypto_floor_seconds"] / epoch["plaintext_seconds"]
     raw = epoch["raw_operation_seconds"]
     assert set(raw) == {"point_add", "scalar_mult", "hash_to_group_mult"} and all(v > 0 for v in raw.values())
-    assert "price of privacy" in result.stderr  # the table, kept off stdout with --json
+    assert "price of privacy" in bench_all_quick.output  # the table
+
+
+@pytest.mark.slow
+def test_bench_epoch_command_applies_its_options(tmp_path: Path) -> None:
+    """`healthpsi bench epoch` itself, on a smaller city: the options reach the benchmark, the private matches
+    equal the plaintext join, and the document printed is the one written (the table kept off stdout)."""
+    args = ["bench", "epoch", "--quick", "--persons", "300", "--seed", "11", "--json", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document == json.loads((tmp_path / "bench-epoch.json").read_text())
+    epoch = document["epoch"]
+    assert (epoch["persons"], epoch["seed"], epoch["transport"]) == (300, 11, "inprocess")
+    assert epoch["matches_equal_plaintext"] is True
+    assert "price of privacy" in result.stderr
 
 
 def test_crypto_floor_counts_each_entry_and_query() -> None:
