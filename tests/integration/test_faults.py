@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,17 @@ FAULT_TIMEOUT = 600.0
 
 @pytest.fixture(scope="module")
 def built(city_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The city with its health records and every node's indexes built, before any epoch."""
+    """The city with its health records and every node's indexes built, before any epoch (the four `node
+    build` processes side by side, as `runner.processes.start_nodes` starts the nodes)."""
     run = copy_run(city_run, tmp_path_factory.mktemp("faults") / "built")
     shutil.copytree(city_run / "health", run / "health")
-    for agency in AGENCIES:
-        healthpsi("node", "build", "--run", str(run), "--agency", agency, "--workers", "1")
+    with ThreadPoolExecutor(len(AGENCIES)) as pool:
+        builds = [
+            pool.submit(healthpsi, "node", "build", "--run", str(run), "--agency", agency, "--workers", "1")
+            for agency in AGENCIES
+        ]
+        for build in builds:
+            build.result()
     return run
 
 
