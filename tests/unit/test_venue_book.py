@@ -33,10 +33,21 @@ def subject(n: int) -> str:
 @pytest.fixture
 def run(tmp_path: Path) -> Path:
     (tmp_path / "scenario.json").write_text(json.dumps({"as_of": AS_OF.isoformat(), "seed": 7}))
-    simulated = SCHEMAS["venues"].empty_table().from_pylist(
-        [{"venue_id": "market-411202-0001", "kind": "market", "name": "湖滨区市场1", "region_code": "411202",
-          "cell_id": 5}],
-        schema=SCHEMAS["venues"],
+    simulated = (
+        SCHEMAS["venues"]
+        .empty_table()
+        .from_pylist(
+            [
+                {
+                    "venue_id": "market-411202-0001",
+                    "kind": "market",
+                    "name": "湖滨区市场1",
+                    "region_code": "411202",
+                    "cell_id": 5,
+                }
+            ],
+            schema=SCHEMAS["venues"],
+        )
     )
     write_table(data_dir(tmp_path) / "venues.parquet", simulated)
     return tmp_path
@@ -53,7 +64,11 @@ def test_registered_venues_join_the_simulations_in_venues_parquet(run: Path) -> 
     assert first.venue.venue_id == "compound-411202-v0001"
     assert second.venue.venue_id == "market-411202-v0001"
     rows = pq.read_table(data_dir(run) / "venues.parquet").to_pylist()
-    assert [r["venue_id"] for r in rows] == ["market-411202-0001", "compound-411202-v0001", "market-411202-v0001"]
+    assert [r["venue_id"] for r in rows] == [
+        "market-411202-0001",
+        "compound-411202-v0001",
+        "market-411202-v0001",
+    ]
     assert tk.venue_kind(first.venue.venue_id) == "compound"
     assert book.venue(second.venue.venue_id) == (second.venue, 8, "")
     assert book.gate(first.gate_key) is not None and book.gate("not-a-key") is None
@@ -86,7 +101,8 @@ def test_checkins_are_delivered_once_and_the_venue_node_reads_them(run: Path) ->
 
     store = AgencyStore(run, "venues", as_of=AS_OF)
     tokens = {
-        (str(s), str(t)) for _, frame in store.iter_partitions((AS_OF, AS_OF))
+        (str(s), str(t))
+        for _, frame in store.iter_partitions((AS_OF, AS_OF))
         for s, t in frame.itertuples(index=False)
     }
     hour = tk.venue_hour(venue.venue_id, dt.datetime(2020, 2, 10, 9))

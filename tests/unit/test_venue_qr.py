@@ -49,7 +49,12 @@ def test_a_qr_signed_with_another_key_is_refused(run: Path) -> None:
 
 def test_a_qr_claiming_the_agencys_kid_with_another_key_is_refused(run: Path) -> None:
     key = venue_key(run)
-    claims = {codes.CLAIM_ISS: "healthpsi venues", 2: VENUE.venue_id, 6: 0, "v": {"n": "x", "k": "market", "r": "1"}}
+    claims = {
+        codes.CLAIM_ISS: "healthpsi venues",
+        2: VENUE.venue_id,
+        6: 0,
+        "v": {"n": "x", "k": "market", "r": "1"},
+    }
     forged = PREFIX + codes.b45encode(codes.sign_claims(claims, ec_private_key(), key.kid))
     with pytest.raises(VenueQrError) as refused:
         key.read(forged)
@@ -69,7 +74,11 @@ def test_an_altered_qr_is_refused(run: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("HCP1:6BFOXN", "health-code"), ("https://example.org/", "not-a-venue-code"), (PREFIX + "%%", "not-a-venue-code")],
+    [
+        ("HCP1:6BFOXN", "health-code"),
+        ("https://example.org/", "not-a-venue-code"),
+        (PREFIX + "%%", "not-a-venue-code"),
+    ],
 )
 def test_text_that_is_no_venue_code_is_refused(run: Path, text: str, reason: str) -> None:
     with pytest.raises(VenueQrError) as refused:
