@@ -275,7 +275,7 @@ def page_gate(request: Request, gate_key: str) -> Response:
     counts = _book(request).gate(gate_key)
     if counts is None:
         return _error(request, 404, text("venue.no_gate", negotiate(request)))
-    values = {"counts": counts, "refresh": GATE_REFRESH_SECONDS}
+    values = {"counts": counts, "refresh": GATE_REFRESH_SECONDS, "hour": dt.timedelta(hours=1)}
     response = render(request, "venue/gate.html", values)
     response.headers["cache-control"] = "no-store"
     return response
