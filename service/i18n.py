@@ -206,9 +206,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "cmd.checkpoint": ("卡口", "Checkpoint"),
     "cmd.today": ("当日", "Latest day"),
     "cmd.results": ("结果", "Results"),
+    "cmd.venues": ("场所扫码登记", "Venue check-ins"),
     "cmd.venues_note": (
-        "场所登记统计待场所数据接入后显示。",
-        "Venue check-in counts appear once the venues agency reports them.",
+        "经本服务扫场所码登记的人次，按场所类型汇总（场所管理机构的日志，只含计数）。",
+        "Check-ins scanned through this service, per kind of venue (counts from the venue agency's journal).",
     ),
     "cmd.none": ("无", "None"),
     "error.title": ("出错了", "Something went wrong"),

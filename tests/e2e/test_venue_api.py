@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,6 +229,54 @@ def test_check_in_needs_a_session_a_code_of_ones_own_and_the_csrf_token(
     assert shown.status_code == 201
     assert venue["name"] in shown.text and f'data-code-id="{code_id}"' in shown.text
     assert len(journal(run)) == before + 1
+
+
+def test_the_commander_sees_check_ins_per_kind_and_nothing_more(
+    run: Path, service: ServiceProcess, people: Iterator[dict[str, str]]
+) -> None:
+    hospital = register(service, name="湖滨医院", kind="hospital")
+    c, code_id = visitor(service, run, next(people))
+    done = c.post("/api/v1/venues/checkins", json={"venue_qr": hospital["qr_payload"], "code_id": code_id})
+    assert done.status_code == 201
+    password = "a-long-test-passphrase-9"
+    add = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "healthpsi.cli",
+            "operator",
+            "add",
+            "--run",
+            str(run),
+            "--user",
+            "zhou.li",
+            "--password-stdin",
+        ],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert add.returncode == 0, add.stderr
+    chief = httpx.Client(base_url=service.url, timeout=60)
+    assert chief.get("/api/v1/commander/venues").status_code == 401
+    token = csrf_of(chief.get("/commander/login").text)
+    login = chief.post("/commander/login", data={"csrf": token, "username": "zhou.li", "password": password})
+    assert login.status_code == 303
+    counts = chief.get("/api/v1/commander/venues").json()
+    with sqlite3.connect(run / "venues" / "venues.sqlite") as db:
+        direct = dict(
+            db.execute(
+                "SELECT v.kind, COUNT(*) FROM checkins JOIN venues v USING (venue_id) GROUP BY v.kind"
+            ).fetchall()
+        )
+    assert {r["kind"]: r["total"] for r in counts["rows"]} == direct
+    assert direct["hospital"] >= 1 and counts["total"] == sum(direct.values())
+    assert set(counts) == {"day", "total", "rows"} and all(
+        set(r) == {"kind", "today", "total"} for r in counts["rows"]
+    )
+    page = chief.get("/commander?lang=en").text
+    assert 'id="venues"' in page and 'data-kind="hospital"' in page
 
 
 # ------------------------------------------------------------------------------------------ end to end
