@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sqlite3
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException
@@ -39,6 +41,8 @@ log = logging.getLogger("healthpsi.service.venue")
 CSRF = "venue_csrf"
 SESSION_VENUES = "venues"
 """Session key: the venues this browser registered, venue id → gate key (the operator's own links)."""
+MAX_OWNED = 20
+"""The most venues a browser's session remembers (the API returns every gate key once anyway)."""
 DELIVERY_SECONDS = 60.0
 """How often a worker delivers the journal's new check-ins to the agency's data files."""
 GATE_REFRESH_SECONDS = 15
@@ -89,7 +93,7 @@ def _register(request: Request, body: VenueRequest) -> Registered:
     registered = _book(request).register(body.name, body.kind, body.region_code, cell, body.address)
     owned = dict(request.session.get(SESSION_VENUES) or {})
     owned[registered.venue.venue_id] = registered.gate_key
-    request.session[SESSION_VENUES] = owned
+    request.session[SESSION_VENUES] = dict(list(owned.items())[-MAX_OWNED:])  # the cookie stays small
     return registered
 
 
@@ -117,11 +121,13 @@ def _gate_json(counts: GateCounts) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
 class CheckedIn:
     """A check-in just journaled: the venue, when, and the code the visitor shows at the gate."""
 
-    def __init__(self, venue: Venue, at: dt.datetime, code: CodeView) -> None:
-        self.venue, self.at, self.code = venue, at, code
+    venue: Venue
+    at: dt.datetime
+    code: CodeView
 
 
 def _check_in(request: Request, phone: str, body: CheckinRequest) -> CheckedIn:
@@ -234,8 +240,10 @@ async def page_register(request: Request) -> Response:
     form = await _form(request, CSRF, "/venue")
     if isinstance(form, Response):
         return form
-    fields = {k: str(form.get(k, "")).strip() for k in ("name", "kind", "region_code", "cell_id", "x_km",
-                                                         "y_km", "address")}
+    fields = {
+        k: str(form.get(k, "")).strip()
+        for k in ("name", "kind", "region_code", "cell_id", "x_km", "y_km", "address")
+    }
     values: dict[str, Any] = {k: v for k, v in fields.items() if v != ""}
     try:
         body = VenueRequest.model_validate(values)
@@ -308,22 +316,26 @@ async def page_check_in(request: Request) -> Response:
 # ---------------------------------------------------------------------------------------------- delivery
 
 
+def _deliver(app: FastAPI) -> None:
+    """One delivery; a failure is logged and retried at the next one (the journal keeps every check-in)."""
+    try:
+        book_of(app).deliver()
+    except (OSError, RuntimeError, sqlite3.Error):
+        log.exception("venue check-in delivery failed")
+
+
 async def deliver_periodically(app: FastAPI) -> None:
     """Deliver the journal's new check-ins every DELIVERY_SECONDS (on a worker thread), until cancelled."""
     while True:
         await asyncio.sleep(DELIVERY_SECONDS)
-        try:
-            await asyncio.to_thread(book_of(app).deliver)
-        except Exception:  # a failed delivery is retried next time; the journal keeps every check-in
-            log.exception("venue check-in delivery failed")
+        await asyncio.to_thread(_deliver, app)
 
 
 def start_deliveries(app: FastAPI) -> asyncio.Task[None]:
-    """At a worker's start: deliver what a crash may have left, publish venues.parquet, then keep
-    delivering."""
-    book = book_of(app)
-    book.deliver()
-    book.publish_venues()
+    """At a worker's start: deliver what a crash may have left, publish registered venues to
+    venues.parquet, then keep delivering."""
+    _deliver(app)
+    book_of(app).publish_venues()
     return asyncio.get_running_loop().create_task(deliver_periodically(app))
 
 
@@ -332,6 +344,5 @@ async def stop_deliveries(app: FastAPI, task: asyncio.Task[None]) -> None:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
-    book = book_of(app)
-    book.deliver()
-    book.close()
+    _deliver(app)
+    book_of(app).close()

@@ -207,7 +207,8 @@ class VenueBook:
         if row is None:
             return None
         found = self.venue(str(row[0]))
-        assert found is not None
+        if found is None:
+            return None
         venue, _, address = found
         now = local_now(self.run)
         start = dt.datetime.combine(now.date(), dt.time())
@@ -222,20 +223,6 @@ class VenueBook:
             ),
         ).fetchone()
         return GateCounts(venue, address, int(today), int(last_hour), now)
-
-    @_locked
-    def counts_by_kind(self, day: dt.date) -> dict[str, int]:
-        """Check-ins of `day` at registered venues, by kind (aggregates only)."""
-        start = dt.datetime.combine(day, dt.time())
-        rows = self.db.execute(
-            "SELECT v.kind, COUNT(*) FROM checkins c JOIN venues v USING (venue_id) "
-            "WHERE c.at >= ? AND c.at < ? GROUP BY v.kind",
-            (
-                start.isoformat(timespec="minutes"),
-                (start + dt.timedelta(days=1)).isoformat(timespec="minutes"),
-            ),
-        ).fetchall()
-        return {str(k): int(n) for k, n in rows}
 
     # -- delivery ----------------------------------------------------------------------------------------
 

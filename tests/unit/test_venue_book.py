@@ -18,6 +18,7 @@ from nodes.store import AgencyStore
 from proto import ids
 from proto import tokens as tk
 from proto.tokens import VENUE_KINDS
+from service.commander.data import venue_counts
 from service.venue.book import VenueBook, data_dir, local_now
 from service.venue.forms import Kind
 from simulation.writer import SCHEMAS, write_table
@@ -108,8 +109,8 @@ def test_checkins_are_delivered_once_and_the_venue_node_reads_them(run: Path) ->
     hour = tk.venue_hour(venue.venue_id, dt.datetime(2020, 2, 10, 9))
     assert {(subject(1), hour), (subject(2), hour)} <= tokens
     assert store.unreadable == {}
-    counts = book.counts_by_kind(AS_OF)
-    assert counts == {"compound": 2}
+    counts = venue_counts(run)  # what the commander sees: per kind, nothing more
+    assert counts == {"day": "2020-02-10", "total": 2, "rows": [{"kind": "compound", "total": 2, "today": 2}]}
 
 
 def test_a_delivery_is_read_only_from_its_delivery_date_on(run: Path) -> None:
