@@ -13,11 +13,14 @@ from typing import Any
 
 import httpx
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
 from nodes.store import AgencyStore
 from proto import layout
+from simulation.reference import compute_reference
 from simulation.writer import SCHEMAS
 from tests.servers import ServiceProcess, copy_run, outbox_code
 
@@ -192,7 +195,10 @@ def test_a_delivered_declaration_reaches_the_police_nodes_store_as_place_day_tok
     (what a case's investigation at that place and day would match); a store as of the day before does not."""
     c = signed_in(service, run, next(hosts))
     people = [next(tenants), next(tenants)]
-    place = dwelling(register, 5)
+    declared = set(pads.dataset(run / "data" / "police" / "declarations").to_table()["place_id"].to_pylist())
+    place = next(
+        p for p in (f"dwelling-{h}" for h in sorted(set(register["household_id"]))) if p not in declared
+    )
     body = {"place_id": place, "people": [person(p, start="2020-01-28", end="2020-03-31") for p in people]}
     assert c.post("/api/v1/host/declarations", json=body).status_code == 201
     window = (dt.date(2020, 1, 27), dt.date.fromisoformat(TODAY))
@@ -202,8 +208,7 @@ def test_a_delivered_declaration_reaches_the_police_nodes_store_as_place_day_tok
         found: set[tuple[str, str]] = set()
         for pid, frame in store.iter_partitions(window):
             if pid.startswith("place-day@"):
-                ours = frame["subject_id"].astype(str).isin([p["subject_id"] for p in people])
-                rows = frame[ours & frame["token"].astype(str).str.startswith(f"place-day|{place}|")]
+                rows = frame[frame["token"].astype(str).str.startswith(f"place-day|{place}|")]
                 found |= {(str(s), str(t)) for s, t in zip(rows["subject_id"], rows["token"], strict=True)}
         return found
 
@@ -214,6 +219,22 @@ def test_a_delivered_declaration_reaches_the_police_nodes_store_as_place_day_tok
     }
     assert place_days(dt.date.fromisoformat(TODAY)) == expected
     assert place_days(dt.date(2020, 1, 30)) == set()  # not delivered yet by then
+
+    # a case investigated at that place on the 29th: the plaintext oracle matches both declared people, and
+    # only them (no one else was declared there)
+    investigations = run / "health" / "investigations.parquet"
+    table = pq.read_table(investigations)
+    case = str(pq.read_table(run / "health" / "cases.parquet")["case_id"][0])
+    token = f"place-day|{place}|2020-01-29"
+    extra = pa.table(
+        {"case_id": [case], "token": [token], "recorded_on": [dt.date(2020, 1, 30)]}, table.schema
+    )
+    pq.write_table(pa.concat_tables([table, extra]), investigations)
+    matches = compute_reference(run, as_of=dt.date.fromisoformat(TODAY)).matches
+    found = matches[matches["token"] == token]
+    assert sorted(zip(found["subject_id"], found["agency"], found["case_id"], strict=True)) == sorted(
+        (p["subject_id"], "police", case) for p in people
+    )
 
 
 # ------------------------------------------------------------------------------------------ refusals
