@@ -109,6 +109,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "host.submit": ("核验并申报", "Check and declare"),
     "host.declared_ok": ("已申报人数：", "People declared:"),
     "host.no_rows": ("请至少填写一行", "Fill in at least one row"),
+    "host.mismatch": (
+        "第 {rows} 行的身份证号与姓名同公安人口库不一致，整张申报未写入。",
+        "Rows {rows}: the ID number and name do not agree with the police register; nothing was declared.",
+    ),
     "host.mine": ("我的申报记录", "My declarations"),
     "host.delivered": ("报送日期", "Delivered"),
     "host.none": ("还没有申报记录。", "No declarations yet."),

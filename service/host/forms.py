@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -115,6 +115,25 @@ class DeclarationRequest(Strict):
                 )
             seen[person.subject_id] = row
         return self
+
+
+def request_schema() -> dict[str, Any]:
+    """The JSON schema of a declaration with its nested models written out in place (for the OpenAPI
+    document, which has no `$defs` of its own)."""
+    schema = DeclarationRequest.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return dict(inline(schema))
 
 
 def parse(body: object, today: dt.date) -> DeclarationRequest:

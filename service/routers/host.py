@@ -176,12 +176,21 @@ def api_sign_out(request: Request) -> dict[str, str]:
     return {"status": "signed-out"}
 
 
-@router.post("/api/v1/host/declarations", tags=["host"], status_code=201)
+@router.post(
+    "/api/v1/host/declarations",
+    tags=["host"],
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": forms.request_schema()}}}
+    },
+)
 async def api_declare(request: Request) -> JSONResponse:
     """Declare tenants (at a `dwelling-…`) or staff (at a `workplace-…`): {place_id, people: [{subject_id,
     name, role, from_date, to_date}]}. Every person is checked against the police register first: 201 with
     the delivery, or 422 naming each row at fault (nothing written), 429 when asked too often."""
     phone, host = _required(request)
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise _problem(415, "NOT_JSON", "send the declaration as application/json")
     try:
         body = await request.json()
     except ValueError:
@@ -211,6 +220,7 @@ def _home(request: Request, status: int = 200, **context: Any) -> Response:
         "rows": FORM_ROWS,
         "form": {},
         "bad_rows": (),
+        "declared_now": request.query_params.get("declared", "") if host else "",
     }
     values.update(context)
     return render(request, "host/index.html", values, status=status)
@@ -314,5 +324,8 @@ async def page_declare(request: Request) -> Response:
         # rows are numbered among the filled ones: name them by the form's own row numbers
         rows = tuple(position[r - 1] for r in detail.get("rows", ()))
         message = ROW_NUMBER.sub(lambda m: f"row {position[int(m.group(1)) - 1]}", detail["message"])
+        if detail.get("reason") == "IDENTITY_MISMATCH" and negotiate(request) == "zh":
+            listed = "、".join(str(r) for r in rows)
+            message = text("host.mismatch", "zh").replace("{rows}", listed) + " " + message
         return _home(request, exc.status_code, error=message, form=kept, bad_rows=rows)
     return RedirectResponse(f"/host?declared={done['people']}", status_code=303)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,6 +334,13 @@ def test_places_are_validated(
         ).status_code
         == 400
     )
+    # a cross-site form can post text/plain that parses as JSON: refused
+    plain = json.dumps({"place_id": "workplace-10018-3", "people": [staff]}).encode()
+    response = c.post("/api/v1/host/declarations", content=plain, headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    schema = c.get("/openapi.json").json()["paths"]["/api/v1/host/declarations"]["post"]["requestBody"]
+    people = schema["content"]["application/json"]["schema"]["properties"]["people"]
+    assert set(people["items"]["properties"]) == {"subject_id", "name", "role", "from_date", "to_date"}
     assert deliveries(run) == before
 
 
@@ -383,6 +391,12 @@ def test_forms_refuse_a_forged_or_missing_csrf_token(
     assert c.post("/host/declare", data={**form, "csrf": "forged-token"}).status_code == 403
     assert c.post("/host/signout", data={"csrf": "forged"}).status_code == 403
     assert c.post("/host/otp", data={"phone": "13900000001"}).status_code == 403
+    assert deliveries(run) == before
+    wrong = c.post(
+        "/host/declare", data={**form, "name": "某某", "csrf": token.group(1)}, params={"lang": "zh"}
+    )
+    assert wrong.status_code == 422 and "第 1 行的身份证号与姓名同公安人口库不一致" in wrong.text
+    assert 'class="person bad" id="row-1"' in wrong.text
     assert deliveries(run) == before
     accepted = c.post("/host/declare", data={**form, "csrf": token.group(1)})
     assert accepted.status_code == 303 and accepted.headers["location"] == "/host?declared=1"
