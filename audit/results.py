@@ -15,7 +15,7 @@ import pandas as pd
 from audit.justify import Justifier
 from audit.openings import Opening
 from audit.service import ServiceIssuance, epoch_codes_digest_without, service_verdicts
-from audit.verdicts import Notes, Verdict, named, short
+from audit.verdicts import Notes, Verdict, differences, named, short
 from coordinator.results import (
     SUMMARY_UNBOUND,
     directory_digests,
@@ -150,9 +150,7 @@ class ResultChecks:
         epoch, where, data = self.last[kind]
         files = data.get("files")
         logged: dict[str, Any] = files if isinstance(files, dict) else {}
-        changed = sorted(n for n in found if n in logged and found[n] != logged[n])
-        added = sorted(set(found) - set(logged))
-        missing = sorted(set(logged) - set(found))
+        changed, added, missing = differences(found, logged, lambda digest, bound: digest == bound)
         if changed:
             notes.fail(f"{len(changed)} files altered since the {kind} entry at {where}: {named(changed)}")
         if added:

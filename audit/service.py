@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.logs import Log, read_log
-from audit.verdicts import Notes, Verdict, named
+from audit.verdicts import Notes, Verdict, differences, named
 from coordinator.service_log import (
     RECORDED,
     SERVICE_LOG,
@@ -128,11 +128,8 @@ def service_verdicts(
 def _applications_verdict(store: CodeStore, issuance: ServiceIssuance) -> Verdict:
     notes = Notes()
     stored = {a.application_id: a for a in store.applications()}
-    unlogged = sorted(set(stored) - set(issuance.applications))
-    missing = sorted(set(issuance.applications) - set(stored))
-    altered = sorted(
-        i for i, a in stored.items() if i in issuance.applications
-        and application_digest(a) != issuance.applications[i].digest
+    altered, unlogged, missing = differences(
+        stored, issuance.applications, lambda found, bound: application_digest(found) == bound.digest
     )
     if unlogged:
         notes.fail(f"{len(unlogged)} applications no entry of the service's log binds: {named(unlogged)}")

@@ -4,9 +4,9 @@ that gathers them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Status = Literal["ok", "warn", "fail"]
 """A verdict: the item holds; holds with a caveat (not a failure); does not hold."""
@@ -21,6 +21,19 @@ def named(items: Iterable[str], total: int | None = None) -> str:
     items = list(items)
     total = len(items) if total is None else total
     return ", ".join(items[:NAMED]) + (f" and {total - NAMED} more" if total > NAMED else "")
+
+
+Found = TypeVar("Found")
+Logged = TypeVar("Logged")
+
+
+def differences(
+    found: Mapping[str, Found], logged: Mapping[str, Logged], agree: Callable[[Found, Logged], bool]
+) -> tuple[list[str], list[str], list[str]]:
+    """Names found whose item does not `agree` with what was logged, names found but never logged, and names
+    logged but not found (each sorted): an audit's altered, added and missing."""
+    altered = sorted(n for n, item in found.items() if n in logged and not agree(item, logged[n]))
+    return altered, sorted(set(found) - set(logged)), sorted(set(logged) - set(found))
 
 
 def short(digest: object) -> str:
