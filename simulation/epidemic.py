@@ -2,8 +2,9 @@
 
 Seeds are travellers from the high-risk origin, infected before they arrive. Each day, an infectious
 person may infect household members at home, people sharing a cell at the same hours in workplaces,
-schools, shops, restaurants and on the way (a probability per hour shared), fellow passengers in the same
-carriage, roommates, and friends they visit or who visit them. Infection is followed by an incubation
+schools, shops, restaurants and on the way (a probability per hour shared), people checked in at the same
+market or hospital in the same hour, fellow passengers in the same carriage, roommates, and friends they
+visit or who visit them. Infection is followed by an incubation
 period; a symptomatic case is reported after a delay, becomes a confirmed or suspected case, and is
 isolated in hospital. Some uninfected people with a fever are reported as suspected cases too.
 
@@ -31,12 +32,13 @@ from simulation.city import City
 from simulation.mobility import AWAY, DAY, HOME, HOSPITAL, HOTEL, SCHOOL, TRANSIT, VISIT, WORK, Stays
 from simulation.presets import Preset
 from simulation.transport import Travel
+from simulation.venues import Visits
 
 NEVER = np.int64(2**62)
 CONFIRMED, SUSPECTED = 1, 2
-ROUTES = ("seed", "household", "cell-hours", "visit", "carriage", "room-night")
+ROUTES = ("seed", "household", "cell-hours", "visit", "carriage", "room-night", "market", "hospital")
 """How each infection happened (`Epidemic.route`): imported, or the route of transmission."""
-SEED, HOUSEHOLD, CELL_HOURS, VISITED, CARRIAGE, ROOM_NIGHT = range(len(ROUTES))
+SEED, HOUSEHOLD, CELL_HOURS, VISITED, CARRIAGE, ROOM_NIGHT, MARKET, HOSPITAL_VISIT = range(len(ROUTES))
 BASE_KINDS = (HOME, HOTEL, AWAY)
 """Stay kinds at one's base: home, a hotel room, where one lodges away."""
 NIGHT = (22 * 60, 6 * 60)
@@ -46,7 +48,9 @@ MEDIUM_CLEAR_DAYS = 14
 """A medium-risk county is cleared after this many days without a new local case (as in 2020)."""
 CLOSE_CELL_HOURS = 2
 """Shared cell-hours that make two people close contacts in public places (the 2020 rules' threshold)."""
-SETTING_ORDER = (HOUSEHOLD, ROOM_NIGHT, VISITED, CARRIAGE, CELL_HOURS)
+SETTING_ORDER = (HOUSEHOLD, ROOM_NIGHT, VISITED, CARRIAGE, HOSPITAL_VISIT, MARKET, CELL_HOURS)
+SCANNED = (HOSPITAL_VISIT, MARKET, CELL_HOURS)
+"""Settings whose contacts come from records (venue check-ins, cell-hours), not from the index's interview."""
 """Settings from the closest: a contact met in several settings is counted in the first (as tracing does)."""
 
 
@@ -79,6 +83,7 @@ class Epidemic:
         self.status = np.zeros(n, dtype=np.int8)
         self.tracked = np.zeros(n, dtype=bool)
         self.contacts: list[np.ndarray] = []  # rows (infector, person, route, shared hours), day by day
+        self.venue_beta: dict[int, np.ndarray] = {}
         self.beta = preset.cell_hour_beta * 40.0 / preset.persons_per_cell
         self._seed(rng)
         self._suspects(rng)
@@ -184,26 +189,42 @@ class Epidemic:
 
     # transmission
 
-    def step(self, d: int, stays: Stays, base_kind: np.ndarray, rng: np.random.Generator) -> int:
-        """Infections of day d from its stays, journeys, hotel nights and households; returns how many."""
+    def use_venues(self, kinds: np.ndarray) -> None:
+        """Let the epidemic spread at the city's venues (`kinds`: each venue's kind): markets and hospitals,
+        at the preset's per-hour rates; a gate scan is a moment in passing, and a school's pupils already
+        share their school's cell-hours."""
+        p = self.preset
+        self.venue_beta = {
+            MARKET: np.where(kinds == "market", p.market_hour_beta, 0.0),
+            HOSPITAL_VISIT: np.where(kinds == "hospital", p.hospital_hour_beta, 0.0),
+        }
+
+    def step(
+        self, d: int, stays: Stays, visits: Visits, base_kind: np.ndarray, rng: np.random.Generator
+    ) -> int:
+        """Infections of day d from its stays, venue check-ins, journeys, hotel nights and households; returns
+        how many."""
         inf = self.infectious(d)
         if not inf.any():
             return 0
         susceptible = self.infected_at == NEVER
-        cell_hours, cell_contacts = self._cell_hours(stays, inf, susceptible)
+        shared = {CELL_HOURS: self._cell_hours(stays, inf, susceptible)}
+        for setting, beta in self.venue_beta.items():
+            shared[setting] = self._venue_hours(d, visits, beta, setting, inf, susceptible)
         parts = [
             self._household(d, inf, susceptible, base_kind, rng),
-            cell_hours,
+            *(exposure for exposure, _ in shared.values()),
             self._visits(stays, inf, susceptible, base_kind),
             self._carriages(d, inf, susceptible),
             self._rooms(d, inf, susceptible),
         ]
-        routes = (HOUSEHOLD, CELL_HOURS, VISITED, CARRIAGE, ROOM_NIGHT)
-        self.contacts.append(cell_contacts)
-        for e, r in zip(parts, routes, strict=True):
-            if r != CELL_HOURS:
+        routes = (HOUSEHOLD, *shared, VISITED, CARRIAGE, ROOM_NIGHT)
+        self.contacts.extend(contacts for _, contacts in shared.values())
+        for e, setting in zip(parts, routes, strict=True):
+            if setting not in shared:
                 once = np.ones(len(e.person), np.int64)
-                self.contacts.append(np.column_stack([e.infector, e.person, once * r, once]).astype(np.int64))
+                rows = np.column_stack([e.infector, e.person, once * setting, once])
+                self.contacts.append(rows.astype(np.int64))
         person = np.concatenate([e.person for e in parts])
         hit = rng.random(len(person)) < np.concatenate([e.prob for e in parts])
         if not hit.any():
@@ -243,50 +264,36 @@ class Epidemic:
         """People sharing a city cell, hour by hour, with infectious people, outside their bases; and the
         contacts, as rows (infector, person, CELL_HOURS, hours shared) with the cell-hour's leading source."""
         active = (stays.kind >= WORK) & (stays.cell < self.city.cells.n_grid)
-        s_inf = stays.select(active & inf[stays.person])
-        none = np.zeros((0, 4), dtype=np.int64)
-        if not len(s_inf):
-            return Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float))), none
-        row, hour = tokenize.explode(
-            s_inf.start // _HOUR, (s_inf.end - 1) // _HOUR - s_inf.start // _HOUR + 1
-        )
-        minutes = np.minimum(s_inf.end[row], (hour + 1) * _HOUR) - np.maximum(s_inf.start[row], hour * _HOUR)
-        n_cells = len(self.city.cells.ids)
-        key = hour * n_cells + s_inf.cell[row]
-        weight = minutes / _HOUR * self.rel[s_inf.person[row]]
-        keys, inverse = np.unique(key, return_inverse=True)
-        pressure = np.bincount(inverse, weights=weight, minlength=len(keys))
-        best = np.lexsort((-minutes, inverse))
-        lead = best[np.r_[True, inverse[best][1:] != inverse[best][:-1]]]
-        source = s_inf.person[row][lead]
-
-        s_sus = stays.select(active & sus[stays.person] & np.isin(stays.cell, s_inf.cell))
-        row, hour = tokenize.explode(
-            s_sus.start // _HOUR, (s_sus.end - 1) // _HOUR - s_sus.start // _HOUR + 1
-        )
-        pos = np.searchsorted(keys, hour * n_cells + s_sus.cell[row])
-        pos = np.minimum(pos, len(keys) - 1)
-        found = keys[pos] == hour * n_cells + s_sus.cell[row]
-        row, hour, pos = row[found], hour[found], pos[found]
-        minutes = np.minimum(s_sus.end[row], (hour + 1) * _HOUR) - np.maximum(s_sus.start[row], hour * _HOUR)
-        kind = s_sus.kind[row]
+        infectious = active & inf[stays.person]
+        susceptible = active & sus[stays.person] & np.isin(stays.cell, stays.cell[infectious])
+        kind = stays.kind
         beta = np.where(
             (kind == WORK) | (kind == SCHOOL), self.beta * self.preset.work_beta_factor, self.beta
         )
         beta = np.where(kind == TRANSIT, self.beta * 0.5, beta)
-        hazard = beta * minutes / _HOUR * pressure[pos]
-        person = s_sus.person[row].astype(np.int64)
-        if not len(person):
-            return Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float))), none
-        people, inv = np.unique(person, return_inverse=True)
-        total = np.bincount(inv, weights=hazard, minlength=len(people))
-        top = np.lexsort((-hazard, inv))
-        top = top[np.r_[True, inv[top][1:] != inv[top][:-1]]]
-        shared = np.unique(np.stack([source[pos].astype(np.int64), person, hour], axis=1), axis=0)
-        pairs, hours = np.unique(shared[:, :2], axis=0, return_counts=True)
-        contacts = np.column_stack([pairs, np.full(len(pairs), CELL_HOURS), hours]).astype(np.int64)
-        exposure = Exposure(people, hour[top] * _HOUR + 30, source[pos[top]], 1 - np.exp(-total))
-        return exposure, contacts
+        spans = (stays.cell, stays.start, stays.end, stays.person.astype(np.int64))
+        return shared_hours(
+            *spans, self.rel, infectious, susceptible, beta, len(self.city.cells.ids), CELL_HOURS
+        )
+
+    def _venue_hours(
+        self, d: int, visits: Visits, venue_beta: np.ndarray, route: int, inf: np.ndarray, sus: np.ndarray
+    ) -> tuple[Exposure, np.ndarray]:
+        """People checked in at a venue in the same clock hour as infectious people, where `venue_beta` (per
+        venue) is not zero; and the contacts, as rows (infector, person, `route`, venue-hours shared)."""
+        start, end = visits.minutes()
+        beta = venue_beta[visits.venue]
+        here = beta > 0
+        spans = (visits.venue, start + d * DAY, end + d * DAY, visits.person)
+        return shared_hours(
+            *spans,
+            self.rel,
+            here & inf[visits.person],
+            here & sus[visits.person],
+            beta,
+            len(venue_beta),
+            route,
+        )
 
     def _visits(self, stays: Stays, inf: np.ndarray, sus: np.ndarray, base_kind: np.ndarray) -> Exposure:
         """Visits between friends: the visitor and the host at home."""
@@ -363,10 +370,11 @@ class Epidemic:
         Index cases are the infected cases reported in the window whose infectious period ended within it
         (their transmission is complete). A close contact is a person who met an index case while it was
         infectious and was still susceptible: a household member at home, a roommate, a friend visited or
-        visiting, a fellow passenger of the carriage, or someone sharing at least `CLOSE_CELL_HOURS`
-        cell-hours in public places; each contact is counted once per index, in its closest setting
-        (`SETTING_ORDER`). A secondary case is a contact the index infected. The named close contacts are
-        those an interview names (every setting but the cell-hours).
+        visiting, a fellow passenger of the carriage, someone checked in at the same hospital or market in
+        the same clock hour, or someone sharing at least `CLOSE_CELL_HOURS` cell-hours in public places;
+        each contact is counted once per index, in its closest setting (`SETTING_ORDER`). A secondary case
+        is a contact the index infected. The named close contacts are those an interview names (every
+        setting but the `SCANNED` ones).
         """
         end = n_days * DAY
         index = self.case_rows(n_days)
@@ -386,7 +394,7 @@ class Epidemic:
             return {"contacts": n, "infected": k, "rate": round(k / n, 4) if n else None}
 
         attack = {ROUTES[r]: rate((pairs["route"] == r).to_numpy()) for r in SETTING_ORDER}
-        attack["named close contacts"] = rate((pairs["route"] != CELL_HOURS).to_numpy())
+        attack["named close contacts"] = rate(~pairs["route"].isin(SCANNED).to_numpy())
         attack["all close contacts"] = rate(np.ones(len(pairs), dtype=bool))
         infectee = np.nonzero(np.isin(self.infector, index) & (self.onset < NEVER))[0]
         infectee = infectee[self.onset[self.infector[infectee]] < NEVER]
@@ -430,6 +438,65 @@ class Epidemic:
                 until = day
             out.append((int(county), first, until + MEDIUM_CLEAR_DAYS))
         return out
+
+
+def shared_hours(
+    place: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    person: np.ndarray,
+    rel: np.ndarray,
+    infectious: np.ndarray,
+    susceptible: np.ndarray,
+    beta: np.ndarray,
+    n_places: int,
+    route: int,
+) -> tuple[Exposure, np.ndarray]:
+    """Transmission between people at the same place in the same clock hour: the rows marked `infectious`
+    put a pressure (their minutes in the hour, times their relative infectiousness `rel`) on the place-hour,
+    and each `susceptible` row there takes a hazard of its own `beta` times its minutes in the hour times
+    that pressure. Returns the exposures and the contacts, as rows (infector, person, `route`, hours
+    shared) with the place-hour's leading source."""
+    none = np.zeros((0, 4), dtype=np.int64)
+    empty = Exposure(*(np.zeros(0, t) for t in (np.int64, np.int64, np.int64, float)))
+    i_rows = np.nonzero(infectious)[0]
+    if not len(i_rows):
+        return empty, none
+    row, hour = tokenize.explode(
+        start[i_rows] // _HOUR, (end[i_rows] - 1) // _HOUR - start[i_rows] // _HOUR + 1
+    )
+    row = i_rows[row]
+    minutes = np.minimum(end[row], (hour + 1) * _HOUR) - np.maximum(start[row], hour * _HOUR)
+    key = hour * n_places + place[row]
+    weight = minutes / _HOUR * rel[person[row]]
+    keys, inverse = np.unique(key, return_inverse=True)
+    pressure = np.bincount(inverse, weights=weight, minlength=len(keys))
+    best = np.lexsort((-minutes, inverse))
+    lead = best[np.r_[True, inverse[best][1:] != inverse[best][:-1]]]
+    source = person[row][lead]
+
+    s_rows = np.nonzero(susceptible)[0]
+    row, hour = tokenize.explode(
+        start[s_rows] // _HOUR, (end[s_rows] - 1) // _HOUR - start[s_rows] // _HOUR + 1
+    )
+    row = s_rows[row]
+    pos = np.minimum(np.searchsorted(keys, hour * n_places + place[row]), len(keys) - 1)
+    found = keys[pos] == hour * n_places + place[row]
+    row, hour, pos = row[found], hour[found], pos[found]
+    minutes = np.minimum(end[row], (hour + 1) * _HOUR) - np.maximum(start[row], hour * _HOUR)
+    hazard = beta[row] * minutes / _HOUR * pressure[pos]
+    who = person[row].astype(np.int64)
+    if not len(who):
+        return empty, none
+    people, inv = np.unique(who, return_inverse=True)
+    total = np.bincount(inv, weights=hazard, minlength=len(people))
+    top = np.lexsort((-hazard, inv))
+    top = top[np.r_[True, inv[top][1:] != inv[top][:-1]]]
+    shared = np.unique(np.stack([source[pos].astype(np.int64), who, hour], axis=1), axis=0)
+    pairs, hours = np.unique(shared[:, :2], axis=0, return_counts=True)
+    contacts = np.column_stack([pairs, np.full(len(pairs), route), hours]).astype(np.int64)
+    exposure = Exposure(people, hour[top] * _HOUR + 30, source[pos[top]], 1 - np.exp(-total))
+    return exposure, contacts
 
 
 def without_nights_at_base(stays: pd.DataFrame) -> pd.DataFrame:

@@ -145,6 +145,12 @@ class Preset:
     # carriage as a whole (Hu et al., Clin Infect Dis 2020: 0.3 % on trains, 3.5 % for adjacent seats;
     # Luo et al.: 0.1 % on public transport); travelling families are household contacts as well
     room_per_night: float = 0.05  # per night sharing a hotel room with an infectious guest
+    hospital_hour_beta: float = 0.012  # per hour checked in at the same hospital as one infectious person
+    # (the fever clinic's waiting room, where the not-yet-reported go with their symptoms): about 1 % of
+    # those sharing an hour with a case are infected, as among Luo et al.'s health-care contacts (1.0 %)
+    market_hour_beta: float = 0.006  # per hour at the same market as one infectious person: a crowd at
+    # arm's length for minutes at a time, between a carriage (Luo et al.: 0.1 % on public transport) and
+    # a shared meal; markets stayed open for necessities after public venues closed
     visit_per_visit: float = 0.06  # per visit between friends, one of them infectious
     report_delay_days: float = 4.6  # mean days from onset to report and isolation (Bi et al.: 4.6)
     asymptomatic: float = 0.2  # infections that never show symptoms (never reported; half as infectious)

@@ -22,7 +22,7 @@ from simulation.epidemic import CONFIRMED, NEVER, ROUTES, Epidemic, investigatio
 from simulation.mobility import DAY, Mobility, Stays
 from simulation.presets import Preset, get_preset
 from simulation.transport import Travel, plan_travel, visitor_counts
-from simulation.venues import Venues, build_venues, day_checkins, declarations
+from simulation.venues import Venues, Visits, build_venues, checkin_frame, day_visits, declarations
 from simulation.writer import (
     MALFORMED,
     SCHEMAS,
@@ -107,14 +107,21 @@ class _Run:
         self.counts["infections_in_window"] = 0
         pending = Stays.empty()
         tracked: list[Stays] = []
+        self.city_venues = self.venues()
+        self.epi.use_venues(self.city_venues.frame["kind"].to_numpy())
+        self.visits: list[Visits] = []
         for d in range(n_days):
             day = p.window_start + dt.timedelta(days=d)
             outings = 1.0 - p.distancing if day >= p.distancing_from else 1.0
+            stay_in = self.epi.stay_in(d)
             stays = self.mobility.day(
-                d, is_rest_day(p, day), self.epi.stay_in(d), self.epi.report, self.rng(100, d), outings
+                d, is_rest_day(p, day), stay_in, self.epi.report, self.rng(100, d), outings
             )
+            absent = stay_in | (self.epi.report <= d * DAY)
+            ill = (self.epi.onset < d * DAY + DAY // 2) & ~absent
+            self.visits.append(day_visits(self.city, self.city_venues, day, absent, ill, self.rng(340, d)))
             self.counts["infections_in_window"] += self.epi.step(
-                d, stays, self.mobility.base_kind, self.rng(200, d)
+                d, stays, self.visits[d], self.mobility.base_kind, self.rng(200, d)
             )
             tracked.append(stays.select(self.epi.tracked[stays.person]))
             pending = Stays.concat([pending, stays])
@@ -360,8 +367,7 @@ class _Run:
         delivered_rows = 0
         for d in range(self.p.sim_days):
             day = self.p.window_start + dt.timedelta(days=d)
-            absent = self.epi.stay_in(d) | (self.epi.report <= d * DAY)
-            frame = day_checkins(self.city, venues, day, absent, self.rng(340, d))
+            frame = checkin_frame(self.city, venues, day, self.visits[d])
             kept.append(frame[frame.subject_id.isin(tracked_ids)])
             bad = Corruption("checkins", len(frame), self.malformed_rate, self.rng(341, d))
             sid = bad.subject_ids(frame.subject_id.to_numpy().astype("S18"))
@@ -606,7 +612,7 @@ def simulate(
     run.write_hotel_stays(hotel_stays)
     declared = run.declarations()
     run.write_declarations(declared)
-    checkins = run.write_venues(run.venues())
+    checkins = run.write_venues(run.city_venues)
     run.write_health(cells, population, tickets, hotel_stays, checkins, declared)
     write_applicants(run.out, seed, run.p.as_of, run.p.last_day, run.ill())
     report("writing agency and health files", 1, 1)

@@ -29,6 +29,8 @@ GATE_WITHOUT_LEAVE = 0.85
 MARKET_VISIT = 0.12
 MARKET_WITHOUT_LEAVE = 0.3
 HOSPITAL_VISIT = 0.004
+ILL_HOSPITAL_VISIT = 0.3
+"""Chance per day that someone out with symptoms, not yet reported, goes to hospital (a fever clinic)."""
 HOSPITAL_WITHOUT_LEAVE = 0.2
 SCHOOL_WITHOUT_LEAVE = 0.6
 RENTED_SHARE = 0.15
@@ -103,15 +105,29 @@ def build_venues(city: City, codes: list[str], names: list[str], rng: np.random.
     return Venues(frame, compound_of, markets, hospitals, schools)
 
 
-def day_checkins(
-    city: City, venues: Venues, day: dt.date, absent: np.ndarray, rng: np.random.Generator
-) -> pd.DataFrame:
-    """One day's check-ins (subject_id, venue_id, at, leave — leave NaT when not scanned out), sorted by
-    time; `absent` marks people who do not go out that day (isolated, in hospital as cases, travelling)."""
+@dataclass(frozen=True)
+class Visits:
+    """One day's check-ins as arrays: person index, venue index, minutes after midnight at the gate, and the
+    minute of leaving (-1 when not scanned out: one hour assumed)."""
+
+    person: np.ndarray
+    venue: np.ndarray
+    at: np.ndarray
+    leave: np.ndarray
+
+    def minutes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each visit's [start, end) in minutes after midnight (an hour when no leave time was scanned)."""
+        return self.at, np.where(self.leave >= 0, self.leave, self.at + 60)
+
+
+def day_visits(
+    city: City, venues: Venues, day: dt.date, absent: np.ndarray, ill: np.ndarray, rng: np.random.Generator
+) -> Visits:
+    """One day's check-ins; `absent` marks people who do not go out that day (isolated, in hospital as
+    cases, travelling), `ill` those out with symptoms, who go to their county's hospital at
+    `ILL_HOSPITAL_VISIT`."""
     people = city.people
-    ids = venues.frame["venue_id"].to_numpy(dtype=object)
     who = np.nonzero((venues.compound_of >= 0) & people.phone & ~absent)[0]
-    base = np.datetime64(day, "m")
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def visits(
@@ -128,7 +144,8 @@ def day_checkins(
     if len(market):
         choice = np.array([rng.choice(venues.markets_by_region[int(r)]) for r in people.region[market]])
         visits(market, choice, 7 * 60, 19 * 60, 20, 90, MARKET_WITHOUT_LEAVE)
-    sick = who[rng.random(len(who)) < HOSPITAL_VISIT]
+    visit_chance = np.where(ill[who], ILL_HOSPITAL_VISIT, HOSPITAL_VISIT)
+    sick = who[rng.random(len(who)) < visit_chance]
     if len(sick):
         hospital = np.array([venues.hospital_of_region[int(r)] for r in people.region[sick]])
         visits(sick, hospital, 8 * 60, 16 * 60, 60, 240, HOSPITAL_WITHOUT_LEAVE)
@@ -138,18 +155,22 @@ def day_checkins(
         ]
         school = np.array([venues.school_at_cell[int(c)] for c in people.work[pupils]], dtype=np.int64)
         visits(pupils, school, 7 * 60, 8 * 60, 480, 540, SCHOOL_WITHOUT_LEAVE)
-    person = np.concatenate([p[0] for p in parts])
-    venue = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    at = np.concatenate([p[2] for p in parts])
-    leave = np.concatenate([p[3] for p in parts])
+    return Visits(*(np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(4)))
+
+
+def checkin_frame(city: City, venues: Venues, day: dt.date, visits: Visits) -> pd.DataFrame:
+    """The day's visits as check-in rows (subject_id, venue_id, at, leave — NaT when not scanned out),
+    sorted by time."""
+    ids = venues.frame["venue_id"].to_numpy(dtype=object)
+    base = np.datetime64(day, "m")
     frame = pd.DataFrame(
         {
-            "subject_id": people.subject_id[person].astype(str),
-            "venue_id": ids[venue],
-            "at": (base + at.astype("timedelta64[m]")).astype("datetime64[s]"),
-            "leave": np.where(leave >= 0, base + leave.astype("timedelta64[m]"), np.datetime64("NaT")).astype(
-                "datetime64[s]"
-            ),
+            "subject_id": city.people.subject_id[visits.person].astype(str),
+            "venue_id": ids[visits.venue],
+            "at": (base + visits.at.astype("timedelta64[m]")).astype("datetime64[s]"),
+            "leave": np.where(
+                visits.leave >= 0, base + visits.leave.astype("timedelta64[m]"), np.datetime64("NaT")
+            ).astype("datetime64[s]"),
         }
     )
     return frame.sort_values(["at", "venue_id", "subject_id"], kind="stable").reset_index(drop=True)

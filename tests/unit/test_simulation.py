@@ -357,7 +357,7 @@ def test_observed_rates_are_what_tracing_would_measure(
     cities: dict[int, tuple[Path, dict[str, object]]],
 ) -> None:
     """scenario.json's observed rates add up, agree with the routes, and sit near the calibration targets."""
-    settings = ("household", "room-night", "visit", "carriage", "cell-hours")
+    settings = ("household", "room-night", "visit", "carriage", "hospital", "market", "cell-hours")
     pooled = dict.fromkeys(settings, (0, 0))
     for run, scenario in cities.values():
         observed, transmission = scenario["observed"], scenario["transmission"]
