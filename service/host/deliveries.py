@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 
 from nodes.startup import date_source
 from proto import layout
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 from runctx.scenario import Scenario
 from service.host.forms import DeclarationRequest
-from simulation.writer import SCHEMAS, write_table
 
 AGENCY = "police"
 DATASET = "declarations"

@@ -21,8 +21,8 @@ import pytest
 
 from nodes.store import AgencyStore
 from proto import layout
+from proto.schemas import SCHEMAS
 from simulation.reference import compute_reference
-from simulation.writer import SCHEMAS
 from tests.servers import ServiceProcess, copy_run, outbox_code
 
 TODAY = "2020-01-31"

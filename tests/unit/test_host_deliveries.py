@@ -12,9 +12,10 @@ from pydantic import ValidationError
 
 from proto import layout
 from proto.ids import check_char
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 from service.host import forms
 from service.host.deliveries import DeliveryError, declared_by, deliver, table_of
-from simulation.writer import SCHEMAS, write_table
 
 TODAY = dt.date(2020, 1, 31)
 
