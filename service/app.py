@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from service.middleware import ServiceMiddleware
-from service.routers import citizen, commander, cotravel, home, venue, verifier
+from service.routers import citizen, commander, cotravel, home, host, venue, verifier
 from service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -60,6 +60,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     if "commander" in settings.apps:
         app.include_router(commander.router)
         app.include_router(commander.api)
+    if "host" in settings.apps:
+        app.include_router(host.router)
     return app
 
 

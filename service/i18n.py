@@ -140,6 +140,51 @@ TEXTS: dict[str, tuple[str, str]] = {
     "venue.refused.unknown-venue": ("场所未登记", "The venue is not registered"),
     "venue.refused.NOT_FOUND": ("未找到该健康码", "No such code among yours"),
     "venue.refused.NO_KEY": ("场所码服务暂不可用", "The venue service is not ready"),
+    "host.title": ("房东/单位反向申报", "Hosts' declarations"),
+    "host.intro": (
+        "房东申报租户、单位申报员工：姓名与身份证号经公安人口库核对后，写入公安机关数据，不经过健康码平台。",
+        "Landlords declare their tenants, employers their staff: each name and ID number is checked against "
+        "the police register, then written to the police agency's data, never to the health-code platform's.",
+    ),
+    "host.phone": ("申报人手机号（须与户籍登记一致）", "Your phone number (as registered with the police)"),
+    "host.who_note": (
+        "申报人即公安人口库中登记该手机号的本人。",
+        "You declare as the person the police register lists with this phone.",
+    ),
+    "host.signed_in_as": ("申报人：", "Declaring as "),
+    "host.declare": ("申报租户或员工", "Declare tenants or staff"),
+    "host.place": ("地点编号", "Place"),
+    "host.place_help": (
+        "出租房屋：dwelling-户号（如 dwelling-411202-0000006）；"
+        "单位：workplace-基站号-序号（如 workplace-10018-0）。",
+        "A rented home: dwelling-<household id> (e.g. dwelling-411202-0000006); a workplace: "
+        "workplace-<cell id>-<number> (e.g. workplace-10018-0).",
+    ),
+    "host.dates_help": (
+        "起始日期须在当前日期前一年至后一个月之内，截止日期不早于起始日期。当前日期：",
+        "The first day lies within a year before and a month after today; the last day is not before "
+        "the first. Today is",
+    ),
+    "host.row": ("第 {n} 行", "Row {n}"),
+    "host.role": ("身份", "Role"),
+    "host.role.tenant": ("租户", "Tenant"),
+    "host.role.employee": ("员工", "Employee"),
+    "host.from": ("起始日期", "From"),
+    "host.to": ("截止日期", "To"),
+    "host.check_note": (
+        "任一行核验不通过则整张申报不写入，请改正后重新提交；空行不计。",
+        "If any row fails the check, nothing is declared: correct it and send again. Blank rows are ignored.",
+    ),
+    "host.submit": ("核验并申报", "Check and declare"),
+    "host.declared_ok": ("已申报人数：", "People declared:"),
+    "host.no_rows": ("请至少填写一行", "Fill in at least one row"),
+    "host.mismatch": (
+        "第 {rows} 行的身份证号与姓名同公安人口库不一致，整张申报未写入。",
+        "Rows {rows}: the ID number and name do not agree with the police register; nothing was declared.",
+    ),
+    "host.mine": ("我的申报记录", "My declarations"),
+    "host.delivered": ("报送日期", "Delivered"),
+    "host.none": ("还没有申报记录。", "No declarations yet."),
     "citizen.clock": ("当前时间", "Time now"),
     "citizen.expires_in": ("剩余有效时间", "Valid for"),
     "cmd.login": ("操作员登录", "Operator login"),

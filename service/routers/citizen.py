@@ -27,7 +27,7 @@ from service.citizen.forms import (
     first_problem,
 )
 from service.citizen.issuing import Unavailable
-from service.citizen.otp import OtpBox, OtpError
+from service.citizen.otp import OtpBox, OtpError, otp_box
 from service.csrf import FIELD, csrf_ok, csrf_token, renew_csrf
 from service.i18n import negotiate, text
 from service.pages import render
@@ -47,12 +47,8 @@ def _desk(request: Request) -> CitizenDesk:
 
 
 def _otp(request: Request) -> OtpBox:
-    box = getattr(request.app.state, "citizen_otp", None)
-    if box is None:
-        settings = request.app.state.settings
-        box = OtpBox(settings.state_dir, settings.secret_key())
-        request.app.state.citizen_otp = box
-    return box
+    settings = request.app.state.settings
+    return otp_box(settings.state_dir, settings.secret_key(), request.app.state)
 
 
 def _address(request: Request) -> str:

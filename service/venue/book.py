@@ -31,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nodes.startup import DATE_FILE, node_dir
+from nodes.startup import date_source
 from proto import layout
+from proto.schemas import SCHEMAS
 from runctx.files import write_atomic
 from runctx.scenario import Scenario
 from service.venue.keys import Venue, agency_dir
-from simulation.writer import SCHEMAS
 
 T = TypeVar("T")
 LOCAL = dt.timezone(dt.timedelta(hours=8))
@@ -64,18 +64,15 @@ def data_dir(run: Path) -> Path:
 
 
 def local_now(run: Path) -> dt.datetime:
-    """Now on the run's clock, local, naive, to the minute: in a simulation run the run's current day (the
-    venue node's date file, else the scenario's as_of) at the wall clock's local time of day; else the wall
-    clock."""
+    """Now on the run's clock, local, naive, to the minute: in a simulation run the venue agency's date (the
+    run's clock RUN/nodes/venues/date, else the scenario's last epoch) at the wall clock's local time of day;
+    else the wall clock."""
     now = dt.datetime.now(LOCAL).replace(tzinfo=None, second=0, microsecond=0)
     scenario = Scenario.read(run)
     if scenario is None or scenario.seed is None:
         return now
-    try:
-        day = dt.date.fromisoformat((node_dir(run, "venues") / DATE_FILE).read_text().strip())
-    except (OSError, ValueError):
-        day = scenario.as_of
-    return dt.datetime.combine(day, now.time())
+    day = date_source(run, "venues", "run")()
+    return dt.datetime.combine(day if day is not None else scenario.epochs[-1], now.time())
 
 
 @dataclass(frozen=True)

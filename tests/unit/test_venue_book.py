@@ -17,11 +17,12 @@ from nodes.startup import DATE_FILE, node_dir
 from nodes.store import AgencyStore
 from proto import ids
 from proto import tokens as tk
+from proto.schemas import SCHEMAS
 from proto.tokens import VENUE_KINDS
+from runctx.parquet import write_table
 from service.commander.data import venue_counts
 from service.venue.book import VenueBook, data_dir, local_now
 from service.venue.forms import Kind
-from simulation.writer import SCHEMAS, write_table
 
 AS_OF = dt.date(2020, 2, 10)
 
