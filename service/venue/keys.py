@@ -1,9 +1,9 @@
 """The venue agency's QR-signing key and the signed venue QR.
 
-The key belongs to the venue agency, not to the code issuer: an ECDSA P-256 key made on first use in the
-agency's own directory (RUN/venues/signing.key, mode 0600), with a certificate signed by the run's root
-(RUN/venues/signing.pem) so that anyone holding the root can check a venue QR. In a deterministic simulation
-run both derive from the scenario's seed, like the rest of the run's PKI.
+The key belongs to the venue agency, not to the code issuer: an ECDSA P-256 key that `healthpsi keys init`
+makes with the run's PKI (RUN/pki/venues/signing.key, mode 0600), with a certificate signed by the run's root
+(RUN/pki/venues/signing.pem) so that anyone holding the root can check a venue QR. The service only reads
+them; it never touches the root's key.
 
 A venue QR is `HCV1:` + base45 of a COSE_Sign1 (ES256, `crypto.codes.sign_claims`) over the claims
 {1 iss: "healthpsi venues", 2 sub: venue id, 6 iat, "v": {"n": name, "k": kind, "r": region code}}.
@@ -12,32 +12,22 @@ A venue QR is `HCV1:` + base45 of a COSE_Sign1 (ES256, `crypto.codes.sign_claims
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from crypto import codes
-from crypto.drbg import default_rng
 from crypto.errors import CodeFormatError, CryptoError, SignatureError
 from crypto.pki import (
-    NO_EXPIRY,
-    VALID_AFTER,
-    VALID_BEFORE,
-    ec_private_key,
-    issue_certificate,
     load_certificate,
     load_ec_private_key,
     spki_kid,
 )
-from runctx.files import write_atomic
 from runctx.pki import PkiPaths
-from runctx.scenario import Scenario
 
 PREFIX = "HCV1:"
 ISSUER = "healthpsi venues"
@@ -47,7 +37,7 @@ MAX_PAYLOAD_CHARS = 1024
 
 
 def agency_dir(run: Path) -> Path:
-    """RUN/venues/: the venue agency's own state (signing key, register, check-in journal)."""
+    """RUN/venues/: the venue agency's own state (register of venues, check-in journal)."""
     return Path(run) / "venues"
 
 
@@ -125,57 +115,25 @@ class VenueKey:
 
 
 def venue_key(run: Path) -> VenueKey:
-    """The venue agency's key, made on first use (under a lock: several workers may ask at once) and
-    certified by the run's root; VenueKeyError when the run has no PKI or the certificate does not hold."""
-    directory = agency_dir(run)
-    directory.mkdir(parents=True, exist_ok=True)
-    key_path, cert_path = directory / "signing.key", directory / "signing.pem"
+    """The venue agency's key and its root-signed certificate (made by `healthpsi keys init`); VenueKeyError
+    when the run has no PKI or the certificate does not hold."""
     paths = PkiPaths(run)
     try:
         root = load_certificate(paths.root_cert)
+        certificate = load_certificate(paths.venue_signing_cert)
+        key = load_ec_private_key(paths.venue_signing_key)
     except (OSError, ValueError, CryptoError) as exc:
-        raise VenueKeyError(f"no run root certificate ({exc}); create it: healthpsi keys init") from None
-    with (directory / ".signing.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not cert_path.exists():
-            _make(run, paths, key_path, cert_path, root)
-    certificate = load_certificate(cert_path)
+        raise VenueKeyError(
+            f"no venue signing key in the run's PKI ({exc}); create it: healthpsi keys init"
+        ) from None
     try:
         certificate.verify_directly_issued_by(root)
     except (InvalidSignature, ValueError, TypeError) as exc:
-        raise VenueKeyError(f"{cert_path} is not signed by the run's root ({type(exc).__name__})") from None
-    key = load_ec_private_key(key_path)
+        raise VenueKeyError(
+            f"{paths.venue_signing_cert} is not signed by the run's root ({type(exc).__name__})"
+        ) from None
     if certificate.public_key() != key.public_key():
-        raise VenueKeyError(f"{cert_path} certifies another key than {key_path}")
+        raise VenueKeyError(
+            f"{paths.venue_signing_cert} certifies another key than {paths.venue_signing_key}"
+        )
     return VenueKey(key, certificate)
-
-
-def _make(run: Path, paths: PkiPaths, key_path: Path, cert_path: Path, root: x509.Certificate) -> None:
-    """A new key and its root-signed certificate (deterministic from the seed in a deterministic run)."""
-    scenario = Scenario.read(run)
-    rng = default_rng(None if scenario is None else scenario.rng("venues/signing"))
-    simulated = scenario is not None and scenario.seed is not None
-    now = (
-        dt.datetime.combine(scenario.as_of, dt.time(), dt.UTC)
-        if simulated and scenario is not None
-        else dt.datetime.now(dt.UTC).replace(microsecond=0)
-    )
-    try:
-        root_key = load_ec_private_key(paths.root_key)
-    except (OSError, ValueError, CryptoError) as exc:
-        raise VenueKeyError(f"cannot certify the venue key: no run root key ({exc})") from None
-    key = ec_private_key(rng.child("key"))
-    certificate = issue_certificate(
-        "venues venue-code signing",
-        key.public_key(),
-        root_key,
-        root,
-        rng=rng.child("certificate"),
-        not_before=now - VALID_BEFORE,
-        not_after=NO_EXPIRY if simulated else now + VALID_AFTER,
-    )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    write_atomic(key_path, pem, private=True)
-    write_atomic(cert_path, certificate.public_bytes(serialization.Encoding.PEM))

@@ -94,7 +94,7 @@ def test_a_registered_venue_gets_a_qr_signed_by_the_venue_agencys_root_certified
 ) -> None:
     venue = register(service, address="建设路 1 号")
     assert re.fullmatch(r"compound-411202-v\d{4}", venue["venue_id"])
-    certificate = load_certificate(run / "venues" / "signing.pem")
+    certificate = load_certificate(PkiPaths(run).venue_signing_cert)
     certificate.verify_directly_issued_by(load_certificate(PkiPaths(run).root_cert))
     cose = codes.decode_cose(codes.b45decode(venue["qr_payload"].removeprefix(PREFIX)))
     codes.verify_signature(cose, certificate.public_key())  # raises unless the agency's key signed it
@@ -189,7 +189,7 @@ def test_a_forged_or_altered_venue_qr_is_refused_with_the_reason(
     c, code_id = visitor(service, run, next(people))
     before = len(journal(run))
     named = Venue(venue["venue_id"], venue["name"], venue["kind"], venue["region_code"])
-    certificate = load_certificate(run / "venues" / "signing.pem")
+    certificate = load_certificate(PkiPaths(run).venue_signing_cert)
     forged = VenueKey(ec_private_key(), certificate).sign(named, dt.datetime.now(dt.UTC))
     cose = codes.decode_cose(codes.b45decode(venue["qr_payload"].removeprefix(PREFIX)))
     other = cose.payload.replace(venue["venue_id"].encode(), b"market-411202-0001")

@@ -12,7 +12,7 @@ import pytest
 from crypto import codes
 from crypto.pki import ec_private_key, load_certificate
 from runctx.pki import PkiPaths, create_pki
-from service.venue.keys import PREFIX, Venue, VenueKey, VenueQrError, agency_dir, venue_key
+from service.venue.keys import PREFIX, Venue, VenueKey, VenueKeyError, VenueQrError, venue_key
 
 VENUE = Venue("compound-411202-v0001", "建设路小区", "compound", "411202")
 NOW = dt.datetime(2020, 2, 10, 9, tzinfo=dt.UTC)
@@ -24,12 +24,26 @@ def run(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_the_key_is_made_once_private_and_certified_by_the_root(run: Path) -> None:
+def test_the_key_comes_with_the_pki_private_and_certified_by_the_root(run: Path) -> None:
     key = venue_key(run)
-    assert stat.S_IMODE((agency_dir(run) / "signing.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(PkiPaths(run).venue_signing_key.stat().st_mode) == 0o600
     root = load_certificate(PkiPaths(run).root_cert)
     key.certificate.verify_directly_issued_by(root)
     assert venue_key(run).kid == key.kid  # the same key on every later use
+
+
+def test_a_run_without_the_key_or_with_a_foreign_certificate_is_refused(
+    run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    other = tmp_path_factory.mktemp("other")
+    create_pki(PkiPaths(other))
+    paths = PkiPaths(run)
+    paths.venue_signing_cert.write_bytes(PkiPaths(other).venue_signing_cert.read_bytes())
+    with pytest.raises(VenueKeyError, match="not signed by the run's root"):
+        venue_key(run)
+    paths.venue_signing_key.unlink()
+    with pytest.raises(VenueKeyError, match="healthpsi keys init"):
+        venue_key(run)
 
 
 def test_a_venue_qr_reads_back_as_its_venue(run: Path) -> None:
