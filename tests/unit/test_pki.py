@@ -65,8 +65,8 @@ def test_layout(paths: PkiPaths) -> None:
     assert set(_files(paths.pki_dir)) == expected  # no node private key on the authority's side
     assert paths.node_cert("carrier") == paths.run_dir / "pki" / "nodes" / "carrier.pem"
     assert paths.exists()
-    private_files = (paths.root_key, paths.signing_key, paths.venue_signing_key, *_secrets(paths, "police").files())
-    for private in private_files:
+    private_files = (paths.root_key, paths.signing_key, paths.venue_signing_key)
+    for private in (*private_files, *_secrets(paths, "police").files()):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert stat.S_IMODE(_secrets(paths, "police").directory.stat().st_mode) == 0o700
 
