@@ -59,10 +59,10 @@ def test_default_policy_colours_and_reasons() -> None:
     assert (got[B].color, got[B].reasons) == ("red", ("HOSPITAL_HOUR",))
     assert (got[C].color, got[C].reasons) == ("yellow", ("SAME_PLACE",))
     assert (got[S].color, got[S].reasons) == ("yellow", ("SYMPTOMS",))
-    assert got[S].until == D + dt.timedelta(days=6)
+    assert got[S].until == D + dt.timedelta(days=7)
     # E's place-day quarantine ended before E declared symptoms: they do not revive it
     assert (got[E].color, got[E].reasons) == ("yellow", ("SYMPTOMS",))
-    assert got[E].until == D + dt.timedelta(days=6)
+    assert got[E].until == D + dt.timedelta(days=7)
     frame = policy.assess_frame(f.reset_index(), at).set_index("subject_id")
     for who, one in got.items():
         assert (frame.loc[who, "color"], frame.loc[who, "reasons"], frame.loc[who, "until"]) == (
