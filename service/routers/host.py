@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from service.citizen.forms import OtpRequest, SessionRequest, first_problem
 from service.citizen.otp import OtpBox, OtpError, otp_box
-from service.csrf import FIELD, csrf_ok, csrf_token, renew_csrf
+from service.csrf import checked_form, csrf_token, renew_csrf
 from service.host import forms
 from service.host.deliveries import Declared, run_date
 from service.host.desk import HostDesk, HostError, desk_of
@@ -230,14 +230,6 @@ def _error(request: Request, status: int, message: str) -> Response:
     return render(request, "error.html", {"reason": message, "back": "/host"}, status=status)
 
 
-async def _form(request: Request) -> FormData | Response:
-    """The posted form, or a 403 page when its CSRF token is missing or wrong."""
-    form = await request.form()
-    if not csrf_ok(request, CSRF, form.get(FIELD)):
-        return _error(request, 403, text("error.csrf", negotiate(request)))
-    return form
-
-
 @router.get("/host", include_in_schema=False)
 def page_home(request: Request) -> Response:
     """Sign in; then the declaration form and the declarations made."""
@@ -247,7 +239,7 @@ def page_home(request: Request) -> Response:
 @router.post("/host/otp", include_in_schema=False)
 async def page_send_otp(request: Request) -> Response:
     """The sign-in form's first step: send a one-time code."""
-    form = await _form(request)
+    form = await checked_form(request, CSRF, "/host")
     if isinstance(form, Response):
         return form
     try:
@@ -264,7 +256,7 @@ async def page_send_otp(request: Request) -> Response:
 @router.post("/host/session", include_in_schema=False)
 async def page_sign_in(request: Request) -> Response:
     """The sign-in form's second step: the one-time code."""
-    form = await _form(request)
+    form = await checked_form(request, CSRF, "/host")
     if isinstance(form, Response):
         return form
     try:
@@ -280,7 +272,7 @@ async def page_sign_in(request: Request) -> Response:
 @router.post("/host/signout", include_in_schema=False)
 async def page_sign_out(request: Request) -> Response:
     """Sign out."""
-    form = await _form(request)
+    form = await checked_form(request, CSRF, "/host")
     if isinstance(form, Response):
         return form
     request.session.pop(SESSION, None)
@@ -298,7 +290,7 @@ def _form_rows(form: FormData) -> list[dict[str, str]]:
 @router.post("/host/declare", include_in_schema=False)
 async def page_declare(request: Request) -> Response:
     """The declaration form: rows left blank are ignored; on success the page lists the new rows."""
-    form = await _form(request)
+    form = await checked_form(request, CSRF, "/host")
     if isinstance(form, Response):
         return form
     host = _host(request)

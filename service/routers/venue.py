@@ -18,7 +18,6 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import ValidationError
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -26,7 +25,7 @@ from proto.regions import COUNTIES, region_name
 from proto.tokens import VENUE_KINDS
 from service.citizen.desk import CitizenDesk, CodeView, desk_of, qr_svg
 from service.citizen.forms import first_problem
-from service.csrf import FIELD, csrf_ok, csrf_token
+from service.csrf import checked_form, csrf_token
 from service.i18n import negotiate, text
 from service.pages import render
 from service.routers.citizen import CSRF as CITIZEN_CSRF
@@ -221,13 +220,6 @@ def _home(request: Request, status: int = 200, **context: Any) -> Response:
     return render(request, "venue/index.html", values, status=status)
 
 
-async def _form(request: Request, key: str, back: str) -> FormData | Response:
-    form = await request.form()
-    if not csrf_ok(request, key, form.get(FIELD)):
-        return _error(request, 403, text("error.csrf", negotiate(request)), back)
-    return form
-
-
 @router.get("/venue", include_in_schema=False)
 def page_home(request: Request) -> Response:
     """Register a venue; the venues this browser registered, with their print and gate pages."""
@@ -237,7 +229,7 @@ def page_home(request: Request) -> Response:
 @router.post("/venue/register", include_in_schema=False)
 async def page_register(request: Request) -> Response:
     """The registration form: on success, the venue's print page."""
-    form = await _form(request, CSRF, "/venue")
+    form = await checked_form(request, CSRF, "/venue")
     if isinstance(form, Response):
         return form
     fields = {
@@ -293,7 +285,7 @@ def page_gate(request: Request, gate_key: str) -> Response:
 async def page_check_in(request: Request) -> Response:
     """The check-in form of the citizen page (the scanned QR and which code): the visitor's code, full
     screen, with the venue's name and the time, for the gatekeeper."""
-    form = await _form(request, CITIZEN_CSRF, "/citizen")
+    form = await checked_form(request, CITIZEN_CSRF, "/citizen")
     if isinstance(form, Response):
         return form
     lang = negotiate(request)
