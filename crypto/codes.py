@@ -275,10 +275,17 @@ def decode_payload(payload: str) -> DecodedCode:
 def issue_code(claims: Mapping[Any, Any], key: ec.EllipticCurvePrivateKey, kid: bytes) -> str:
     """Sign `claims` as an "HCP1:" payload: canonical CBOR, COSE_Sign1 ES256 (deterministic), zlib (stored),
     base45."""
+    # zlib as the format asks, in stored blocks (level 0): signed masked claims do not compress (level 9 gave
+    # 232 bytes from 231, the QR stays the same version) and deflating took a quarter of the issuing time.
+    return HCP_PREFIX + b45encode(zlib.compress(sign_claims(claims, key, kid), 0))
+
+
+def sign_claims(claims: Mapping[Any, Any], key: ec.EllipticCurvePrivateKey, kid: bytes) -> bytes:
+    """`claims` as canonical CBOR in a tagged COSE_Sign1 ES256 message (deterministic, low-S) under `kid`."""
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise TypeError("issue_code: the signing key must be an ECDSA P-256 private key")
+        raise TypeError("sign_claims: the signing key must be an ECDSA P-256 private key")
     if not isinstance(kid, bytes) or not kid:
-        raise ValueError("issue_code: kid must be a non-empty byte string")
+        raise ValueError("sign_claims: kid must be a non-empty byte string")
     protected = _es256_protected(kid)
     payload = cbor2.dumps(dict(claims), canonical=True)
     der = key.sign(sig_structure(protected, payload), _ES256_DETERMINISTIC)
@@ -286,10 +293,7 @@ def issue_code(claims: Mapping[Any, Any], key: ec.EllipticCurvePrivateKey, kid: 
     s = min(s, P256_ORDER - s)  # low-S form: verifiers refuse the malleable high-S twin
     signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
     # the tagged COSE_Sign1 [protected, {}, payload, signature], as CoseSign1.encode writes it
-    cose = _SIGN1_HEAD + _bstr(protected) + _EMPTY_MAP + _bstr(payload) + _bstr(signature)
-    # zlib as the format asks, in stored blocks (level 0): signed masked claims do not compress (level 9 gave
-    # 232 bytes from 231, the QR stays the same version) and deflating took a quarter of the issuing time.
-    return HCP_PREFIX + b45encode(zlib.compress(cose, 0))
+    return _SIGN1_HEAD + _bstr(protected) + _EMPTY_MAP + _bstr(payload) + _bstr(signature)
 
 
 _ES256_DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)

@@ -13,7 +13,7 @@ def write_atomic(path: Path, data: bytes, *, private: bool = False, durable: boo
     are rewritten on every start (after a crash they may be incomplete, never half-replaced).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # hidden: readers of a data directory pass it over
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
     with os.fdopen(fd, "wb") as fh:  # a buffered write loops until every byte is written
         fh.write(data)

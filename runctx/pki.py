@@ -98,6 +98,16 @@ class PkiPaths:
         except FileNotFoundError:
             return DEFAULT_ISSUER
 
+    @property
+    def venue_signing_cert(self) -> Path:
+        """RUN/pki/venues/signing.pem: the venue agency's QR-signing certificate, signed by the root."""
+        return self.pki_dir / "venues" / "signing.pem"
+
+    @property
+    def venue_signing_key(self) -> Path:
+        """RUN/pki/venues/signing.key: the venue agency's QR-signing key (mode 0600)."""
+        return self.pki_dir / "venues" / "signing.key"
+
     def issuer_dir(self, region: str) -> Path:
         """`RUN/pki/issuers/<region>`: one issuing authority's code-signing key and revocation list."""
         return self.pki_dir / "issuers" / region_code(region)
@@ -217,8 +227,9 @@ class _Issued:
 
 def write_revocations(paths: PkiPaths, code_ids: Iterable[str], *, issued_at: datetime) -> RevocationList:
     """Re-sign the home issuer's `revocations.json` with its code-signing key, write it, return the list."""
-    doc = make_revocations(code_ids, load_ec_private_key(paths.signing_key), issued_at=issued_at,
-                           issuer=paths.home_issuer)
+    doc = make_revocations(
+        code_ids, load_ec_private_key(paths.signing_key), issued_at=issued_at, issuer=paths.home_issuer
+    )
     save_json(paths.revocations, doc)
     return parse_revocations(doc, load_pinned_trust_list(paths))
 
@@ -279,9 +290,9 @@ def create_pki(
 ) -> None:
     """Write the authority's side of a run's PKI (see `PkiPaths`): the CAs, the coordinator's TLS
     certificate, identity and storage keys, one code-signing certificate and (empty, self-signed) revocation
-    list per issuing authority in `issuers` (region codes; the first is the coordinator's), the root-signed
-    identities (nodes join it by enrollment, `runctx.enroll`) and trust list of every issuer, and the root's
-    fingerprint that verifiers pin. No node key.
+    list per issuing authority in `issuers` (region codes; the first is the coordinator's), the venue agency's
+    QR-signing key and certificate, the root-signed identities (nodes join it by enrollment, `runctx.enroll`)
+    and trust list of every issuer, and the root's fingerprint that verifiers pin. No node key.
 
     With a `Drbg` and a fixed `now` the output is byte-for-byte reproducible. Certificates are valid from
     `now` - 30 days to `now` + 365 days; but when `now` is given (a simulated clock, e.g. a scenario's
@@ -308,16 +319,34 @@ def create_pki(
 
     root = make("root", f"{NATIONAL_ROOT} CA", None, ca=True, **validity)
     nodes_ca = make("nodes-ca", "healthpsi nodes CA", None, ca=True, **validity)
-    coordinator = make("coordinator", COORDINATOR_DNS, root, usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-                       dns_names=[COORDINATOR_DNS], **validity)
+    coordinator = make(
+        "coordinator",
+        COORDINATOR_DNS,
+        root,
+        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        dns_names=[COORDINATOR_DNS],
+        **validity,
+    )
     signing = {r: make(f"signing/{r}", f"{r} code signing", root, **signing_validity) for r in issuers}
+    venues = make("venues/signing", "venues venue-code signing", root, **validity)
     dask_ca = make("dask-ca", "healthpsi dask CA", None, ca=True, **validity)  # its key is not kept
     loopback = {"dns_names": ["localhost"], "ip_addresses": ["127.0.0.1"]}
-    dask_client = make("dask/client", "dask-client" + DNS_SUFFIX, dask_ca,
-                       usages=[ExtendedKeyUsageOID.CLIENT_AUTH], **loopback, **validity)
-    dask_worker = make("dask/worker", "dask-worker" + DNS_SUFFIX, dask_ca,
-                       usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], **loopback,
-                       **validity)
+    dask_client = make(
+        "dask/client",
+        "dask-client" + DNS_SUFFIX,
+        dask_ca,
+        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        **loopback,
+        **validity,
+    )
+    dask_worker = make(
+        "dask/worker",
+        "dask-worker" + DNS_SUFFIX,
+        dask_ca,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        **loopback,
+        **validity,
+    )
     coordinator_identity = ed25519_private_key(rng.child("coordinator/identity"))
     coordinator_storage = rng.child("coordinator/storage").random_bytes(STORAGE_KEY_BYTES)
 
@@ -337,6 +366,8 @@ def create_pki(
         paths.dask_worker_cert: (_pem_cert(dask_worker.certificate), False),
         paths.dask_worker_key: (_pem_key(dask_worker.key), True),
         paths.home_issuer_file: ((issuers[0] + "\n").encode(), False),
+        paths.venue_signing_cert: (_pem_cert(venues.certificate), False),
+        paths.venue_signing_key: (_pem_key(venues.key), True),
     }
     for region, issued in signing.items():
         files[paths.issuer_dir(region) / "signing.pem"] = (_pem_cert(issued.certificate), False)
@@ -344,13 +375,16 @@ def create_pki(
     for path, (data, private) in files.items():
         write_atomic(path, data, private=private)
     root_cert = root.certificate
-    save_json(paths.identities, make_identities({}, coordinator_identity.public_key(), root.key,
-                                                issued_at=now))
+    save_json(
+        paths.identities, make_identities({}, coordinator_identity.public_key(), root.key, issued_at=now)
+    )
     entries = [(issued.certificate, FORMAT_HEALTHPSI, region) for region, issued in signing.items()]
     save_json(paths.trustlist, make_trust_list(entries, root_cert, root.key, issued_at=now))
     for region, issued in signing.items():
-        save_json(paths.issuer_dir(region) / "revocations.json",
-                  make_revocations([], issued.key, issued_at=now, issuer=region))
+        save_json(
+            paths.issuer_dir(region) / "revocations.json",
+            make_revocations([], issued.key, issued_at=now, issuer=region),
+        )
 
 
 class KeysError(Exception):

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from service.middleware import ServiceMiddleware
-from service.routers import citizen, commander, cotravel, home, verifier
+from service.routers import citizen, commander, cotravel, home, host, venue, verifier
 from service.settings import ServiceSettings
 
 STATIC = Path(__file__).parent / "static"
@@ -19,8 +19,12 @@ STATIC = Path(__file__).parent / "static"
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """At shutdown, the citizen desk signs a head over what this worker wrote to the service's audit log."""
+    """At shutdown, the citizen desk signs a head over what this worker wrote to the service's audit log;
+    the venue app delivers its journal's check-ins while it runs and once more at shutdown."""
+    deliveries = venue.start_deliveries(app) if "venue" in app.state.settings.apps else None
     yield
+    if deliveries is not None:
+        await venue.stop_deliveries(app, deliveries)
     desk = getattr(app.state, "citizen_desk", None)
     if desk is not None:
         desk.close()
@@ -51,9 +55,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     if "citizen" in settings.apps:
         app.include_router(citizen.router)
         app.include_router(cotravel.router)
+    if "venue" in settings.apps:
+        app.include_router(venue.router)
     if "commander" in settings.apps:
         app.include_router(commander.router)
         app.include_router(commander.api)
+    if "host" in settings.apps:
+        app.include_router(host.router)
     return app
 
 

@@ -8,9 +8,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-APPS = ("citizen", "verifier", "commander")
-"""Every party app the service can serve; `healthpsi serve --app` picks among them. (The venue and host
-apps of the design are not built yet: no page links to them.)"""
+APPS = ("citizen", "verifier", "venue", "commander", "host")
+"""Every party app the service can serve; `healthpsi serve --app` picks among them."""
 
 ENV_SETTINGS = "HEALTHPSI_SERVICE_SETTINGS"
 """Environment variable carrying the settings (JSON) to each uvicorn worker process."""

@@ -26,10 +26,11 @@ import pyarrow.parquet as pq
 
 from proto import ids, layout, risk
 from proto import tokenize as tz
+from proto.schemas import SCHEMAS
 from proto.tokens import AGENCIES, dataset_kinds, dataset_partition_ids
+from runctx.parquet import write_table
 from runctx.progress import Progress
 from runctx.scenario import Scenario, ScenarioError
-from simulation.writer import SCHEMAS, write_table
 
 MATCH_COLUMNS = ("subject_id", "agency", "token", "case_id")
 _DAY = 86400

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 from runctx.progress import Progress
 from simulation.applicants import write_applicants
 from simulation.city import City, build_cells, build_hotels, build_people, day_number
@@ -25,7 +27,6 @@ from simulation.transport import Travel, plan_travel, visitor_counts
 from simulation.venues import Venues, Visits, build_venues, checkin_frame, day_visits, declarations
 from simulation.writer import (
     MALFORMED,
-    SCHEMAS,
     UNKNOWN_CELL_BASE,
     Corruption,
     DayPartitionedWriter,
@@ -33,7 +34,6 @@ from simulation.writer import (
     fixed_strings,
     strings,
     timestamps,
-    write_table,
 )
 
 HIGH_RISK_FROM = dt.date(2019, 12, 1)

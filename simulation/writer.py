@@ -1,9 +1,8 @@
-"""Byte-reproducible Parquet output with the design's schemas, and malformed rows injected on purpose.
+"""The agency files of a simulated run, in the contract's schemas (`proto.schemas`, written byte for byte
+reproducibly by `runctx.parquet`), and malformed rows injected on purpose.
 
-Files are written with fixed options (zstd, dictionary encoding, statistics, format 2.6) and no pandas
-metadata or timestamps, so the same input gives the same bytes. Datasets that grow day by day
-(`DAY_PARTITIONED`) are directories partitioned by day (`proto.layout`): one file per day and delivery, a
-share of each day's rows delivered a day or two late in a file of its own.
+Datasets that grow day by day (`DAY_PARTITIONED`) are directories partitioned by day (`proto.layout`): one
+file per day and delivery, a share of each day's rows delivered a day or two late in a file of its own.
 """
 
 from __future__ import annotations
@@ -15,117 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from proto import ids, layout
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 
-SCHEMAS: dict[str, pa.Schema] = {
-    "stays": pa.schema(
-        [
-            ("subject_id", pa.string()),
-            ("cell_id", pa.int32()),
-            ("start", pa.timestamp("s")),
-            ("end", pa.timestamp("s")),
-        ]
-    ),
-    "cells": pa.schema(
-        [
-            ("cell_id", pa.int32()),
-            ("region_code", pa.string()),
-            ("x_km", pa.float32()),
-            ("y_km", pa.float32()),
-        ]
-    ),
-    "tickets": pa.schema(
-        [
-            ("subject_id", pa.string()),
-            ("trip_id", pa.string()),
-            ("service_date", pa.date32()),
-            ("carriage", pa.int16()),
-            ("seat", pa.string()),
-            ("origin", pa.string()),
-            ("destination", pa.string()),
-            ("depart", pa.timestamp("s")),
-            ("arrive", pa.timestamp("s")),
-        ]
-    ),
-    "population": pa.schema(
-        [
-            ("subject_id", pa.string()),
-            ("name", pa.string()),
-            ("birth_date", pa.date32()),
-            ("household_id", pa.string()),
-            ("phone", pa.string()),
-        ]
-    ),
-    "hotel_stays": pa.schema(
-        [
-            ("subject_id", pa.string()),
-            ("hotel_id", pa.string()),
-            ("room", pa.string()),
-            ("check_in", pa.date32()),
-            ("nights", pa.int16()),
-        ]
-    ),
-    "declarations": pa.schema(
-        [
-            ("place_id", pa.string()),
-            ("subject_id", pa.string()),
-            ("role", pa.string()),
-            ("from_date", pa.date32()),
-            ("to_date", pa.date32()),
-            ("declared_by", pa.string()),
-        ]
-    ),
-    "venues": pa.schema(
-        [
-            ("venue_id", pa.string()),
-            ("kind", pa.string()),
-            ("name", pa.string()),
-            ("region_code", pa.string()),
-            ("cell_id", pa.int32()),
-        ]
-    ),
-    "checkins": pa.schema(
-        [
-            ("subject_id", pa.string()),
-            ("venue_id", pa.string()),
-            ("at", pa.timestamp("s")),
-            ("leave", pa.timestamp("s")),
-        ]
-    ),
-    "cases": pa.schema(
-        [
-            ("case_id", pa.string()),
-            ("subject_id", pa.string()),
-            ("status", pa.string()),
-            ("onset_date", pa.date32()),
-            ("report_date", pa.date32()),
-        ]
-    ),
-    "investigations": pa.schema(
-        [("case_id", pa.string()), ("token", pa.string()), ("recorded_on", pa.date32())]
-    ),
-    "risk_regions": pa.schema(
-        [
-            ("region_code", pa.string()),
-            ("level", pa.string()),
-            ("from_date", pa.date32()),
-            ("to_date", pa.date32()),
-        ]
-    ),
-    "infections": pa.schema(
-        [("subject_id", pa.string()), ("infected_at", pa.timestamp("s")), ("infector_id", pa.string())]
-    ),
-    "matches": pa.schema(
-        [
-            ("subject_id", pa.string()),
-            ("agency", pa.string()),
-            ("token", pa.string()),
-            ("case_id", pa.string()),
-        ]
-    ),
-}
 DAY_PARTITIONED: dict[str, str] = {
     "stays": "carrier",
     "tickets": "transport",
@@ -156,26 +49,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "declarations": ("subject_id", "place_id", "from_date", "to_date"),
     "checkins": ("subject_id", "venue_id", "at"),
 }
-_OPTIONS: dict[str, object] = {
-    "compression": "zstd",
-    "compression_level": 3,
-    "use_dictionary": True,
-    "write_statistics": True,
-    "version": "2.6",
-}
 UNKNOWN_CELL_BASE = 900_000_000
-
-
-def write_table(path: Path, table: pa.Table, row_groups: np.ndarray | None = None) -> None:
-    """Write a table with fixed options; `row_groups` (sorted label per row): one row group per label."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(path, table.schema, **_OPTIONS) as writer:
-        if row_groups is None or table.num_rows == 0:
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
-            return
-        cuts = np.r_[0, np.nonzero(row_groups[1:] != row_groups[:-1])[0] + 1, table.num_rows]
-        for a, b in itertools.pairwise(cuts):
-            writer.write_table(table.slice(a, b - a), row_group_size=int(b - a))
 
 
 class DayPartitionedWriter:

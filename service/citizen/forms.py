@@ -13,8 +13,22 @@ from proto import ids
 
 PHONE_PATTERN = r"^1[3-9][0-9]{9}$"
 """A mainland mobile number: 11 digits starting 13–19."""
+SUBJECT_ID_PATTERN = r"^[0-9]{17}[0-9X]$"
+"""An 18-character resident ID as typed (its check character is checked by `proto.ids`)."""
 SYMPTOMS = ("fever", "cough", "fatigue", "breath", "taste")
 EARLIEST_BIRTH = dt.date(1900, 1, 1)
+
+
+def upper_id(value: object) -> object:
+    """An ID number as typed, stripped and with a lower-case check character `x` made `X`."""
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def printable_name(value: str) -> str:
+    """The name, unless it holds control or separator characters (a plain space is allowed)."""
+    if any(unicodedata.category(ch)[0] in "CZ" and ch != " " for ch in value):
+        raise ValueError("name holds control or separator characters")
+    return value
 
 
 class Strict(BaseModel):
@@ -42,7 +56,7 @@ class ApplicationRequest(Strict):
     relation: Literal["self", "family"]
     name: str = Field(min_length=1, max_length=40, examples=["张德雅"])
     subject_id: str = Field(
-        pattern=r"^[0-9]{17}[0-9X]$", description="18-character resident ID", examples=["41120219290113076X"]
+        pattern=SUBJECT_ID_PATTERN, description="18-character resident ID", examples=["41120219290113076X"]
     )
     birth_date: dt.date = Field(examples=["1929-01-13"])
     phone: str = Field(pattern=PHONE_PATTERN, description="the holder's mobile number")
@@ -53,14 +67,12 @@ class ApplicationRequest(Strict):
     @field_validator("subject_id", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+        return upper_id(value)
 
     @field_validator("name")
     @classmethod
     def _printable(cls, value: str) -> str:
-        if any(unicodedata.category(ch)[0] in "CZ" and ch != " " for ch in value):
-            raise ValueError("name holds control or separator characters")
-        return value
+        return printable_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ApplicationRequest:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 OTP_TTL = 300.0
 """Seconds a one-time code stays valid."""
@@ -158,3 +159,13 @@ class OtpBox:
             return OtpError("WRONG_CODE", "wrong one-time code", 401)
         db.execute("DELETE FROM otp WHERE phone = ?", (phone,))
         return None
+
+
+def otp_box(state_dir: Path, key: bytes, state: Any) -> OtpBox:
+    """The worker's one-time codes (the citizen's and the host's sign-in share them, and their limits), made
+    on first use and kept on the application's state."""
+    box = getattr(state, "citizen_otp", None)
+    if box is None:
+        box = OtpBox(state_dir, key)
+        state.citizen_otp = box
+    return box

@@ -1,6 +1,6 @@
 """What the dashboard shows, read from the coordinator's files only (never RUN/truth/): codes by colour per
 county, the change since the previous epoch, cases, the epidemic curve, risk regions, cells by risk,
-refused applicants, revocations, appeals and checkpoint counts.
+refused applicants, revocations, appeals, checkpoint counts and venue check-ins per kind.
 
 Every reader opens SQLite read-only except `decide_appeal`; a file that does not exist yet reads as empty.
 """
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from coordinator.claims import mask_id
 from crypto.codes import COLOURS
 from proto.regions import COUNTIES, OTHER, county_of
+from service.venue.book import local_now
 
 APPEAL_DECISIONS = ("upheld", "rejected")
 LIST_LIMIT = 200
@@ -237,6 +238,22 @@ def checkpoint_counts(run: Path) -> dict[str, Any]:
         entry["today"] += int(today)
         entry["by_result"][result] = int(n)
     return {"day": day, "total": sum(e["total"] for e in per.values()), "rows": list(per.values())}
+
+
+def venue_counts(run: Path) -> dict[str, Any]:
+    """Check-ins scanned through the service, per kind of venue, on the run's day and in all (aggregates of
+    the venue agency's journal, RUN/venues/venues.sqlite: no venue, person or time)."""
+    day = local_now(run).date()
+    with _read(run / "venues" / "venues.sqlite") as db:
+        if db is None or not _has_table(db, "checkins"):
+            return {"day": day.isoformat(), "total": 0, "rows": []}
+        rows = db.execute(
+            "SELECT v.kind, COUNT(*), SUM(c.at >= ? AND c.at < ?) "
+            "FROM checkins c JOIN venues v USING (venue_id) GROUP BY v.kind ORDER BY v.kind",
+            (day.isoformat(), (day + dt.timedelta(days=1)).isoformat()),
+        ).fetchall()
+    out = [{"kind": str(kind), "total": int(n), "today": int(today)} for kind, n, today in rows]
+    return {"day": day.isoformat(), "total": sum(r["total"] for r in out), "rows": out}
 
 
 @functools.lru_cache(maxsize=8)

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -27,8 +26,8 @@ from service.citizen.forms import (
     first_problem,
 )
 from service.citizen.issuing import Unavailable
-from service.citizen.otp import OtpBox, OtpError
-from service.csrf import FIELD, csrf_ok, csrf_token, renew_csrf
+from service.citizen.otp import OtpBox, OtpError, otp_box
+from service.csrf import checked_form, csrf_token, renew_csrf
 from service.i18n import negotiate, text
 from service.pages import render
 
@@ -47,12 +46,8 @@ def _desk(request: Request) -> CitizenDesk:
 
 
 def _otp(request: Request) -> OtpBox:
-    box = getattr(request.app.state, "citizen_otp", None)
-    if box is None:
-        settings = request.app.state.settings
-        box = OtpBox(settings.state_dir, settings.secret_key())
-        request.app.state.citizen_otp = box
-    return box
+    settings = request.app.state.settings
+    return otp_box(settings.state_dir, settings.secret_key(), request.app.state)
 
 
 def _address(request: Request) -> str:
@@ -235,14 +230,6 @@ def _error(request: Request, status: int, message: str) -> Response:
     return render(request, "error.html", {"reason": message, "back": "/citizen"}, status=status)
 
 
-async def _form(request: Request) -> FormData | Response:
-    """The posted form, or a 403 page when its CSRF token is missing or wrong."""
-    form = await request.form()
-    if not csrf_ok(request, CSRF, form.get(FIELD)):
-        return _error(request, 403, text("error.csrf", negotiate(request)))
-    return form
-
-
 @router.get("/citizen", include_in_schema=False)
 def page_home(request: Request) -> Response:
     """Sign in, apply for yourself or family, and the list of your codes."""
@@ -254,7 +241,7 @@ async def _otp_form(
 ) -> Step | Response:
     """A sign-in step's form: its CSRF token checked, its fields validated into `model`, then `act` on the
     one-time codes; the home page with the problem (422, or the one-time code's refusal) when one fails."""
-    form = await _form(request)
+    form = await checked_form(request, CSRF, "/citizen")
     if isinstance(form, Response):
         return form
     try:
@@ -292,7 +279,7 @@ async def page_sign_in(request: Request) -> Response:
 @router.post("/citizen/signout", include_in_schema=False)
 async def page_sign_out(request: Request) -> Response:
     """Sign out."""
-    form = await _form(request)
+    form = await checked_form(request, CSRF, "/citizen")
     if isinstance(form, Response):
         return form
     request.session.clear()
@@ -302,7 +289,7 @@ async def page_sign_out(request: Request) -> Response:
 @router.post("/citizen/apply", include_in_schema=False)
 async def page_apply(request: Request) -> Response:
     """The application form: on success, the new code's page."""
-    form = await _form(request)
+    form = await checked_form(request, CSRF, "/citizen")
     if isinstance(form, Response):
         return form
     phone = request.session.get(SESSION_PHONE)
@@ -354,7 +341,7 @@ def _code_page(request: Request, phone: str, view: CodeView, status: int = 200, 
 @router.post("/citizen/codes/{code_id}/appeal", include_in_schema=False)
 async def page_appeal(request: Request, code_id: str) -> Response:
     """The appeal form on a code's page."""
-    form = await _form(request)
+    form = await checked_form(request, CSRF, "/citizen")
     if isinstance(form, Response):
         return form
     phone = request.session.get(SESSION_PHONE)

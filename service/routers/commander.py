@@ -179,6 +179,7 @@ def dashboard(request: Request) -> Response:
         "revocations": data.revocations(run),
         "appeals": data.appeals(run),
         "checkpoints": data.checkpoint_counts(run),
+        "venues": data.venue_counts(run),
     }
     return render(request, "commander.html", context)
 
@@ -282,3 +283,9 @@ def appeals(request: Request, _: str = Depends(require_operator)) -> dict[str, A
 def checkpoints(request: Request, _: str = Depends(require_operator)) -> dict[str, Any]:
     """Scans per checkpoint and result (the verifier page's anonymous counts)."""
     return data.checkpoint_counts(_run(request))
+
+
+@api.get("/venues")
+def venues(request: Request, _: str = Depends(require_operator)) -> dict[str, Any]:
+    """Venue check-ins scanned through the service, per kind of venue: on the run's day and in all."""
+    return data.venue_counts(_run(request))

@@ -40,10 +40,11 @@ from proto import ids, tokenize
 from proto import tokens as tk
 from proto.healthpsi.v1 import node_pb2
 from proto.risk import risk_tokens
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 from runctx.pki import PkiPaths, create_pki, load_identities, load_pinned_trust_list
 from runner.enrollment import enroll_nodes
 from simulation.reference import reference_matches
-from simulation.writer import SCHEMAS, write_table
 
 from .conftest import copy_run
 

@@ -16,7 +16,9 @@ from nodes import build
 from nodes.startup import source_digest
 from nodes.store import AgencyStore, StoreError
 from proto import ids, layout
-from simulation.writer import SCHEMAS, DayPartitionedWriter, write_table
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
+from simulation.writer import DayPartitionedWriter
 from tests.unit.test_store import by_dataset_day
 
 A, B, C = (ids.from_int(41120219900101001 + 2 * i) for i in range(3))

@@ -45,8 +45,8 @@ from nodes.manifest import ManifestError, public_key_bytes, sign_manifest, verif
 from nodes.store import AgencyStore, StoreError
 from proto import tokens as tk
 from proto.healthpsi.v1 import node_pb2
+from proto.schemas import SCHEMAS
 from runctx.pki import PkiPaths, init_keys, load_signing_key
-from simulation.writer import SCHEMAS
 
 EXAMPLES = int(os.environ.get("HEALTHPSI_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(

@@ -61,11 +61,12 @@ def test_layout(paths: PkiPaths) -> None:
         "identities.json", "trustlist.json",
     } | {f"issuers/411200/{name}" for name in ("signing.pem", "signing.key", "revocations.json")} | {
         f"dask/{name}" for name in ("ca.pem", "client.pem", "client.key", "worker.pem", "worker.key")
-    } | {f"nodes/{a}.pem" for a in AGENCIES}
+    } | {f"nodes/{a}.pem" for a in AGENCIES} | {"venues/signing.pem", "venues/signing.key"}
     assert set(_files(paths.pki_dir)) == expected  # no node private key on the authority's side
     assert paths.node_cert("carrier") == paths.run_dir / "pki" / "nodes" / "carrier.pem"
     assert paths.exists()
-    for private in (paths.root_key, paths.signing_key, *_secrets(paths, "police").files()):
+    private_files = (paths.root_key, paths.signing_key, paths.venue_signing_key)
+    for private in (*private_files, *_secrets(paths, "police").files()):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert stat.S_IMODE(_secrets(paths, "police").directory.stat().st_mode) == 0o700
 

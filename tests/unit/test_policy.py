@@ -180,12 +180,12 @@ GRADED = Policy.load()
     ("hours", "color", "reasons", "days"),
     [
         (0, "green", (), None),
-        (1, "yellow", ("CELL_HOUR",), 7),
+        (1, "yellow", ("CELL_HOUR",), 5),
         (2, "yellow", ("CELL_HOURS",), 9),
         (5, "yellow", ("CELL_HOURS",), 9),
         (6, "red", ("LONG_CELL_HOURS",), 11),
         (24, "red", ("LONG_CELL_HOURS",), 11),
-        (25, "yellow", ("SAME_CELL_DAYS",), 9),
+        (25, "yellow", ("SAME_CELL_DAYS",), 5),
     ],
 )
 def test_default_policy_grades_cell_hours(

@@ -20,8 +20,8 @@ from coordinator.features import SCHEMA, features_table
 from coordinator.policy import DEFAULT_POLICY, Policy, PolicyError
 from healthpsi.cli import app
 from healthpsi.policy import evaluate_policy
+from proto.schemas import SCHEMAS
 from simulation.evaluation import RunTruth, pareto_best, summarise
-from simulation.writer import SCHEMAS
 
 POLICY_2020 = DEFAULT_POLICY.parent / "2020.toml"
 D = dt.date

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from healthpsi.cli import app
 from proto import ids
 from proto.risk import RiskSetError, risk_tokens, window
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 from simulation.reference import ReferenceError, reference_matches
-from simulation.writer import SCHEMAS, write_table
 
 A, B, C, D, E = (ids.from_int(41120219900101001 + 2 * i) for i in range(5))
 AS_OF = dt.date(2020, 1, 31)

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from coordinator.risk import Health, build_risk_set
 from healthpsi.cli import app
 from proto import ids, layout
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 from simulation.reference import compute_reference, epoch_dates
-from simulation.writer import SCHEMAS, write_table
 
 A, B, C, D, E = (ids.from_int(41120219900101001 + 2 * i) for i in range(5))
 JAN31, FEB1 = dt.date(2020, 1, 31), dt.date(2020, 2, 1)

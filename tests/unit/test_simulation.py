@@ -22,12 +22,12 @@ from healthpsi.cli import app
 from nodes.store import AgencyStore
 from proto import ids, tokenize
 from proto import tokens as tk
+from proto.schemas import SCHEMAS
 from simulation.epidemic import ROUTES, without_nights_at_base
 from simulation.mobility import HOME, HOSPITAL, HOTEL, WORK
 from simulation.presets import PresetError, get_preset
 from simulation.reference import reference_matches
 from simulation.scenario import simulate
-from simulation.writer import SCHEMAS
 
 PERSONS = 20_000
 FILES = {

@@ -14,7 +14,8 @@ import pytest
 from nodes.store import BODY_COLUMN, CATEGORIES, AgencyStore, StoreError, records
 from proto import ids
 from proto import tokens as tk
-from simulation.writer import SCHEMAS, write_table
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 
 A = ids.from_int(41120219900101001)
 B = ids.from_int(41120219850505002)

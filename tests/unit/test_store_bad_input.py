@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from nodes.store import CATEGORIES, AgencyStore
 from proto import ids
-from simulation.writer import SCHEMAS
+from proto.schemas import SCHEMAS
 from tests.unit.test_store import by_dataset_day
 
 A = ids.from_int(41120219900101001)

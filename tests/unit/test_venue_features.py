@@ -53,16 +53,16 @@ def test_venue_hours_split_by_kind_place_days_and_symptoms() -> None:
 def test_default_policy_colours_and_reasons() -> None:
     f = compute_features(MATCHES, CASES, REGIONS, SYMPTOMS).set_index("subject_id")
     policy = Policy.load()
-    at = D + dt.timedelta(days=4)
+    at = D + dt.timedelta(days=3)
     got = {who: policy.assess(f.loc[who].to_dict(), at) for who in (A, B, C, E, S)}
     assert (got[A].color, got[A].reasons) == ("yellow", ("VENUE_HOUR",))
     assert (got[B].color, got[B].reasons) == ("red", ("HOSPITAL_HOUR",))
     assert (got[C].color, got[C].reasons) == ("yellow", ("SAME_PLACE",))
     assert (got[S].color, got[S].reasons) == ("yellow", ("SYMPTOMS",))
-    assert got[S].until == D + dt.timedelta(days=10)
+    assert got[S].until == D + dt.timedelta(days=7)
     # E's place-day quarantine ended before E declared symptoms: they do not revive it
     assert (got[E].color, got[E].reasons) == ("yellow", ("SYMPTOMS",))
-    assert got[E].until == D + dt.timedelta(days=10)
+    assert got[E].until == D + dt.timedelta(days=7)
     frame = policy.assess_frame(f.reset_index(), at).set_index("subject_id")
     for who, one in got.items():
         assert (frame.loc[who, "color"], frame.loc[who, "reasons"], frame.loc[who, "until"]) == (

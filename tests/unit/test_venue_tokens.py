@@ -14,8 +14,9 @@ import pytest
 from nodes.store import CATEGORIES, AgencyStore
 from proto import ids, tokenize
 from proto import tokens as tk
+from proto.schemas import SCHEMAS
+from runctx.parquet import write_table
 from simulation.reference import _AgencyFiles
-from simulation.writer import SCHEMAS, write_table
 
 A = ids.from_int(41120219900101001)
 B = ids.from_int(41120219850505002)

@@ -1,5 +1,7 @@
-// The citizen pages: live clocks (`data-clock`), validity countdowns (`data-expires="ISO"`), and the private
-// co-travel check form (#cotravel-form). Exposed as `healthpsiCitizen` (the VOPRF client's steps).
+// The citizen pages: live clocks (`data-clock`), validity countdowns (`data-expires="ISO"`), the private
+// co-travel check form (#cotravel-form) and the venue check-in (#checkin-form). Exposed as `healthpsiCitizen`
+// (the VOPRF client's steps).
+import { checkinForm, printButtons } from './checkin.js';
 import { checkTrip } from './cotravel.js';
 
 export { blind, finalizeBatch, tagOf, checkTrip } from './cotravel.js';
@@ -49,4 +51,7 @@ if (typeof document !== 'undefined') {
   setInterval(tick, 1000); // also picks up clocks and countdowns added to the page later
   const form = document.getElementById('cotravel-form');
   if (form) cotravelForm(form);
+  const checkin = document.getElementById('checkin-form');
+  if (checkin) checkinForm(checkin);
+  printButtons();
 }
