@@ -50,6 +50,7 @@ from coordinator.risk import (
     load_scenario,
     tokens_digest,
 )
+from coordinator.service_log import APPEAL_DECIDED, APPEAL_FILED
 from crypto.errors import CryptoError
 from crypto.pki import Identities, load_storage_key
 from runctx.files import witness_dir
@@ -58,15 +59,17 @@ from runctx.progress import Progress, no_progress
 from runctx.scenario import DEFAULT_WINDOW_DAYS, Scenario
 
 PUBLISHED = (
-    "matches_written", "features_written", "codes_issued", "revocations", "qr_written", "summary_written"
+    "matches_written",
+    "features_written",
+    "codes_issued",
+    "revocations",
+    "qr_written",
+    "summary_written",
 )
 """Coordinator entries that bind a published artefact by its digest (checked under results)."""
 
 Key = tuple[str, str, str]
 """(agency, partition id, idempotency key): names one query on both sides."""
-
-
-
 
 
 @dataclass
@@ -136,8 +139,11 @@ class _Replay:
                 "scenario.json",
                 "ok",
                 f"as_of {s.as_of}, window {s.window_days} days, "
-                + ("deterministic (secrets derived from its seed)" if s.deterministic
-                   else "secrets from the OS"),
+                + (
+                    "deterministic (secrets derived from its seed)"
+                    if s.deterministic
+                    else "secrets from the OS"
+                ),
             )
         except InputError as exc:
             self._input("scenario.json", "fail", str(exc))
@@ -382,8 +388,9 @@ class _Replay:
         self.check_service_log()
 
     def check_service_log(self) -> None:
-        """The code service's entries: its identity checks' queries as the epochs' are checked, and the
-        applications it recorded gathered for the results (`audit.service`)."""
+        """The code service's entries: its identity checks' queries as the epochs' are checked; the
+        applications it recorded, and the appeals filed and decided, gathered for the results
+        (`audit.service`)."""
         log = self.service.log
         for line, entry, notes in log.items() if log is not None else ():
             kind, data = entry["kind"], entry["data"]
@@ -393,6 +400,10 @@ class _Replay:
                 self._index_streamed(data, notes)
             elif kind == RECORDED:
                 self.service.record(line, data, set(self.epochs), notes)
+            elif kind == APPEAL_FILED:
+                self.service.appeal_filed(line, data, notes)
+            elif kind == APPEAL_DECIDED:
+                self.service.appeal_decided(data, notes)
             elif kind == "head":
                 notes.ok(f"closes the service's entries of epoch {data.get('epoch')} before it")
             else:
@@ -609,8 +620,14 @@ class _Replay:
     def result_verdicts(self, justifier: Justifier) -> list[Verdict]:
         """The published files against the digests the coordinator logged (`audit.results`)."""
         checks = ResultChecks(
-            self.run_dir, self.logged, self.last, self.openings, self.epoch_window, self.progress,
-            self.service, epoch_issue_times(self.coordinator),
+            self.run_dir,
+            self.logged,
+            self.last,
+            self.openings,
+            self.epoch_window,
+            self.progress,
+            self.service,
+            epoch_issue_times(self.coordinator),
         )
         return checks.verdicts(justifier)
 

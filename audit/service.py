@@ -15,9 +15,11 @@ from typing import Any
 from audit.logs import Log, read_log
 from audit.verdicts import Notes, Verdict, differences, named
 from coordinator.service_log import (
+    APPEAL_FILED,
     RECORDED,
     SERVICE_LOG,
     SERVICE_WITNESS,
+    appeal_digest,
     application_digest,
     line_digest,
     token_mac,
@@ -72,6 +74,10 @@ class ServiceIssuance:
     """MACs of the identity tokens the logged applications declared."""
     checks: set[str] = field(default_factory=set)
     """Labels of the identity checks the logged applications went through."""
+    appeals: dict[str, Bound] = field(default_factory=dict)
+    """Appeals as filed, by id."""
+    decisions: dict[str, str] = field(default_factory=dict)
+    """Each decided appeal's logged decision, by id."""
 
     def signed(self, line: int) -> bool:
         """Whether a signed head covers the log's line (1-based)."""
@@ -97,6 +103,28 @@ class ServiceIssuance:
                 into[item["code_id"]] = Bound(where, signed, str(item.get("code")))
         notes.ok(f"{len(applications)} applications of epoch {data.get('epoch')}, check {data.get('check')}")
 
+    def appeal_filed(self, line: int, data: dict[str, Any], notes: Notes) -> None:
+        """Gather one `appeal_filed` entry."""
+        appeal_id = data.get("appeal_id")
+        if not isinstance(appeal_id, str) or appeal_id in self.appeals:
+            notes.fail(f"an appeal entry without an id, or filing appeal {appeal_id} again")
+            return
+        self.appeals[appeal_id] = Bound(f"{SECTION} line {line}", self.signed(line), str(data.get("digest")))
+        notes.ok(f"files appeal {appeal_id}")
+
+    def appeal_decided(self, data: dict[str, Any], notes: Notes) -> None:
+        """Gather one `appeal_decided` entry: a decision on an appeal filed before it, taken once."""
+        appeal_id, decision = data.get("appeal_id"), data.get("decision")
+        if not isinstance(appeal_id, str) or appeal_id not in self.appeals:
+            notes.fail(f"a decision on appeal {appeal_id}, which no entry before it filed")
+        elif appeal_id in self.decisions:
+            notes.fail(f"appeal {appeal_id} decided again (first {self.decisions[appeal_id]})")
+        elif decision not in ("upheld", "rejected"):
+            notes.fail(f"appeal {appeal_id} decided {decision!r}, neither upheld nor rejected")
+        else:
+            self.decisions[appeal_id] = decision
+            notes.ok(f"appeal {appeal_id} {decision} by {data.get('operator')}")
+
     def declared(self, storage_key: bytes | None, token: str) -> bool:
         """Whether a logged application declared this identity token."""
         return storage_key is not None and token_mac(storage_key, token) in self.tokens
@@ -120,6 +148,7 @@ def service_verdicts(
     try:
         out.append(_applications_verdict(store, issuance))
         out.append(_codes_verdict(store, issuance, issued_at, epochs_bound))
+        out.append(_appeals_verdict(store, issuance))
     except (StoreError, OSError, ValueError) as exc:
         out.append(Verdict("results", "codes.sqlite applications", RECORDED, "fail", f"unreadable ({exc})"))
     return out
@@ -137,10 +166,37 @@ def _applications_verdict(store: CodeStore, issuance: ServiceIssuance) -> Verdic
         notes.fail(f"{len(altered)} applications differ from the digest their entry logged: {named(altered)}")
     if missing:
         notes.fail(f"{len(missing)} logged applications are missing from the store: {named(missing)}")
-    _signed_note(notes, [(i, issuance.applications[i]) for i in stored if i in issuance.applications],
-                 "applications")
+    _signed_note(
+        notes, [(i, issuance.applications[i]) for i in stored if i in issuance.applications], "applications"
+    )
     notes.ok(f"{len(stored)} applications, each with the digest the service's log bound")
     return notes.verdict("results", "codes.sqlite applications", RECORDED)
+
+
+def _appeals_verdict(store: CodeStore, issuance: ServiceIssuance) -> Verdict:
+    """Every stored appeal filed as an entry bound it, with the status its logged decision (or none: open)
+    gives."""
+    notes = Notes()
+    stored = {a.appeal_id: a for a in store.appeals()}
+    altered, unlogged, missing = differences(
+        stored, issuance.appeals, lambda found, bound: appeal_digest(found) == bound.digest
+    )
+    if unlogged:
+        notes.fail(f"{len(unlogged)} appeals no entry of the service's log filed: {named(unlogged)}")
+    if altered:
+        notes.fail(f"{len(altered)} appeals differ from the digest their entry logged: {named(altered)}")
+    if missing:
+        notes.fail(f"{len(missing)} logged appeals are missing from the store: {named(missing)}")
+    wrong = sorted(
+        f"{i} ({a.status}; logged: {issuance.decisions.get(i, 'open')})"
+        for i, a in stored.items()
+        if a.status != issuance.decisions.get(i, "open")
+    )
+    if wrong:
+        notes.fail(f"{len(wrong)} appeals whose status is not the decision the log binds: {named(wrong)}")
+    _signed_note(notes, [(i, issuance.appeals[i]) for i in stored if i in issuance.appeals], "appeals")
+    notes.ok(f"{len(stored)} appeals, each filed and decided as the service's log binds")
+    return notes.verdict("results", "codes.sqlite appeals", APPEAL_FILED)
 
 
 def _codes_verdict(

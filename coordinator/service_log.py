@@ -16,7 +16,11 @@ Entries (each with `epoch`: the epoch whose features coloured the codes, or an i
   of the identity token it declared (under the coordinator's storage key: identity tokens are guessable,
   so the log carries no plain digest of one), the check that asked it, and the digest of the code's line
   as `CodeStore.code_lines` gives it (`new`: issued by this application, not one the subject held);
-- `head`: signed by the coordinator's identity key, at least every `HEAD_SECONDS` and when a worker stops.
+- `appeal_filed`: a citizen's appeal against a code, with the digest of its row as filed (every field but
+  its status);
+- `appeal_decided`: an operator's decision on an appeal (`upheld` or `rejected`) and who took it;
+- `head`: signed by the coordinator's identity key, at least every `HEAD_SECONDS`, when a worker stops, and
+  after each appeal decision.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from coordinator.store import Application, CodeFields, reasons_json
+from coordinator.store import Appeal, Application, CodeFields, reasons_json
 from crypto.auditlog import AuditLog
 from crypto.pki import load_identity_key
 from runctx.files import witness_dir
@@ -45,6 +49,10 @@ SERVICE_WITNESS = "coordinator-service"
 """The witness directory of the service's log (under RUN/audit/heads/)."""
 RECORDED = "applications_recorded"
 """The entry kind binding a batch of applications and their codes."""
+APPEAL_FILED = "appeal_filed"
+"""The entry kind binding an appeal as a citizen filed it."""
+APPEAL_DECIDED = "appeal_decided"
+"""The entry kind binding an operator's decision on an appeal."""
 HEAD_SECONDS = 60.0
 """A worker signs a head at least this often while it appends (and when it stops)."""
 TOKEN_MAC_CONTEXT = b"healthpsi service identity token\x00"
@@ -65,6 +73,14 @@ def line_digest(line: str) -> str:
 def application_digest(application: Application) -> str:
     """SHA-256 (hex) of an application row, every field, in canonical JSON."""
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(application).items()}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def appeal_digest(appeal: Appeal) -> str:
+    """SHA-256 (hex) of an appeal as filed: every field but its status (which a decision changes), in
+    canonical JSON."""
+    fields = {k: v for k, v in vars(appeal).items() if k != "status"}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

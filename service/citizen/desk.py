@@ -17,8 +17,10 @@ from coordinator import applicants as appl
 from coordinator.identity import POLICE, Checked, Declaration, IdentityChecker, IdentityCheckError
 from coordinator.issuance import iso
 from coordinator.service_log import (
+    APPEAL_FILED,
     RECORDED,
     ServiceLog,
+    appeal_digest,
     application_digest,
     code_line,
     line_digest,
@@ -167,8 +169,12 @@ class CitizenDesk:
         checker = self._checkers.get(epoch.epoch)
         if checker is None:
             checker = IdentityChecker(
-                self.run, self._transports_now(), epoch=epoch.epoch, as_of=epoch.as_of,
-                window_days=epoch.window_days, audit=self._log,
+                self.run,
+                self._transports_now(),
+                epoch=epoch.epoch,
+                as_of=epoch.as_of,
+                window_days=epoch.window_days,
+                audit=self._log,
             )
             self._checkers = {epoch.epoch: checker}
         try:
@@ -223,14 +229,16 @@ class CitizenDesk:
             entries = []
             signed = [code for _, code, _ in records]
             for (application, row), code, declaration in zip(stored, signed, declarations, strict=True):
-                entries.append({
-                    "application_id": application.application_id,
-                    "digest": application_digest(application),
-                    "token": token_mac(self.issuer.secret, declaration.token),
-                    "code_id": None if row is None else row.code_id,
-                    "code": None if row is None else line_digest(code_line(row)),
-                    "new": code is not None and row is not None and row.payload == code[6],
-                })
+                entries.append(
+                    {
+                        "application_id": application.application_id,
+                        "digest": application_digest(application),
+                        "token": token_mac(self.issuer.secret, declaration.token),
+                        "code_id": None if row is None else row.code_id,
+                        "code": None if row is None else line_digest(code_line(row)),
+                        "new": code is not None and row is not None and row.payload == code[6],
+                    }
+                )
             self._flush((RECORDED, {"epoch": epoch.epoch, "check": checked.label, "applications": entries}))
 
         with self.store() as store:
@@ -278,7 +286,8 @@ class CitizenDesk:
         )
 
     def appeal(self, phone: str, code_id: str, reason: str) -> Appeal | None:
-        """Store an appeal against one of the phone's codes (None when the code is not among them)."""
+        """Store an appeal against one of the phone's codes and bind it in the service's log (None when the
+        code is not among them)."""
         with self.store() as store:
             if not store.holds(phone, code_id):
                 return None
@@ -294,6 +303,10 @@ class CitizenDesk:
                 status="open",
             )
             store.insert_appeal(appeal)
+            latest = store.latest_epoch()
+        epoch = "" if latest is None else latest[0]
+        filed = {"epoch": epoch, "appeal_id": appeal.appeal_id, "digest": appeal_digest(appeal)}
+        self.audit_log.append([(APPEAL_FILED, filed)])
         return appeal
 
     def appeals(self, phone: str, code_id: str) -> list[Appeal] | None:
@@ -311,4 +324,3 @@ def desk_of(settings: ServiceSettings, state: Any) -> CitizenDesk:
         desk = CitizenDesk(settings)
         state.citizen_desk = desk
     return desk
-

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from coordinator.claims import mask_id
+from coordinator.service_log import APPEAL_DECIDED, ServiceLog
 from crypto.codes import COLOURS
 from proto.regions import COUNTIES, OTHER, county_of
 from service.venue.book import local_now
@@ -195,8 +196,9 @@ class AppealError(LookupError):
     """An appeal that does not exist or is already decided."""
 
 
-def decide_appeal(run: Path, appeal_id: str, decision: str) -> None:
-    """Mark an open appeal `decision` ('upheld' or 'rejected'): the commander's only write to codes.sqlite."""
+def decide_appeal(run: Path, appeal_id: str, decision: str, operator: str) -> None:
+    """Mark an open appeal `decision` ('upheld' or 'rejected') and bind the decision, and the `operator` who
+    took it, in the service's signed log: the commander's only write to codes.sqlite."""
     if decision not in APPEAL_DECISIONS:
         raise ValueError(f"decision {decision!r}: expected one of {', '.join(APPEAL_DECISIONS)}")
     path = codes_db(run)
@@ -216,6 +218,11 @@ def decide_appeal(run: Path, appeal_id: str, decision: str) -> None:
             raise AppealError(f"appeal {appeal_id} is already {row[0]}")
     finally:
         db.close()
+    log = ServiceLog(run)
+    log.append(
+        [(APPEAL_DECIDED, {"epoch": "", "appeal_id": appeal_id, "decision": decision, "operator": operator})]
+    )
+    log.sign_head("appeals")
 
 
 def checkpoint_counts(run: Path) -> dict[str, Any]:

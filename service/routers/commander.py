@@ -106,7 +106,8 @@ async def logout(request: Request) -> Response:
 @router.post("/commander/appeals/{appeal_id}", include_in_schema=False)
 async def decide(request: Request, appeal_id: str) -> Response:
     """An operator marks an open appeal upheld or rejected."""
-    if logged_in(request) is None:
+    operator = logged_in(request)
+    if operator is None:
         return RedirectResponse(LOGIN, status_code=303)
     form = await request.form()
     lang = negotiate(request)
@@ -114,7 +115,7 @@ async def decide(request: Request, appeal_id: str) -> Response:
         return render(request, "error.html", {"reason": text("cmd.csrf", lang), "back": "/commander"}, 403)
     decision = form.get("decision")
     try:
-        data.decide_appeal(_run(request), appeal_id, str(decision))
+        data.decide_appeal(_run(request), appeal_id, str(decision), operator)
     except ValueError as exc:
         return render(request, "error.html", {"reason": str(exc), "back": "/commander"}, 400)
     except data.AppealError as exc:

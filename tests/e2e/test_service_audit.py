@@ -19,6 +19,7 @@ import pytest
 from audit.replay import replay
 from audit.verdicts import Verdict
 from coordinator.service_log import SERVICE_LOG
+from service.commander.data import decide_appeal
 from tests.servers import copy_run, outbox_code, served, unclaimed_people
 
 
@@ -37,8 +38,10 @@ def served_run(run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     run = copy_run(run_template, tmp_path_factory.mktemp("service-audit") / "run")
     free = unclaimed_people(run, 3)
     applicant = pq.read_table(run / "health" / "applicants.parquet").to_pylist()[0]
-    held = {k: str(applicant[k])[:10] if k == "birth_date" else str(applicant[k])
-            for k in ("subject_id", "name", "birth_date")}
+    held = {
+        k: str(applicant[k])[:10] if k == "birth_date" else str(applicant[k])
+        for k in ("subject_id", "name", "birth_date")
+    }
     issued: list[str] = []
     with served(run, workers=2) as (_, service):
         for n, person in enumerate(free[:2]):
@@ -56,7 +59,17 @@ def served_run(run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         assert c.post("/api/v1/citizen/applications", json=false).status_code == 422
         again = c.post("/api/v1/citizen/applications", json={**family, **held})
         assert again.status_code == 201, again.text
-    return {"run": run, "issued": issued, "held": again.json()["code_id"]}
+        appeals = []
+        for code_id in issued[-2:]:
+            filed = c.post(
+                f"/api/v1/citizen/codes/{code_id}/appeals", json={"reason": "I stayed home all week"}
+            )
+            assert filed.status_code == 201, filed.text
+            appeals.append(filed.json()["appeal_id"])
+    decide_appeal(
+        run, appeals[0], "upheld", "chief"
+    )  # what the commander's decision does; the other stays open
+    return {"run": run, "issued": issued, "held": again.json()["code_id"], "appeals": appeals}
 
 
 def _problems(run: Path) -> list[Verdict]:
@@ -76,8 +89,13 @@ def test_a_run_whose_service_issued_codes_passes_audit_replay(
     entries = [json.loads(line) for line in (run / SERVICE_LOG).read_text().splitlines()]
     kinds = [e["kind"] for e in entries]
     assert kinds.count("applications_recorded") >= 1 and "evaluate" in kinds and kinds[-1] == "head"
-    logged = {a["code_id"]: a["new"] for e in entries if e["kind"] == "applications_recorded"
-              for a in e["data"]["applications"]}
+    assert kinds.count("appeal_filed") == 2 and kinds.count("appeal_decided") == 1
+    logged = {
+        a["code_id"]: a["new"]
+        for e in entries
+        if e["kind"] == "applications_recorded"
+        for a in e["data"]["applications"]
+    }
     assert all(logged[c] is True for c in served_run["issued"]) and logged[served_run["held"]] is False
     cmd = [sys.executable, "-m", "healthpsi.cli", "audit", "replay", str(run), "--json"]
     cmd += ["--rerun-dir", str(run_template)]  # a fresh run of the same scenario, never served
@@ -89,6 +107,7 @@ def test_a_run_whose_service_issued_codes_passes_audit_replay(
     assert reasons["codes.sqlite service codes"].startswith("3 codes issued by the service")
     assert reasons["codes.sqlite applications"].startswith("5 applications")
     assert "equals the re-run" in reasons["codes.sqlite"]
+    assert reasons["codes.sqlite appeals"].startswith("2 appeals, each filed and decided")
 
 
 def test_a_code_no_entry_binds_is_named(served_run: dict[str, Any], tmp_path: Path) -> None:
@@ -128,6 +147,39 @@ def test_an_application_deleted_from_the_store_is_named(served_run: dict[str, An
     problems = _problems(run)
     assert [v.item for v in problems] == ["codes.sqlite applications"]
     assert application_id in problems[0].reason and "missing from the store" in problems[0].reason
+
+
+def test_an_appeal_decided_behind_the_logs_back_is_named(served_run: dict[str, Any], tmp_path: Path) -> None:
+    run = _tampered(served_run, tmp_path)
+    decided, still_open = served_run["appeals"]
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        db.execute("UPDATE appeals SET status = 'upheld' WHERE appeal_id = ?", (still_open,))
+        db.execute("UPDATE appeals SET status = 'rejected' WHERE appeal_id = ?", (decided,))
+    problems = _problems(run)
+    assert [v.item for v in problems] == ["codes.sqlite appeals"]
+    reason = problems[0].reason
+    assert (
+        f"{still_open} (upheld; logged: open)" in reason and f"{decided} (rejected; logged: upheld)" in reason
+    )
+
+
+def test_an_appeal_slipped_into_or_altered_in_the_store_is_named(
+    served_run: dict[str, Any], tmp_path: Path
+) -> None:
+    run = _tampered(served_run, tmp_path)
+    decided, _ = served_run["appeals"]
+    with sqlite3.connect(run / "coordinator" / "codes.sqlite") as db:
+        db.execute("UPDATE appeals SET reason = 'a different story' WHERE appeal_id = ?", (decided,))
+        db.execute(
+            "INSERT INTO appeals SELECT 'ffffffffffffffff', subject_id, code_id, reason, created_at, 'open' "
+            "FROM appeals WHERE appeal_id = ?",
+            (decided,),
+        )
+    problems = _problems(run)
+    assert [v.item for v in problems] == ["codes.sqlite appeals"]
+    reason = problems[0].reason
+    assert "ffffffffffffffff" in reason and "no entry of the service's log filed" in reason
+    assert decided in reason and "differ from the digest" in reason
 
 
 def test_a_deleted_service_log_leaves_its_codes_and_queries_unbound(

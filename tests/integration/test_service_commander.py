@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.service import PROBES
+from coordinator.service_log import SERVICE_LOG
 from service.process import ServiceProcess
 from simulation.presets import COUNTIES
 from tests.servers import copy_run
@@ -306,6 +307,10 @@ def test_an_operator_decides_an_appeal_once(served_run: ServedRun, operator: htt
     with sqlite3.connect(served_run.run / "coordinator" / "codes.sqlite") as db:
         status = db.execute("SELECT status FROM appeals WHERE appeal_id = ?", (APPEAL_ID,)).fetchone()[0]
     assert status == "upheld"
+    entries = [json.loads(line) for line in (served_run.run / SERVICE_LOG).read_text().splitlines()]
+    decided = [e["data"] for e in entries if e["kind"] == "appeal_decided"]
+    assert decided == [{"epoch": "", "appeal_id": APPEAL_ID, "decision": "upheld", "operator": OPERATOR}]
+    assert entries[-1]["kind"] == "head"  # a decision is signed at once
     again = operator.post(f"/commander/appeals/{APPEAL_ID}", data={"csrf": csrf, "decision": "rejected"})
     assert again.status_code == 404
     assert "already upheld" in again.text
@@ -342,7 +347,13 @@ def test_the_load_benchmark_reports_every_phase_and_endpoint(served_run: ServedR
     assert bench.returncode == 0, bench.stderr[-3000:]
     result = json.loads(bench.stdout)["service"]
     assert set(result) == {
-        "settings", "cpus", "absent_routes", "citizens_signed_in", "phases", "code_fetch", "applications"
+        "settings",
+        "cpus",
+        "absent_routes",
+        "citizens_signed_in",
+        "phases",
+        "code_fetch",
+        "applications",
     }
     assert set(result["absent_routes"]) <= set(PROBES)
     baseline, peak = result["phases"]["baseline"], result["phases"]["peak"]
