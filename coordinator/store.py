@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from crypto.codes import COLOURS
+from runctx.sqlite import immediate
 
 CACHE_KIB = 256 * 1024
 """SQLite page cache size (an upper bound: pages are allocated as they are read)."""
@@ -210,13 +211,8 @@ class CodeStore:
     def _write(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
         """Run one statement over many rows in a single transaction; return the number of rows changed."""
         before = self._db.total_changes
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._db):
             self._db.executemany(sql, rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         return self._db.total_changes - before
 
     # -- epochs
@@ -224,8 +220,7 @@ class CodeStore:
     def begin_epoch(self, epoch: str, as_of: str, inputs_digest: str, started_at: str) -> tuple[int, str]:
         """Record an epoch, or find it again after a crash; return its sequence number (1, 2, ...) and the
         time it was first started."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._db):
             row = self._db.execute(
                 "SELECT seq, inputs_digest, started_at FROM epochs WHERE epoch = ?", (epoch,)
             ).fetchone()
@@ -241,10 +236,6 @@ class CodeStore:
                 raise StoreError(
                     f"epoch {epoch} was started with different inputs ({row[1]} ≠ {inputs_digest})"
                 )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         return int(row[0]), str(row[2])
 
     def finish_epoch(self, epoch: str, finished_at: str, result: dict[str, Any]) -> None:
@@ -402,8 +393,7 @@ class CodeStore:
         holds this epoch's code) or its refusal (subject id, reason); return each one's code of the epoch,
         or None for a refusal. `before_commit` sees the stored (application, code) pairs inside the
         transaction: when it raises, nothing is stored."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._db):
             stored_all: list[tuple[Application, CodeRow | None]] = []
             for application, code, refusal in applications:
                 stored: CodeRow | None = None
@@ -437,10 +427,6 @@ class CodeStore:
                 stored_all.append((application, stored))
             if before_commit is not None:
                 before_commit(stored_all)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         return [code for _, code in stored_all]
 
     def applications(self) -> Iterator[Application]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from proto import tokens
 from proto.errors import FailedPrecondition, ResourceExhausted
+from runctx.sqlite import immediate
 
 DEFAULT_FRACTION = 8
 """A partition's default cap is 1/DEFAULT_FRACTION of its entries (distinct tokens)..."""
@@ -77,8 +78,10 @@ class BudgetPolicy:
             for item in filter(None, (part.strip() for part in spec.split(","))):
                 match = _SPEC.match(item)
                 if not match:
-                    raise BudgetSpecError(f"budget {item!r}: expected N or SCOPE=N (SCOPE: partition id, "
-                                          "token kind, dataset, 'day', 'static' or '*')")
+                    raise BudgetSpecError(
+                        f"budget {item!r}: expected N or SCOPE=N (SCOPE: partition id, "
+                        "token kind, dataset, 'day', 'static' or '*')"
+                    )
                 overrides[match["scope"] or "*"] = int(match["cap"])
         return cls(overrides)
 
@@ -228,8 +231,7 @@ class BudgetLedger:
         ResourceExhausted (nothing charged) when the elements no longer fit the cap.
         """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(self._db):
                 budget = self._budget(partition_id)
                 if count > budget.left:
                     raise _exhausted(partition_id, budget, count)
@@ -245,10 +247,6 @@ class BudgetLedger:
                     )
                 if record is not None:
                     record(budget.left - count)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
             return response
 
     def epoch(self, partition_id: str) -> str | None:
@@ -261,19 +259,13 @@ class BudgetLedger:
 
     def start_epoch(self, partition_id: str, epoch: str) -> None:
         """Start a per-epoch budget's `epoch`: its use goes back to 0, atomically with the epoch's date."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("UPDATE budget SET used = 0 WHERE partition_id = ?", (partition_id,))
-                self._db.execute(
-                    "INSERT INTO budget_epoch (partition_id, epoch) VALUES (?, ?) "
-                    "ON CONFLICT(partition_id) DO UPDATE SET epoch = excluded.epoch",
-                    (partition_id, epoch),
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, immediate(self._db):
+            self._db.execute("UPDATE budget SET used = 0 WHERE partition_id = ?", (partition_id,))
+            self._db.execute(
+                "INSERT INTO budget_epoch (partition_id, epoch) VALUES (?, ?) "
+                "ON CONFLICT(partition_id) DO UPDATE SET epoch = excluded.epoch",
+                (partition_id, epoch),
+            )
 
     def forget_responses(self, partition_id: str) -> int:
         """Delete a partition's stored responses (its key is gone), keeping its budget; return how many."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runctx.sqlite import immediate
+
 OTP_TTL = 300.0
 """Seconds a one-time code stays valid."""
 OTP_DIGITS = 6
@@ -75,19 +77,9 @@ class OtpBox:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside BEGIN IMMEDIATE (one writer across workers): committed when the block ends,
-        rolled back on any error, closed either way."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        """A connection inside BEGIN IMMEDIATE (one writer across workers), closed when the block ends."""
+        with contextlib.closing(self._connect()) as db, immediate(db):
+            yield db
 
     def _digest(self, phone: str, code: str) -> str:
         return hmac.digest(self.key, f"otp|{phone}|{code}".encode(), hashlib.sha256).hex()

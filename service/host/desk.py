@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runctx.sqlite import immediate
 from service.host import deliveries
 from service.host.deliveries import Declared
 from service.host.forms import DeclarationRequest, place_kind
@@ -73,18 +74,11 @@ class HostDesk:
         """RUN/service/host.sqlite inside BEGIN IMMEDIATE (one writer across workers): counts only."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.state_dir / "host.sqlite", isolation_level=None, timeout=30.0)
-        try:
+        with contextlib.closing(db):
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
 
     def host_of(self, phone: str) -> str:
         """The id number of the registered person whose phone signed in (HostError 403 when the register

@@ -36,6 +36,7 @@ from proto import layout
 from proto.schemas import SCHEMAS
 from runctx.files import write_atomic
 from runctx.scenario import Scenario
+from runctx.sqlite import immediate
 from service.venue.keys import Venue, agency_dir
 
 T = TypeVar("T")
@@ -138,8 +139,7 @@ class VenueBook:
     def register(self, name: str, kind: str, region_code: str, cell_id: int, address: str) -> Registered:
         """Register a venue under the next free id of its kind and county; venues.parquet is rewritten."""
         gate_key = secrets.token_urlsafe(18)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self.db):
             prefix = f"{kind}-{region_code}-v"
             (n,) = self.db.execute(
                 "SELECT COUNT(*) FROM venues WHERE venue_id LIKE ? || '%'", (prefix,)
@@ -150,10 +150,6 @@ class VenueBook:
                 "INSERT INTO venues VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (venue.venue_id, kind, name, region_code, cell_id, address, _hash(gate_key), created),
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         self.publish_venues()
         return Registered(venue, cell_id, address, gate_key)
 
@@ -231,28 +227,18 @@ class VenueBook:
         if single.exists():
             raise RuntimeError(f"{single} holds every check-in in one file; deliveries need day partitions")
         delivered = local_now(self.run).date().isoformat()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self.db):
             if self.db.execute("SELECT 1 FROM checkins WHERE batch IS NULL LIMIT 1").fetchone():
                 (batch,) = self.db.execute("SELECT COALESCE(MAX(batch), 0) + 1 FROM batches").fetchone()
                 self.db.execute("INSERT INTO batches (batch, delivered) VALUES (?, ?)", (batch, delivered))
                 self.db.execute("UPDATE checkins SET batch = ? WHERE batch IS NULL", (batch,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         written: list[Path] = []
-        self.db.execute("BEGIN IMMEDIATE")  # one writer of a batch's files at a time
-        try:
+        with immediate(self.db):  # one writer of a batch's files at a time
             for batch, day in self.db.execute(
                 "SELECT batch, delivered FROM batches WHERE written = 0 ORDER BY batch"
             ).fetchall():
                 written += self._write_batch(int(batch), dt.date.fromisoformat(day))
                 self.db.execute("UPDATE batches SET written = 1 WHERE batch = ?", (batch,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return written
 
     def _write_batch(self, batch: int, delivered: dt.date) -> list[Path]:
