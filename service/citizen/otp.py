@@ -17,7 +17,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from starlette.requests import Request
 
 from runctx.sqlite import immediate
 
@@ -153,11 +154,17 @@ class OtpBox:
         return None
 
 
-def otp_box(state_dir: Path, key: bytes, state: Any) -> OtpBox:
+def otp_box(request: Request) -> OtpBox:
     """The worker's one-time codes (the citizen's and the host's sign-in share them, and their limits), made
     on first use and kept on the application's state."""
+    state = request.app.state
     box = getattr(state, "citizen_otp", None)
     if box is None:
-        box = OtpBox(state_dir, key)
+        box = OtpBox(state.settings.state_dir, state.settings.secret_key())
         state.citizen_otp = box
     return box
+
+
+def client_address(request: Request) -> str:
+    """The client address a request's one-time code is limited by."""
+    return request.client.host if request.client else "unknown"

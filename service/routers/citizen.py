@@ -26,7 +26,7 @@ from service.citizen.forms import (
     first_problem,
 )
 from service.citizen.issuing import Unavailable
-from service.citizen.otp import OtpBox, OtpError, otp_box
+from service.citizen.otp import OtpBox, OtpError, client_address, otp_box
 from service.csrf import checked_form, csrf_token, renew_csrf
 from service.i18n import negotiate, text
 from service.pages import render
@@ -43,15 +43,6 @@ CSRF = "csrf"
 
 def _desk(request: Request) -> CitizenDesk:
     return desk_of(request.app.state.settings, request.app.state)
-
-
-def _otp(request: Request) -> OtpBox:
-    settings = request.app.state.settings
-    return otp_box(settings.state_dir, settings.secret_key(), request.app.state)
-
-
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _sign_in(request: Request, phone: str) -> None:
@@ -119,7 +110,7 @@ async def _apply(request: Request, phone: str, body: ApplicationRequest) -> Outc
 def api_send_otp(request: Request, body: OtpRequest) -> dict[str, str]:
     """Send a one-time code to the phone (SMS outbox); rate-limited per phone and per client address."""
     try:
-        _otp(request).send(body.phone, _address(request))
+        otp_box(request).send(body.phone, client_address(request))
     except OtpError as exc:
         raise _otp_problem(exc) from None
     return {"status": "sent"}
@@ -129,7 +120,7 @@ def api_send_otp(request: Request, body: OtpRequest) -> dict[str, str]:
 def api_sign_in(request: Request, body: SessionRequest) -> dict[str, str]:
     """Sign in with the phone's one-time code (single use, valid 5 minutes): a signed session cookie."""
     try:
-        _otp(request).accept(body.phone, body.otp)
+        otp_box(request).accept(body.phone, body.otp)
     except OtpError as exc:
         raise _otp_problem(exc) from None
     _sign_in(request, body.phone)
@@ -246,7 +237,7 @@ async def _otp_form(
         return form
     try:
         body = model.model_validate({k: str(form.get(k, "")) for k in fields})
-        act(_otp(request), body)
+        act(otp_box(request), body)
     except ValidationError as exc:
         return _home(request, 422, error=first_problem(exc))
     except OtpError as exc:
@@ -257,7 +248,7 @@ async def _otp_form(
 @router.post("/citizen/otp", include_in_schema=False)
 async def page_send_otp(request: Request) -> Response:
     """The sign-in form's first step: send a one-time code."""
-    address = _address(request)
+    address = client_address(request)
     body = await _otp_form(request, OtpRequest, ("phone",), lambda box, b: box.send(b.phone, address))
     if isinstance(body, Response):
         return body

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from service.citizen.forms import OtpRequest, SessionRequest, first_problem
-from service.citizen.otp import OtpBox, OtpError, otp_box
+from service.citizen.otp import OtpError, client_address, otp_box
 from service.csrf import checked_form, csrf_token, renew_csrf
 from service.host import forms
 from service.host.deliveries import Declared, run_date
@@ -44,15 +44,6 @@ ROW_NUMBER = re.compile(r"\brow (\d+)")
 
 def _desk(request: Request) -> HostDesk:
     return desk_of(request.app.state.settings, request.app.state)
-
-
-def _otp(request: Request) -> OtpBox:
-    settings = request.app.state.settings
-    return otp_box(settings.state_dir, settings.secret_key(), request.app.state)
-
-
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _host(request: Request) -> tuple[str, str] | None:
@@ -83,7 +74,7 @@ def _required(request: Request) -> tuple[str, str]:
 def _sign_in(request: Request, phone: str, otp: str) -> str:
     """Use up the one-time code, find the registered person the phone belongs to, start a fresh session;
     the host's id number. OtpError or HostError when either fails."""
-    _otp(request).accept(phone, otp)
+    otp_box(request).accept(phone, otp)
     host = _desk(request).host_of(phone)
     request.session.pop(PENDING, None)
     request.session.pop(CSRF, None)
@@ -149,7 +140,7 @@ def _declare(
 def api_send_otp(request: Request, body: OtpRequest) -> dict[str, str]:
     """Send a one-time code to the host's phone (the citizen's SMS gateway and rate limits)."""
     try:
-        _otp(request).send(body.phone, _address(request))
+        otp_box(request).send(body.phone, client_address(request))
     except OtpError as exc:
         raise _problem(exc.status, exc.reason, str(exc), retry_after=exc.retry_after) from None
     return {"status": "sent"}
@@ -244,7 +235,7 @@ async def page_send_otp(request: Request) -> Response:
         return form
     try:
         body = OtpRequest(phone=str(form.get("phone", "")))
-        _otp(request).send(body.phone, _address(request))
+        otp_box(request).send(body.phone, client_address(request))
     except ValidationError as exc:
         return _home(request, 422, error=first_problem(exc))
     except OtpError as exc:
