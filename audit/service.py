@@ -7,10 +7,10 @@ those applications — and every code the store holds bound by some entry, an ep
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from audit.logs import Log, read_log
 from audit.verdicts import Notes, Verdict, differences, named
@@ -28,6 +28,7 @@ from coordinator.store import CodeStore, StoreError
 from runctx.files import witness_dir
 
 SECTION = SERVICE_LOG.as_posix()
+Row = TypeVar("Row")
 
 
 def read_service_log(run: Path, public_key: Any) -> Log | None:
@@ -154,21 +155,32 @@ def service_verdicts(
     return out
 
 
+def _rows_bound(
+    notes: Notes,
+    what: str,
+    stored: Mapping[str, Row],
+    bound: Mapping[str, Bound],
+    digest: Callable[[Row], str],
+    verb: str,
+) -> None:
+    """Stored rows (by id) against the entries that bound their digests: rows no entry `verb`, rows altered
+    since, logged rows gone; a warning for rows that only entries no signed head covers yet bind."""
+    altered, unlogged, missing = differences(
+        stored, bound, lambda found, entry: digest(found) == entry.digest
+    )
+    if unlogged:
+        notes.fail(f"{len(unlogged)} {what} no entry of the service's log {verb}: {named(unlogged)}")
+    if altered:
+        notes.fail(f"{len(altered)} {what} differ from the digest their entry logged: {named(altered)}")
+    if missing:
+        notes.fail(f"{len(missing)} logged {what} are missing from the store: {named(missing)}")
+    _signed_note(notes, [(i, bound[i]) for i in stored if i in bound], what)
+
+
 def _applications_verdict(store: CodeStore, issuance: ServiceIssuance) -> Verdict:
     notes = Notes()
     stored = {a.application_id: a for a in store.applications()}
-    altered, unlogged, missing = differences(
-        stored, issuance.applications, lambda found, bound: application_digest(found) == bound.digest
-    )
-    if unlogged:
-        notes.fail(f"{len(unlogged)} applications no entry of the service's log binds: {named(unlogged)}")
-    if altered:
-        notes.fail(f"{len(altered)} applications differ from the digest their entry logged: {named(altered)}")
-    if missing:
-        notes.fail(f"{len(missing)} logged applications are missing from the store: {named(missing)}")
-    _signed_note(
-        notes, [(i, issuance.applications[i]) for i in stored if i in issuance.applications], "applications"
-    )
+    _rows_bound(notes, "applications", stored, issuance.applications, application_digest, "binds")
     notes.ok(f"{len(stored)} applications, each with the digest the service's log bound")
     return notes.verdict("results", "codes.sqlite applications", RECORDED)
 
@@ -178,15 +190,7 @@ def _appeals_verdict(store: CodeStore, issuance: ServiceIssuance) -> Verdict:
     gives."""
     notes = Notes()
     stored = {a.appeal_id: a for a in store.appeals()}
-    altered, unlogged, missing = differences(
-        stored, issuance.appeals, lambda found, bound: appeal_digest(found) == bound.digest
-    )
-    if unlogged:
-        notes.fail(f"{len(unlogged)} appeals no entry of the service's log filed: {named(unlogged)}")
-    if altered:
-        notes.fail(f"{len(altered)} appeals differ from the digest their entry logged: {named(altered)}")
-    if missing:
-        notes.fail(f"{len(missing)} logged appeals are missing from the store: {named(missing)}")
+    _rows_bound(notes, "appeals", stored, issuance.appeals, appeal_digest, "filed")
     wrong = sorted(
         f"{i} ({a.status}; logged: {issuance.decisions.get(i, 'open')})"
         for i, a in stored.items()
@@ -194,7 +198,6 @@ def _appeals_verdict(store: CodeStore, issuance: ServiceIssuance) -> Verdict:
     )
     if wrong:
         notes.fail(f"{len(wrong)} appeals whose status is not the decision the log binds: {named(wrong)}")
-    _signed_note(notes, [(i, issuance.appeals[i]) for i in stored if i in issuance.appeals], "appeals")
     notes.ok(f"{len(stored)} appeals, each filed and decided as the service's log binds")
     return notes.verdict("results", "codes.sqlite appeals", APPEAL_FILED)
 
