@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from proto import ids
 
@@ -29,6 +37,14 @@ def printable_name(value: str) -> str:
     if any(unicodedata.category(ch)[0] in "CZ" and ch != " " for ch in value):
         raise ValueError("name holds control or separator characters")
     return value
+
+
+SubjectId = Annotated[
+    str, BeforeValidator(upper_id), Field(pattern=SUBJECT_ID_PATTERN, description="18-character resident ID")
+]
+"""A resident ID number as a form or a JSON body gives it (its check character is checked by the model)."""
+PersonName = Annotated[str, Field(min_length=1, max_length=40), AfterValidator(printable_name)]
+"""A person's name as registered."""
 
 
 class Strict(BaseModel):
@@ -54,25 +70,13 @@ class ApplicationRequest(Strict):
     """Apply for a code, for oneself or a family member."""
 
     relation: Literal["self", "family"]
-    name: str = Field(min_length=1, max_length=40, examples=["张德雅"])
-    subject_id: str = Field(
-        pattern=SUBJECT_ID_PATTERN, description="18-character resident ID", examples=["41120219290113076X"]
-    )
+    name: PersonName = Field(examples=["张德雅"])
+    subject_id: SubjectId = Field(examples=["41120219290113076X"])
     birth_date: dt.date = Field(examples=["1929-01-13"])
     phone: str = Field(pattern=PHONE_PATTERN, description="the holder's mobile number")
     symptoms: list[Literal["fever", "cough", "fatigue", "breath", "taste"]] = Field(
         default_factory=list, max_length=len(SYMPTOMS)
     )
-
-    @field_validator("subject_id", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return upper_id(value)
-
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        return printable_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ApplicationRequest:

@@ -11,7 +11,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from proto import ids
 from proto.tokenize import MAX_ID_BYTES
-from service.citizen.forms import SUBJECT_ID_PATTERN, Strict, first_problem, printable_name, upper_id
+from service.citizen.forms import PersonName, Strict, SubjectId, first_problem
 
 DWELLING = re.compile(r"^dwelling-([0-9]{6})-([0-9]{7})$")
 """A rented home, named after the household registered there: `dwelling-<household id>`, the household id
@@ -44,25 +44,13 @@ def place_kind(place_id: str) -> str | None:
 class DeclaredPerson(Strict):
     """One person declared at the place: id number and name as in the register, role and dates."""
 
-    subject_id: str = Field(
-        pattern=SUBJECT_ID_PATTERN, description="18-character resident ID", examples=["411202198607121763"]
-    )
-    name: str = Field(min_length=1, max_length=40, examples=["许莉"])
+    subject_id: SubjectId = Field(examples=["411202198607121763"])
+    name: PersonName = Field(examples=["许莉"])
     role: Literal["tenant", "employee"]
     from_date: dt.date = Field(description="first day (inclusive)", examples=["2020-01-20"])
     to_date: dt.date = Field(
         description="last day (inclusive), not before from_date", examples=["2020-12-31"]
     )
-
-    @field_validator("subject_id", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return upper_id(value)
-
-    @field_validator("name")
-    @classmethod
-    def _printable(cls, value: str) -> str:
-        return printable_name(value)
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> DeclaredPerson:
