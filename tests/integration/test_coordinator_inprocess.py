@@ -241,8 +241,14 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
     run.mkdir(parents=True, exist_ok=True)
     (run / "scenario.json").write_text(
         json.dumps(
-            {"preset": "test", "seed": 7, "deterministic": True, "persons": PERSONS,
-             "as_of": AS_OF.isoformat(), "window_days": 14}
+            {
+                "preset": "test",
+                "seed": 7,
+                "deterministic": True,
+                "persons": PERSONS,
+                "as_of": AS_OF.isoformat(),
+                "window_days": 14,
+            }
         )
     )
     create_pki(
@@ -264,62 +270,14 @@ def write_run(run: Path) -> dict[str, pd.DataFrame]:
             ]
         ),
     )
-    write_parquet(
-        data / "carrier" / "stays.parquet",
-        frames["stays"],
-        pa.schema(
-            [
-                ("subject_id", pa.string()),
-                ("cell_id", pa.int32()),
-                ("start", pa.timestamp("s")),
-                ("end", pa.timestamp("s")),
-            ]
-        ),
-    )
-    write_parquet(
-        data / "transport" / "tickets.parquet",
-        frames["tickets"],
-        pa.schema(
-            [
-                ("subject_id", pa.string()),
-                ("trip_id", pa.string()),
-                ("service_date", pa.date32()),
-                ("carriage", pa.int16()),
-                ("seat", pa.string()),
-                ("origin", pa.string()),
-                ("destination", pa.string()),
-                ("depart", pa.timestamp("s")),
-                ("arrive", pa.timestamp("s")),
-            ]
-        ),
-    )
-    write_parquet(
-        data / "police" / "population.parquet",
-        frames["population"],
-        pa.schema(
-            [
-                ("subject_id", pa.string()),
-                ("name", pa.string()),
-                ("birth_date", pa.date32()),
-                ("household_id", pa.string()),
-            ]
-        ),
-    )
+    write_parquet(data / "carrier" / "stays.parquet", frames["stays"], SCHEMAS["stays"])
+    write_parquet(data / "transport" / "tickets.parquet", frames["tickets"], SCHEMAS["tickets"])
+    # the contract's register without its phone column, which these hand-made identities do not use
+    register = SCHEMAS["population"].remove(SCHEMAS["population"].get_field_index("phone"))
+    write_parquet(data / "police" / "population.parquet", frames["population"], register)
     write_table(data / "police" / "declarations.parquet", SCHEMAS["declarations"].empty_table())
     write_table(data / "venues" / "checkins.parquet", SCHEMAS["checkins"].empty_table())
-    write_parquet(
-        data / "police" / "hotel_stays.parquet",
-        frames["hotel_stays"],
-        pa.schema(
-            [
-                ("subject_id", pa.string()),
-                ("hotel_id", pa.string()),
-                ("room", pa.string()),
-                ("check_in", pa.date32()),
-                ("nights", pa.int16()),
-            ]
-        ),
-    )
+    write_parquet(data / "police" / "hotel_stays.parquet", frames["hotel_stays"], SCHEMAS["hotel_stays"])
     write_health(run, frames, CASES)
     write_parquet(
         run / "health" / "applicants.parquet",
