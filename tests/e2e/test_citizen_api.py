@@ -19,13 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from coordinator.policy import Policy
-from tests.integration.conftest import NodeProcess
 from tests.servers import (
     ServiceProcess,
     copy_run,
     outbox_code,
     republish_trust_list,
-    served,
     unclaimed_people,
 )
 
@@ -33,17 +31,6 @@ from tests.servers import (
 @pytest.fixture(scope="module")
 def run(run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_run(run_template, tmp_path_factory.mktemp("citizen-api") / "run")
-
-
-@pytest.fixture(scope="module")
-def served_run(run: Path) -> Iterator[tuple[NodeProcess, ServiceProcess]]:
-    with served(run, workers=2) as both:
-        yield both
-
-
-@pytest.fixture(scope="module")
-def service(served_run: tuple[NodeProcess, ServiceProcess]) -> ServiceProcess:
-    return served_run[1]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from proto import tokenize
 from runctx.pki import PkiPaths
 from runctx.scenario import Scenario
 from service.venue.keys import PREFIX, Venue, VenueKey
-from tests.integration.conftest import NodeProcess
 from tests.servers import ServiceProcess, copy_run, outbox_code, served, unclaimed_people
 
 COMPOUND = {"name": "建设路小区", "kind": "compound", "region_code": "411202", "x_km": 0.5, "y_km": 0.5}
@@ -34,17 +33,6 @@ COMPOUND = {"name": "建设路小区", "kind": "compound", "region_code": "41120
 @pytest.fixture(scope="module")
 def run(run_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_run(run_template, tmp_path_factory.mktemp("venue-api") / "run")
-
-
-@pytest.fixture(scope="module")
-def served_run(run: Path) -> Iterator[tuple[NodeProcess, ServiceProcess]]:
-    with served(run, workers=2) as both:
-        yield both
-
-
-@pytest.fixture(scope="module")
-def service(served_run: tuple[NodeProcess, ServiceProcess]) -> ServiceProcess:
-    return served_run[1]
 
 
 @pytest.fixture(scope="module")
